@@ -1,0 +1,73 @@
+//! Addresses of the two ends of a transport (Twisted's `IAddress`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where one end of a transport is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Address {
+    /// A TCP endpoint (IPv4 or IPv6).
+    Tcp(SocketAddr),
+    /// A UDP endpoint (IPv4 or IPv6).
+    Udp(SocketAddr),
+    /// A Unix domain socket.
+    Unix(UnixAddress),
+    /// A host name and port, before the name is resolved.
+    Hostname {
+        /// The name (or address literal) as given.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+    /// A pipe, such as a child process's stdio or this process's own.
+    Pipe,
+    /// An in-memory transport used in tests; the string names it.
+    Memory(String),
+}
+
+/// The address of a Unix domain socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UnixAddress {
+    /// A socket bound to a path in the filesystem.
+    Path(PathBuf),
+    /// A socket in Linux's abstract namespace (shown with a leading `@`).
+    Abstract(Vec<u8>),
+    /// An unbound socket (the usual client side).
+    Unnamed,
+}
+
+impl Address {
+    /// The IP socket address, for TCP and UDP addresses.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Address::Tcp(a) | Address::Udp(a) => Some(*a),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "tcp:{a}"),
+            Address::Udp(a) => write!(f, "udp:{a}"),
+            Address::Unix(u) => write!(f, "unix:{u}"),
+            Address::Hostname { host, port } => write!(f, "{host}:{port}"),
+            Address::Pipe => f.write_str("pipe"),
+            Address::Memory(name) => write!(f, "memory:{name}"),
+        }
+    }
+}
+
+impl fmt::Display for UnixAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixAddress::Path(p) => write!(f, "{}", p.display()),
+            UnixAddress::Abstract(name) => write!(f, "@{}", String::from_utf8_lossy(name)),
+            UnixAddress::Unnamed => f.write_str("(unnamed)"),
+        }
+    }
+}

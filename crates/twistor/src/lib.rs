@@ -1,0 +1,44 @@
+//! twistor: an event-driven networking engine in the model of Python's Twisted.
+//!
+//! A [`Reactor`] waits on sockets, timers, signals and other threads, and dispatches each
+//! event to a callback. A [`Protocol`](protocol::Protocol) handles one connection: it is
+//! told when the connection is made, receives bytes, and answers through its
+//! [`Transport`]. A [`Factory`](protocol::Factory) builds a protocol for each connection.
+//!
+//! ```no_run
+//! use twistor::protocol::{factory, Protocol};
+//! use twistor::{Reactor, Transport};
+//!
+//! struct Echo;
+//!
+//! impl Protocol for Echo {
+//!     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+//!         transport.write(data);
+//!     }
+//! }
+//!
+//! let reactor = Reactor::new()?;
+//! reactor.listen_tcp(8000, factory(|_addr| Echo))?;
+//! reactor.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod address;
+pub mod connector;
+pub mod error;
+pub mod protocol;
+pub mod reactor;
+pub mod tcp;
+pub mod transport;
+
+mod resolve;
+mod stream;
+
+pub use resolve::resolve;
+
+pub use address::Address;
+pub use connector::Connector;
+pub use error::Error;
+pub use protocol::{ClientFactory, CloseReason, Factory, Protocol};
+pub use reactor::{DelayedCall, Reactor, ReactorHandle, ReactorTime};
+pub use transport::{Producer, Transport};

@@ -1,0 +1,310 @@
+//! Protocols, factories and close reasons: the application's side of a connection.
+//!
+//! A [`Protocol`] is a per-connection state machine: the reactor calls
+//! [`connection_made`](Protocol::connection_made) once, then
+//! [`data_received`](Protocol::data_received) for each chunk of bytes read (chunks follow no
+//! message boundaries), then [`connection_lost`](Protocol::connection_lost) once. A
+//! [`Factory`] builds a protocol for each new connection; a [`ClientFactory`] also hears how
+//! outgoing connection attempts end.
+
+use std::any::type_name;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use crate::address::Address;
+use crate::connector::Connector;
+use crate::error::Error;
+use crate::transport::Transport;
+
+/// Why a connection ended, as given to [`Protocol::connection_lost`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// Closed cleanly: by `lose_connection` after everything was sent, or by the peer
+    /// closing its side (Twisted's `ConnectionDone`).
+    Done,
+    /// Lost in a non-clean fashion: reset by the peer, an I/O error, a protocol callback
+    /// that panicked, or the reactor shutting down (Twisted's `ConnectionLost`).
+    Lost(Error),
+    /// Closed locally by `abort_connection`, discarding unsent data (Twisted's
+    /// `ConnectionAborted`).
+    Aborted,
+}
+
+impl CloseReason {
+    /// Whether the connection ended cleanly ([`CloseReason::Done`]).
+    pub fn is_clean(&self) -> bool {
+        matches!(self, CloseReason::Done)
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Done => f.write_str("Connection was closed cleanly."),
+            CloseReason::Lost(err) => write!(
+                f,
+                "Connection to the other side was lost in a non-clean fashion: {err}."
+            ),
+            CloseReason::Aborted => f.write_str("Connection was aborted locally."),
+        }
+    }
+}
+
+/// The application's handler for one connection.
+///
+/// Every callback runs on the reactor thread. The transport passed in may be cloned and kept,
+/// for writing later (from a timer, or on behalf of another connection).
+pub trait Protocol: 'static {
+    /// Attaches the protocol to its transport. The default just calls
+    /// [`connection_made`](Protocol::connection_made); wrappers override it.
+    fn make_connection(&mut self, transport: &Transport) {
+        self.connection_made(transport)
+    }
+
+    /// The connection is up. Send a greeting here if the protocol has one.
+    fn connection_made(&mut self, _transport: &Transport) {}
+
+    /// Bytes arrived. They follow no message boundaries: a message may arrive in several
+    /// calls and one call may hold several messages.
+    fn data_received(&mut self, transport: &Transport, data: &[u8]);
+
+    /// The connection is gone; called exactly once, after which the protocol is dropped.
+    fn connection_lost(&mut self, _reason: &CloseReason) {}
+
+    /// The peer closed its sending side (half-close). The default closes our side too, after
+    /// sending what is queued; override it to keep writing.
+    fn read_connection_lost(&mut self, transport: &Transport) {
+        transport.lose_connection()
+    }
+
+    /// Our sending side has been shut down after `lose_write_connection`.
+    fn write_connection_lost(&mut self, _transport: &Transport) {}
+}
+
+impl<P: Protocol + ?Sized> Protocol for Box<P> {
+    fn make_connection(&mut self, transport: &Transport) {
+        (**self).make_connection(transport)
+    }
+    fn connection_made(&mut self, transport: &Transport) {
+        (**self).connection_made(transport)
+    }
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        (**self).data_received(transport, data)
+    }
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        (**self).connection_lost(reason)
+    }
+    fn read_connection_lost(&mut self, transport: &Transport) {
+        (**self).read_connection_lost(transport)
+    }
+    fn write_connection_lost(&mut self, transport: &Transport) {
+        (**self).write_connection_lost(transport)
+    }
+}
+
+/// Builds a protocol for each connection.
+///
+/// One factory may serve several listening ports; [`start_factory`](Factory::start_factory)
+/// runs when the first of them starts and [`stop_factory`](Factory::stop_factory) after the
+/// last one stops, as in Twisted.
+pub trait Factory: 'static {
+    /// Builds the protocol for a new connection from `addr`, or refuses it with `None`
+    /// (the connection is closed at once).
+    fn build_protocol(&self, addr: &Address) -> Option<Box<dyn Protocol>>;
+
+    /// Called before the first port or connector using this factory starts.
+    fn start_factory(&self) {}
+
+    /// Called after the last port or connector using this factory stops.
+    fn stop_factory(&self) {}
+
+    /// A name for this factory in log messages.
+    fn log_prefix(&self) -> &str {
+        short_type_name(type_name::<Self>())
+    }
+
+    /// Whether starting and stopping this factory is logged.
+    fn noisy(&self) -> bool {
+        true
+    }
+}
+
+/// A factory for outgoing connections: it also hears how each attempt ends.
+pub trait ClientFactory: Factory {
+    /// A connection attempt has started.
+    fn started_connecting(&self, _connector: &Connector) {}
+
+    /// The attempt failed: refused, timed out, the name did not resolve...
+    fn client_connection_failed(&self, _connector: &Connector, _reason: &Error) {}
+
+    /// An established connection ended (after the protocol's `connection_lost`).
+    fn client_connection_lost(&self, _connector: &Connector, _reason: &CloseReason) {}
+}
+
+/// A factory made from a closure that builds each protocol.
+///
+/// ```
+/// use twistor::protocol::{factory, Protocol};
+/// use twistor::Transport;
+///
+/// struct Echo;
+/// impl Protocol for Echo {
+///     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+///         transport.write(data);
+///     }
+/// }
+/// let echo_factory = factory(|_addr| Echo);
+/// ```
+pub struct FnFactory<F, P> {
+    build: F,
+    _protocol: PhantomData<fn() -> P>,
+}
+
+/// Makes a factory (server or client) that builds each protocol with `build`.
+pub fn factory<F, P>(build: F) -> Rc<FnFactory<F, P>>
+where
+    F: Fn(&Address) -> P + 'static,
+    P: Protocol,
+{
+    Rc::new(FnFactory {
+        build,
+        _protocol: PhantomData,
+    })
+}
+
+impl<F, P> Factory for FnFactory<F, P>
+where
+    F: Fn(&Address) -> P + 'static,
+    P: Protocol,
+{
+    fn build_protocol(&self, addr: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new((self.build)(addr)))
+    }
+
+    fn log_prefix(&self) -> &str {
+        short_type_name(type_name::<P>())
+    }
+}
+
+impl<F, P> ClientFactory for FnFactory<F, P>
+where
+    F: Fn(&Address) -> P + 'static,
+    P: Protocol,
+{
+}
+
+thread_local! {
+    /// How many ports and connectors use each factory, keyed by its address: Twisted keeps
+    /// this count (`numPorts`) on the factory object itself.
+    static FACTORY_USERS: RefCell<HashMap<usize, usize>> = RefCell::new(HashMap::new());
+}
+
+fn factory_key<F: ?Sized>(factory: &Rc<F>) -> usize {
+    Rc::as_ptr(factory) as *const () as usize
+}
+
+/// Counts one more user of `factory`, calling `start_factory` for the first (Twisted's
+/// `doStart`).
+pub fn do_start<F: Factory + ?Sized>(factory: &Rc<F>) {
+    let first = FACTORY_USERS.with(|users| {
+        let mut users = users.borrow_mut();
+        let count = users.entry(factory_key(factory)).or_insert(0);
+        *count += 1;
+        *count == 1
+    });
+    if first {
+        if factory.noisy() {
+            tracing::info!("Starting factory {}", factory.log_prefix());
+        }
+        factory.start_factory();
+    }
+}
+
+/// Counts one user of `factory` fewer, calling `stop_factory` after the last (Twisted's
+/// `doStop`). Extra calls are ignored.
+pub fn do_stop<F: Factory + ?Sized>(factory: &Rc<F>) {
+    let last = FACTORY_USERS.with(|users| {
+        let mut users = users.borrow_mut();
+        let key = factory_key(factory);
+        match users.get_mut(&key) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                users.remove(&key);
+                true
+            }
+            None => false,
+        }
+    });
+    if last {
+        if factory.noisy() {
+            tracing::info!("Stopping factory {}", factory.log_prefix());
+        }
+        factory.stop_factory();
+    }
+}
+
+/// `my_crate::module::Type<Args>` → `Type<Args>`.
+fn short_type_name(name: &str) -> &str {
+    let end = name.find('<').unwrap_or(name.len());
+    match name[..end].rfind("::") {
+        Some(i) => &name[i + 2..],
+        None => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    struct Counting {
+        starts: Cell<u32>,
+        stops: Cell<u32>,
+    }
+
+    impl Factory for Counting {
+        fn build_protocol(&self, _addr: &Address) -> Option<Box<dyn Protocol>> {
+            None
+        }
+        fn start_factory(&self) {
+            self.starts.set(self.starts.get() + 1);
+        }
+        fn stop_factory(&self) {
+            self.stops.set(self.stops.get() + 1);
+        }
+    }
+
+    #[test]
+    fn start_once_stop_after_last_user() {
+        let f = Rc::new(Counting {
+            starts: Cell::new(0),
+            stops: Cell::new(0),
+        });
+        do_start(&f);
+        do_start(&f);
+        assert_eq!((f.starts.get(), f.stops.get()), (1, 0));
+        do_stop(&f);
+        assert_eq!(f.stops.get(), 0);
+        do_stop(&f);
+        assert_eq!(f.stops.get(), 1);
+        do_stop(&f); // extra stop is ignored
+        assert_eq!(f.stops.get(), 1);
+        do_start(&f);
+        assert_eq!(f.starts.get(), 2);
+        do_stop(&f);
+    }
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_type_name("a::b::Echo"), "Echo");
+        assert_eq!(short_type_name("a::Wrap<b::C>"), "Wrap<b::C>");
+        assert_eq!(short_type_name("Plain"), "Plain");
+    }
+}

@@ -1,0 +1,649 @@
+//! The reactor: one event loop per thread, dispatching socket, timer, signal, task and
+//! cross-thread events to callbacks.
+//!
+//! Each turn of the loop runs, in order: the timers that are due, the calls posted from
+//! other threads, the calls queued with `call_soon`, the futures that were woken, a flush of
+//! every connection with queued output; then it waits in `epoll_wait` (for no longer than the
+//! next timer) and dispatches what the kernel reports, and flushes again.
+//!
+//! ```
+//! use std::time::Duration;
+//! use twistor::Reactor;
+//!
+//! let reactor = Reactor::new().unwrap();
+//! let r = reactor.clone();
+//! reactor.call_later(Duration::from_millis(1), move || r.stop());
+//! reactor.run().unwrap();
+//! ```
+
+mod executor;
+mod handle;
+mod signals;
+mod source;
+mod timer;
+mod triggers;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::RawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Token};
+
+pub use executor::TaskHandle;
+pub use handle::ReactorHandle;
+pub use source::{Readiness, Source};
+pub use timer::{DelayedCall, ReactorTime, TimerQueue, duration_to_nanos, nanos_to_seconds};
+pub use triggers::{PendingWork, Phase, SystemEvent, TriggerId};
+
+use crate::error::Error;
+use executor::Executor;
+use handle::{Queued, Shared};
+use signals::SignalPipe;
+use source::Slab;
+use triggers::Triggers;
+
+/// Size of the one read buffer every connection on a reactor reads into.
+pub const READ_BUFFER_SIZE: usize = 64 * 1024;
+
+const WAKER_TOKEN: Token = Token(usize::MAX - 1);
+const SIGNAL_TOKEN: Token = Token(usize::MAX - 2);
+
+/// How many rounds of flushing one turn does before it goes back to polling, so a pull
+/// producer on a fast socket cannot starve everyone else.
+const MAX_FLUSH_ROUNDS: usize = 16;
+
+/// An event loop. Cheap to clone (an `Rc` inside); not `Send`: use
+/// [`handle`](Reactor::handle) to reach it from other threads.
+///
+/// A reactor can be run, stopped and run again, and several can live in one process, one
+/// per thread.
+#[derive(Clone)]
+pub struct Reactor {
+    pub(crate) inner: Rc<Inner>,
+}
+
+pub(crate) struct Inner {
+    poll: RefCell<mio::Poll>,
+    events: RefCell<Events>,
+    sources: RefCell<Slab>,
+    timers: TimerQueue,
+    soon: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    dirty: RefCell<Vec<Rc<dyn Source>>>,
+    dirty_spare: RefCell<Vec<Rc<dyn Source>>>,
+    read_buf: RefCell<Vec<u8>>,
+    shared: Arc<Shared>,
+    remote_scratch: RefCell<Queued>,
+    pub(crate) executor: Executor,
+    triggers: Triggers,
+    /// Inside `run()`.
+    in_run: Cell<bool>,
+    /// Startup has completed and shutdown has not begun (Twisted's `reactor.running`).
+    running: Cell<bool>,
+    stopping: Cell<bool>,
+    exit: Cell<bool>,
+    signals: RefCell<Option<SignalPipe>>,
+    signal_handlers: RefCell<HashMap<libc::c_int, Vec<Rc<dyn Fn()>>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.close();
+        self.executor.clear();
+    }
+}
+
+impl Reactor {
+    /// A new reactor, not yet running.
+    pub fn new() -> io::Result<Reactor> {
+        let poll = mio::Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
+        let shared = Arc::new(Shared::new(waker));
+        let origin = Instant::now();
+        let inner = Rc::new(Inner {
+            poll: RefCell::new(poll),
+            events: RefCell::new(Events::with_capacity(1024)),
+            sources: RefCell::new(Slab::new()),
+            timers: TimerQueue::new(move || duration_to_nanos(origin.elapsed())),
+            soon: RefCell::new(VecDeque::new()),
+            dirty: RefCell::new(Vec::new()),
+            dirty_spare: RefCell::new(Vec::new()),
+            read_buf: RefCell::new(vec![0; READ_BUFFER_SIZE]),
+            executor: Executor::new(shared.clone()),
+            shared,
+            remote_scratch: RefCell::new(Queued::default()),
+            triggers: Triggers::default(),
+            in_run: Cell::new(false),
+            running: Cell::new(false),
+            stopping: Cell::new(false),
+            exit: Cell::new(false),
+            signals: RefCell::new(None),
+            signal_handlers: RefCell::new(HashMap::new()),
+        });
+        let reactor = Reactor { inner };
+        reactor.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, {
+            let weak = reactor.downgrade();
+            move || {
+                if let Some(r) = weak.upgrade() {
+                    r.disconnect_all();
+                }
+                None
+            }
+        });
+        Ok(reactor)
+    }
+
+    /// Runs the loop until [`stop`](Reactor::stop) and the shutdown triggers complete.
+    ///
+    /// On the main thread, SIGINT and SIGTERM are handled for the duration: they stop the
+    /// reactor gracefully. Fails if this reactor is already running.
+    pub fn run(&self) -> Result<(), Error> {
+        let inner = &*self.inner;
+        if inner.in_run.replace(true) {
+            return Err(Error::AlreadyRunning);
+        }
+        inner.stopping.set(false);
+        inner.exit.set(false);
+        let installed = std::thread::current().name() == Some("main")
+            && inner.signals.borrow().is_none()
+            && match self.install_signal_handlers() {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::warn!("could not install signal handlers: {err}");
+                    false
+                }
+            };
+        let this = self.clone();
+        self.call_soon(move || {
+            this.fire_system_event(SystemEvent::Startup, |r| r.inner.running.set(true))
+        });
+        while !inner.exit.get() {
+            self.iterate();
+        }
+        inner.running.set(false);
+        inner.in_run.set(false);
+        if installed {
+            self.uninstall_signal_handlers();
+        }
+        Ok(())
+    }
+
+    /// Stops the reactor: the shutdown triggers run (`before` work is waited for, `during`
+    /// closes ports and connections), then [`run`](Reactor::run) returns. Calling it when
+    /// the reactor is not running, or is already stopping, does nothing.
+    pub fn stop(&self) {
+        let inner = &*self.inner;
+        if !inner.in_run.get() || inner.stopping.replace(true) {
+            tracing::debug!("stop() ignored: the reactor is not running or already stopping");
+            return;
+        }
+        let this = self.clone();
+        self.call_soon(move || {
+            this.fire_system_event(SystemEvent::Shutdown, |r| {
+                r.inner.running.set(false);
+                r.inner.exit.set(true);
+            })
+        });
+    }
+
+    /// Whether the reactor has started up and is not shutting down.
+    pub fn running(&self) -> bool {
+        self.inner.running.get()
+    }
+
+    /// Runs `f` once the reactor is running: now if it already is, else after startup.
+    pub fn call_when_running(&self, f: impl FnOnce() + 'static) {
+        if self.inner.running.get() {
+            f();
+            return;
+        }
+        let mut f = Some(f);
+        self.inner.triggers.add(
+            Phase::After,
+            SystemEvent::Startup,
+            true,
+            Box::new(move || {
+                if let Some(f) = f.take() {
+                    f();
+                }
+                None
+            }),
+        );
+    }
+
+    /// Adds a trigger run at each firing of `event`, in `phase`. A `Before` trigger may
+    /// return [`PendingWork`]; the later phases wait until all such work completes (so a
+    /// `Before`/`Shutdown` trigger can delay shutdown until, say, connections have drained).
+    pub fn add_system_event_trigger(
+        &self,
+        phase: Phase,
+        event: SystemEvent,
+        f: impl FnMut() -> Option<PendingWork> + 'static,
+    ) -> TriggerId {
+        self.inner.triggers.add(phase, event, false, Box::new(f))
+    }
+
+    /// Removes a trigger; false if it was not registered.
+    pub fn remove_system_event_trigger(&self, id: TriggerId) -> bool {
+        self.inner.triggers.remove(id)
+    }
+
+    /// Runs `f` once, `delay` from now.
+    pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> DelayedCall {
+        self.inner.timers.schedule(delay, Box::new(f))
+    }
+
+    /// Seconds on the reactor's monotonic clock (origin unspecified).
+    pub fn seconds(&self) -> f64 {
+        nanos_to_seconds(self.inner.timers.now())
+    }
+
+    /// The calls scheduled with `call_later` that have not run, earliest first.
+    pub fn delayed_calls(&self) -> Vec<DelayedCall> {
+        self.inner.timers.pending()
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> ReactorHandle {
+        ReactorHandle {
+            shared: self.inner.shared.clone(),
+        }
+    }
+
+    /// Runs `f` on the reactor thread at the start of the next turn, before any I/O
+    /// (cheaper than a zero-delay `call_later`). Calls run in the order queued.
+    pub fn call_soon(&self, f: impl FnOnce() + 'static) {
+        self.inner.soon.borrow_mut().push_back(Box::new(f));
+    }
+
+    /// Spawns a future on the reactor thread. It is polled from the loop whenever it is
+    /// woken; a panic in it is logged and ends only that task.
+    pub fn spawn_task(&self, future: impl Future<Output = ()> + 'static) -> TaskHandle {
+        self.inner.executor.spawn(&self.inner, Box::pin(future))
+    }
+
+    /// Calls `f` on the reactor thread for each delivery of `signal` (SIGHUP, SIGUSR1...),
+    /// once signal handlers are installed ([`install_signal_handlers`], or `run` on the main
+    /// thread). SIGINT and SIGTERM also stop the reactor, after their handlers run.
+    ///
+    /// [`install_signal_handlers`]: Reactor::install_signal_handlers
+    pub fn add_signal_handler(
+        &self,
+        signal: libc::c_int,
+        f: impl Fn() + 'static,
+    ) -> io::Result<()> {
+        self.inner
+            .signal_handlers
+            .borrow_mut()
+            .entry(signal)
+            .or_default()
+            .push(Rc::new(f));
+        if let Some(pipe) = self.inner.signals.borrow_mut().as_mut() {
+            pipe.add(signal)?;
+        }
+        Ok(())
+    }
+
+    /// Makes this reactor the owner of the process's signal handlers: SIGINT and SIGTERM
+    /// stop it, and handlers added with [`add_signal_handler`](Reactor::add_signal_handler)
+    /// run. `run` does this by itself on the main thread.
+    pub fn install_signal_handlers(&self) -> io::Result<()> {
+        if self.inner.signals.borrow().is_some() {
+            return Ok(());
+        }
+        let mut wanted = vec![libc::SIGINT, libc::SIGTERM];
+        wanted.extend(self.inner.signal_handlers.borrow().keys().copied());
+        wanted.sort_unstable();
+        wanted.dedup();
+        let pipe = SignalPipe::install(&wanted)?;
+        self.inner.poll.borrow().registry().register(
+            &mut SourceFd(&pipe.read_fd()),
+            SIGNAL_TOKEN,
+            Interest::READABLE,
+        )?;
+        *self.inner.signals.borrow_mut() = Some(pipe);
+        Ok(())
+    }
+
+    fn uninstall_signal_handlers(&self) {
+        if let Some(pipe) = self.inner.signals.borrow_mut().take() {
+            let _ = self
+                .inner
+                .poll
+                .borrow()
+                .registry()
+                .deregister(&mut SourceFd(&pipe.read_fd()));
+        }
+    }
+
+    /// Registers `fd` with the loop, edge-triggered, and returns its token. The reactor
+    /// calls `source.ready` on each readiness change until the token is deregistered.
+    pub fn register(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        source: Rc<dyn Source>,
+    ) -> io::Result<usize> {
+        let token = self.inner.sources.borrow_mut().insert(source);
+        let result = self.inner.poll.borrow().registry().register(
+            &mut SourceFd(&fd),
+            Token(token),
+            interest,
+        );
+        match result {
+            Ok(()) => Ok(token),
+            Err(err) => {
+                self.inner.sources.borrow_mut().remove(token);
+                Err(err)
+            }
+        }
+    }
+
+    /// Forgets a token. If the descriptor stays open, pass it so epoll forgets it too;
+    /// closing a descriptor removes it from epoll by itself.
+    pub fn deregister(&self, token: usize, fd: Option<RawFd>) {
+        self.inner.sources.borrow_mut().remove(token);
+        if let Some(fd) = fd {
+            let _ = self
+                .inner
+                .poll
+                .borrow()
+                .registry()
+                .deregister(&mut SourceFd(&fd));
+        }
+    }
+
+    /// Makes `token`'s events go to `source` from now on (a connecting socket becoming a
+    /// connection). False if the token is not registered.
+    pub fn replace_source(&self, token: usize, source: Rc<dyn Source>) -> bool {
+        self.inner.sources.borrow_mut().replace(token, source)
+    }
+
+    /// Asks for `source.flush` at the end of this turn.
+    pub fn mark_dirty(&self, source: Rc<dyn Source>) {
+        self.inner.dirty.borrow_mut().push(source);
+    }
+
+    /// How many sources are registered (listening ports, connections...).
+    pub fn source_count(&self) -> usize {
+        self.inner.sources.borrow().len()
+    }
+
+    /// Lends the reactor's shared read buffer to `f` (or a fresh one, if it is already lent).
+    pub fn with_read_buffer<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        match self.inner.read_buf.try_borrow_mut() {
+            Ok(mut buf) => f(&mut buf),
+            Err(_) => f(&mut vec![0; READ_BUFFER_SIZE]),
+        }
+    }
+
+    /// A weak handle, for objects the reactor owns that need to reach it back.
+    pub fn downgrade(&self) -> WeakReactor {
+        WeakReactor {
+            inner: Rc::downgrade(&self.inner),
+        }
+    }
+
+    /// Whether two handles name the same reactor.
+    pub fn ptr_eq(&self, other: &Reactor) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    fn fire_system_event(&self, event: SystemEvent, done: impl FnOnce(&Reactor) + 'static) {
+        let pending = self.inner.triggers.fire(event, Phase::Before);
+        let this = self.clone();
+        let rest = move || {
+            if event == SystemEvent::Startup {
+                // Twisted's `running` turns true during startup, so `call_when_running`
+                // from a `During` trigger runs at once.
+                this.inner.running.set(true);
+            }
+            this.inner.triggers.fire(event, Phase::During);
+            this.inner.triggers.fire(event, Phase::After);
+            done(&this);
+        };
+        if pending.is_empty() {
+            rest();
+        } else {
+            self.spawn_task(async move {
+                JoinAll { pending }.await;
+                rest();
+            });
+        }
+    }
+
+    fn disconnect_all(&self) {
+        let all = self.inner.sources.borrow().all();
+        for source in all {
+            source.shutdown(self);
+        }
+    }
+
+    /// One turn of the loop.
+    fn iterate(&self) {
+        let inner = &*self.inner;
+        self.run_timers();
+        self.run_remote();
+        self.run_soon();
+        inner.executor.run_ready();
+        self.flush_dirty();
+        if inner.exit.get() {
+            return;
+        }
+        let timeout = self.poll_timeout();
+        let mut events = inner.events.borrow_mut();
+        if let Err(err) = inner.poll.borrow_mut().poll(&mut events, timeout) {
+            if err.kind() != io::ErrorKind::Interrupted {
+                tracing::error!("epoll_wait failed: {err}");
+            }
+            return;
+        }
+        for event in events.iter() {
+            let token = event.token();
+            if token == WAKER_TOKEN {
+                continue;
+            }
+            if token == SIGNAL_TOKEN {
+                self.handle_signals();
+                continue;
+            }
+            let source = inner.sources.borrow().get(token.0).cloned();
+            if let Some(source) = source {
+                source.ready(
+                    self,
+                    Readiness {
+                        readable: event.is_readable(),
+                        writable: event.is_writable(),
+                        read_closed: event.is_read_closed(),
+                        write_closed: event.is_write_closed(),
+                        error: event.is_error(),
+                    },
+                );
+            }
+        }
+        drop(events);
+        self.flush_dirty();
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        let inner = &*self.inner;
+        if !inner.soon.borrow().is_empty()
+            || inner.executor.has_ready()
+            || inner.shared.has_pending()
+            || !inner.dirty.borrow().is_empty()
+        {
+            return Some(Duration::ZERO);
+        }
+        let deadline = inner.timers.next_deadline()?;
+        Some(Duration::from_nanos(
+            deadline.saturating_sub(inner.timers.now()),
+        ))
+    }
+
+    fn run_timers(&self) {
+        let timers = &self.inner.timers;
+        if timers.is_empty() {
+            return;
+        }
+        let now = timers.now();
+        let limit = timers.next_seq();
+        while let Some(f) = timers.pop_due(now, Some(limit)) {
+            run_guarded("delayed call", f);
+        }
+    }
+
+    fn run_remote(&self) {
+        let inner = &*self.inner;
+        if !inner.shared.has_pending() {
+            return;
+        }
+        let mut queued = std::mem::take(&mut *inner.remote_scratch.borrow_mut());
+        inner.shared.take(&mut queued);
+        inner.executor.enqueue(queued.tasks.drain(..));
+        for call in queued.calls.drain(..) {
+            run_guarded("call from thread", move || call(self));
+        }
+        *inner.remote_scratch.borrow_mut() = queued;
+    }
+
+    fn run_soon(&self) {
+        let count = self.inner.soon.borrow().len();
+        for _ in 0..count {
+            let Some(f) = self.inner.soon.borrow_mut().pop_front() else {
+                break;
+            };
+            run_guarded("soon call", f);
+        }
+    }
+
+    fn flush_dirty(&self) {
+        let inner = &*self.inner;
+        for _ in 0..MAX_FLUSH_ROUNDS {
+            let mut batch = std::mem::take(&mut *inner.dirty_spare.borrow_mut());
+            std::mem::swap(&mut batch, &mut *inner.dirty.borrow_mut());
+            if batch.is_empty() {
+                *inner.dirty_spare.borrow_mut() = batch;
+                return;
+            }
+            for source in batch.drain(..) {
+                source.flush(self);
+            }
+            *inner.dirty_spare.borrow_mut() = batch;
+        }
+    }
+
+    fn handle_signals(&self) {
+        let received = match self.inner.signals.borrow().as_ref() {
+            Some(pipe) => pipe.drain(),
+            None => return,
+        };
+        for signal in received {
+            let handlers: Vec<Rc<dyn Fn()>> = self
+                .inner
+                .signal_handlers
+                .borrow()
+                .get(&signal)
+                .cloned()
+                .unwrap_or_default();
+            for handler in handlers {
+                run_guarded("signal handler", || handler());
+            }
+            if signal == libc::SIGINT || signal == libc::SIGTERM {
+                tracing::info!("Received {}, shutting down.", signal_name(signal));
+                self.stop();
+            }
+        }
+    }
+}
+
+impl ReactorTime for Reactor {
+    fn seconds(&self) -> f64 {
+        Reactor::seconds(self)
+    }
+
+    fn call_later_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> DelayedCall {
+        self.inner.timers.schedule(delay, f)
+    }
+}
+
+impl fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reactor")
+            .field("running", &self.running())
+            .field("sources", &self.source_count())
+            .field("delayed_calls", &self.inner.timers.len())
+            .field("tasks", &self.inner.executor.live())
+            .finish()
+    }
+}
+
+/// A weak handle on a reactor (does not keep it alive).
+#[derive(Clone)]
+pub struct WeakReactor {
+    inner: Weak<Inner>,
+}
+
+impl WeakReactor {
+    /// The reactor, if it still exists.
+    pub fn upgrade(&self) -> Option<Reactor> {
+        self.inner.upgrade().map(|inner| Reactor { inner })
+    }
+}
+
+/// Waits for every future in `pending`.
+struct JoinAll {
+    pending: Vec<PendingWork>,
+}
+
+impl Future for JoinAll {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.pending
+            .retain_mut(|work| work.as_mut().poll(cx).is_pending());
+        if self.pending.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Runs a callback from the loop, logging a panic instead of unwinding through the reactor.
+fn run_guarded(what: &str, f: impl FnOnce()) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(f)) {
+        tracing::error!("Unhandled panic in {what}: {}", panic_message(&*panic));
+    }
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
+fn signal_name(signal: libc::c_int) -> &'static str {
+    match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGCHLD => "SIGCHLD",
+        _ => "a signal",
+    }
+}

@@ -1,0 +1,81 @@
+//! Host name lookups that do not block the reactor.
+//!
+//! `getaddrinfo` blocks, so each lookup runs on a short-lived thread and its answer comes
+//! back through the reactor's cross-thread queue. IP literals are answered at once.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use crate::error::Error;
+use crate::reactor::Reactor;
+
+type Done = Box<dyn FnOnce(Result<Vec<SocketAddr>, Error>)>;
+
+thread_local! {
+    /// Lookups under way from this thread's reactors, by id.
+    static PENDING: RefCell<HashMap<u64, Done>> = RefCell::new(HashMap::new());
+    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Looks up `host` and calls `done` on the reactor thread with its addresses, in the
+/// resolver's order. An IP literal is answered before this returns.
+pub fn resolve(
+    reactor: &Reactor,
+    host: &str,
+    port: u16,
+    done: impl FnOnce(Result<Vec<SocketAddr>, Error>) + 'static,
+) {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<IpAddr>() {
+        done(Ok(vec![SocketAddr::new(ip, port)]));
+        return;
+    }
+    let id = NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    });
+    PENDING.with(|p| p.borrow_mut().insert(id, Box::new(done)));
+    let handle = reactor.handle();
+    let name = host.to_string();
+    let spawned = std::thread::Builder::new()
+        .name("twistor-resolver".into())
+        .spawn(move || {
+            let result = lookup(&name, port);
+            let _ = handle.call_from_thread(move |_| finish(id, result));
+        });
+    if let Err(err) = spawned {
+        finish(
+            id,
+            Err(Error::DnsLookup {
+                host: host.to_string(),
+                reason: format!("could not start a resolver thread: {err}"),
+            }),
+        );
+    }
+}
+
+fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
+    let fail = |reason: String| Error::DnsLookup {
+        host: host.to_string(),
+        reason,
+    };
+    match (host, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if addrs.is_empty() {
+                Err(fail("no addresses".into()))
+            } else {
+                Ok(addrs)
+            }
+        }
+        Err(err) => Err(fail(err.to_string())),
+    }
+}
+
+fn finish(id: u64, result: Result<Vec<SocketAddr>, Error>) {
+    if let Some(done) = PENDING.with(|p| p.borrow_mut().remove(&id)) {
+        done(result);
+    }
+}

@@ -1,0 +1,665 @@
+//! A connected stream socket (TCP or Unix) as a transport: the engine's hot path.
+//!
+//! Reading: on each readiness edge the connection reads into the reactor's one shared buffer
+//! until a short read (the socket is drained; with edge-triggered epoll a new edge comes when
+//! more data arrives) and hands each chunk to the protocol.
+//!
+//! Writing: `write` appends to the connection's output buffer, which exists only while it
+//! holds unsent bytes. Writes made while the connection's own protocol is running are sent
+//! right after the callback returns, writes made from elsewhere at the end of the reactor's
+//! turn: either way one `send` per connection per turn, so pipelined replies coalesce. Only
+//! after `EAGAIN` does the connection wait for a writable edge.
+//!
+//! Closing: `lose_connection` flushes, then closes; `abort_connection` drops the buffer and
+//! closes. Either way `connection_lost` runs from the reactor, never from inside another of
+//! the protocol's own callbacks.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::{Rc, Weak};
+
+use socket2::SockRef;
+
+use crate::address::{Address, UnixAddress};
+use crate::error::Error;
+use crate::protocol::{CloseReason, Protocol};
+use crate::reactor::{Reactor, Readiness, Source, WeakReactor, panic_message};
+use crate::transport::{DEFAULT_HIGH_WATER_MARK, Producer, Transport, TransportImpl};
+
+/// Which family a stream socket belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // `Unix` is constructed by unix.rs, which lands with Unix sockets.
+pub(crate) enum StreamKind {
+    Tcp,
+    Unix,
+}
+
+/// Told when a connection ends, after its protocol (client connectors use it to notify
+/// their factory).
+pub(crate) trait ConnectionOwner {
+    fn connection_lost(&self, reason: &CloseReason);
+}
+
+// Connection state flags.
+/// The protocol asked us to stop reading.
+const READ_PAUSED: u32 = 1 << 0;
+/// Reading stopped before the socket was drained; read again when resumed.
+const READ_PENDING: u32 = 1 << 1;
+/// The peer closed its sending side.
+const READ_EOF: u32 = 1 << 2;
+/// `send` said `EAGAIN`; wait for a writable edge.
+const WRITE_BLOCKED: u32 = 1 << 3;
+/// The connection's own protocol is running; writes are flushed when it returns.
+const IN_DISPATCH: u32 = 1 << 4;
+/// Queued in the reactor's flush list.
+const DIRTY: u32 = 1 << 5;
+/// `lose_connection`: close once the buffer is empty.
+const DISCONNECTING: u32 = 1 << 6;
+/// `lose_write_connection`: shut down our sending side once the buffer is empty.
+const WRITE_SHUT_REQUESTED: u32 = 1 << 7;
+/// Our sending side is shut down.
+const WRITE_SHUT: u32 = 1 << 8;
+/// `abort_connection` (or a panic): close now, dropping the buffer.
+const ABORTING: u32 = 1 << 9;
+/// Gone.
+const CLOSED: u32 = 1 << 10;
+
+/// Bytes waiting to be sent. Holds no allocation while empty.
+#[derive(Default)]
+struct OutBuf {
+    data: Vec<u8>,
+    start: usize,
+}
+
+impl OutBuf {
+    #[inline]
+    fn len(&self) -> usize {
+        self.data.len() - self.start
+    }
+
+    #[inline]
+    fn extend(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start >= self.data.len() / 2 {
+            self.data.drain(..self.start);
+            self.start = 0;
+        }
+        self.data.extend_from_slice(bytes);
+    }
+
+    #[inline]
+    fn pending(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+
+    #[inline]
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.data.len() {
+            self.clear();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.data = Vec::new();
+        self.start = 0;
+    }
+}
+
+struct ProducerSlot {
+    producer: Rc<dyn Producer>,
+    streaming: bool,
+    paused: bool,
+}
+
+/// One connected stream socket and its protocol.
+pub(crate) struct StreamConnection {
+    fd: RawFd,
+    kind: StreamKind,
+    token: Cell<usize>,
+    flags: Cell<u32>,
+    high_water: Cell<usize>,
+    out: RefCell<OutBuf>,
+    protocol: RefCell<Option<Box<dyn Protocol>>>,
+    producer: RefCell<Option<ProducerSlot>>,
+    /// Set when the connection is aborted for a reason other than `abort_connection`.
+    abort_reason: RefCell<Option<Box<CloseReason>>>,
+    peer: Address,
+    reactor: WeakReactor,
+    me: Weak<StreamConnection>,
+    owner: Option<Rc<dyn ConnectionOwner>>,
+}
+
+impl StreamConnection {
+    /// Wraps a connected, non-blocking socket that is already registered under `token`
+    /// (or will be, with [`set_token`](Self::set_token)). Takes ownership of `fd`.
+    pub(crate) fn new(
+        reactor: &Reactor,
+        fd: RawFd,
+        kind: StreamKind,
+        peer: Address,
+        protocol: Box<dyn Protocol>,
+        owner: Option<Rc<dyn ConnectionOwner>>,
+    ) -> Rc<StreamConnection> {
+        Rc::new_cyclic(|me| StreamConnection {
+            fd,
+            kind,
+            token: Cell::new(usize::MAX),
+            flags: Cell::new(0),
+            high_water: Cell::new(DEFAULT_HIGH_WATER_MARK),
+            out: RefCell::new(OutBuf::default()),
+            protocol: RefCell::new(Some(protocol)),
+            producer: RefCell::new(None),
+            abort_reason: RefCell::new(None),
+            peer,
+            reactor: reactor.downgrade(),
+            me: me.clone(),
+            owner,
+        })
+    }
+
+    pub(crate) fn set_token(&self, token: usize) {
+        self.token.set(token);
+    }
+
+    /// Starts the protocol: `make_connection`, then whatever it wrote is flushed.
+    pub(crate) fn start(self: &Rc<Self>, reactor: &Reactor) {
+        let transport = Transport::new(self.clone());
+        self.dispatch(&transport, |p, t| p.make_connection(t));
+        self.flush_now(reactor);
+    }
+
+    /// A handle on this connection as a transport.
+    pub(crate) fn transport(self: &Rc<Self>) -> Transport {
+        Transport::new(self.clone())
+    }
+
+    #[inline]
+    fn has(&self, flag: u32) -> bool {
+        self.flags.get() & flag != 0
+    }
+
+    #[inline]
+    fn set(&self, flag: u32) {
+        self.flags.set(self.flags.get() | flag);
+    }
+
+    #[inline]
+    fn unset(&self, flag: u32) {
+        self.flags.set(self.flags.get() & !flag);
+    }
+
+    /// Makes sure queued work is done soon: right after the running callback if the
+    /// connection's own protocol is running, else at the end of the reactor's turn.
+    fn request_flush(&self) {
+        if self.has(IN_DISPATCH | DIRTY | CLOSED) {
+            return;
+        }
+        if let (Some(reactor), Some(me)) = (self.reactor.upgrade(), self.me.upgrade()) {
+            self.set(DIRTY);
+            reactor.mark_dirty(me);
+        }
+    }
+
+    /// Runs one protocol callback, catching a panic (which aborts the connection).
+    #[inline]
+    fn dispatch(&self, transport: &Transport, f: impl FnOnce(&mut dyn Protocol, &Transport)) {
+        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
+            tracing::warn!("protocol callback re-entered; event dropped");
+            return;
+        };
+        let Some(protocol) = slot.as_mut() else {
+            return;
+        };
+        let outer = self.has(IN_DISPATCH);
+        self.set(IN_DISPATCH);
+        let result = catch_unwind(AssertUnwindSafe(|| f(&mut **protocol, transport)));
+        if !outer {
+            self.unset(IN_DISPATCH);
+        }
+        drop(slot);
+        if let Err(panic) = result {
+            let message = panic_message(&*panic);
+            tracing::error!(
+                "protocol callback panicked on connection from {}: {message}; aborting it",
+                self.peer
+            );
+            *self.abort_reason.borrow_mut() = Some(Box::new(CloseReason::Lost(
+                Error::ProtocolPanicked(message),
+            )));
+            self.set(ABORTING);
+            self.out.borrow_mut().clear();
+        }
+    }
+
+    /// Reads until the socket is drained (or reading should stop), feeding the protocol.
+    fn do_read(self: &Rc<Self>, reactor: &Reactor, until_eof: bool) {
+        let transport = Transport::new(self.clone());
+        loop {
+            if self.has(READ_PAUSED) {
+                self.set(READ_PENDING);
+                return;
+            }
+            if self.has(CLOSED | ABORTING | DISCONNECTING | READ_EOF) {
+                return;
+            }
+            let outcome = reactor.with_read_buffer(|buf| {
+                // SAFETY: reading into a buffer we own, of the length we pass.
+                let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+                if n > 0 {
+                    let n = n as usize;
+                    self.dispatch(&transport, |p, t| p.data_received(t, &buf[..n]));
+                    if n < buf.len() && !until_eof {
+                        ReadOutcome::Drained
+                    } else {
+                        ReadOutcome::More
+                    }
+                } else if n == 0 {
+                    ReadOutcome::Eof
+                } else {
+                    let err = io::Error::last_os_error();
+                    match err.kind() {
+                        io::ErrorKind::WouldBlock => ReadOutcome::Drained,
+                        io::ErrorKind::Interrupted => ReadOutcome::More,
+                        _ => ReadOutcome::Failed(err),
+                    }
+                }
+            });
+            match outcome {
+                ReadOutcome::More => continue,
+                ReadOutcome::Drained => return,
+                ReadOutcome::Eof => {
+                    self.read_eof(reactor, &transport);
+                    return;
+                }
+                ReadOutcome::Failed(err) => {
+                    self.close(reactor, CloseReason::Lost(Error::io(err)));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The peer closed its sending side.
+    fn read_eof(self: &Rc<Self>, reactor: &Reactor, transport: &Transport) {
+        self.set(READ_EOF);
+        if self.has(WRITE_SHUT) {
+            self.close(reactor, CloseReason::Done);
+            return;
+        }
+        self.dispatch(transport, |p, t| p.read_connection_lost(t));
+    }
+
+    /// Sends what is queued, runs the producer, and closes if a close is due.
+    fn flush_now(self: &Rc<Self>, reactor: &Reactor) {
+        if self.has(CLOSED) {
+            return;
+        }
+        if self.has(ABORTING) {
+            let reason = self
+                .abort_reason
+                .borrow_mut()
+                .take()
+                .map_or(CloseReason::Aborted, |r| *r);
+            self.close(reactor, reason);
+            return;
+        }
+        if !self.has(WRITE_BLOCKED) {
+            if let Err(err) = self.send_buffered() {
+                self.close(reactor, CloseReason::Lost(Error::io(err)));
+                return;
+            }
+        }
+        let buffered = self.out.borrow().len();
+        self.run_producer(buffered);
+        if buffered > 0 || self.has(CLOSED) {
+            return;
+        }
+        if self.has(DISCONNECTING) && self.producer.borrow().is_none() {
+            self.close(reactor, CloseReason::Done);
+        } else if self.has(WRITE_SHUT_REQUESTED) && !self.has(WRITE_SHUT) {
+            self.shut_write(reactor);
+        }
+    }
+
+    /// Sends the buffer until it is empty or the socket is full.
+    fn send_buffered(&self) -> io::Result<()> {
+        let mut out = self.out.borrow_mut();
+        while out.len() > 0 {
+            let pending = out.pending();
+            // SAFETY: sending from a buffer we own, of the length we pass.
+            let n = unsafe {
+                libc::send(
+                    self.fd,
+                    pending.as_ptr().cast(),
+                    pending.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                out.consume(n as usize);
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => {
+                    self.set(WRITE_BLOCKED);
+                    return Ok(());
+                }
+                io::ErrorKind::Interrupted => continue,
+                _ => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// Resumes a paused streaming producer once the buffer has drained to half the
+    /// high-water mark, or asks a pull producer for more once it is empty.
+    fn run_producer(&self, buffered: usize) {
+        let producer = {
+            let mut slot = self.producer.borrow_mut();
+            let Some(slot) = slot.as_mut() else {
+                return;
+            };
+            let wanted = if slot.streaming {
+                slot.paused && buffered <= self.high_water.get() / 2
+            } else {
+                buffered == 0
+            };
+            if !wanted {
+                return;
+            }
+            slot.paused = false;
+            slot.producer.clone()
+        };
+        producer.resume_producing();
+    }
+
+    fn shut_write(self: &Rc<Self>, reactor: &Reactor) {
+        self.set(WRITE_SHUT);
+        // SAFETY: shutting down our own socket.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
+        if self.has(READ_EOF) {
+            self.close(reactor, CloseReason::Done);
+            return;
+        }
+        let transport = Transport::new(self.clone());
+        self.dispatch(&transport, |p, t| p.write_connection_lost(t));
+    }
+
+    /// Closes the socket and tells the producer, the protocol and the owner, once.
+    fn close(self: &Rc<Self>, reactor: &Reactor, reason: CloseReason) {
+        if self.has(CLOSED) {
+            return;
+        }
+        self.set(CLOSED);
+        reactor.deregister(self.token.get(), None);
+        // SAFETY: the descriptor is ours and is closed exactly once (guarded by CLOSED).
+        unsafe { libc::close(self.fd) };
+        self.out.borrow_mut().clear();
+        let producer = self.producer.borrow_mut().take();
+        if let Some(slot) = producer {
+            slot.producer.stop_producing();
+        }
+        let protocol = self.protocol.borrow_mut().take();
+        if let Some(mut protocol) = protocol {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.connection_lost(&reason)))
+            {
+                tracing::error!("connection_lost panicked: {}", panic_message(&*panic));
+            }
+        }
+        if let Some(owner) = &self.owner {
+            owner.connection_lost(&reason);
+        }
+    }
+
+    fn pause_producer_if_streaming(&self) {
+        let producer = {
+            let mut slot = self.producer.borrow_mut();
+            match slot.as_mut() {
+                Some(slot) if slot.streaming && !slot.paused => {
+                    slot.paused = true;
+                    slot.producer.clone()
+                }
+                _ => return,
+            }
+        };
+        producer.pause_producing();
+    }
+
+    fn with_sock<R>(&self, f: impl FnOnce(SockRef<'_>) -> R) -> R {
+        // SAFETY: the descriptor is open until `close`, and callers check CLOSED first.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        f(SockRef::from(&fd))
+    }
+}
+
+enum ReadOutcome {
+    More,
+    Drained,
+    Eof,
+    Failed(io::Error),
+}
+
+impl Source for StreamConnection {
+    #[inline]
+    fn ready(self: Rc<Self>, reactor: &Reactor, readiness: Readiness) {
+        if self.has(CLOSED) {
+            return;
+        }
+        if readiness.writable {
+            self.unset(WRITE_BLOCKED);
+        }
+        if readiness.readable || readiness.read_closed || readiness.error {
+            self.unset(READ_PENDING);
+            self.do_read(reactor, readiness.read_closed || readiness.error);
+        }
+        self.flush_now(reactor);
+    }
+
+    fn flush(self: Rc<Self>, reactor: &Reactor) {
+        self.unset(DIRTY);
+        if self.has(READ_PENDING) && !self.has(READ_PAUSED) {
+            self.unset(READ_PENDING);
+            self.do_read(reactor, false);
+        }
+        self.flush_now(reactor);
+    }
+
+    fn shutdown(self: Rc<Self>, reactor: &Reactor) {
+        self.close(reactor, CloseReason::Lost(Error::ShuttingDown));
+    }
+}
+
+impl TransportImpl for StreamConnection {
+    #[inline]
+    fn write(&self, data: &[u8]) {
+        if self.has(CLOSED | ABORTING | WRITE_SHUT) {
+            tracing::debug!("write of {} bytes after close ignored", data.len());
+            return;
+        }
+        if data.is_empty() {
+            return;
+        }
+        let buffered = {
+            let mut out = self.out.borrow_mut();
+            out.extend(data);
+            out.len()
+        };
+        if buffered > self.high_water.get() {
+            self.pause_producer_if_streaming();
+        }
+        self.request_flush();
+    }
+
+    fn write_sequence(&self, data: &[&[u8]]) {
+        if self.has(CLOSED | ABORTING | WRITE_SHUT) {
+            tracing::debug!("write after close ignored");
+            return;
+        }
+        let buffered = {
+            let mut out = self.out.borrow_mut();
+            for chunk in data {
+                out.extend(chunk);
+            }
+            out.len()
+        };
+        if buffered > self.high_water.get() {
+            self.pause_producer_if_streaming();
+        }
+        if buffered > 0 {
+            self.request_flush();
+        }
+    }
+
+    fn lose_connection(&self) {
+        if self.has(CLOSED | DISCONNECTING | ABORTING) {
+            return;
+        }
+        self.set(DISCONNECTING);
+        self.request_flush();
+    }
+
+    fn abort_connection(&self) {
+        if self.has(CLOSED | ABORTING) {
+            return;
+        }
+        self.set(ABORTING);
+        self.out.borrow_mut().clear();
+        self.request_flush();
+    }
+
+    fn lose_write_connection(&self) {
+        if self.has(CLOSED | ABORTING | WRITE_SHUT_REQUESTED) {
+            return;
+        }
+        self.set(WRITE_SHUT_REQUESTED);
+        self.request_flush();
+    }
+
+    fn peer(&self) -> Address {
+        self.peer.clone()
+    }
+
+    fn host(&self) -> Address {
+        if self.has(CLOSED) {
+            return Address::Memory("closed".into());
+        }
+        match self.with_sock(|s| s.local_addr()) {
+            Ok(addr) => sockaddr_to_address(self.kind, &addr),
+            Err(_) => Address::Memory("unknown".into()),
+        }
+    }
+
+    fn disconnecting(&self) -> bool {
+        self.has(DISCONNECTING | ABORTING | CLOSED)
+    }
+
+    fn buffered(&self) -> usize {
+        self.out.borrow().len()
+    }
+
+    fn pause_producing(&self) {
+        self.set(READ_PAUSED);
+    }
+
+    fn resume_producing(&self) {
+        if !self.has(READ_PAUSED) {
+            return;
+        }
+        self.unset(READ_PAUSED);
+        if self.has(READ_PENDING) {
+            self.request_flush();
+        }
+    }
+
+    fn register_producer(&self, producer: Box<dyn Producer>, streaming: bool) -> Result<(), Error> {
+        if self.has(CLOSED) {
+            producer.stop_producing();
+            return Ok(());
+        }
+        let producer: Rc<dyn Producer> = Rc::from(producer);
+        let pause_now = streaming && self.out.borrow().len() > self.high_water.get();
+        {
+            let mut slot = self.producer.borrow_mut();
+            if slot.is_some() {
+                return Err(Error::ProducerAlreadyRegistered);
+            }
+            *slot = Some(ProducerSlot {
+                producer: producer.clone(),
+                streaming,
+                paused: pause_now,
+            });
+        }
+        if pause_now {
+            producer.pause_producing();
+        } else if !streaming {
+            producer.resume_producing();
+        }
+        Ok(())
+    }
+
+    fn unregister_producer(&self) {
+        self.producer.borrow_mut().take();
+        if self.has(DISCONNECTING) {
+            self.request_flush();
+        }
+    }
+
+    fn set_high_water_mark(&self, bytes: usize) {
+        self.high_water.set(bytes.max(1));
+    }
+
+    fn set_tcp_nodelay(&self, enabled: bool) -> io::Result<()> {
+        if self.kind != StreamKind::Tcp {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "not a TCP transport",
+            ));
+        }
+        if self.has(CLOSED) {
+            return Err(io::Error::from(io::ErrorKind::NotConnected));
+        }
+        self.with_sock(|s| s.set_tcp_nodelay(enabled))
+    }
+
+    fn set_tcp_keepalive(&self, enabled: bool) -> io::Result<()> {
+        if self.kind != StreamKind::Tcp {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "not a TCP transport",
+            ));
+        }
+        if self.has(CLOSED) {
+            return Err(io::Error::from(io::ErrorKind::NotConnected));
+        }
+        self.with_sock(|s| s.set_keepalive(enabled))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Turns a socket address into a transport [`Address`].
+pub(crate) fn sockaddr_to_address(kind: StreamKind, addr: &socket2::SockAddr) -> Address {
+    match kind {
+        StreamKind::Tcp => match addr.as_socket() {
+            Some(a) => Address::Tcp(a),
+            None => Address::Memory("unknown".into()),
+        },
+        StreamKind::Unix => Address::Unix(unix_address(addr)),
+    }
+}
+
+fn unix_address(addr: &socket2::SockAddr) -> UnixAddress {
+    if let Some(path) = addr.as_pathname() {
+        return UnixAddress::Path(path.to_path_buf());
+    }
+    if let Some(name) = addr.as_abstract_namespace() {
+        return UnixAddress::Abstract(name.to_vec());
+    }
+    UnixAddress::Unnamed
+}
