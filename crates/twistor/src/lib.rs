@@ -26,8 +26,10 @@
 pub mod address;
 pub mod connector;
 pub mod error;
+pub mod port;
 pub mod protocol;
 pub mod reactor;
+pub mod reconnect;
 pub mod tcp;
 pub mod transport;
 
@@ -39,6 +41,7 @@ pub use resolve::resolve;
 pub use address::Address;
 pub use connector::Connector;
 pub use error::Error;
+pub use port::ListeningPort;
 pub use protocol::{ClientFactory, CloseReason, Factory, Protocol};
 pub use reactor::{DelayedCall, Reactor, ReactorHandle, ReactorTime};
 pub use transport::{Producer, Transport};

@@ -2,7 +2,6 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
@@ -16,6 +15,7 @@ use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 use crate::address::Address;
 use crate::connector::{Connector, ConnectorImpl, ConnectorState};
 use crate::error::Error;
+use crate::port::{ListeningPort, PortImpl};
 use crate::protocol::{self, ClientFactory, CloseReason, Factory, Protocol};
 use crate::reactor::{DelayedCall, Reactor, Readiness, Source, WeakReactor, panic_message};
 use crate::resolve::resolve;
@@ -109,7 +109,7 @@ impl ConnectOptions {
 impl Reactor {
     /// Listens for TCP connections on `port` (0 lets the OS choose) on all IPv4 interfaces,
     /// building a protocol with `factory` for each.
-    pub fn listen_tcp(&self, port: u16, factory: Rc<dyn Factory>) -> Result<TcpPort, Error> {
+    pub fn listen_tcp(&self, port: u16, factory: Rc<dyn Factory>) -> Result<ListeningPort, Error> {
         self.listen_tcp_with(port, factory, ListenOptions::default())
     }
 
@@ -119,7 +119,7 @@ impl Reactor {
         port: u16,
         factory: Rc<dyn Factory>,
         options: ListenOptions,
-    ) -> Result<TcpPort, Error> {
+    ) -> Result<ListeningPort, Error> {
         let addr = SocketAddr::new(options.interface, port);
         let cannot = |source: io::Error| Error::CannotListen {
             addr: addr.to_string(),
@@ -132,7 +132,7 @@ impl Reactor {
             .and_then(|a| a.as_socket())
             .unwrap_or(addr);
         let fd = socket.into_raw_fd();
-        let port = Rc::new_cyclic(|me| PortInner {
+        let port = Rc::new_cyclic(|me| TcpPort {
             fd,
             token: Cell::new(usize::MAX),
             factory,
@@ -152,7 +152,7 @@ impl Reactor {
         }
         protocol::do_start(&port.factory);
         tracing::info!("{} starting on {}", port.factory.log_prefix(), local.port());
-        Ok(TcpPort { inner: port })
+        Ok(ListeningPort::new(port))
     }
 
     /// Connects to `host:port` (a name or an address literal; names are looked up without
@@ -189,6 +189,48 @@ impl Reactor {
     }
 }
 
+/// The TCP half of a reactor (Twisted's `IReactorTCP`), as a trait so code can be tested
+/// against the test kit's `MemoryReactor`, which records calls instead of making sockets.
+pub trait ReactorTcp {
+    /// Listens on `port`; see [`Reactor::listen_tcp_with`].
+    fn listen_tcp_with(
+        &self,
+        port: u16,
+        factory: Rc<dyn Factory>,
+        options: ListenOptions,
+    ) -> Result<ListeningPort, Error>;
+
+    /// Connects to `host:port`; see [`Reactor::connect_tcp_with`].
+    fn connect_tcp_with(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<dyn ClientFactory>,
+        options: ConnectOptions,
+    ) -> Connector;
+}
+
+impl ReactorTcp for Reactor {
+    fn listen_tcp_with(
+        &self,
+        port: u16,
+        factory: Rc<dyn Factory>,
+        options: ListenOptions,
+    ) -> Result<ListeningPort, Error> {
+        Reactor::listen_tcp_with(self, port, factory, options)
+    }
+
+    fn connect_tcp_with(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<dyn ClientFactory>,
+        options: ConnectOptions,
+    ) -> Connector {
+        Reactor::connect_tcp_with(self, host, port, factory, options)
+    }
+}
+
 fn listening_socket(addr: SocketAddr, options: &ListenOptions) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
@@ -201,42 +243,8 @@ fn listening_socket(addr: SocketAddr, options: &ListenOptions) -> io::Result<Soc
     Ok(socket)
 }
 
-/// A listening TCP port (Twisted's `IListeningPort`).
-#[derive(Clone)]
+/// A listening TCP socket, seen through [`ListeningPort`].
 pub struct TcpPort {
-    inner: Rc<PortInner>,
-}
-
-impl TcpPort {
-    /// The address the port listens on (with the port the OS chose, if 0 was asked for).
-    pub fn host(&self) -> Address {
-        Address::Tcp(self.inner.local)
-    }
-
-    /// The port number.
-    pub fn port(&self) -> u16 {
-        self.inner.local.port()
-    }
-
-    /// Stops accepting connections and closes the socket; connections already accepted go
-    /// on. The factory's `stop_factory` runs if this was its last port.
-    pub fn stop_listening(&self) {
-        self.inner.stop_listening();
-    }
-
-    /// Whether the port is still listening.
-    pub fn listening(&self) -> bool {
-        self.inner.listening.get()
-    }
-}
-
-impl fmt::Debug for TcpPort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<TCP port {}>", self.inner.local)
-    }
-}
-
-struct PortInner {
     fd: RawFd,
     token: Cell<usize>,
     factory: Rc<dyn Factory>,
@@ -244,10 +252,10 @@ struct PortInner {
     local: SocketAddr,
     listening: Cell<bool>,
     retry: RefCell<Option<DelayedCall>>,
-    me: Weak<PortInner>,
+    me: Weak<TcpPort>,
 }
 
-impl PortInner {
+impl TcpPort {
     fn stop_listening(&self) {
         if !self.listening.replace(false) {
             return;
@@ -370,7 +378,25 @@ impl PortInner {
     }
 }
 
-impl Source for PortInner {
+impl PortImpl for TcpPort {
+    fn host(&self) -> Address {
+        Address::Tcp(self.local)
+    }
+
+    fn stop_listening(&self) {
+        TcpPort::stop_listening(self)
+    }
+
+    fn listening(&self) -> bool {
+        self.listening.get()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Source for TcpPort {
     fn ready(self: Rc<Self>, reactor: &Reactor, _readiness: Readiness) {
         self.accept_loop(reactor);
     }
