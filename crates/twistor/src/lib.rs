@@ -25,6 +25,7 @@
 
 pub mod address;
 pub mod connector;
+pub mod endpoints;
 pub mod error;
 pub mod port;
 pub mod protocol;

@@ -55,6 +55,9 @@ use triggers::Triggers;
 /// Size of the one read buffer every connection on a reactor reads into.
 pub const READ_BUFFER_SIZE: usize = 64 * 1024;
 
+/// A user callback for one signal.
+type SignalHandler = Rc<dyn Fn()>;
+
 const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 2);
 
@@ -92,7 +95,7 @@ pub(crate) struct Inner {
     stopping: Cell<bool>,
     exit: Cell<bool>,
     signals: RefCell<Option<SignalPipe>>,
-    signal_handlers: RefCell<HashMap<libc::c_int, Vec<Rc<dyn Fn()>>>>,
+    signal_handlers: RefCell<HashMap<libc::c_int, Vec<SignalHandler>>>,
 }
 
 impl Drop for Inner {
@@ -547,7 +550,7 @@ impl Reactor {
             None => return,
         };
         for signal in received {
-            let handlers: Vec<Rc<dyn Fn()>> = self
+            let handlers: Vec<SignalHandler> = self
                 .inner
                 .signal_handlers
                 .borrow()
