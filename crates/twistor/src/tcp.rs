@@ -451,10 +451,12 @@ impl TcpConnector {
             });
             *self.timeout.borrow_mut() = Some(call);
         }
-        let me = self.me.clone();
+        // The lookup holds the connector alive (the caller may have dropped its handle, as
+        // with Twisted's `connectTCP`, where the reactor keeps the connector).
+        let c = self.me.upgrade().expect("connector alive while in use");
         let weak_reactor = reactor.downgrade();
         resolve(reactor, &self.host, self.port, move |result| {
-            let (Some(c), Some(reactor)) = (me.upgrade(), weak_reactor.upgrade()) else {
+            let Some(reactor) = weak_reactor.upgrade() else {
                 return;
             };
             if c.attempt.get() != attempt || c.state.get() != ConnectorState::Connecting {
@@ -478,7 +480,7 @@ impl TcpConnector {
             token: Cell::new(usize::MAX),
             addr,
             attempt: self.attempt.get(),
-            connector: self.me.clone(),
+            connector: self.me.upgrade().expect("connector alive while in use"),
         });
         match reactor.register(fd, Interest::READABLE | Interest::WRITABLE, pending.clone()) {
             Ok(token) => pending.token.set(token),
@@ -505,7 +507,7 @@ impl TcpConnector {
     }
 
     /// The handshake finished on `socket`: start the protocol.
-    fn connected(&self, reactor: &Reactor, socket: &ConnectingSocket) {
+    fn connected(&self, reactor: &Reactor, socket: &ConnectingSocket) -> Rc<StreamConnection> {
         self.pending.borrow_mut().take();
         self.cancel_timeout();
         self.state.set(ConnectorState::Connected);
@@ -536,6 +538,7 @@ impl TcpConnector {
             conn.transport().lose_connection();
         }
         conn.start(reactor);
+        conn
     }
 
     fn fail(&self, reason: Error) {
@@ -668,13 +671,15 @@ struct ConnectingSocket {
     token: Cell<usize>,
     addr: SocketAddr,
     attempt: u64,
-    connector: Weak<TcpConnector>,
+    /// Strong: while the attempt is registered with the reactor, it keeps the connector
+    /// alive. The cycle ends when the attempt does (`pending` is cleared).
+    connector: Rc<TcpConnector>,
 }
 
 impl ConnectingSocket {
     /// Drops the attempt: closes the socket.
     fn discard(&self) {
-        if let Some(reactor) = self.connector.upgrade().and_then(|c| c.reactor.upgrade()) {
+        if let Some(reactor) = self.connector.reactor.upgrade() {
             reactor.deregister(self.token.get(), None);
         }
         // SAFETY: the socket is ours; discard runs once, when the attempt is dropped.
@@ -684,9 +689,7 @@ impl ConnectingSocket {
 
 impl Source for ConnectingSocket {
     fn ready(self: Rc<Self>, reactor: &Reactor, readiness: Readiness) {
-        let Some(connector) = self.connector.upgrade() else {
-            return;
-        };
+        let connector = self.connector.clone();
         if connector.attempt.get() != self.attempt {
             return;
         }
@@ -694,7 +697,12 @@ impl Source for ConnectingSocket {
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
         match SockRef::from(&fd).take_error() {
             Ok(None) if readiness.writable || readiness.error => {
-                connector.connected(reactor, &self);
+                let conn = connector.connected(reactor, &self);
+                // Data may have come with the handshake's edge; no new edge will announce
+                // it, so read now.
+                if readiness.readable || readiness.read_closed {
+                    conn.ready(reactor, readiness);
+                }
             }
             Ok(None) => {}
             Ok(Some(err)) | Err(err) => {
@@ -705,9 +713,7 @@ impl Source for ConnectingSocket {
     }
 
     fn shutdown(self: Rc<Self>, _reactor: &Reactor) {
-        if let Some(connector) = self.connector.upgrade() {
-            connector.fail(Error::ShuttingDown);
-        }
+        self.connector.fail(Error::ShuttingDown);
     }
 }
 
