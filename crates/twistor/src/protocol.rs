@@ -197,6 +197,38 @@ where
 {
 }
 
+/// A shared factory is a factory (so wrappers such as the reconnecting factory can hold an
+/// `Rc` the application also keeps).
+impl<F: Factory + ?Sized> Factory for Rc<F> {
+    fn build_protocol(&self, addr: &Address) -> Option<Box<dyn Protocol>> {
+        (**self).build_protocol(addr)
+    }
+    fn start_factory(&self) {
+        (**self).start_factory()
+    }
+    fn stop_factory(&self) {
+        (**self).stop_factory()
+    }
+    fn log_prefix(&self) -> &str {
+        (**self).log_prefix()
+    }
+    fn noisy(&self) -> bool {
+        (**self).noisy()
+    }
+}
+
+impl<F: ClientFactory + ?Sized> ClientFactory for Rc<F> {
+    fn started_connecting(&self, connector: &Connector) {
+        (**self).started_connecting(connector)
+    }
+    fn client_connection_failed(&self, connector: &Connector, reason: &Error) {
+        (**self).client_connection_failed(connector, reason)
+    }
+    fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
+        (**self).client_connection_lost(connector, reason)
+    }
+}
+
 thread_local! {
     /// How many ports and connectors use each factory, keyed by its address: Twisted keeps
     /// this count (`numPorts`) on the factory object itself.
