@@ -6,6 +6,7 @@
 mod clock;
 mod memory_reactor;
 mod pair;
+pub mod process;
 mod string_transport;
 
 pub use clock::Clock;

@@ -140,6 +140,7 @@ impl Reactor {
             local,
             listening: Cell::new(true),
             retry: RefCell::new(None),
+            starved: Cell::new(false),
             me: me.clone(),
         });
         match self.register(fd, Interest::READABLE, port.clone()) {
@@ -252,6 +253,8 @@ pub struct TcpPort {
     local: SocketAddr,
     listening: Cell<bool>,
     retry: RefCell<Option<DelayedCall>>,
+    /// Accepting failed for want of descriptors or memory, and has not succeeded since.
+    starved: Cell<bool>,
     me: Weak<TcpPort>,
 }
 
@@ -291,7 +294,12 @@ impl TcpPort {
                 })
             };
             match accepted {
-                Ok((fd, addr)) => self.accepted(reactor, fd, &addr),
+                Ok((fd, addr)) => {
+                    if self.starved.replace(false) {
+                        tracing::info!("port {}: accepting again", self.local.port());
+                    }
+                    self.accepted(reactor, fd, &addr)
+                }
                 Err(err) => match err.raw_os_error() {
                     Some(libc::EAGAIN) => return,
                     Some(
@@ -310,11 +318,18 @@ impl TcpPort {
                         // Out of descriptors or memory (or worse): the connection stays in
                         // the backlog, and with edge-triggered epoll no new edge may come,
                         // so try again shortly instead of spinning or giving up.
-                        tracing::warn!(
-                            "accept on port {} failed: {err}; retrying in {:?}",
-                            self.local.port(),
-                            ACCEPT_RETRY_DELAY
-                        );
+                        if self.starved.replace(true) {
+                            tracing::debug!(
+                                "accept on port {} still failing: {err}",
+                                self.local.port()
+                            );
+                        } else {
+                            tracing::warn!(
+                                "accept on port {} failed: {err}; retrying every {:?}",
+                                self.local.port(),
+                                ACCEPT_RETRY_DELAY
+                            );
+                        }
                         self.schedule_retry(reactor);
                         return;
                     }
