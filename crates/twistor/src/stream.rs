@@ -26,7 +26,7 @@ use socket2::SockRef;
 use crate::address::{Address, UnixAddress};
 use crate::error::Error;
 use crate::protocol::{CloseReason, Protocol};
-use crate::reactor::{Reactor, Readiness, Source, WeakReactor, panic_message};
+use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor, panic_message};
 use crate::transport::{DEFAULT_HIGH_WATER_MARK, Producer, Transport, TransportImpl};
 
 /// Which family a stream socket belongs to.
@@ -66,6 +66,15 @@ const WRITE_SHUT: u32 = 1 << 8;
 const ABORTING: u32 = 1 << 9;
 /// Gone.
 const CLOSED: u32 = 1 << 10;
+/// This connection's latest output is in the thread's staging buffer, not in `out`.
+const STAGED: u32 = 1 << 11;
+/// A producer is registered.
+const HAS_PRODUCER: u32 = 1 << 12;
+/// `out` holds bytes (kept as a flag so the hot path need not look inside the `RefCell`).
+const HAS_OUT: u32 = 1 << 13;
+
+/// Writes bigger than this bypass the staging buffer.
+const STAGING_LIMIT: usize = 256 * 1024;
 
 /// Bytes waiting to be sent. Holds no allocation while empty.
 #[derive(Default)]
@@ -128,6 +137,7 @@ pub(crate) struct StreamConnection {
     abort_reason: RefCell<Option<Box<CloseReason>>>,
     peer: Address,
     reactor: WeakReactor,
+    io: Rc<IoBuffers>,
     me: Weak<StreamConnection>,
     owner: Option<Rc<dyn ConnectionOwner>>,
 }
@@ -155,6 +165,7 @@ impl StreamConnection {
             abort_reason: RefCell::new(None),
             peer,
             reactor: reactor.downgrade(),
+            io: reactor.io_buffers(),
             me: me.clone(),
             owner,
         })
@@ -230,7 +241,7 @@ impl StreamConnection {
                 Error::ProtocolPanicked(message),
             )));
             self.set(ABORTING);
-            self.out.borrow_mut().clear();
+            self.out_clear();
         }
     }
 
@@ -238,46 +249,53 @@ impl StreamConnection {
     fn do_read(self: &Rc<Self>, reactor: &Reactor, until_eof: bool) {
         let transport = Transport::new(self.clone());
         loop {
-            if self.has(READ_PAUSED) {
+            let flags = self.flags.get();
+            if flags & (READ_PAUSED | CLOSED | ABORTING | DISCONNECTING | READ_EOF) != 0 {
+                if flags & READ_PAUSED != 0 {
+                    self.set(READ_PENDING);
+                }
+                return;
+            }
+            let Ok(buf) = self.io.read.try_borrow_mut() else {
+                // Reading re-entered (it cannot, from the loop): try again at the flush.
                 self.set(READ_PENDING);
+                self.request_flush();
+                return;
+            };
+            // SAFETY: reading into a buffer we hold, of its length.
+            let n = unsafe { libc::read(self.fd, buf.as_ptr() as *mut libc::c_void, buf.len()) };
+            if n <= 0 {
+                drop(buf);
+                if self.read_ended(reactor, &transport, n) {
+                    continue;
+                }
                 return;
             }
-            if self.has(CLOSED | ABORTING | DISCONNECTING | READ_EOF) {
+            let n = n as usize;
+            let drained = n < buf.len() && !until_eof;
+            self.dispatch(&transport, |p, t| p.data_received(t, &buf[..n]));
+            if drained {
                 return;
             }
-            let outcome = reactor.with_read_buffer(|buf| {
-                // SAFETY: reading into a buffer we own, of the length we pass.
-                let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
-                if n > 0 {
-                    let n = n as usize;
-                    self.dispatch(&transport, |p, t| p.data_received(t, &buf[..n]));
-                    if n < buf.len() && !until_eof {
-                        ReadOutcome::Drained
-                    } else {
-                        ReadOutcome::More
-                    }
-                } else if n == 0 {
-                    ReadOutcome::Eof
-                } else {
-                    let err = io::Error::last_os_error();
-                    match err.kind() {
-                        io::ErrorKind::WouldBlock => ReadOutcome::Drained,
-                        io::ErrorKind::Interrupted => ReadOutcome::More,
-                        _ => ReadOutcome::Failed(err),
-                    }
-                }
-            });
-            match outcome {
-                ReadOutcome::More => continue,
-                ReadOutcome::Drained => return,
-                ReadOutcome::Eof => {
-                    self.read_eof(reactor, &transport);
-                    return;
-                }
-                ReadOutcome::Failed(err) => {
-                    self.close(reactor, CloseReason::Lost(Error::io(err)));
-                    return;
-                }
+        }
+    }
+
+    /// `read` returned `n <= 0`: end of stream, nothing to read, or an error. Returns
+    /// whether to read again.
+    #[cold]
+    #[inline(never)]
+    fn read_ended(self: &Rc<Self>, reactor: &Reactor, transport: &Transport, n: isize) -> bool {
+        if n == 0 {
+            self.read_eof(reactor, transport);
+            return false;
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => false,
+            io::ErrorKind::Interrupted => true,
+            _ => {
+                self.close(reactor, CloseReason::Lost(Error::io(err)));
+                false
             }
         }
     }
@@ -293,7 +311,21 @@ impl StreamConnection {
     }
 
     /// Sends what is queued, runs the producer, and closes if a close is due.
+    #[inline]
     fn flush_now(self: &Rc<Self>, reactor: &Reactor) {
+        if self.has(STAGED) {
+            self.send_staged(reactor);
+        }
+        let flags = self.flags.get();
+        let idle =
+            flags & (CLOSED | ABORTING | DISCONNECTING | WRITE_SHUT_REQUESTED | HAS_PRODUCER) == 0;
+        if idle && flags & (WRITE_BLOCKED | HAS_OUT) != HAS_OUT {
+            return;
+        }
+        self.flush_slow(reactor);
+    }
+
+    fn flush_slow(self: &Rc<Self>, reactor: &Reactor) {
         if self.has(CLOSED) {
             return;
         }
@@ -324,33 +356,156 @@ impl StreamConnection {
         }
     }
 
+    /// Appends `data` to the thread's staging buffer, if this connection may use it: its
+    /// own buffer is empty (so order is kept) and no other connection's bytes are staged.
+    #[inline]
+    fn stage(&self, data: &[u8]) -> bool {
+        let io = &*self.io;
+        let me = self as *const StreamConnection as *const ();
+        let owner = io.staging_owner.get();
+        if owner != me && (!owner.is_null() || self.has(HAS_OUT)) {
+            return false;
+        }
+        let Ok(mut buf) = io.staging.try_borrow_mut() else {
+            return false;
+        };
+        if buf.len() + data.len() > STAGING_LIMIT {
+            return false;
+        }
+        buf.extend_from_slice(data);
+        io.staging_owner.set(me);
+        self.set(STAGED);
+        true
+    }
+
+    /// Sends the staged bytes; what the socket does not take moves to `out`.
+    #[inline]
+    fn send_staged(self: &Rc<Self>, reactor: &Reactor) {
+        self.unset(STAGED);
+        let io = &*self.io;
+        io.staging_owner.set(std::ptr::null());
+        let mut buf = io.staging.borrow_mut();
+        if !self.has(CLOSED | ABORTING) {
+            // SAFETY: sending from a buffer we hold, of its length.
+            let n =
+                unsafe { libc::send(self.fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+            if n != buf.len() as isize {
+                let result = self.send_staged_rest(&buf, n);
+                buf.clear();
+                drop(buf);
+                if let Err(err) = result {
+                    self.close(reactor, CloseReason::Lost(Error::io(err)));
+                }
+                return;
+            }
+        }
+        buf.clear();
+    }
+
+    /// The first `send` of staged bytes took less than all (`n`, or -1): send more or move
+    /// the rest to `out`.
+    #[cold]
+    #[inline(never)]
+    fn send_staged_rest(&self, buf: &[u8], n: isize) -> io::Result<()> {
+        let mut sent = 0;
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
+                _ => return Err(err),
+            }
+        } else {
+            sent = n as usize;
+        }
+        sent += send_some(self.fd, &buf[sent..])?;
+        if sent < buf.len() {
+            self.set(WRITE_BLOCKED);
+            self.out_extend(&buf[sent..]);
+        }
+        Ok(())
+    }
+
+    /// Moves staged bytes to `out` (a write that cannot be staged must follow them).
+    fn unstage(&self) {
+        if !self.has(STAGED) {
+            return;
+        }
+        self.unset(STAGED);
+        self.io.staging_owner.set(std::ptr::null());
+        let mut buf = self.io.staging.borrow_mut();
+        self.out_extend(&buf);
+        buf.clear();
+    }
+
+    /// Forgets this connection's staged bytes (abort, close).
+    fn drop_staged(&self) {
+        if !self.has(STAGED) {
+            return;
+        }
+        self.unset(STAGED);
+        self.io.staging_owner.set(std::ptr::null());
+        self.io.staging.borrow_mut().clear();
+    }
+
+    fn staged_len(&self) -> usize {
+        if !self.has(STAGED) {
+            return 0;
+        }
+        self.io.staging.borrow().len()
+    }
+
+    fn out_extend(&self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.out.borrow_mut().extend(bytes);
+            self.set(HAS_OUT);
+        }
+    }
+
+    fn out_clear(&self) {
+        self.out.borrow_mut().clear();
+        self.unset(HAS_OUT);
+    }
+
+    /// Every write but the hot path's.
+    #[inline(never)]
+    fn write_slow(&self, data: &[u8]) {
+        let flags = self.flags.get();
+        if flags & (CLOSED | ABORTING | WRITE_SHUT) != 0 {
+            tracing::debug!("write of {} bytes after close ignored", data.len());
+            return;
+        }
+        if data.is_empty() {
+            return;
+        }
+        if flags & (IN_DISPATCH | WRITE_BLOCKED) == IN_DISPATCH && self.stage(data) {
+            self.check_high_water();
+            return;
+        }
+        self.unstage();
+        self.out_extend(data);
+        self.check_high_water();
+        self.request_flush();
+    }
+
+    /// Pauses a streaming producer once the buffered bytes pass the high-water mark.
+    fn check_high_water(&self) {
+        if self.has(HAS_PRODUCER) && self.buffered() > self.high_water.get() {
+            self.pause_producer_if_streaming();
+        }
+    }
+
     /// Sends the buffer until it is empty or the socket is full.
     fn send_buffered(&self) -> io::Result<()> {
         let mut out = self.out.borrow_mut();
-        while out.len() > 0 {
-            let pending = out.pending();
-            // SAFETY: sending from a buffer we own, of the length we pass.
-            let n = unsafe {
-                libc::send(
-                    self.fd,
-                    pending.as_ptr().cast(),
-                    pending.len(),
-                    libc::MSG_NOSIGNAL,
-                )
-            };
-            if n >= 0 {
-                out.consume(n as usize);
-                continue;
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock => {
-                    self.set(WRITE_BLOCKED);
-                    return Ok(());
-                }
-                io::ErrorKind::Interrupted => continue,
-                _ => return Err(err),
-            }
+        if out.len() == 0 {
+            return Ok(());
+        }
+        let sent = send_some(self.fd, out.pending())?;
+        out.consume(sent);
+        if out.len() > 0 {
+            self.set(WRITE_BLOCKED);
+        } else {
+            self.unset(HAS_OUT);
         }
         Ok(())
     }
@@ -398,7 +553,9 @@ impl StreamConnection {
         reactor.deregister(self.token.get(), None);
         // SAFETY: the descriptor is ours and is closed exactly once (guarded by CLOSED).
         unsafe { libc::close(self.fd) };
-        self.out.borrow_mut().clear();
+        self.out_clear();
+        self.drop_staged();
+        self.unset(HAS_PRODUCER);
         let producer = self.producer.borrow_mut().take();
         if let Some(slot) = producer {
             slot.producer.stop_producing();
@@ -436,11 +593,26 @@ impl StreamConnection {
     }
 }
 
-enum ReadOutcome {
-    More,
-    Drained,
-    Eof,
-    Failed(io::Error),
+/// Sends as much of `data` as the socket takes; returns how much. `EAGAIN` is not an error
+/// (it returns what was sent before it).
+fn send_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < data.len() {
+        let rest = &data[sent..];
+        // SAFETY: sending from a slice we hold, of its length.
+        let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            sent += n as usize;
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => break,
+            io::ErrorKind::Interrupted => continue,
+            _ => return Err(err),
+        }
+    }
+    Ok(sent)
 }
 
 impl Source for StreamConnection {
@@ -449,7 +621,7 @@ impl Source for StreamConnection {
         if self.has(CLOSED) {
             return;
         }
-        if readiness.writable {
+        if readiness.writable && self.has(WRITE_BLOCKED) {
             self.unset(WRITE_BLOCKED);
         }
         if readiness.readable || readiness.read_closed || readiness.error {
@@ -476,41 +648,18 @@ impl Source for StreamConnection {
 impl TransportImpl for StreamConnection {
     #[inline]
     fn write(&self, data: &[u8]) {
-        if self.has(CLOSED | ABORTING | WRITE_SHUT) {
-            tracing::debug!("write of {} bytes after close ignored", data.len());
+        // The hot path: a reply written by the connection's own protocol.
+        let flags = self.flags.get();
+        let unusual = CLOSED | ABORTING | WRITE_SHUT | WRITE_BLOCKED | HAS_PRODUCER;
+        if flags & (IN_DISPATCH | unusual) == IN_DISPATCH && self.stage(data) {
             return;
         }
-        if data.is_empty() {
-            return;
-        }
-        let buffered = {
-            let mut out = self.out.borrow_mut();
-            out.extend(data);
-            out.len()
-        };
-        if buffered > self.high_water.get() {
-            self.pause_producer_if_streaming();
-        }
-        self.request_flush();
+        self.write_slow(data);
     }
 
     fn write_sequence(&self, data: &[&[u8]]) {
-        if self.has(CLOSED | ABORTING | WRITE_SHUT) {
-            tracing::debug!("write after close ignored");
-            return;
-        }
-        let buffered = {
-            let mut out = self.out.borrow_mut();
-            for chunk in data {
-                out.extend(chunk);
-            }
-            out.len()
-        };
-        if buffered > self.high_water.get() {
-            self.pause_producer_if_streaming();
-        }
-        if buffered > 0 {
-            self.request_flush();
+        for chunk in data {
+            self.write(chunk);
         }
     }
 
@@ -527,7 +676,8 @@ impl TransportImpl for StreamConnection {
             return;
         }
         self.set(ABORTING);
-        self.out.borrow_mut().clear();
+        self.out_clear();
+        self.drop_staged();
         self.request_flush();
     }
 
@@ -558,7 +708,7 @@ impl TransportImpl for StreamConnection {
     }
 
     fn buffered(&self) -> usize {
-        self.out.borrow().len()
+        self.out.borrow().len() + self.staged_len()
     }
 
     fn pause_producing(&self) {
@@ -581,7 +731,7 @@ impl TransportImpl for StreamConnection {
             return Ok(());
         }
         let producer: Rc<dyn Producer> = Rc::from(producer);
-        let pause_now = streaming && self.out.borrow().len() > self.high_water.get();
+        let pause_now = streaming && self.buffered() > self.high_water.get();
         {
             let mut slot = self.producer.borrow_mut();
             if slot.is_some() {
@@ -593,6 +743,7 @@ impl TransportImpl for StreamConnection {
                 paused: pause_now,
             });
         }
+        self.set(HAS_PRODUCER);
         if pause_now {
             producer.pause_producing();
         } else if !streaming {
@@ -603,6 +754,7 @@ impl TransportImpl for StreamConnection {
 
     fn unregister_producer(&self) {
         self.producer.borrow_mut().take();
+        self.unset(HAS_PRODUCER);
         if self.has(DISCONNECTING) {
             self.request_flush();
         }
