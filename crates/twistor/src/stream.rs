@@ -27,7 +27,9 @@ use crate::address::{Address, UnixAddress};
 use crate::error::Error;
 use crate::protocol::{CloseReason, Protocol};
 use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor, panic_message};
-use crate::transport::{DEFAULT_HIGH_WATER_MARK, Producer, Transport, TransportImpl};
+use crate::transport::{
+    DEFAULT_HIGH_WATER_MARK, Producer, ProtocolWrapper, Transport, TransportImpl,
+};
 
 /// Which family a stream socket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +135,8 @@ pub(crate) struct StreamConnection {
     out: RefCell<OutBuf>,
     protocol: RefCell<Option<Box<dyn Protocol>>>,
     producer: RefCell<Option<ProducerSlot>>,
+    /// A protocol wrapper waiting for the running callback to return.
+    pending_wrap: RefCell<Option<ProtocolWrapper>>,
     /// Set when the connection is aborted for a reason other than `abort_connection`.
     abort_reason: RefCell<Option<Box<CloseReason>>>,
     peer: Address,
@@ -162,6 +166,7 @@ impl StreamConnection {
             out: RefCell::new(OutBuf::default()),
             protocol: RefCell::new(Some(protocol)),
             producer: RefCell::new(None),
+            pending_wrap: RefCell::new(None),
             abort_reason: RefCell::new(None),
             peer,
             reactor: reactor.downgrade(),
@@ -231,6 +236,9 @@ impl StreamConnection {
             self.unset(IN_DISPATCH);
         }
         drop(slot);
+        if !outer && self.pending_wrap.borrow().is_some() {
+            self.apply_pending_wrap();
+        }
         if let Err(panic) = result {
             let message = panic_message(&*panic);
             tracing::error!(
@@ -242,6 +250,20 @@ impl StreamConnection {
             )));
             self.set(ABORTING);
             self.out_clear();
+        }
+    }
+
+    #[cold]
+    fn apply_pending_wrap(&self) {
+        let Some(wrap) = self.pending_wrap.borrow_mut().take() else {
+            return;
+        };
+        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
+            *self.pending_wrap.borrow_mut() = Some(wrap);
+            return;
+        };
+        if let Some(protocol) = slot.take() {
+            *slot = Some(wrap(protocol));
         }
     }
 
@@ -788,6 +810,22 @@ impl TransportImpl for StreamConnection {
             return Err(io::Error::from(io::ErrorKind::NotConnected));
         }
         self.with_sock(|s| s.set_keepalive(enabled))
+    }
+
+    fn wrap_protocol(&self, wrap: ProtocolWrapper) -> Result<(), Error> {
+        if self.has(CLOSED) {
+            return Err(Error::Io(std::sync::Arc::new(io::Error::from(
+                io::ErrorKind::NotConnected,
+            ))));
+        }
+        if self.pending_wrap.borrow().is_some() {
+            return Err(Error::Unsupported("wrapping twice in one callback"));
+        }
+        *self.pending_wrap.borrow_mut() = Some(wrap);
+        if !self.has(IN_DISPATCH) {
+            self.apply_pending_wrap();
+        }
+        Ok(())
     }
 
     fn as_any(&self) -> &dyn Any {

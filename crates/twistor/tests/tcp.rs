@@ -742,3 +742,43 @@ struct Sink;
 impl Protocol for Sink {
     fn data_received(&mut self, _: &Transport, _: &[u8]) {}
 }
+
+#[test]
+fn wrap_protocol_swaps_in_a_wrapper_after_the_callback() {
+    let reactor = reactor();
+    /// Echoes; on "UPGRADE" wraps itself in a layer that upper-cases what it echoes.
+    struct Plain;
+    impl Protocol for Plain {
+        fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            if data == b"UPGRADE" {
+                t.write(b"ok ");
+                t.wrap_protocol(|inner| Box::new(Shout(inner))).unwrap();
+                return;
+            }
+            t.write(data);
+        }
+    }
+    struct Shout(Box<dyn Protocol>);
+    impl Protocol for Shout {
+        fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            self.0.data_received(t, &data.to_ascii_uppercase());
+        }
+    }
+    let port = local_listen(&reactor, factory(|_| Plain));
+    let rx = client_thread(&reactor, port.port(), |mut s| {
+        let mut got = vec![0u8; 3];
+        s.write_all(b"abc").unwrap();
+        s.read_exact(&mut got).unwrap();
+        s.write_all(b"UPGRADE").unwrap();
+        let mut ok = [0u8; 3];
+        s.read_exact(&mut ok).unwrap();
+        got.extend_from_slice(&ok);
+        s.write_all(b"def").unwrap();
+        let mut more = [0u8; 3];
+        s.read_exact(&mut more).unwrap();
+        got.extend_from_slice(&more);
+        String::from_utf8(got).unwrap()
+    });
+    reactor.run().unwrap();
+    assert_eq!(rx.recv().unwrap(), "abcok DEF");
+}
