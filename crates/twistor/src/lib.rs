@@ -33,7 +33,10 @@ pub mod reactor;
 pub mod reconnect;
 pub mod tcp;
 pub mod transport;
+pub mod unix;
 
+mod connecting;
+mod listener;
 mod resolve;
 mod stream;
 

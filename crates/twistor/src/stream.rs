@@ -33,7 +33,6 @@ use crate::transport::{
 
 /// Which family a stream socket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // `Unix` is constructed by unix.rs, which lands with Unix sockets.
 pub(crate) enum StreamKind {
     Tcp,
     Unix,
@@ -185,6 +184,32 @@ impl StreamConnection {
         let transport = Transport::new(self.clone());
         self.dispatch(&transport, |p, t| p.make_connection(t));
         self.flush_now(reactor);
+    }
+
+    /// Registers an accepted socket and starts its protocol.
+    pub(crate) fn start_accepted(
+        reactor: &Reactor,
+        fd: RawFd,
+        kind: StreamKind,
+        peer: Address,
+        protocol: Box<dyn Protocol>,
+    ) {
+        let conn = StreamConnection::new(reactor, fd, kind, peer, protocol, None);
+        match reactor.register(
+            fd,
+            mio::Interest::READABLE | mio::Interest::WRITABLE,
+            conn.clone(),
+        ) {
+            Ok(token) => conn.set_token(token),
+            Err(err) => {
+                tracing::error!("could not register accepted connection: {err}");
+                conn.set(CLOSED);
+                // SAFETY: the connection never started; the descriptor is still ours.
+                unsafe { libc::close(fd) };
+                return;
+            }
+        }
+        conn.start(reactor);
     }
 
     /// A handle on this connection as a transport.
