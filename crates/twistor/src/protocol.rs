@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
 use crate::address::Address;
@@ -83,6 +84,12 @@ pub trait Protocol: 'static {
 
     /// Our sending side has been shut down after `lose_write_connection`.
     fn write_connection_lost(&mut self, _transport: &Transport) {}
+
+    /// A file descriptor arrived over a Unix socket (before the bytes sent with it). The
+    /// default closes it.
+    fn file_descriptor_received(&mut self, _transport: &Transport, fd: OwnedFd) {
+        tracing::debug!("closing unexpected file descriptor {fd:?}");
+    }
 }
 
 impl<P: Protocol + ?Sized> Protocol for Box<P> {
@@ -103,6 +110,9 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     }
     fn write_connection_lost(&mut self, transport: &Transport) {
         (**self).write_connection_lost(transport)
+    }
+    fn file_descriptor_received(&mut self, transport: &Transport, fd: OwnedFd) {
+        (**self).file_descriptor_received(transport, fd)
     }
 }
 

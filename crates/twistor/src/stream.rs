@@ -17,7 +17,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
 
@@ -71,6 +71,8 @@ const CLOSED: u32 = 1 << 10;
 const STAGED: u32 = 1 << 11;
 /// A producer is registered.
 const HAS_PRODUCER: u32 = 1 << 12;
+/// File descriptors wait to be sent with the next byte (Unix sockets).
+const FDS_PENDING: u32 = 1 << 14;
 /// `out` holds bytes (kept as a flag so the hot path need not look inside the `RefCell`).
 const HAS_OUT: u32 = 1 << 13;
 
@@ -134,6 +136,8 @@ pub(crate) struct StreamConnection {
     out: RefCell<OutBuf>,
     protocol: RefCell<Option<Box<dyn Protocol>>>,
     producer: RefCell<Option<ProducerSlot>>,
+    /// Descriptors to send with the next byte (Unix sockets).
+    fds_out: RefCell<Vec<OwnedFd>>,
     /// A protocol wrapper waiting for the running callback to return.
     pending_wrap: RefCell<Option<ProtocolWrapper>>,
     /// Set when the connection is aborted for a reason other than `abort_connection`.
@@ -165,6 +169,7 @@ impl StreamConnection {
             out: RefCell::new(OutBuf::default()),
             protocol: RefCell::new(Some(protocol)),
             producer: RefCell::new(None),
+            fds_out: RefCell::new(Vec::new()),
             pending_wrap: RefCell::new(None),
             abort_reason: RefCell::new(None),
             peer,
@@ -303,14 +308,18 @@ impl StreamConnection {
                 }
                 return;
             }
-            let Ok(buf) = self.io.read.try_borrow_mut() else {
+            let Ok(mut buf) = self.io.read.try_borrow_mut() else {
                 // Reading re-entered (it cannot, from the loop): try again at the flush.
                 self.set(READ_PENDING);
                 self.request_flush();
                 return;
             };
-            // SAFETY: reading into a buffer we hold, of its length.
-            let n = unsafe { libc::read(self.fd, buf.as_ptr() as *mut libc::c_void, buf.len()) };
+            let n = if self.kind == StreamKind::Tcp {
+                // SAFETY: reading into a buffer we hold, of its length.
+                unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) }
+            } else {
+                self.recv_with_fds(&mut buf, &transport)
+            };
             if n <= 0 {
                 drop(buf);
                 if self.read_ended(reactor, &transport, n) {
@@ -325,6 +334,17 @@ impl StreamConnection {
                 return;
             }
         }
+    }
+
+    /// `recvmsg` for Unix sockets: descriptors that came with the bytes go to the protocol
+    /// first (Twisted's order), then the caller hands it the bytes.
+    fn recv_with_fds(&self, buf: &mut [u8], transport: &Transport) -> isize {
+        let mut fds = Vec::new();
+        let n = recv_fds(self.fd, buf, &mut fds);
+        for fd in fds {
+            self.dispatch(transport, |p, t| p.file_descriptor_received(t, fd));
+        }
+        n
     }
 
     /// `read` returned `n <= 0`: end of stream, nothing to read, or an error. Returns
@@ -524,7 +544,7 @@ impl StreamConnection {
         if data.is_empty() {
             return;
         }
-        if flags & (IN_DISPATCH | WRITE_BLOCKED) == IN_DISPATCH && self.stage(data) {
+        if flags & (IN_DISPATCH | WRITE_BLOCKED | FDS_PENDING) == IN_DISPATCH && self.stage(data) {
             self.check_high_water();
             return;
         }
@@ -546,6 +566,25 @@ impl StreamConnection {
         let mut out = self.out.borrow_mut();
         if out.len() == 0 {
             return Ok(());
+        }
+        if self.has(FDS_PENDING) {
+            let fds = std::mem::take(&mut *self.fds_out.borrow_mut());
+            match send_fds(self.fd, &out.pending()[..1], &fds) {
+                Ok(1) => {
+                    out.consume(1);
+                    self.unset(FDS_PENDING);
+                }
+                Ok(_) => {
+                    *self.fds_out.borrow_mut() = fds;
+                    self.set(WRITE_BLOCKED);
+                    return Ok(());
+                }
+                Err(err) => return Err(err),
+            }
+            if out.len() == 0 {
+                self.unset(HAS_OUT);
+                return Ok(());
+            }
         }
         let sent = send_some(self.fd, out.pending())?;
         out.consume(sent);
@@ -640,6 +679,92 @@ impl StreamConnection {
     }
 }
 
+/// Most descriptors sent or received with one message (Linux's `SCM_MAX_FD` is 253).
+const MAX_FDS: usize = 64;
+
+/// `sendmsg` of `data` with `fds` attached (`SCM_RIGHTS`); returns bytes sent, 0 for
+/// `EAGAIN`.
+fn send_fds(fd: RawFd, data: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let payload = std::mem::size_of_val(raw.as_slice()) as u32;
+    // SAFETY: CMSG_SPACE/CMSG_FIRSTHDR/CMSG_DATA compute offsets inside the control buffer
+    // we allocate (u64-aligned, CMSG_SPACE bytes); sendmsg reads the iovec and control
+    // buffer we own.
+    unsafe {
+        let space = libc::CMSG_SPACE(payload) as usize;
+        let mut control = vec![0u64; space.div_ceil(8)];
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
+        std::ptr::copy_nonoverlapping(
+            raw.as_ptr().cast::<u8>(),
+            libc::CMSG_DATA(cmsg),
+            payload as usize,
+        );
+        loop {
+            let n = libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL);
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(err),
+            }
+        }
+    }
+}
+
+/// `recvmsg` into `buf`, collecting any descriptors that came with the bytes (opened
+/// close-on-exec). Returns what `recvmsg` returned.
+fn recv_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> isize {
+    // SAFETY: as in `send_fds`: the control buffer is ours and sized by CMSG_SPACE, and we
+    // walk it with CMSG_FIRSTHDR/CMSG_NXTHDR, reading only what the kernel wrote
+    // (`msg_controllen`). Received descriptors are new and owned by us.
+    unsafe {
+        let payload = (MAX_FDS * std::mem::size_of::<RawFd>()) as u32;
+        let space = libc::CMSG_SPACE(payload) as usize;
+        let mut control = vec![0u64; space.div_ceil(8)];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let n = libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return n;
+        }
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    let raw = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(raw));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        n
+    }
+}
+
 /// Sends as much of `data` as the socket takes; returns how much. `EAGAIN` is not an error
 /// (it returns what was sent before it).
 fn send_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
@@ -697,7 +822,7 @@ impl TransportImpl for StreamConnection {
     fn write(&self, data: &[u8]) {
         // The hot path: a reply written by the connection's own protocol.
         let flags = self.flags.get();
-        let unusual = CLOSED | ABORTING | WRITE_SHUT | WRITE_BLOCKED | HAS_PRODUCER;
+        let unusual = CLOSED | ABORTING | WRITE_SHUT | WRITE_BLOCKED | HAS_PRODUCER | FDS_PENDING;
         if flags & (IN_DISPATCH | unusual) == IN_DISPATCH && self.stage(data) {
             return;
         }
@@ -835,6 +960,22 @@ impl TransportImpl for StreamConnection {
             return Err(io::Error::from(io::ErrorKind::NotConnected));
         }
         self.with_sock(|s| s.set_keepalive(enabled))
+    }
+
+    fn send_file_descriptor(&self, fd: BorrowedFd<'_>) -> Result<(), Error> {
+        if self.kind != StreamKind::Unix {
+            return Err(Error::Unsupported("descriptor passing needs a Unix socket"));
+        }
+        if self.has(CLOSED | ABORTING | WRITE_SHUT) {
+            return Err(Error::io(io::Error::from(io::ErrorKind::NotConnected)));
+        }
+        let copy = fd.try_clone_to_owned().map_err(Error::io)?;
+        // The descriptor travels with the next byte sent, so staged bytes must queue first.
+        self.unstage();
+        self.fds_out.borrow_mut().push(copy);
+        self.set(FDS_PENDING);
+        self.request_flush();
+        Ok(())
     }
 
     fn wrap_protocol(&self, wrap: ProtocolWrapper) -> Result<(), Error> {

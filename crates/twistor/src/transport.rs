@@ -10,6 +10,7 @@
 use std::any::Any;
 use std::fmt;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::rc::Rc;
 
 use crate::address::Address;
@@ -127,6 +128,14 @@ pub trait TransportImpl {
         ))
     }
 
+    /// Sends a copy of `fd` to the peer with the next byte written (Unix sockets only;
+    /// Twisted's `sendFileDescriptor`). The peer's protocol gets it in
+    /// [`Protocol::file_descriptor_received`] before the byte. The caller may close its own
+    /// descriptor at once. Write at least one byte after it, or it is never sent.
+    fn send_file_descriptor(&self, _fd: BorrowedFd<'_>) -> Result<(), Error> {
+        Err(Error::Unsupported("descriptor passing needs a Unix socket"))
+    }
+
     /// Replaces the connection's protocol with `wrap(protocol)`: from then on the wrapper
     /// receives the bytes (`start_tls` inserts TLS this way). If the protocol is running, the
     /// swap happens as soon as its callback returns. The wrapper gets no `make_connection`;
@@ -241,6 +250,12 @@ impl Transport {
     /// Turns TCP keepalive on or off, for TCP transports.
     pub fn set_tcp_keepalive(&self, enabled: bool) -> io::Result<()> {
         self.inner.set_tcp_keepalive(enabled)
+    }
+
+    /// Sends a copy of `fd` with the next byte written. See
+    /// [`TransportImpl::send_file_descriptor`].
+    pub fn send_file_descriptor(&self, fd: BorrowedFd<'_>) -> Result<(), Error> {
+        self.inner.send_file_descriptor(fd)
     }
 
     /// Replaces the connection's protocol with a wrapper around it. See
