@@ -257,9 +257,13 @@ impl ClientConnection {
     /// complete, both sides wanted to keep the connection, the server has not closed it,
     /// and it sent nothing unasked.
     pub fn is_reusable(&self) -> bool {
+        self.is_idle() && !self.eof && self.buf.is_empty()
+    }
+
+    /// Whether no exchange is in progress, so [`send_request`](Self::send_request) may be
+    /// called (it may still fail with [`Error::Closed`]).
+    pub fn is_idle(&self) -> bool {
         matches!((&self.write, &self.read), (Write::Idle, Read::Idle))
-            && !self.eof
-            && self.buf.is_empty()
     }
 
     /// Whether the connection is finished: close it once nothing is left to transmit.
