@@ -190,6 +190,27 @@ fn close_delimited_body_ends_at_eof() {
 }
 
 #[test]
+fn close_delimited_body_limit_is_exact() {
+    let mut small = Limits::default();
+    small.max_body_size = 10;
+    let input = b"HTTP/1.1 200 OK\r\n\r\n0123456789X";
+    let bytewise: Vec<&[u8]> = input.chunks(1).collect();
+    for pieces in [vec![&input[..]], bytewise] {
+        let run = run_client(small.clone(), &[req(Method::GET)], &pieces, false);
+        assert_eq!(run.events[1], Resp::Body(b"0123456789".to_vec()));
+        assert_eq!(run.error, Some(Error::BodyTooLarge));
+    }
+    // Exactly at the limit is fine.
+    let run = run_client(
+        small,
+        &[req(Method::GET)],
+        &[&input[..input.len() - 1]],
+        true,
+    );
+    assert_eq!(run.error, None);
+}
+
+#[test]
 fn chunked_response_with_trailers() {
     let run = run_client(
         Limits::default(),

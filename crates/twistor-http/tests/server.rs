@@ -483,7 +483,7 @@ fn limit_head_size_431() {
     assert_refused(small_limits(), big.as_bytes(), Error::HeadTooLarge);
     let unfinished = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}", "b".repeat(300));
     assert_refused(small_limits(), unfinished.as_bytes(), Error::HeadTooLarge);
-    let mut fits = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: \r\n\r\n");
+    let mut fits = String::from("GET / HTTP/1.1\r\nHost: a\r\nX-Big: \r\n\r\n");
     fits.insert_str(fits.len() - 4, &"b".repeat(256 - fits.len()));
     assert_eq!(fits.len(), 256);
     assert_eq!(

@@ -77,11 +77,15 @@ impl BodyDecoder {
                     }
                     return Ok(Decoded::Pending);
                 }
-                *received = received.saturating_add(buf.len() as u64);
-                if *received > limits.max_body_size {
+                // Hand out the body up to the limit and fail on the byte past it, so the
+                // outcome does not depend on how the bytes arrived.
+                let room = limits.max_body_size - *received;
+                if room == 0 {
                     return Err(Error::BodyTooLarge);
                 }
-                Ok(Decoded::Data(buf.split().freeze()))
+                let n = take_len(room, buf.len());
+                *received += n as u64;
+                Ok(Decoded::Data(buf.split_to(n).freeze()))
             }
             BodyDecoder::Chunked(chunked) => {
                 let decoded = chunked.decode(buf, eof, limits)?;

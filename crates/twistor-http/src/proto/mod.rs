@@ -11,6 +11,30 @@
 //!
 //! Message heads use the [`http`] crate's types (`Method`, `Uri`, `StatusCode`, `HeaderMap`),
 //! parsed by `httparse`; the framing rules around them (RFC 9112 §6, §7) are this module's.
+//!
+//! # What a server refuses
+//!
+//! A request is refused, and the connection closed after the error response, whenever two
+//! HTTP implementations could disagree on where it ends (request smuggling):
+//!
+//! - `Content-Length` together with `Transfer-Encoding` (RFC 9112 §6.3 lets a server
+//!   reject it; it does), and `Transfer-Encoding` in an HTTP/1.0 request (§6.1);
+//! - `Transfer-Encoding` other than exactly one `chunked` as the final coding (400; a
+//!   coding before `chunked`, such as `gzip, chunked`, is 501 since it is not decoded);
+//! - a `Content-Length` that is not `1*DIGIT` (`+5`, `-1`, `0x10`, `5 5`, overflow), or
+//!   several that differ. The same value repeated (`5, 5`, or two `Content-Length: 5`
+//!   lines) is accepted as that value, which RFC 9110 §8.6 allows and no reading can
+//!   disagree with;
+//! - a chunk size that is not `1*HEXDIG` (no sign, `0x`, `_` or surrounding spaces, the
+//!   shapes of Twisted's CVE-2022-24801), that overflows 64 bits, or chunk extensions
+//!   outside the RFC 9112 §7.1.1 grammar; chunk data not followed by CRLF;
+//! - a bare LF as line ending anywhere in a request (RFC 9112 §2.2 permits accepting it,
+//!   which is exactly how front and back ends come to disagree), obs-fold continuation
+//!   lines (§5.2), whitespace between a field name and its colon (§5.1), and a missing or
+//!   repeated `Host` (§3.2).
+//!
+//! Responses are read a little more leniently (bare LF in the head is accepted), since a
+//! client has no one behind it to smuggle to; their chunked framing is as strict.
 
 mod body;
 mod client;
