@@ -25,7 +25,11 @@ fn run(limits: &Limits, input: &[u8], piece: usize) -> (Vec<Ev>, Vec<u8>) {
     let mut drive = |conn: &mut ServerConnection, events: &mut Vec<Ev>| loop {
         match conn.poll_event() {
             Ok(Some(RequestEvent::Head(h))) => {
-                events.push(Ev::Head(h.method.clone(), h.uri.to_string(), h.headers.clone()));
+                events.push(Ev::Head(
+                    h.method.clone(),
+                    h.uri.to_string(),
+                    h.headers.clone(),
+                ));
                 // Answer some requests early, before their body is read.
                 if answered % 3 == 2 {
                     let _ = conn.send_response(Response::new(()), BodySize::Unknown);
@@ -78,7 +82,9 @@ fn run(limits: &Limits, input: &[u8], piece: usize) -> (Vec<Ev>, Vec<u8>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&first, input)) = data.split_first() else { return };
+    let Some((&first, input)) = data.split_first() else {
+        return;
+    };
     let mut limits = Limits::default();
     if first & 0x80 != 0 {
         limits.max_request_line = 40;

@@ -31,7 +31,11 @@ fn run(limits: &Limits, methods: u8, input: &[u8], piece: usize) -> Vec<Ev> {
                 2 => Method::POST,
                 _ => Method::CONNECT,
             };
-            let uri = if method == Method::CONNECT { "h:443" } else { "http://h/" };
+            let uri = if method == Method::CONNECT {
+                "h:443"
+            } else {
+                "http://h/"
+            };
             let req = Request::builder().method(method).uri(uri).body(()).unwrap();
             sent += 1;
             if conn.send_request(req, BodySize::Unknown).is_ok() {
@@ -72,7 +76,9 @@ fn run(limits: &Limits, methods: u8, input: &[u8], piece: usize) -> Vec<Ev> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let [first, methods, input @ ..] = data else { return };
+    let [first, methods, input @ ..] = data else {
+        return;
+    };
     let mut limits = Limits::default();
     if first & 0x80 != 0 {
         limits.max_head_size = 200;

@@ -203,7 +203,9 @@ impl ServerConnection {
             Write::Closed => return Err(Error::Closed),
             _ => return Err(Error::InvalidState("no request is waiting for a response")),
         }
-        if self.exchange.expect_continue && !self.exchange.continue_sent {
+        // Once the body is here, the client has stopped waiting.
+        let body_done = matches!(self.read, Read::Done);
+        if self.exchange.expect_continue && !self.exchange.continue_sent && !body_done {
             self.exchange.continue_sent = true;
             self.out.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
