@@ -111,7 +111,10 @@ impl StreamConnector {
                 let path = path.clone();
                 return match unix_sockaddr(&path) {
                     Ok(addr) => self.connect_to(reactor, addr, Address::Unix(path)),
-                    Err(err) => self.fail(connect_error(&self.destination_string(), err)),
+                    Err(err) => {
+                        let reason = connect_error(&self.destination_string(), err);
+                        self.fail_soon(reactor, reason)
+                    }
                 };
             }
         };
@@ -139,7 +142,10 @@ impl StreamConnector {
     fn connect_to(&self, reactor: &Reactor, addr: SockAddr, peer: Address) {
         let socket = match self.connecting_socket(&addr) {
             Ok(s) => s,
-            Err(err) => return self.fail(connect_error(&self.destination_string(), err)),
+            Err(err) => {
+                let reason = connect_error(&self.destination_string(), err);
+                return self.fail_soon(reactor, reason);
+            }
         };
         let fd = socket.into_raw_fd();
         let pending = Rc::new(ConnectingSocket {
@@ -154,7 +160,8 @@ impl StreamConnector {
             Err(err) => {
                 // SAFETY: our new descriptor, never registered.
                 unsafe { libc::close(fd) };
-                return self.fail(connect_error(&self.destination_string(), err));
+                let reason = connect_error(&self.destination_string(), err);
+                return self.fail_soon(reactor, reason);
             }
         }
         *self.pending.borrow_mut() = Some(pending);
@@ -222,6 +229,18 @@ impl StreamConnector {
         let handle = self.handle();
         self.factory.client_connection_failed(&handle, &reason);
         self.stop_factory_if_idle();
+    }
+
+    /// Reports a failure found while starting an attempt on the next turn, as Twisted does,
+    /// so the factory never hears of it before `connect` has returned.
+    fn fail_soon(&self, reactor: &Reactor, reason: Error) {
+        let attempt = self.attempt.get();
+        let me = self.me.upgrade().expect("connector alive while in use");
+        reactor.call_soon(move || {
+            if me.attempt.get() == attempt {
+                me.fail(reason);
+            }
+        });
     }
 
     fn cancel_timeout(&self) {
