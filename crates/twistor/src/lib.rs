@@ -25,6 +25,7 @@
 
 pub mod address;
 pub mod connector;
+pub mod datagram;
 pub mod endpoints;
 pub mod error;
 pub mod port;
@@ -33,6 +34,7 @@ pub mod reactor;
 pub mod reconnect;
 pub mod tcp;
 pub mod transport;
+pub mod udp;
 pub mod unix;
 
 mod connecting;
@@ -44,8 +46,9 @@ pub use resolve::resolve;
 
 pub use address::Address;
 pub use connector::Connector;
+pub use datagram::DatagramTransport;
 pub use error::Error;
 pub use port::ListeningPort;
-pub use protocol::{ClientFactory, CloseReason, Factory, Protocol};
+pub use protocol::{ClientFactory, CloseReason, DatagramProtocol, Factory, Protocol};
 pub use reactor::{DelayedCall, Reactor, ReactorHandle, ReactorTime};
 pub use transport::{Producer, Transport};

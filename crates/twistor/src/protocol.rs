@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use crate::address::Address;
 use crate::connector::Connector;
+use crate::datagram::DatagramTransport;
 use crate::error::Error;
 use crate::transport::Transport;
 
@@ -114,6 +115,24 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     fn file_descriptor_received(&mut self, transport: &Transport, fd: OwnedFd) {
         (**self).file_descriptor_received(transport, fd)
     }
+}
+
+/// The application's handler for a datagram socket (UDP, Unix datagrams): Twisted's
+/// `DatagramProtocol`. There is no connection: each datagram arrives whole, with the address
+/// it came from.
+pub trait DatagramProtocol: 'static {
+    /// The socket is ready (listening has started).
+    fn start_protocol(&mut self, _transport: &DatagramTransport) {}
+
+    /// The socket is closing.
+    fn stop_protocol(&mut self) {}
+
+    /// One datagram arrived from `addr` (truncated to the port's maximum packet size).
+    fn datagram_received(&mut self, transport: &DatagramTransport, data: &[u8], addr: &Address);
+
+    /// On a connected socket: the peer said nothing listens there (ICMP port
+    /// unreachable).
+    fn connection_refused(&mut self, _transport: &DatagramTransport) {}
 }
 
 /// Builds a protocol for each connection.

@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::address::UnixAddress;
+use crate::address::{Address, UnixAddress};
 use crate::connecting::{StreamConnector, Target};
 use crate::connector::Connector;
+use crate::datagram::{DEFAULT_MAX_PACKET_SIZE, DatagramTransport, Family, unix_path};
 use crate::error::Error;
 use crate::listener::{OnClose, StreamListener};
 use crate::port::ListeningPort;
-use crate::protocol::{ClientFactory, Factory};
+use crate::protocol::{ClientFactory, DatagramProtocol, Factory};
 use crate::reactor::Reactor;
 use crate::stream::StreamKind;
 use crate::tcp::DEFAULT_CONNECT_TIMEOUT;
@@ -141,6 +142,73 @@ impl Reactor {
         timeout: Option<Duration>,
     ) -> Connector {
         StreamConnector::start(self, Target::Unix(address.into()), factory, timeout)
+    }
+}
+
+impl Reactor {
+    /// Binds a Unix datagram socket at `address` (Twisted's `listenUNIXDatagram`); its file
+    /// gets `mode` and is removed when the socket closes.
+    pub fn listen_unix_datagram(
+        &self,
+        address: impl Into<UnixAddress>,
+        protocol: impl DatagramProtocol,
+        mode: u32,
+    ) -> Result<DatagramTransport, Error> {
+        let address = address.into();
+        let socket = self.unix_datagram_socket(Some(&address), mode)?;
+        DatagramTransport::start(
+            self,
+            socket,
+            Family::Unix,
+            Box::new(protocol),
+            DEFAULT_MAX_PACKET_SIZE,
+            unix_path(&address),
+        )
+    }
+
+    /// A Unix datagram socket connected to `address`, bound to `bind` if given (a peer can
+    /// only answer a bound socket) — Twisted's `connectUNIXDatagram`.
+    pub fn connect_unix_datagram(
+        &self,
+        address: impl Into<UnixAddress>,
+        protocol: impl DatagramProtocol,
+        bind: Option<UnixAddress>,
+    ) -> Result<DatagramTransport, Error> {
+        let address = address.into();
+        let socket = self.unix_datagram_socket(bind.as_ref(), 0o666)?;
+        let connect = unix_sockaddr(&address).and_then(|a| socket.connect(&a));
+        connect.map_err(|source| Error::ConnectFailed {
+            addr: address.to_string(),
+            source: source.into(),
+        })?;
+        let transport = DatagramTransport::start(
+            self,
+            socket,
+            Family::Unix,
+            Box::new(protocol),
+            DEFAULT_MAX_PACKET_SIZE,
+            bind.as_ref().and_then(unix_path),
+        )?;
+        transport.set_connected(Address::Unix(address));
+        Ok(transport)
+    }
+
+    fn unix_datagram_socket(&self, bind: Option<&UnixAddress>, mode: u32) -> Result<Socket, Error> {
+        (|| {
+            let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+            if let Some(address) = bind {
+                socket.bind(&unix_sockaddr(address)?)?;
+                if let UnixAddress::Path(path) = address {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+                }
+            }
+            socket.set_nonblocking(true)?;
+            Ok(socket)
+        })()
+        .map_err(|source: io::Error| Error::CannotListen {
+            addr: bind.map_or_else(|| "(unbound)".to_string(), |a| a.to_string()),
+            source: source.into(),
+        })
     }
 }
 

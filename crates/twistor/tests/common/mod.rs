@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+#[allow(unused_imports)]
 pub use twistor_testing::process::{ChildGuard, have, have_twisted, run_with_input};
 
 /// The directory cargo puts this test's sibling binaries in (`target/<profile>`).
