@@ -24,6 +24,7 @@
 //! ```
 
 pub mod address;
+mod adopt;
 pub mod connector;
 pub mod datagram;
 pub mod endpoints;
