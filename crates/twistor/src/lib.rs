@@ -25,6 +25,7 @@
 
 pub mod address;
 pub mod connector;
+pub mod defer;
 pub mod error;
 pub mod protocol;
 pub mod reactor;
