@@ -18,7 +18,8 @@ use super::failure::{Failure, FailureGroup, FirstError};
 /// Values are moved into the list's result, so after the list has taken it, a Deferred in
 /// the list has no value left for callbacks added to it later. A value arriving after the
 /// list has fired stays where it is. Cancelling the list's Deferred cancels every Deferred
-/// in the list.
+/// in the list. The list refers to them weakly (whoever will fire them keeps them alive), so
+/// an abandoned list never forms a reference cycle with them.
 ///
 /// ```
 /// use twistor::defer::{Deferred, DeferredList, ListOutcome, succeed};
@@ -207,7 +208,8 @@ pub fn gather_results<T: 'static>(
 
 /// A Deferred for the first of `deferreds` to succeed, with its position; the others are
 /// cancelled then (Twisted's `race`). If all fail, it fails with a [`FailureGroup`] of
-/// their failures, in list order. The raced Deferreds' results are consumed. Unlike
+/// their failures, in list order. The raced Deferreds' results are consumed; like
+/// [`DeferredList`], the race refers to them weakly. Unlike
 /// Twisted, racing an empty list fails at once (with an empty group) instead of never
 /// firing.
 pub fn race<T: 'static>(deferreds: impl IntoIterator<Item = Deferred<T>>) -> Deferred<(usize, T)> {
