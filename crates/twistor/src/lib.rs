@@ -27,6 +27,7 @@ pub mod address;
 mod adopt;
 pub mod connector;
 pub mod datagram;
+pub mod defer;
 pub mod endpoints;
 pub mod error;
 pub mod port;
