@@ -12,7 +12,8 @@ use crate::Failure;
 #[derive(clap::Args)]
 pub struct Options {
     /// Where to listen, as an endpoint description (repeatable), e.g. `tcp:8000`,
-    /// `tcp:8000:interface=127.0.0.1:backlog=100`, `tcp6:8000`.
+    /// `tcp:8000:interface=127.0.0.1:backlog=100`, `tcp6:8000`, `unix:/run/echo.sock`,
+    /// `systemd:domain=INET:index=0`.
     #[arg(
         long = "listen",
         value_name = "DESCRIPTION",
@@ -42,9 +43,10 @@ pub fn run(options: Options) -> Result<(), Failure> {
         .map_err(|e| Failure::Usage(e.to_string()))?;
     let echo_factory: Rc<dyn twistor::Factory> = factory(|_addr| Echo);
     for endpoint in &endpoints {
-        endpoint
-            .listen(echo_factory.clone())
-            .map_err(|e| Failure::Runtime(e.to_string()))?;
+        // Listening on these endpoints completes at once; a failure is known here.
+        if let Some(Err(failure)) = endpoint.listen(echo_factory.clone()).try_result() {
+            return Err(Failure::Runtime(failure.to_string()));
+        }
     }
     reactor.run().map_err(|e| Failure::Runtime(e.to_string()))
 }

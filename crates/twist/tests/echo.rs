@@ -181,3 +181,78 @@ fn running_out_of_descriptors_neither_spins_nor_stops_the_server() {
         assert_eq!(&b, b"x");
     }
 }
+
+#[test]
+fn listens_on_unix_sockets() {
+    let dir = std::env::temp_dir().join(format!("twist-unix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("echo.sock");
+    let mut cmd = twist();
+    cmd.args([
+        "echo",
+        "--listen",
+        &format!("unix:{}:mode=600", path.display()),
+    ]);
+    let mut server = ChildGuard::spawn(cmd);
+    server.err_line_containing("starting on");
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    s.write_all(b"over unix").unwrap();
+    let mut buf = [0u8; 9];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"over unix");
+    if have("socat", &["-V"]) {
+        let mut socat = Command::new("socat");
+        socat.args(["-", &format!("UNIX-CONNECT:{}", path.display())]);
+        assert_eq!(run_with_input(socat, b"socat too\n"), b"socat too\n");
+    }
+    server.signal(libc::SIGTERM);
+    let (status, _) = server.wait();
+    assert!(status.success());
+    assert!(!path.exists(), "the socket file is removed on shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn takes_a_socket_from_systemd_socket_activation() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    // systemd's protocol: the socket at fd 3, LISTEN_FDS=1, LISTEN_PID=the service's pid
+    // (the shell's `$$` is kept across `exec`).
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" echo --listen systemd:domain=INET:index=0",
+        env!("CARGO_BIN_EXE_twist"),
+    ]);
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec, so clear the flag in that case.
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, 3) == 3
+            };
+            if !ok {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = ChildGuard::spawn(cmd);
+    server.err_line_containing("starting on");
+    drop(listener);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"activated").unwrap();
+    let mut buf = [0u8; 9];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"activated");
+    // Without the environment, the description is refused with the reason.
+    let out = twist()
+        .args(["echo", "--listen", "systemd:domain=INET:index=0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LISTEN_PID"));
+}

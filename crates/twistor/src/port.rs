@@ -5,6 +5,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use crate::address::Address;
+use crate::defer::Deferred;
 
 /// What each kind of listening port (TCP, Unix...) implements; used through
 /// [`ListeningPort`].
@@ -44,9 +45,11 @@ impl ListeningPort {
     }
 
     /// Stops accepting connections and closes the socket; connections already accepted go
-    /// on. The factory's `stop_factory` runs if this was its last port.
-    pub fn stop_listening(&self) {
-        self.inner.stop_listening()
+    /// on. The factory's `stop_factory` runs if this was its last port. The Deferred fires
+    /// once the port is closed (at once: closing a socket does not wait).
+    pub fn stop_listening(&self) -> Deferred<()> {
+        self.inner.stop_listening();
+        Deferred::succeeded(())
     }
 
     /// Whether the port still accepts connections.

@@ -1,23 +1,18 @@
-//! Server endpoints and `server_from_string`.
+//! Server endpoints: TCP, Unix sockets, and sockets passed by systemd.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::BorrowedFd;
 use std::rc::Rc;
 
-use super::description::Description;
+use crate::address::UnixAddress;
+use crate::defer::{Deferred, Failure};
 use crate::error::Error;
 use crate::port::ListeningPort;
 use crate::protocol::Factory;
 use crate::reactor::Reactor;
 use crate::tcp::ListenOptions;
+use crate::unix::UnixListenOptions;
 
-/// Somewhere to listen (Twisted's `IStreamServerEndpoint`).
-pub trait ServerEndpoint {
-    /// Starts listening, building a protocol with `factory` for each connection.
-    fn listen(&self, factory: Rc<dyn Factory>) -> Result<ListeningPort, Error>;
-
-    /// The description this endpoint was made from, or a summary of it.
-    fn describe(&self) -> String;
-}
+use super::ServerEndpoint;
 
 /// A TCP listening endpoint (`tcp:PORT` or `tcp6:PORT`).
 #[derive(Debug, Clone)]
@@ -39,9 +34,11 @@ impl TcpServerEndpoint {
 }
 
 impl ServerEndpoint for TcpServerEndpoint {
-    fn listen(&self, factory: Rc<dyn Factory>) -> Result<ListeningPort, Error> {
-        self.reactor
-            .listen_tcp_with(self.port, factory, self.options.clone())
+    fn listen(&self, factory: Rc<dyn Factory>) -> Deferred<ListeningPort> {
+        done(
+            self.reactor
+                .listen_tcp_with(self.port, factory, self.options.clone()),
+        )
     }
 
     fn describe(&self) -> String {
@@ -49,101 +46,112 @@ impl ServerEndpoint for TcpServerEndpoint {
     }
 }
 
-/// Makes a server endpoint from a description:
-///
-/// - `tcp:PORT[:interface=ADDR][:backlog=N]` — TCP on IPv4 (all interfaces by default);
-/// - `tcp6:PORT[:interface=ADDR][:backlog=N]` — TCP on IPv6 (`::` by default; write colons
-///   in addresses as `\:`).
-///
-/// Type names are case-sensitive, as in Twisted. A malformed description is an
-/// [`Error::BadDescription`] that quotes it and says which part is wrong.
-pub fn server_from_string(reactor: &Reactor, text: &str) -> Result<Box<dyn ServerEndpoint>, Error> {
-    let d = Description::parse(text)?;
-    match d.kind.as_str() {
-        "tcp" => tcp(reactor, &d, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        "tcp6" => tcp(reactor, &d, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-        other => Err(d.error(format!(
-            "unknown endpoint type {other:?} (expected one of: tcp, tcp6)"
-        ))),
-    }
+/// A Unix socket listening endpoint (`unix:PATH[:mode=][:backlog=][:lockfile=]`).
+#[derive(Debug, Clone)]
+pub struct UnixServerEndpoint {
+    reactor: Reactor,
+    address: UnixAddress,
+    options: UnixListenOptions,
 }
 
-fn tcp(
-    reactor: &Reactor,
-    d: &Description,
-    default: IpAddr,
-) -> Result<Box<dyn ServerEndpoint>, Error> {
-    d.check_known(3, &["port", "interface", "backlog"])?;
-    let port = d.port(0, "port")?;
-    let interface = match d.arg(1, "interface") {
-        None | Some("") => default,
-        Some(text) => text
-            .parse::<IpAddr>()
-            .map_err(|_| d.error(format!("interface must be an IP address, got {text:?}")))?,
-    };
-    if default.is_ipv4() != interface.is_ipv4() {
-        return Err(d.error(format!(
-            "interface {interface} is not an {} address (use {})",
-            if default.is_ipv4() { "IPv4" } else { "IPv6" },
-            if default.is_ipv4() { "tcp6" } else { "tcp" },
-        )));
-    }
-    let backlog = d.int::<i32>(2, "backlog")?.unwrap_or(50);
-    if backlog < 1 {
-        return Err(d.error(format!("backlog must be at least 1, got {backlog}")));
-    }
-    let options = ListenOptions::default()
-        .interface(interface)
-        .backlog(backlog);
-    Ok(Box::new(TcpServerEndpoint::new(reactor, port, options)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(text: &str) -> String {
-        let reactor = Reactor::new().unwrap();
-        match server_from_string(&reactor, text) {
-            Ok(_) => panic!("{text:?} parsed"),
-            Err(e) => e.to_string(),
+impl UnixServerEndpoint {
+    /// Listens on `address` with `options`.
+    pub fn new(
+        reactor: &Reactor,
+        address: impl Into<UnixAddress>,
+        options: UnixListenOptions,
+    ) -> UnixServerEndpoint {
+        UnixServerEndpoint {
+            reactor: reactor.clone(),
+            address: address.into(),
+            options,
         }
     }
+}
 
-    #[test]
-    fn tcp_descriptions() {
-        let reactor = Reactor::new().unwrap();
-        let e = server_from_string(&reactor, "tcp:8080:interface=127.0.0.1:backlog=7").unwrap();
-        assert_eq!(e.describe(), "tcp:8080:interface=127.0.0.1");
-        let e = server_from_string(&reactor, r"tcp6:0:interface=\:\:1").unwrap();
-        assert_eq!(e.describe(), "tcp:0:interface=::1");
-        let e = server_from_string(&reactor, "tcp:port=99").unwrap();
-        assert_eq!(e.describe(), "tcp:99:interface=0.0.0.0");
+impl ServerEndpoint for UnixServerEndpoint {
+    fn listen(&self, factory: Rc<dyn Factory>) -> Deferred<ListeningPort> {
+        done(
+            self.reactor
+                .listen_unix_with(self.address.clone(), factory, self.options.clone()),
+        )
     }
 
-    #[test]
-    fn malformed_descriptions_say_what_is_wrong() {
-        assert!(err("tcp").contains("missing port"));
-        assert!(err("tcp:99999").contains("0 to 65535"));
-        assert!(err("tcp:80:interface=nowhere").contains("IP address"));
-        assert!(err("tcp:80:backlog=many").contains("backlog must be a number"));
-        assert!(err("tcp:80:interface=\\:\\:1").contains("use tcp6"));
-        assert!(err("tcpx:80").contains("unknown endpoint type \"tcpx\""));
-        assert!(err("TCP:80").contains("unknown endpoint type"));
+    fn describe(&self) -> String {
+        format!("unix:{}", self.address)
+    }
+}
+
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
+
+/// A listening socket passed by systemd socket activation (`systemd:domain=INET:index=0`,
+/// or `name=` for a named socket): the reactor adopts descriptor `3 + index`, after
+/// checking `LISTEN_PID` and `LISTEN_FDS`.
+#[derive(Debug, Clone)]
+pub struct SystemdEndpoint {
+    reactor: Reactor,
+    fd: i32,
+}
+
+impl SystemdEndpoint {
+    /// The endpoint for the `index`th passed socket, checked against the environment.
+    pub fn from_index(reactor: &Reactor, index: usize) -> Result<SystemdEndpoint, String> {
+        let count = listen_fds()?;
+        if index >= count {
+            return Err(format!(
+                "systemd passed {count} socket(s) (LISTEN_FDS), so there is no index {index}"
+            ));
+        }
+        Ok(SystemdEndpoint {
+            reactor: reactor.clone(),
+            fd: LISTEN_FDS_START + index as i32,
+        })
     }
 
-    #[test]
-    fn listens_for_real() {
-        let reactor = Reactor::new().unwrap();
-        let e = server_from_string(&reactor, "tcp:0:interface=127.0.0.1").unwrap();
-        let port = e.listen(crate::protocol::factory(|_| Sink)).unwrap();
-        assert_ne!(port.port(), 0);
-        port.stop_listening();
-        assert!(!port.listening());
+    /// The endpoint for the socket systemd named `name` (`FileDescriptorName=`).
+    pub fn from_name(reactor: &Reactor, name: &str) -> Result<SystemdEndpoint, String> {
+        let count = listen_fds()?;
+        let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+        let index = names
+            .split(':')
+            .take(count)
+            .position(|n| n == name)
+            .ok_or_else(|| format!("no socket named {name:?} in LISTEN_FDNAMES={names:?}"))?;
+        SystemdEndpoint::from_index(reactor, index)
+    }
+}
+
+/// How many sockets systemd passed to this process.
+fn listen_fds() -> Result<usize, String> {
+    let pid = std::env::var("LISTEN_PID")
+        .map_err(|_| "LISTEN_PID is not set: not started by systemd socket activation")?;
+    if pid.parse::<u32>().ok() != Some(std::process::id()) {
+        return Err(format!(
+            "LISTEN_PID={pid} is another process's (ours is {})",
+            std::process::id()
+        ));
+    }
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .ok_or_else(|| "LISTEN_FDS is missing or not a number".to_string())
+}
+
+impl ServerEndpoint for SystemdEndpoint {
+    fn listen(&self, factory: Rc<dyn Factory>) -> Deferred<ListeningPort> {
+        // SAFETY: systemd passed this descriptor to us and keeps it open for our lifetime;
+        // adoption duplicates it.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        done(self.reactor.adopt_stream_port(fd, factory))
     }
 
-    struct Sink;
-    impl crate::protocol::Protocol for Sink {
-        fn data_received(&mut self, _: &crate::Transport, _: &[u8]) {}
+    fn describe(&self) -> String {
+        format!("systemd:fd={}", self.fd)
     }
+}
+
+/// A listening result as an already fired Deferred.
+pub(crate) fn done<T: 'static>(result: Result<T, Error>) -> Deferred<T> {
+    Deferred::resolved(result.map_err(Failure::new))
 }
