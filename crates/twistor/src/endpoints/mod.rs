@@ -84,6 +84,62 @@ impl<P: Protocol> Factory for OnceFactory<P> {
     }
 }
 
+/// Parses a description of a server endpoint type added with [`register_server_type`].
+pub type ServerParser = fn(&Reactor, &Description) -> Result<Box<dyn ServerEndpoint>, Error>;
+
+/// Parses a description of a client endpoint type added with [`register_client_type`].
+pub type ClientParser = fn(&Reactor, &Description) -> Result<Box<dyn ClientEndpoint>, Error>;
+
+static SERVER_TYPES: std::sync::RwLock<Vec<(String, ServerParser)>> =
+    std::sync::RwLock::new(Vec::new());
+static CLIENT_TYPES: std::sync::RwLock<Vec<(String, ClientParser)>> =
+    std::sync::RwLock::new(Vec::new());
+
+/// Adds a server endpoint type (Twisted's endpoint plugins): `server_from_string` hands
+/// descriptions of type `name` to `parser`. Crates above the engine use it, e.g. the PROXY
+/// protocol's `haproxy:` wrapper. Registering a name again replaces the parser.
+pub fn register_server_type(name: &str, parser: ServerParser) {
+    let mut types = SERVER_TYPES.write().unwrap_or_else(|e| e.into_inner());
+    types.retain(|(n, _)| n != name);
+    types.push((name.to_string(), parser));
+}
+
+/// Adds a client endpoint type; names are matched case-insensitively.
+pub fn register_client_type(name: &str, parser: ClientParser) {
+    let mut types = CLIENT_TYPES.write().unwrap_or_else(|e| e.into_inner());
+    types.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    types.push((name.to_ascii_lowercase(), parser));
+}
+
+fn registered_server(name: &str) -> Option<ServerParser> {
+    let types = SERVER_TYPES.read().unwrap_or_else(|e| e.into_inner());
+    types.iter().find(|(n, _)| n == name).map(|(_, p)| *p)
+}
+
+fn registered_client(name: &str) -> Option<ClientParser> {
+    let types = CLIENT_TYPES.read().unwrap_or_else(|e| e.into_inner());
+    types.iter().find(|(n, _)| n == name).map(|(_, p)| *p)
+}
+
+fn known_types(
+    builtin: &[&str],
+    registry: &std::sync::RwLock<Vec<(String, impl Sized)>>,
+) -> String {
+    let types = registry.read().unwrap_or_else(|e| e.into_inner());
+    builtin
+        .iter()
+        .map(|s| s.to_string())
+        .chain(types.iter().map(|(n, _)| n.clone()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The part of a description after its type and colon: what a wrapper type (such as
+/// `haproxy:tcp:80`) wraps.
+pub fn wrapped_description(d: &Description) -> &str {
+    d.text.split_once(':').map_or("", |(_, rest)| rest)
+}
+
 /// Makes a server endpoint from a description:
 ///
 /// - `tcp:PORT[:interface=ADDR][:backlog=N]` — TCP on IPv4 (all interfaces by default);
@@ -103,9 +159,13 @@ pub fn server_from_string(reactor: &Reactor, text: &str) -> Result<Box<dyn Serve
         "tcp6" => tcp_server(reactor, &d, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
         "unix" => unix_server(reactor, &d),
         "systemd" => systemd_server(reactor, &d),
-        other => Err(d.error(format!(
-            "unknown endpoint type {other:?} (expected one of: tcp, tcp6, unix, systemd)"
-        ))),
+        other => match registered_server(other) {
+            Some(parser) => parser(reactor, &d),
+            None => Err(d.error(format!(
+                "unknown endpoint type {other:?} (expected one of: {})",
+                known_types(SERVER_BUILTIN, &SERVER_TYPES)
+            ))),
+        },
     }
 }
 
@@ -121,11 +181,18 @@ pub fn client_from_string(reactor: &Reactor, text: &str) -> Result<Box<dyn Clien
     match d.kind.to_ascii_lowercase().as_str() {
         "tcp" => tcp_client(reactor, &d),
         "unix" => unix_client(reactor, &d),
-        other => Err(d.error(format!(
-            "unknown endpoint type {other:?} (expected one of: tcp, unix)"
-        ))),
+        other => match registered_client(other) {
+            Some(parser) => parser(reactor, &d),
+            None => Err(d.error(format!(
+                "unknown endpoint type {other:?} (expected one of: {})",
+                known_types(CLIENT_BUILTIN, &CLIENT_TYPES)
+            ))),
+        },
     }
 }
+
+const SERVER_BUILTIN: &[&str] = &["tcp", "tcp6", "unix", "systemd"];
+const CLIENT_BUILTIN: &[&str] = &["tcp", "unix"];
 
 fn tcp_server(
     reactor: &Reactor,
@@ -331,6 +398,19 @@ mod tests {
         assert!(server_err("unix:").contains("missing address"));
         assert!(server_err("systemd:index=0").contains("missing domain"));
         assert!(server_err("systemd:domain=INET:index=0").contains("LISTEN_PID"));
+    }
+
+    #[test]
+    fn registered_types_are_parsed_and_listed() {
+        fn upper(reactor: &Reactor, d: &Description) -> Result<Box<dyn ServerEndpoint>, Error> {
+            // A wrapper type: parse what it wraps.
+            server_from_string(reactor, wrapped_description(d))
+        }
+        register_server_type("wrapped-test", upper);
+        let reactor = Reactor::new().unwrap();
+        let e = server_from_string(&reactor, "wrapped-test:tcp:81").unwrap();
+        assert_eq!(e.describe(), "tcp:81:interface=0.0.0.0");
+        assert!(server_err("nope:1").contains("wrapped-test"));
     }
 
     #[test]
