@@ -73,6 +73,8 @@ const STAGED: u32 = 1 << 11;
 const HAS_PRODUCER: u32 = 1 << 12;
 /// File descriptors wait to be sent with the next byte (Unix sockets).
 const FDS_PENDING: u32 = 1 << 14;
+/// A protocol wrapper waits to be applied.
+const WRAP_PENDING: u32 = 1 << 15;
 /// `out` holds bytes (kept as a flag so the hot path need not look inside the `RefCell`).
 const HAS_OUT: u32 = 1 << 13;
 
@@ -120,6 +122,19 @@ impl OutBuf {
     }
 }
 
+/// The rarely used parts of a connection, kept out of line so an idle connection stays
+/// small.
+#[derive(Default)]
+struct Extras {
+    producer: Option<ProducerSlot>,
+    /// Descriptors to send with the next byte (Unix sockets).
+    fds_out: Vec<OwnedFd>,
+    /// A protocol wrapper waiting for the running callback to return.
+    pending_wrap: Option<ProtocolWrapper>,
+    /// Why the connection is being aborted, if not by `abort_connection`.
+    abort_reason: Option<CloseReason>,
+}
+
 struct ProducerSlot {
     producer: Rc<dyn Producer>,
     streaming: bool,
@@ -135,13 +150,8 @@ pub(crate) struct StreamConnection {
     high_water: Cell<usize>,
     out: RefCell<OutBuf>,
     protocol: RefCell<Option<Box<dyn Protocol>>>,
-    producer: RefCell<Option<ProducerSlot>>,
-    /// Descriptors to send with the next byte (Unix sockets).
-    fds_out: RefCell<Vec<OwnedFd>>,
-    /// A protocol wrapper waiting for the running callback to return.
-    pending_wrap: RefCell<Option<ProtocolWrapper>>,
-    /// Set when the connection is aborted for a reason other than `abort_connection`.
-    abort_reason: RefCell<Option<Box<CloseReason>>>,
+    /// State most connections never need, allocated on first use.
+    extras: RefCell<Option<Box<Extras>>>,
     peer: Address,
     reactor: WeakReactor,
     io: Rc<IoBuffers>,
@@ -168,10 +178,7 @@ impl StreamConnection {
             high_water: Cell::new(DEFAULT_HIGH_WATER_MARK),
             out: RefCell::new(OutBuf::default()),
             protocol: RefCell::new(Some(protocol)),
-            producer: RefCell::new(None),
-            fds_out: RefCell::new(Vec::new()),
-            pending_wrap: RefCell::new(None),
-            abort_reason: RefCell::new(None),
+            extras: RefCell::new(None),
             peer,
             reactor: reactor.downgrade(),
             io: reactor.io_buffers(),
@@ -266,7 +273,7 @@ impl StreamConnection {
             self.unset(IN_DISPATCH);
         }
         drop(slot);
-        if !outer && self.pending_wrap.borrow().is_some() {
+        if !outer && self.has(WRAP_PENDING) {
             self.apply_pending_wrap();
         }
         if let Err(panic) = result {
@@ -275,9 +282,7 @@ impl StreamConnection {
                 "protocol callback panicked on connection from {}: {message}; aborting it",
                 self.peer
             );
-            *self.abort_reason.borrow_mut() = Some(Box::new(CloseReason::Lost(
-                Error::ProtocolPanicked(message),
-            )));
+            self.extras().abort_reason = Some(CloseReason::Lost(Error::ProtocolPanicked(message)));
             self.set(ABORTING);
             self.out_clear();
         }
@@ -285,11 +290,13 @@ impl StreamConnection {
 
     #[cold]
     fn apply_pending_wrap(&self) {
-        let Some(wrap) = self.pending_wrap.borrow_mut().take() else {
+        self.unset(WRAP_PENDING);
+        let Some(wrap) = self.extras().pending_wrap.take() else {
             return;
         };
         let Ok(mut slot) = self.protocol.try_borrow_mut() else {
-            *self.pending_wrap.borrow_mut() = Some(wrap);
+            self.extras().pending_wrap = Some(wrap);
+            self.set(WRAP_PENDING);
             return;
         };
         if let Some(protocol) = slot.take() {
@@ -398,10 +405,11 @@ impl StreamConnection {
         }
         if self.has(ABORTING) {
             let reason = self
-                .abort_reason
+                .extras
                 .borrow_mut()
-                .take()
-                .map_or(CloseReason::Aborted, |r| *r);
+                .as_mut()
+                .and_then(|e| e.abort_reason.take())
+                .unwrap_or(CloseReason::Aborted);
             self.close(reactor, reason);
             return;
         }
@@ -416,7 +424,7 @@ impl StreamConnection {
         if buffered > 0 || self.has(CLOSED) {
             return;
         }
-        if self.has(DISCONNECTING) && self.producer.borrow().is_none() {
+        if self.has(DISCONNECTING) && !self.has(HAS_PRODUCER) {
             self.close(reactor, CloseReason::Done);
         } else if self.has(WRITE_SHUT_REQUESTED) && !self.has(WRITE_SHUT) {
             self.shut_write(reactor);
@@ -568,14 +576,14 @@ impl StreamConnection {
             return Ok(());
         }
         if self.has(FDS_PENDING) {
-            let fds = std::mem::take(&mut *self.fds_out.borrow_mut());
+            let fds = std::mem::take(&mut self.extras().fds_out);
             match send_fds(self.fd, &out.pending()[..1], &fds) {
                 Ok(1) => {
                     out.consume(1);
                     self.unset(FDS_PENDING);
                 }
                 Ok(_) => {
-                    *self.fds_out.borrow_mut() = fds;
+                    self.extras().fds_out = fds;
                     self.set(WRITE_BLOCKED);
                     return Ok(());
                 }
@@ -600,8 +608,8 @@ impl StreamConnection {
     /// high-water mark, or asks a pull producer for more once it is empty.
     fn run_producer(&self, buffered: usize) {
         let producer = {
-            let mut slot = self.producer.borrow_mut();
-            let Some(slot) = slot.as_mut() else {
+            let mut extras = self.extras.borrow_mut();
+            let Some(slot) = extras.as_mut().and_then(|e| e.producer.as_mut()) else {
                 return;
             };
             let wanted = if slot.streaming {
@@ -642,7 +650,11 @@ impl StreamConnection {
         self.out_clear();
         self.drop_staged();
         self.unset(HAS_PRODUCER);
-        let producer = self.producer.borrow_mut().take();
+        let producer = self
+            .extras
+            .borrow_mut()
+            .as_mut()
+            .and_then(|e| e.producer.take());
         if let Some(slot) = producer {
             slot.producer.stop_producing();
         }
@@ -660,8 +672,8 @@ impl StreamConnection {
 
     fn pause_producer_if_streaming(&self) {
         let producer = {
-            let mut slot = self.producer.borrow_mut();
-            match slot.as_mut() {
+            let mut extras = self.extras.borrow_mut();
+            match extras.as_mut().and_then(|e| e.producer.as_mut()) {
                 Some(slot) if slot.streaming && !slot.paused => {
                     slot.paused = true;
                     slot.producer.clone()
@@ -670,6 +682,13 @@ impl StreamConnection {
             }
         };
         producer.pause_producing();
+    }
+
+    /// The rarely used state, created on first use.
+    fn extras(&self) -> std::cell::RefMut<'_, Extras> {
+        std::cell::RefMut::map(self.extras.borrow_mut(), |e| {
+            &mut **e.get_or_insert_with(Box::default)
+        })
     }
 
     fn with_sock<R>(&self, f: impl FnOnce(SockRef<'_>) -> R) -> R {
@@ -905,11 +924,11 @@ impl TransportImpl for StreamConnection {
         let producer: Rc<dyn Producer> = Rc::from(producer);
         let pause_now = streaming && self.buffered() > self.high_water.get();
         {
-            let mut slot = self.producer.borrow_mut();
-            if slot.is_some() {
+            let mut extras = self.extras();
+            if extras.producer.is_some() {
                 return Err(Error::ProducerAlreadyRegistered);
             }
-            *slot = Some(ProducerSlot {
+            extras.producer = Some(ProducerSlot {
                 producer: producer.clone(),
                 streaming,
                 paused: pause_now,
@@ -925,7 +944,9 @@ impl TransportImpl for StreamConnection {
     }
 
     fn unregister_producer(&self) {
-        self.producer.borrow_mut().take();
+        if let Some(extras) = self.extras.borrow_mut().as_mut() {
+            extras.producer = None;
+        }
         self.unset(HAS_PRODUCER);
         if self.has(DISCONNECTING) {
             self.request_flush();
@@ -972,7 +993,7 @@ impl TransportImpl for StreamConnection {
         let copy = fd.try_clone_to_owned().map_err(Error::io)?;
         // The descriptor travels with the next byte sent, so staged bytes must queue first.
         self.unstage();
-        self.fds_out.borrow_mut().push(copy);
+        self.extras().fds_out.push(copy);
         self.set(FDS_PENDING);
         self.request_flush();
         Ok(())
@@ -984,10 +1005,11 @@ impl TransportImpl for StreamConnection {
                 io::ErrorKind::NotConnected,
             ))));
         }
-        if self.pending_wrap.borrow().is_some() {
+        if self.has(WRAP_PENDING) {
             return Err(Error::Unsupported("wrapping twice in one callback"));
         }
-        *self.pending_wrap.borrow_mut() = Some(wrap);
+        self.extras().pending_wrap = Some(wrap);
+        self.set(WRAP_PENDING);
         if !self.has(IN_DISPATCH) {
             self.apply_pending_wrap();
         }
@@ -1018,4 +1040,17 @@ fn unix_address(addr: &socket2::SockAddr) -> UnixAddress {
         return UnixAddress::Abstract(name.to_vec());
     }
     UnixAddress::Unnamed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection's memory is this struct (plus the `Rc` header and the reactor's
+    /// slab slot): the budget is 512 bytes per idle connection in all.
+    #[test]
+    fn an_idle_connection_is_small() {
+        let size = std::mem::size_of::<StreamConnection>();
+        assert!(size <= 192, "StreamConnection is {size} bytes");
+    }
 }
