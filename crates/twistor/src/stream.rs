@@ -438,11 +438,10 @@ impl StreamConnection {
         }
     }
 
-    /// Appends `data` to the thread's staging buffer, if this connection may use it: its
+    /// Appends `data` to the reactor's staging buffer, if this connection may use it: its
     /// own buffer is empty (so order is kept) and no other connection's bytes are staged.
-    #[inline]
-    /// Returns how many bytes are staged now (all this connection has buffered: staging is
-    /// only used while `out` is empty), or 0 if `data` could not be staged.
+    /// Returns how many bytes are staged now (all this connection has buffered), or 0 if
+    /// `data` could not be staged.
     #[inline]
     fn stage(&self, data: &[u8]) -> usize {
         let io = &*self.io;
