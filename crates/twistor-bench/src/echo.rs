@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::load::{self, Limit};
-use crate::procfs::Memory;
+use crate::procfs::{self, Memory};
 use crate::report::{self, BarGroup, Panel, Table, fmt_num, fmt_ratio, fmt_us};
 use crate::server::{Launcher, Server, ServerKind};
 use crate::stats::median;
@@ -117,6 +117,8 @@ struct Figures {
     cpu_us: f64,
     /// Server CPU use over the window, percent of one core.
     cpu_pct: f64,
+    /// The server's peak RSS during the run, bytes.
+    peak_rss: f64,
 }
 
 /// One measured run.
@@ -125,6 +127,7 @@ type Sample = Figures;
 /// Runs the suite, prints its tables and writes `echo.md` and `echo.svg` to the output
 /// directory.
 pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
+    let load_before = procfs::load_average();
     let servers: Vec<ServerKind> = opts
         .servers
         .iter()
@@ -151,7 +154,6 @@ pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
         .filter(|s| !matches!(s, Scenario::Idle { .. }))
         .collect();
     let mut samples: BTreeMap<(usize, ServerKind), Vec<Sample>> = BTreeMap::new();
-    let mut peak_rss: BTreeMap<ServerKind, u64> = BTreeMap::new();
     if !active.is_empty() {
         let mut running: Vec<Server> = Vec::new();
         for &kind in &servers {
@@ -160,7 +162,10 @@ pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
         for (si, scenario) in active.iter().enumerate() {
             for rep in 0..opts.repeats {
                 for server in &running {
-                    let sample = run_once(server, scenario, opts)?;
+                    // Best effort: without it the peak covers the server's life so far.
+                    let _ = procfs::reset_peak_rss(server.pid());
+                    let mut sample = run_once(server, scenario, opts)?;
+                    sample.peak_rss = Memory::of(server.pid())?.peak_rss as f64;
                     eprintln!(
                         "{:>8} {:>9} run {}/{}: {} {}/s, server CPU {} µs/op ({}%)",
                         scenario.name(),
@@ -175,10 +180,6 @@ pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
                     samples.entry((si, server.kind)).or_default().push(sample);
                 }
             }
-        }
-        for server in &running {
-            let mem = Memory::of(server.pid())?;
-            peak_rss.insert(server.kind, mem.peak_rss);
         }
     }
 
@@ -209,7 +210,7 @@ pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
         .map(|(&key, runs)| (key, medians_of(runs)))
         .collect();
 
-    let main_table = main_table(&active, &servers, &medians, &peak_rss);
+    let main_table = main_table(&active, &servers, &medians);
     let idle_table = idle_table(&servers, &idle, &opts.scenarios);
     println!("\n{}", main_table.to_text());
     if !idle.is_empty() {
@@ -217,14 +218,15 @@ pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
     }
 
     std::fs::create_dir_all(&opts.out_dir)?;
+    let load = (load_before, procfs::load_average());
     let md = markdown(
         opts,
         launcher,
         &active,
         &main_table,
         &idle_table,
-        &idle,
         &notes,
+        load,
     );
     let md_path = opts.out_dir.join("echo.md");
     std::fs::write(&md_path, md)?;
@@ -253,6 +255,7 @@ fn run_once(server: &Server, scenario: &Scenario, opts: &EchoOptions) -> io::Res
                 p99_ns: r.latency.p99_ns,
                 cpu_us: cpu.as_secs_f64() * 1e6 / r.round_trips.max(1) as f64,
                 cpu_pct: 100.0 * cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
+                peak_rss: 0.0,
             })
         }
         Scenario::Stream { bytes } => {
@@ -264,6 +267,7 @@ fn run_once(server: &Server, scenario: &Scenario, opts: &EchoOptions) -> io::Res
                 p99_ns: 0,
                 cpu_us: cpu.as_secs_f64() * 1e6 / (r.bytes as f64 / 1e6),
                 cpu_pct: 100.0 * cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
+                peak_rss: 0.0,
             })
         }
         Scenario::Idle { .. } => Err(io::Error::other("idle runs separately")),
@@ -310,6 +314,7 @@ fn medians_of(runs: &[Sample]) -> Figures {
         p99_ns: m(&|s| f64::from(s.p99_ns)) as u32,
         cpu_us: m(&|s| s.cpu_us),
         cpu_pct: m(&|s| s.cpu_pct),
+        peak_rss: m(&|s| s.peak_rss),
     }
 }
 
@@ -324,7 +329,6 @@ fn main_table(
     scenarios: &[Scenario],
     servers: &[ServerKind],
     medians: &BTreeMap<(usize, ServerKind), Figures>,
-    peak_rss: &BTreeMap<ServerKind, u64>,
 ) -> Table {
     let mut t = Table::new(&[
         "scenario",
@@ -356,9 +360,7 @@ fn main_table(
                 fmt_ratio(base.map(|b| f.cpu_us / b.cpu_us)),
                 fmt_ratio(base.map(|b| f.rate / b.rate)),
                 fmt_num(f.cpu_pct),
-                peak_rss.get(&kind).map_or("–".into(), |b| {
-                    format!("{} MiB", fmt_num(*b as f64 / 1048576.0))
-                }),
+                format!("{} MiB", fmt_num(f.peak_rss / 1048576.0)),
             ]);
         }
     }
@@ -458,12 +460,18 @@ fn markdown(
     scenarios: &[Scenario],
     main: &Table,
     idle_table: &Table,
-    idle: &BTreeMap<ServerKind, IdleFigures>,
     notes: &[String],
+    load: (Option<f64>, Option<f64>),
 ) -> String {
     let mut md = String::new();
     md.push_str("# twistor echo benchmarks\n\n");
-    md.push_str(&format!("{}\n\n", report::machine_line()));
+    let fmt_load = |l: Option<f64>| l.map_or("?".into(), |l| format!("{l:.2}"));
+    md.push_str(&format!(
+        "{} · load average {} before, {} after\n\n",
+        report::machine_line(),
+        fmt_load(load.0),
+        fmt_load(load.1)
+    ));
     md.push_str(&format!(
         "Command: `twistor-bench echo --duration {} --warmup {} --repeats {}` · servers pinned to \
          core {} · load generator {} · twistor server: `{}`\n\n",
@@ -490,12 +498,14 @@ fn markdown(
             "Medians of the interleaved repeats. *rate* is round trips (or, for `stream`, MB \
              echoed) per second; *CPU µs/op* is the server's user + system time from \
              `/proc/PID/stat` over the measured window per round trip (or per MB); the × columns \
-             divide by twistor's figure. *peak RSS* is `VmHWM` at the end of the run.\n\n",
+             divide by twistor's figure; *CPU %* is the server's CPU time over the window as a share \
+             of one core. *peak RSS* is the server's `VmHWM` during the run (reset before it \
+             through `/proc/PID/clear_refs`).\n\n",
         );
         md.push_str(&main.to_markdown());
         md.push('\n');
     }
-    if !idle.is_empty() {
+    if !idle_table.rows.is_empty() {
         md.push_str(
             "Idle connections: a fresh server, one round trip on each connection, then RSS \
              (`VmRSS`) compared with before they connected.\n\n",

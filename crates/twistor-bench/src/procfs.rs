@@ -54,6 +54,22 @@ impl Memory {
     }
 }
 
+/// Resets a process's peak RSS (`VmHWM`) to its current RSS, by writing `5` to
+/// `/proc/PID/clear_refs` (Linux 4.0+), so the next peak read covers one run only.
+pub fn reset_peak_rss(pid: u32) -> io::Result<()> {
+    fs::write(format!("/proc/{pid}/clear_refs"), "5")
+}
+
+/// The 1-minute load average from `/proc/loadavg`, a hint of how busy the machine was.
+pub fn load_average() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Parses user and system time out of the text of `/proc/PID/stat`.
 ///
 /// The command name (field 2) is in parentheses and may itself hold spaces and parentheses,

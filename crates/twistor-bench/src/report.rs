@@ -172,8 +172,9 @@ pub fn write_svg(
             .flat_map(|g| g.bars.iter().map(|b| b.1))
             .filter(|v| v.is_finite() && *v > 0.0);
         let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        // Headroom above the tallest bar keeps the legend clear of the bars.
         let (lo, hi) = if lo <= hi {
-            (lo / 2.0, hi * 2.0)
+            (lo / 1.5, hi * 4.0)
         } else {
             (0.1, 10.0)
         };
@@ -197,6 +198,7 @@ pub fn write_svg(
                     String::new()
                 }
             })
+            .y_labels(12)
             .y_label_formatter(&|y| fmt_num(*y))
             .draw()?;
         let slot = 0.8 / series.len().max(1) as f64;

@@ -306,9 +306,11 @@ pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The number of CPUs this process may run on.
+/// The number of CPUs online (not only those this process is pinned to).
 pub fn cpu_count() -> usize {
-    thread::available_parallelism().map_or(1, |n| n.get())
+    // SAFETY: sysconf only reads a configuration value.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 { n as usize } else { 1 }
 }
 
 fn default_twistor_cmd(self_exe: &Path) -> Vec<String> {
