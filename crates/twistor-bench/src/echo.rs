@@ -483,7 +483,7 @@ fn markdown(
             .map_or("(not pinned)".into(), |c| c.to_string()),
         opts.client_core
             .map_or("not pinned".into(), |c| format!("on core {c}")),
-        launcher.twistor_cmd.join(" "),
+        launcher.twistor_cmd_display(),
     ));
     md.push_str("![chart](echo.svg)\n\n");
     if !scenarios.is_empty() {

@@ -300,6 +300,8 @@ fn setup(
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results"));
+    std::fs::create_dir_all(&out)?;
+    let out = out.canonicalize()?;
     Ok((launcher, out, client_core))
 }
 

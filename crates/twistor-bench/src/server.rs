@@ -101,6 +101,19 @@ impl Launcher {
         })
     }
 
+    /// The twistor command as reports show it: the program by file name only.
+    pub fn twistor_cmd_display(&self) -> String {
+        let mut args = self.twistor_cmd.clone();
+        if let Some(name) = args
+            .first()
+            .and_then(|p| Path::new(p).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+        {
+            args[0] = name;
+        }
+        args.join(" ")
+    }
+
     /// Why `kind` cannot run here, if it cannot.
     pub fn unavailable(&self, kind: ServerKind) -> Option<String> {
         match kind {
@@ -353,23 +366,25 @@ fn compile_c(work_dir: &Path) -> Result<PathBuf, String> {
 
 fn find_twisted(work_dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    // Ask for the interpreter's real path: `python3` may be a shell shim (pyenv) that
+    // valgrind would profile instead of Python.
     let probe = Command::new(&python)
-        .args(["-c", "import twisted"])
-        .stdout(Stdio::null())
+        .args(["-c", "import sys, twisted; print(sys.executable)"])
         .stderr(Stdio::null())
-        .status();
-    match probe {
-        Ok(s) if s.success() => {}
+        .output();
+    let exe = match probe {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
         Ok(_) => {
             return Err(format!(
                 "Twisted skipped: `{python} -c 'import twisted'` failed (pip install twisted)"
             ));
         }
         Err(e) => return Err(format!("Twisted skipped: no `{python}` ({e})")),
-    }
+    };
+    let exe = if exe.is_empty() { python } else { exe };
     let script = work_dir.join("twisted_echo.py");
     std::fs::write(&script, TWISTED_ECHO_PY).map_err(|e| format!("writing Twisted script: {e}"))?;
-    Ok((PathBuf::from(python), script))
+    Ok((PathBuf::from(exe), script))
 }
 
 #[cfg(test)]
