@@ -323,6 +323,25 @@ mod tests {
     }
 
     #[test]
+    fn svg_chart_is_written() {
+        let path =
+            std::env::temp_dir().join(format!("twistor-bench-test-{}.svg", std::process::id()));
+        let series = vec!["twistor".to_owned(), "tokio-ct".to_owned()];
+        let panel = Panel {
+            title: "cost".into(),
+            groups: vec![BarGroup {
+                label: "50x64".into(),
+                bars: vec![("twistor".into(), 1.0), ("tokio-ct".into(), 1.2)],
+            }],
+        };
+        write_svg(&path, "test", &series, &[panel.clone(), panel]).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("50x64") && svg.contains("tokio-ct"));
+    }
+
+    #[test]
     fn dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
