@@ -349,12 +349,30 @@ fn run_timers(count: usize, repeats: usize) -> Result<(), Box<dyn std::error::Er
             }
         })
         .collect();
-    println!("schedule then cancel {count} timers, median of {repeats} runs");
-    print_micro(&medians);
+    let what = format!(
+        "Schedule then cancel {} timers (delays spread over 1–100 s), median of {repeats} runs.",
+        fmt_num(count as f64)
+    );
+    let table = micro_table(&medians);
+    println!("{what}\n\n{}", table.to_text());
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results");
+    std::fs::create_dir_all(&out)?;
+    let path = out.canonicalize()?.join("timers.md");
+    let md = format!(
+        "# Timers\n\n{}\n\n{what}\n\n{}",
+        twistor_bench::report::machine_line(),
+        table.to_markdown()
+    );
+    std::fs::write(&path, md)?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 
 fn print_micro(results: &[micro::TimerResult]) {
+    println!("{}", micro_table(results).to_text());
+}
+
+fn micro_table(results: &[micro::TimerResult]) -> Table {
     let mut t = Table::new(&[
         "implementation",
         "ns / schedule",
@@ -369,5 +387,5 @@ fn print_micro(results: &[micro::TimerResult]) {
             fmt_num(r.schedule_ns + r.cancel_ns),
         ]);
     }
-    println!("{}", t.to_text());
+    t
 }
