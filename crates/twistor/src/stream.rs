@@ -79,6 +79,9 @@ const WRAP_PENDING: u32 = 1 << 15;
 const PULL_PRODUCER: u32 = 1 << 16;
 /// The registered streaming producer is paused (waiting for the buffer to drain).
 const PRODUCER_PAUSED: u32 = 1 << 17;
+/// The registered producer is this transport itself (reading pauses while the buffer is
+/// full); kept as a flag, with no producer slot.
+const SELF_PRODUCER: u32 = 1 << 18;
 /// `out` holds bytes (kept as a flag so the hot path need not look inside the `RefCell`).
 const HAS_OUT: u32 = 1 << 13;
 
@@ -618,6 +621,13 @@ impl StreamConnection {
     /// Resumes a paused streaming producer once the buffer has drained to half the
     /// high-water mark, or asks a pull producer for more once it is empty.
     fn run_producer(&self, buffered: usize) {
+        if self.has(SELF_PRODUCER) {
+            if self.has(PRODUCER_PAUSED) && buffered <= self.high_water.get() / 2 {
+                self.unset(PRODUCER_PAUSED);
+                TransportImpl::resume_producing(self);
+            }
+            return;
+        }
         let producer = {
             let mut extras = self.extras.borrow_mut();
             let Some(slot) = extras.as_mut().and_then(|e| e.producer.as_mut()) else {
@@ -661,7 +671,7 @@ impl StreamConnection {
         unsafe { libc::close(self.fd) };
         self.out_clear();
         self.drop_staged();
-        self.unset(HAS_PRODUCER | PULL_PRODUCER | PRODUCER_PAUSED);
+        self.unset(HAS_PRODUCER | PULL_PRODUCER | PRODUCER_PAUSED | SELF_PRODUCER);
         let producer = self
             .extras
             .borrow_mut()
@@ -683,6 +693,13 @@ impl StreamConnection {
     }
 
     fn pause_producer_if_streaming(&self) {
+        if self.has(SELF_PRODUCER) {
+            if !self.has(PRODUCER_PAUSED) {
+                self.set(PRODUCER_PAUSED);
+                TransportImpl::pause_producing(self);
+            }
+            return;
+        }
         let producer = {
             let mut extras = self.extras.borrow_mut();
             match extras.as_mut().and_then(|e| e.producer.as_mut()) {
@@ -940,8 +957,22 @@ impl TransportImpl for StreamConnection {
             producer.stop_producing();
             return Ok(());
         }
-        let producer: Rc<dyn Producer> = Rc::from(producer);
+        if self.has(HAS_PRODUCER) {
+            return Err(Error::ProducerAlreadyRegistered);
+        }
         let pause_now = streaming && self.buffered() > self.high_water.get();
+        let itself = producer
+            .as_transport()
+            .is_some_and(|t| std::ptr::addr_eq(Rc::as_ptr(t.inner()), self as *const Self));
+        if itself && streaming {
+            self.set(HAS_PRODUCER | SELF_PRODUCER);
+            if pause_now {
+                self.set(PRODUCER_PAUSED);
+                TransportImpl::pause_producing(self);
+            }
+            return Ok(());
+        }
+        let producer: Rc<dyn Producer> = Rc::from(producer);
         {
             let mut extras = self.extras();
             if extras.producer.is_some() {
@@ -970,7 +1001,7 @@ impl TransportImpl for StreamConnection {
         if let Some(extras) = self.extras.borrow_mut().as_mut() {
             extras.producer = None;
         }
-        self.unset(HAS_PRODUCER | PULL_PRODUCER | PRODUCER_PAUSED);
+        self.unset(HAS_PRODUCER | PULL_PRODUCER | PRODUCER_PAUSED | SELF_PRODUCER);
         if self.has(DISCONNECTING) {
             self.request_flush();
         }

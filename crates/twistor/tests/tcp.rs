@@ -784,3 +784,61 @@ fn wrap_protocol_swaps_in_a_wrapper_after_the_callback() {
     reactor.run().unwrap();
     assert_eq!(rx.recv().unwrap(), "abcok DEF");
 }
+
+#[test]
+fn a_transport_as_its_own_producer_reads_no_faster_than_its_peer() {
+    let reactor = reactor();
+    let max_buffered = Rc::new(Cell::new(0usize));
+    struct BoundedEcho(Rc<Cell<usize>>);
+    impl Protocol for BoundedEcho {
+        fn connection_made(&mut self, t: &Transport) {
+            t.register_producer(t.clone(), true).unwrap();
+            assert!(matches!(
+                t.register_producer(t.clone(), true),
+                Err(Error::ProducerAlreadyRegistered)
+            ));
+        }
+        fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            t.write(data);
+            self.0.set(self.0.get().max(t.buffered()));
+        }
+    }
+    let m = max_buffered.clone();
+    let port = local_listen(&reactor, factory(move |_| BoundedEcho(m.clone())));
+    const TOTAL: usize = 30 << 20;
+    let rx = client_thread(&reactor, port.port(), |s| {
+        // Write everything before reading anything back: without back-pressure the server
+        // would hold nearly all of it.
+        let mut w = s.try_clone().unwrap();
+        let writer = thread::spawn(move || {
+            let chunk = vec![5u8; 1 << 16];
+            for _ in 0..TOTAL / chunk.len() {
+                w.write_all(&chunk).unwrap();
+            }
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        thread::sleep(Duration::from_millis(200));
+        let mut s = s;
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        writer.join().unwrap();
+        got
+    });
+    reactor.run().unwrap();
+    assert_eq!(rx.recv().unwrap(), TOTAL);
+    let max = max_buffered.get();
+    assert!(
+        max <= 64 * 1024 + READ_CHUNK,
+        "the server buffered up to {max} bytes"
+    );
+}
+
+/// The reactor reads at most this much at once.
+const READ_CHUNK: usize = twistor::reactor::READ_BUFFER_SIZE;
