@@ -721,6 +721,20 @@ impl StreamConnection {
         })
     }
 
+    /// Runs a socket option call on an open TCP socket.
+    fn with_tcp_socket(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<()>) -> io::Result<()> {
+        if self.kind != StreamKind::Tcp {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "not a TCP transport",
+            ));
+        }
+        if self.has(CLOSED) {
+            return Err(io::Error::from(io::ErrorKind::NotConnected));
+        }
+        self.with_sock(f)
+    }
+
     fn with_sock<R>(&self, f: impl FnOnce(SockRef<'_>) -> R) -> R {
         // SAFETY: the descriptor is open until `close`, and callers check CLOSED first.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
@@ -1012,29 +1026,11 @@ impl TransportImpl for StreamConnection {
     }
 
     fn set_tcp_nodelay(&self, enabled: bool) -> io::Result<()> {
-        if self.kind != StreamKind::Tcp {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "not a TCP transport",
-            ));
-        }
-        if self.has(CLOSED) {
-            return Err(io::Error::from(io::ErrorKind::NotConnected));
-        }
-        self.with_sock(|s| s.set_tcp_nodelay(enabled))
+        self.with_tcp_socket(|s| s.set_tcp_nodelay(enabled))
     }
 
     fn set_tcp_keepalive(&self, enabled: bool) -> io::Result<()> {
-        if self.kind != StreamKind::Tcp {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "not a TCP transport",
-            ));
-        }
-        if self.has(CLOSED) {
-            return Err(io::Error::from(io::ErrorKind::NotConnected));
-        }
-        self.with_sock(|s| s.set_keepalive(enabled))
+        self.with_tcp_socket(|s| s.set_keepalive(enabled))
     }
 
     fn send_file_descriptor(&self, fd: BorrowedFd<'_>) -> Result<(), Error> {
