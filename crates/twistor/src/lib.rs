@@ -28,12 +28,14 @@ pub mod connector;
 pub mod endpoints;
 pub mod error;
 pub mod port;
+pub mod process;
 pub mod protocol;
 pub mod reactor;
 pub mod reconnect;
 pub mod tcp;
 pub mod transport;
 
+mod pipe;
 mod resolve;
 mod stream;
 
