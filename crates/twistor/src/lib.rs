@@ -32,6 +32,7 @@ pub mod process;
 pub mod protocol;
 pub mod reactor;
 pub mod reconnect;
+pub mod stdio;
 pub mod tcp;
 pub mod transport;
 

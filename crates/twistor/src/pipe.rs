@@ -19,7 +19,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::sync::Once;
 
@@ -201,11 +201,6 @@ impl PipeReader {
         if self.core.has(PENDING) {
             self.core.request_flush(&self.me);
         }
-    }
-
-    /// Whether reading is paused.
-    pub(crate) fn paused(&self) -> bool {
-        self.core.has(PAUSED)
     }
 
     /// Closes the pipe from the reactor, soon; the owner hears `pipe_closed` with `Done`.
@@ -438,11 +433,6 @@ impl PipeWriter {
         self.core.request_flush(&self.me);
     }
 
-    /// Whether `lose` or `abort` was called, or the pipe is closed.
-    pub(crate) fn closing(&self) -> bool {
-        self.core.has(CLOSED | CLOSE_REQUESTED | ABORT_REQUESTED)
-    }
-
     /// Bytes queued but not yet written.
     pub(crate) fn buffered(&self) -> usize {
         self.out.borrow().len()
@@ -628,6 +618,37 @@ impl Drop for PipeWriter {
             unsafe { libc::close(self.core.fd) };
         }
     }
+}
+
+/// A close-on-exec duplicate of `fd`, numbered 3 or above.
+pub(crate) fn dup_above_stdio(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor or fails.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fcntl just returned this descriptor, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// `/dev/null`, for reading and writing, close-on-exec.
+pub(crate) fn dev_null() -> io::Result<OwnedFd> {
+    // SAFETY: opening a constant, NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/null".as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open just returned this descriptor, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    dup_above_stdio(fd.as_raw_fd())
 }
 
 /// Sets `O_NONBLOCK` on `fd`.

@@ -11,6 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use super::{ChildFd, ProcessCommand, ProcessStatus};
+use crate::pipe::{dev_null, dup_above_stdio};
 
 /// Our end of one of the child's pipes.
 pub(super) enum ParentEnd {
@@ -206,33 +207,6 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
         return Ok(fd);
     }
     dup_above_stdio(fd.as_raw_fd())
-}
-
-/// A close-on-exec duplicate of `fd`, numbered 3 or above.
-pub(crate) fn dup_above_stdio(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor or fails.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fcntl just returned this descriptor, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
-/// `/dev/null`, for reading and writing, close-on-exec.
-pub(crate) fn dev_null() -> io::Result<OwnedFd> {
-    // SAFETY: opening a constant, NUL-terminated path.
-    let fd = unsafe {
-        libc::open(
-            c"/dev/null".as_ptr(),
-            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOCTTY,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open just returned this descriptor, owned by nobody else.
-    above_stdio(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// A new pseudo-terminal: (master, slave), both close-on-exec.
