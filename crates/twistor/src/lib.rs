@@ -27,6 +27,7 @@ pub mod address;
 pub mod connector;
 pub mod endpoints;
 pub mod error;
+pub mod inotify;
 pub mod port;
 pub mod process;
 pub mod protocol;
