@@ -1,6 +1,9 @@
 //! Child processes: pipes, exit statuses, signals, extra descriptors, spawn failures, the
 //! pseudo-terminal option and the process endpoint, with real programs.
 
+#[allow(unused_imports)] // Each test binary uses a different part of it.
+mod common;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -491,5 +494,36 @@ fn stdin_producer_is_paused_and_resumed() {
         max_buffered.get() <= 2 * 64 * 1024 + 64 * 1024,
         "buffer grew to {}",
         max_buffered.get()
+    );
+}
+
+#[test]
+fn process_demo_prints_output_as_it_arrives_and_the_status() {
+    let mut demo = common::ChildGuard::spawn(common::example("process_demo"));
+    assert!(demo.line().starts_with("started pid "));
+    // Each line is printed as it arrives, stdout and stderr told apart.
+    assert_eq!(demo.line(), "[out] line 1");
+    let (status, rest) = demo.wait();
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(
+        rest,
+        [
+            "[out] line 2",
+            "[out] line 3",
+            "[err] oops",
+            "process exited with code 2"
+        ]
+    );
+
+    let mut missing = common::ChildGuard::spawn({
+        let mut c = common::example("process_demo");
+        c.arg("/nonexistent/program");
+        c
+    });
+    let (status, rest) = missing.wait();
+    assert_eq!(status.code(), Some(127));
+    assert!(
+        rest[0].starts_with("process could not start: cannot run"),
+        "{rest:?}"
     );
 }
