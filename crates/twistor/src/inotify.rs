@@ -614,10 +614,12 @@ mod tests {
     #[test]
     fn parses_events_and_rejects_truncation() {
         let mut raw = Vec::new();
-        for (wd, mask, cookie, name) in [(1, libc::IN_CREATE, 0, &b"a\0\0\0"[..]), (2, 4, 7, b"")] {
-            raw.extend_from_slice(&(wd as i32).to_ne_bytes());
-            raw.extend_from_slice(&(mask as u32).to_ne_bytes());
-            raw.extend_from_slice(&(cookie as u32).to_ne_bytes());
+        let events: [(i32, u32, u32, &[u8]); 2] =
+            [(1, libc::IN_CREATE, 0, b"a\0\0\0"), (2, 4, 7, b"")];
+        for (wd, mask, cookie, name) in events {
+            raw.extend_from_slice(&wd.to_ne_bytes());
+            raw.extend_from_slice(&mask.to_ne_bytes());
+            raw.extend_from_slice(&cookie.to_ne_bytes());
             raw.extend_from_slice(&(name.len() as u32).to_ne_bytes());
             raw.extend_from_slice(name);
         }

@@ -49,7 +49,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use crate::address::Address;
 use crate::error::Error;
@@ -95,7 +95,7 @@ impl StandardIO {
     ) -> Result<Transport, Error> {
         let (input_fd, input_flags) = open_side(input, false)?;
         let (output_fd, output_flags) = open_side(output, true)?;
-        let inner = Rc::new_cyclic(|me| StdioInner {
+        let inner = Rc::new(StdioInner {
             reader: RefCell::new(None),
             writer: RefCell::new(None),
             fds: [input, output],
@@ -105,7 +105,7 @@ impl StandardIO {
             aborting: Cell::new(false),
             closed: Cell::new(false),
             reason: RefCell::new(None),
-            me: me.clone(),
+            transport: RefCell::new(None),
         });
         let owner: Rc<dyn PipeOwner> = inner.clone();
         let reader = PipeReader::open(reactor, input_fd, INPUT, owner.clone());
@@ -137,6 +137,7 @@ impl StandardIO {
         let transport = Transport::new(Rc::new(StandardIO {
             inner: inner.clone(),
         }));
+        *inner.transport.borrow_mut() = Some(transport.clone());
         inner.dispatch(|p, t| p.make_connection(t));
         Ok(transport)
     }
@@ -243,7 +244,8 @@ struct StdioInner {
     closed: Cell<bool>,
     /// The first unclean reason a side closed for.
     reason: RefCell<Option<CloseReason>>,
-    me: Weak<StdioInner>,
+    /// The handle given to the protocol, made once (a cycle, broken by `finish`).
+    transport: RefCell<Option<Transport>>,
 }
 
 impl StdioInner {
@@ -268,10 +270,9 @@ impl StdioInner {
     }
 
     fn dispatch(&self, f: impl FnOnce(&mut dyn Protocol, &Transport)) {
-        let Some(me) = self.me.upgrade() else {
+        let Some(transport) = self.transport.borrow().clone() else {
             return;
         };
-        let transport = Transport::new(Rc::new(StandardIO { inner: me }));
         let Ok(mut slot) = self.protocol.try_borrow_mut() else {
             tracing::warn!("standard I/O protocol callback re-entered; event dropped");
             return;
@@ -321,6 +322,7 @@ impl StdioInner {
             None if self.aborting.get() => CloseReason::Aborted,
             None => CloseReason::Done,
         };
+        self.transport.borrow_mut().take();
         let protocol = self.protocol.borrow_mut().take();
         if let Some(mut protocol) = protocol {
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.connection_lost(&reason)))

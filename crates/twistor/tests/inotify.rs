@@ -101,8 +101,7 @@ fn run_script(
         seen.borrow()
     );
     notifier.close();
-    let seen = seen.borrow().clone();
-    seen
+    seen.take()
 }
 
 #[test]

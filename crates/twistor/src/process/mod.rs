@@ -53,7 +53,17 @@
 //!   character (`^D`).
 //!
 //! The reactor shutting down closes the pipes (the protocol hears `child_connection_lost`)
-//! but neither kills nor forgets the child: a reactor run again still reaps it.
+//! but neither kills nor forgets the child: a reactor run again still reaps it. A reactor
+//! dropped while a child still runs leaves it running.
+//!
+//! # Signals
+//!
+//! [`ProcessTransport::signal_process`] signals a child. For signals sent to *this*
+//! process (SIGHUP to reload, SIGUSR1/SIGUSR2...), register callbacks with
+//! [`Reactor::add_signal_handler`]: they run on the reactor thread once the reactor owns
+//! the process's signal handlers (`run` on the main thread, or
+//! [`Reactor::install_signal_handlers`] elsewhere). Child processes need no signal handler
+//! at all (see reaping above).
 
 mod endpoint;
 mod sys;
@@ -944,6 +954,16 @@ impl Reaper {
             process.exited(status);
         }
         true
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        // The reactor is gone with the child unreaped: reap it if it has exited already, so
+        // it is not left a zombie. (One still running is left to run.)
+        if self.process.get_mut().is_some() {
+            let _ = sys::try_wait(self.pid);
+        }
     }
 }
 
