@@ -378,8 +378,8 @@ impl ProcessCommand {
         self
     }
 
-    /// Starts the child with an empty environment (plus what [`env`](Self::env) sets;
-    /// Twisted's default).
+    /// Starts the child with an empty environment (Twisted's default), forgetting variables
+    /// set so far; [`env`](Self::env) calls after this one add to it.
     pub fn env_clear(mut self) -> ProcessCommand {
         self.env_clear = true;
         self.env.clear();
