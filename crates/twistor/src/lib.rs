@@ -29,7 +29,9 @@ pub mod defer;
 pub mod error;
 pub mod protocol;
 pub mod reactor;
+pub mod task;
 pub mod tcp;
+pub mod threads;
 pub mod transport;
 
 mod resolve;
