@@ -1,1 +1,83 @@
-fn main() {}
+//! `twist`: run twistor services from the shell, like Twisted's `twist`.
+//!
+//! ```text
+//! twist echo --listen tcp:8000 --listen tcp6:8000
+//! ```
+
+mod echo;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::filter::LevelFilter;
+
+/// Run twistor services from the shell.
+#[derive(Parser)]
+#[command(name = "twist", version, about)]
+struct Cli {
+    /// How much to log (to standard error).
+    #[arg(long, value_enum, default_value_t = LogLevel::Info, global = true)]
+    log_level: LogLevel,
+
+    #[command(subcommand)]
+    service: Service,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    None,
+}
+
+impl LogLevel {
+    fn filter(self) -> LevelFilter {
+        match self {
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Error => LevelFilter::ERROR,
+            LogLevel::None => LevelFilter::OFF,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Service {
+    /// An echo server: every byte received is sent back (RFC 862).
+    Echo(echo::Options),
+}
+
+/// Why a service could not run, and with which exit status.
+pub enum Failure {
+    /// The command line was wrong (exit status 2, like a usage error).
+    Usage(String),
+    /// Running failed, e.g. a port is in use (exit status 1).
+    Runtime(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(cli.log_level.filter())
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.service {
+        Service::Echo(options) => echo::run(options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("twist: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("twist: {message}");
+            ExitCode::from(1)
+        }
+    }
+}

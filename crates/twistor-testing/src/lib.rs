@@ -1,7 +1,15 @@
-//! Test kit for twistor: a deterministic [`Clock`], and (as they land) `StringTransport`,
-//! `MemoryReactor` and in-memory connected pairs, so protocols and anything that schedules
-//! work can be tested without sockets or sleeping.
+//! Test kit for twistor, after Twisted's own: a deterministic [`Clock`], a
+//! [`StringTransport`] that records what a protocol does, a [`MemoryReactor`] that records
+//! listen and connect calls, and a [`ConnectedPair`] that joins two protocols in memory. With
+//! them, protocols and anything that schedules work are tested without sockets or sleeping.
 
 mod clock;
+mod memory_reactor;
+mod pair;
+pub mod process;
+mod string_transport;
 
 pub use clock::Clock;
+pub use memory_reactor::{FakeConnector, FakePort, MemoryReactor, TcpClientCall, TcpServerCall};
+pub use pair::{ConnectedPair, MemoryTransport};
+pub use string_transport::{ProducerState, StringTransport};

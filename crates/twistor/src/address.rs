@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where one end of a transport is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -59,6 +59,25 @@ impl fmt::Display for Address {
             Address::Pipe => f.write_str("pipe"),
             Address::Memory(name) => write!(f, "memory:{name}"),
         }
+    }
+}
+
+impl From<&Path> for UnixAddress {
+    fn from(path: &Path) -> UnixAddress {
+        UnixAddress::Path(path.to_path_buf())
+    }
+}
+
+impl From<PathBuf> for UnixAddress {
+    fn from(path: PathBuf) -> UnixAddress {
+        UnixAddress::Path(path)
+    }
+}
+
+impl From<&str> for UnixAddress {
+    /// A filesystem path (use [`UnixAddress::Abstract`] for an abstract name).
+    fn from(path: &str) -> UnixAddress {
+        UnixAddress::Path(PathBuf::from(path))
     }
 }
 

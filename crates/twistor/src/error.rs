@@ -58,6 +58,18 @@ pub enum Error {
     NotConnecting,
     /// The factory refused the connection (`build_protocol` returned `None`).
     FactoryRefused,
+    /// A datagram was larger than the socket can send in one packet.
+    MessageTooLong {
+        /// Its size in bytes.
+        size: usize,
+    },
+    /// An endpoint description string is malformed or names something unknown.
+    BadDescription {
+        /// The description as given.
+        description: String,
+        /// What is wrong with it, and what was expected.
+        problem: String,
+    },
     /// A producer was registered on a transport that already has one.
     ProducerAlreadyRegistered,
     /// A protocol callback panicked; the message is the panic's payload.
@@ -97,6 +109,13 @@ impl fmt::Display for Error {
             Error::ShuttingDown => f.write_str("the reactor is shutting down"),
             Error::NotConnecting => f.write_str("the connector is not connecting"),
             Error::FactoryRefused => f.write_str("the factory refused the connection"),
+            Error::MessageTooLong { size } => {
+                write!(f, "a datagram of {size} bytes is too long to send")
+            }
+            Error::BadDescription {
+                description,
+                problem,
+            } => write!(f, "invalid endpoint description {description:?}: {problem}"),
             Error::ProducerAlreadyRegistered => {
                 f.write_str("a producer is already registered on this transport")
             }

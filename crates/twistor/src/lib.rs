@@ -24,16 +24,25 @@
 //! ```
 
 pub mod address;
+mod adopt;
 pub mod connector;
+pub mod datagram;
 pub mod defer;
+pub mod endpoints;
 pub mod error;
+pub mod port;
 pub mod protocol;
 pub mod reactor;
+pub mod reconnect;
 pub mod task;
 pub mod tcp;
 pub mod threads;
 pub mod transport;
+pub mod udp;
+pub mod unix;
 
+mod connecting;
+mod listener;
 mod resolve;
 mod stream;
 
@@ -41,7 +50,9 @@ pub use resolve::resolve;
 
 pub use address::Address;
 pub use connector::Connector;
+pub use datagram::DatagramTransport;
 pub use error::Error;
-pub use protocol::{ClientFactory, CloseReason, Factory, Protocol};
+pub use port::ListeningPort;
+pub use protocol::{ClientFactory, CloseReason, DatagramProtocol, Factory, Protocol};
 pub use reactor::{DelayedCall, Reactor, ReactorHandle, ReactorTime};
 pub use transport::{Producer, Transport};

@@ -12,10 +12,12 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
 use crate::address::Address;
 use crate::connector::Connector;
+use crate::datagram::DatagramTransport;
 use crate::error::Error;
 use crate::transport::Transport;
 
@@ -83,6 +85,12 @@ pub trait Protocol: 'static {
 
     /// Our sending side has been shut down after `lose_write_connection`.
     fn write_connection_lost(&mut self, _transport: &Transport) {}
+
+    /// A file descriptor arrived over a Unix socket (before the bytes sent with it). The
+    /// default closes it.
+    fn file_descriptor_received(&mut self, _transport: &Transport, fd: OwnedFd) {
+        tracing::debug!("closing unexpected file descriptor {fd:?}");
+    }
 }
 
 impl<P: Protocol + ?Sized> Protocol for Box<P> {
@@ -104,6 +112,27 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     fn write_connection_lost(&mut self, transport: &Transport) {
         (**self).write_connection_lost(transport)
     }
+    fn file_descriptor_received(&mut self, transport: &Transport, fd: OwnedFd) {
+        (**self).file_descriptor_received(transport, fd)
+    }
+}
+
+/// The application's handler for a datagram socket (UDP, Unix datagrams): Twisted's
+/// `DatagramProtocol`. There is no connection: each datagram arrives whole, with the address
+/// it came from.
+pub trait DatagramProtocol: 'static {
+    /// The socket is ready (listening has started).
+    fn start_protocol(&mut self, _transport: &DatagramTransport) {}
+
+    /// The socket is closing.
+    fn stop_protocol(&mut self) {}
+
+    /// One datagram arrived from `addr` (truncated to the port's maximum packet size).
+    fn datagram_received(&mut self, transport: &DatagramTransport, data: &[u8], addr: &Address);
+
+    /// On a connected socket: the peer said nothing listens there (ICMP port
+    /// unreachable).
+    fn connection_refused(&mut self, _transport: &DatagramTransport) {}
 }
 
 /// Builds a protocol for each connection.
@@ -195,6 +224,38 @@ where
     F: Fn(&Address) -> P + 'static,
     P: Protocol,
 {
+}
+
+/// A shared factory is a factory (so wrappers such as the reconnecting factory can hold an
+/// `Rc` the application also keeps).
+impl<F: Factory + ?Sized> Factory for Rc<F> {
+    fn build_protocol(&self, addr: &Address) -> Option<Box<dyn Protocol>> {
+        (**self).build_protocol(addr)
+    }
+    fn start_factory(&self) {
+        (**self).start_factory()
+    }
+    fn stop_factory(&self) {
+        (**self).stop_factory()
+    }
+    fn log_prefix(&self) -> &str {
+        (**self).log_prefix()
+    }
+    fn noisy(&self) -> bool {
+        (**self).noisy()
+    }
+}
+
+impl<F: ClientFactory + ?Sized> ClientFactory for Rc<F> {
+    fn started_connecting(&self, connector: &Connector) {
+        (**self).started_connecting(connector)
+    }
+    fn client_connection_failed(&self, connector: &Connector, reason: &Error) {
+        (**self).client_connection_failed(connector, reason)
+    }
+    fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
+        (**self).client_connection_lost(connector, reason)
+    }
 }
 
 thread_local! {

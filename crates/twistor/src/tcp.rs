@@ -1,30 +1,20 @@
 //! TCP: listening ports and outgoing connections (Twisted's `listenTCP` / `connectTCP`).
 
-use std::any::Any;
-use std::cell::{Cell, RefCell};
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::time::Duration;
 
-use mio::Interest;
-use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use socket2::{Domain, Socket, Type};
 
-use crate::address::Address;
-use crate::connector::{Connector, ConnectorImpl, ConnectorState};
+use crate::connecting::{StreamConnector, Target};
+use crate::connector::Connector;
 use crate::error::Error;
-use crate::protocol::{self, ClientFactory, CloseReason, Factory, Protocol};
-use crate::reactor::{DelayedCall, Reactor, Readiness, Source, WeakReactor, panic_message};
-use crate::resolve::resolve;
-use crate::stream::{ConnectionOwner, StreamConnection, StreamKind};
-use crate::transport::Transport;
-
-/// How long `accept` waits before trying again after running out of file descriptors
-/// (or memory): long enough not to spin, short enough to recover promptly.
-const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+use crate::listener::StreamListener;
+use crate::port::ListeningPort;
+use crate::protocol::{ClientFactory, Factory};
+use crate::reactor::Reactor;
+use crate::stream::StreamKind;
 
 /// Twisted's default connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -109,7 +99,7 @@ impl ConnectOptions {
 impl Reactor {
     /// Listens for TCP connections on `port` (0 lets the OS choose) on all IPv4 interfaces,
     /// building a protocol with `factory` for each.
-    pub fn listen_tcp(&self, port: u16, factory: Rc<dyn Factory>) -> Result<TcpPort, Error> {
+    pub fn listen_tcp(&self, port: u16, factory: Rc<dyn Factory>) -> Result<ListeningPort, Error> {
         self.listen_tcp_with(port, factory, ListenOptions::default())
     }
 
@@ -119,40 +109,21 @@ impl Reactor {
         port: u16,
         factory: Rc<dyn Factory>,
         options: ListenOptions,
-    ) -> Result<TcpPort, Error> {
+    ) -> Result<ListeningPort, Error> {
         let addr = SocketAddr::new(options.interface, port);
         let cannot = |source: io::Error| Error::CannotListen {
             addr: addr.to_string(),
             source: source.into(),
         };
         let socket = listening_socket(addr, &options).map_err(cannot)?;
-        let local = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(addr);
-        let fd = socket.into_raw_fd();
-        let port = Rc::new_cyclic(|me| PortInner {
-            fd,
-            token: Cell::new(usize::MAX),
+        StreamListener::start(
+            self,
+            socket,
+            StreamKind::Tcp,
             factory,
-            reactor: self.downgrade(),
-            local,
-            listening: Cell::new(true),
-            retry: RefCell::new(None),
-            me: me.clone(),
-        });
-        match self.register(fd, Interest::READABLE, port.clone()) {
-            Ok(token) => port.token.set(token),
-            Err(err) => {
-                // SAFETY: closing the descriptor we just created and never registered.
-                unsafe { libc::close(fd) };
-                return Err(cannot(err));
-            }
-        }
-        protocol::do_start(&port.factory);
-        tracing::info!("{} starting on {}", port.factory.log_prefix(), local.port());
-        Ok(TcpPort { inner: port })
+            None,
+            &addr.to_string(),
+        )
     }
 
     /// Connects to `host:port` (a name or an address literal; names are looked up without
@@ -170,22 +141,54 @@ impl Reactor {
         factory: Rc<dyn ClientFactory>,
         options: ConnectOptions,
     ) -> Connector {
-        let connector = Rc::new_cyclic(|me| TcpConnector {
-            me: me.clone(),
-            reactor: self.downgrade(),
+        let target = Target::Tcp {
             host: host.to_string(),
             port,
-            factory,
-            options,
-            state: Cell::new(ConnectorState::Disconnected),
-            attempt: Cell::new(0),
-            pending: RefCell::new(None),
-            timeout: RefCell::new(None),
-            connection: RefCell::new(None),
-            factory_started: Cell::new(false),
-        });
-        connector.connect();
-        Connector::new(connector)
+            bind_address: options.bind_address,
+        };
+        StreamConnector::start(self, target, factory, options.timeout)
+    }
+}
+
+/// The TCP half of a reactor (Twisted's `IReactorTCP`), as a trait so code can be tested
+/// against the test kit's `MemoryReactor`, which records calls instead of making sockets.
+pub trait ReactorTcp {
+    /// Listens on `port`; see [`Reactor::listen_tcp_with`].
+    fn listen_tcp_with(
+        &self,
+        port: u16,
+        factory: Rc<dyn Factory>,
+        options: ListenOptions,
+    ) -> Result<ListeningPort, Error>;
+
+    /// Connects to `host:port`; see [`Reactor::connect_tcp_with`].
+    fn connect_tcp_with(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<dyn ClientFactory>,
+        options: ConnectOptions,
+    ) -> Connector;
+}
+
+impl ReactorTcp for Reactor {
+    fn listen_tcp_with(
+        &self,
+        port: u16,
+        factory: Rc<dyn Factory>,
+        options: ListenOptions,
+    ) -> Result<ListeningPort, Error> {
+        Reactor::listen_tcp_with(self, port, factory, options)
+    }
+
+    fn connect_tcp_with(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<dyn ClientFactory>,
+        options: ConnectOptions,
+    ) -> Connector {
+        Reactor::connect_tcp_with(self, host, port, factory, options)
     }
 }
 
@@ -199,495 +202,4 @@ fn listening_socket(addr: SocketAddr, options: &ListenOptions) -> io::Result<Soc
     socket.listen(options.backlog)?;
     socket.set_nonblocking(true)?;
     Ok(socket)
-}
-
-/// A listening TCP port (Twisted's `IListeningPort`).
-#[derive(Clone)]
-pub struct TcpPort {
-    inner: Rc<PortInner>,
-}
-
-impl TcpPort {
-    /// The address the port listens on (with the port the OS chose, if 0 was asked for).
-    pub fn host(&self) -> Address {
-        Address::Tcp(self.inner.local)
-    }
-
-    /// The port number.
-    pub fn port(&self) -> u16 {
-        self.inner.local.port()
-    }
-
-    /// Stops accepting connections and closes the socket; connections already accepted go
-    /// on. The factory's `stop_factory` runs if this was its last port.
-    pub fn stop_listening(&self) {
-        self.inner.stop_listening();
-    }
-
-    /// Whether the port is still listening.
-    pub fn listening(&self) -> bool {
-        self.inner.listening.get()
-    }
-}
-
-impl fmt::Debug for TcpPort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<TCP port {}>", self.inner.local)
-    }
-}
-
-struct PortInner {
-    fd: RawFd,
-    token: Cell<usize>,
-    factory: Rc<dyn Factory>,
-    reactor: WeakReactor,
-    local: SocketAddr,
-    listening: Cell<bool>,
-    retry: RefCell<Option<DelayedCall>>,
-    me: Weak<PortInner>,
-}
-
-impl PortInner {
-    fn stop_listening(&self) {
-        if !self.listening.replace(false) {
-            return;
-        }
-        if let Some(retry) = self.retry.borrow_mut().take() {
-            let _ = retry.cancel();
-        }
-        if let Some(reactor) = self.reactor.upgrade() {
-            reactor.deregister(self.token.get(), None);
-        }
-        // SAFETY: our listening descriptor, closed once (guarded by `listening`).
-        unsafe { libc::close(self.fd) };
-        tracing::info!("(TCP Port {} Closed)", self.local.port());
-        protocol::do_stop(&self.factory);
-    }
-
-    fn accept_loop(self: &Rc<Self>, reactor: &Reactor) {
-        while self.listening.get() {
-            // SAFETY: accept4 fills in at most the storage and length it is given.
-            let accepted = unsafe {
-                SockAddr::try_init(|storage, len| {
-                    let fd = libc::accept4(
-                        self.fd,
-                        storage.cast(),
-                        len,
-                        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                    );
-                    if fd < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(fd)
-                    }
-                })
-            };
-            match accepted {
-                Ok((fd, addr)) => self.accepted(reactor, fd, &addr),
-                Err(err) => match err.raw_os_error() {
-                    Some(libc::EAGAIN) => return,
-                    Some(
-                        libc::EINTR
-                        | libc::ECONNABORTED
-                        | libc::EPROTO
-                        | libc::ENETDOWN
-                        | libc::ENOPROTOOPT
-                        | libc::EHOSTDOWN
-                        | libc::ENONET
-                        | libc::EHOSTUNREACH
-                        | libc::EOPNOTSUPP
-                        | libc::ENETUNREACH,
-                    ) => continue,
-                    _ => {
-                        // Out of descriptors or memory (or worse): the connection stays in
-                        // the backlog, and with edge-triggered epoll no new edge may come,
-                        // so try again shortly instead of spinning or giving up.
-                        tracing::warn!(
-                            "accept on port {} failed: {err}; retrying in {:?}",
-                            self.local.port(),
-                            ACCEPT_RETRY_DELAY
-                        );
-                        self.schedule_retry(reactor);
-                        return;
-                    }
-                },
-            }
-        }
-    }
-
-    fn schedule_retry(self: &Rc<Self>, reactor: &Reactor) {
-        if self
-            .retry
-            .borrow()
-            .as_ref()
-            .is_some_and(DelayedCall::active)
-        {
-            return;
-        }
-        let me = self.me.clone();
-        let weak_reactor = reactor.downgrade();
-        let call = reactor.call_later(ACCEPT_RETRY_DELAY, move || {
-            if let (Some(port), Some(reactor)) = (me.upgrade(), weak_reactor.upgrade()) {
-                port.accept_loop(&reactor);
-            }
-        });
-        *self.retry.borrow_mut() = Some(call);
-    }
-
-    fn accepted(&self, reactor: &Reactor, fd: RawFd, addr: &SockAddr) {
-        let Some(peer) = addr.as_socket().map(Address::Tcp) else {
-            // SAFETY: closing the descriptor accept just gave us.
-            unsafe { libc::close(fd) };
-            return;
-        };
-        let built = catch_unwind(AssertUnwindSafe(|| self.factory.build_protocol(&peer)));
-        let protocol = match built {
-            Ok(Some(protocol)) => protocol,
-            Ok(None) => {
-                tracing::debug!("factory refused connection from {peer}");
-                // SAFETY: as above.
-                unsafe { libc::close(fd) };
-                return;
-            }
-            Err(panic) => {
-                tracing::error!("build_protocol panicked: {}", panic_message(&*panic));
-                // SAFETY: as above.
-                unsafe { libc::close(fd) };
-                return;
-            }
-        };
-        let conn = StreamConnection::new(reactor, fd, StreamKind::Tcp, peer, protocol, None);
-        match reactor.register(fd, Interest::READABLE | Interest::WRITABLE, conn.clone()) {
-            Ok(token) => conn.set_token(token),
-            Err(err) => {
-                tracing::error!("could not register accepted connection: {err}");
-                // SAFETY: the connection never started; the descriptor is still ours.
-                unsafe { libc::close(fd) };
-                return;
-            }
-        }
-        conn.start(reactor);
-    }
-}
-
-impl Source for PortInner {
-    fn ready(self: Rc<Self>, reactor: &Reactor, _readiness: Readiness) {
-        self.accept_loop(reactor);
-    }
-
-    fn shutdown(self: Rc<Self>, _reactor: &Reactor) {
-        self.stop_listening();
-    }
-}
-
-/// An outgoing TCP connection and its re-attempts (Twisted's `tcp.Connector`).
-pub struct TcpConnector {
-    me: Weak<TcpConnector>,
-    reactor: WeakReactor,
-    host: String,
-    port: u16,
-    factory: Rc<dyn ClientFactory>,
-    options: ConnectOptions,
-    state: Cell<ConnectorState>,
-    /// Bumped by every attempt and cancellation, so late answers to old ones are ignored.
-    attempt: Cell<u64>,
-    pending: RefCell<Option<Rc<ConnectingSocket>>>,
-    timeout: RefCell<Option<DelayedCall>>,
-    connection: RefCell<Option<Rc<StreamConnection>>>,
-    factory_started: Cell<bool>,
-}
-
-impl TcpConnector {
-    fn handle(&self) -> Connector {
-        Connector::new(self.me.upgrade().expect("connector alive while in use"))
-    }
-
-    fn destination_string(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-
-    fn start_attempt(&self, reactor: &Reactor) {
-        let attempt = self.attempt.get() + 1;
-        self.attempt.set(attempt);
-        if let Some(timeout) = self.options.timeout {
-            let me = self.me.clone();
-            let call = reactor.call_later(timeout, move || {
-                if let Some(c) = me.upgrade() {
-                    if c.attempt.get() == attempt {
-                        let addr = c.destination_string();
-                        c.fail(Error::ConnectTimeout { addr });
-                    }
-                }
-            });
-            *self.timeout.borrow_mut() = Some(call);
-        }
-        let me = self.me.clone();
-        let weak_reactor = reactor.downgrade();
-        resolve(reactor, &self.host, self.port, move |result| {
-            let (Some(c), Some(reactor)) = (me.upgrade(), weak_reactor.upgrade()) else {
-                return;
-            };
-            if c.attempt.get() != attempt || c.state.get() != ConnectorState::Connecting {
-                return;
-            }
-            match result {
-                Ok(addrs) => c.connect_to(&reactor, pick_address(&addrs)),
-                Err(err) => c.fail(err),
-            }
-        });
-    }
-
-    fn connect_to(&self, reactor: &Reactor, addr: SocketAddr) {
-        let socket = match self.connecting_socket(addr) {
-            Ok(s) => s,
-            Err(err) => return self.fail(connect_error(&self.destination_string(), err)),
-        };
-        let fd = socket.into_raw_fd();
-        let pending = Rc::new(ConnectingSocket {
-            fd,
-            token: Cell::new(usize::MAX),
-            addr,
-            attempt: self.attempt.get(),
-            connector: self.me.clone(),
-        });
-        match reactor.register(fd, Interest::READABLE | Interest::WRITABLE, pending.clone()) {
-            Ok(token) => pending.token.set(token),
-            Err(err) => {
-                // SAFETY: our new descriptor, never registered.
-                unsafe { libc::close(fd) };
-                return self.fail(connect_error(&self.destination_string(), err));
-            }
-        }
-        *self.pending.borrow_mut() = Some(pending);
-    }
-
-    fn connecting_socket(&self, addr: SocketAddr) -> io::Result<Socket> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-        socket.set_nonblocking(true)?;
-        if let Some(bind) = self.options.bind_address {
-            socket.bind(&bind.into())?;
-        }
-        match socket.connect(&addr.into()) {
-            Ok(()) => Ok(socket),
-            Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
-            Err(err) => Err(err),
-        }
-    }
-
-    /// The handshake finished on `socket`: start the protocol.
-    fn connected(&self, reactor: &Reactor, socket: &ConnectingSocket) {
-        self.pending.borrow_mut().take();
-        self.cancel_timeout();
-        self.state.set(ConnectorState::Connected);
-        let peer = Address::Tcp(socket.addr);
-        let built = catch_unwind(AssertUnwindSafe(|| self.factory.build_protocol(&peer)));
-        let (protocol, refused): (Box<dyn Protocol>, bool) = match built {
-            Ok(Some(p)) => (p, false),
-            Ok(None) => (Box::new(Discard), true),
-            Err(panic) => {
-                tracing::error!("build_protocol panicked: {}", panic_message(&*panic));
-                (Box::new(Discard), true)
-            }
-        };
-        let owner: Rc<dyn ConnectionOwner> = self.me.upgrade().expect("connector alive");
-        let conn = StreamConnection::new(
-            reactor,
-            socket.fd,
-            StreamKind::Tcp,
-            peer,
-            protocol,
-            Some(owner),
-        );
-        conn.set_token(socket.token.get());
-        reactor.replace_source(socket.token.get(), conn.clone());
-        *self.connection.borrow_mut() = Some(conn.clone());
-        if refused {
-            // Twisted's way: a stand-in protocol, and the connection dropped at once.
-            conn.transport().lose_connection();
-        }
-        conn.start(reactor);
-    }
-
-    fn fail(&self, reason: Error) {
-        if self.state.get() != ConnectorState::Connecting {
-            return;
-        }
-        self.attempt.set(self.attempt.get() + 1);
-        self.cancel_timeout();
-        if let Some(pending) = self.pending.borrow_mut().take() {
-            pending.discard();
-        }
-        self.state.set(ConnectorState::Disconnected);
-        let handle = self.handle();
-        self.factory.client_connection_failed(&handle, &reason);
-        self.stop_factory_if_idle();
-    }
-
-    fn cancel_timeout(&self) {
-        if let Some(call) = self.timeout.borrow_mut().take() {
-            let _ = call.cancel();
-        }
-    }
-
-    fn stop_factory_if_idle(&self) {
-        if self.state.get() == ConnectorState::Disconnected && self.factory_started.replace(false) {
-            protocol::do_stop(&self.factory);
-        }
-    }
-}
-
-/// Of the addresses a name resolved to, Twisted's `connectTCP` uses an IPv4 one; so do we,
-/// falling back to the first address. (Racing them all is `HostnameEndpoint`'s job.)
-fn pick_address(addrs: &[SocketAddr]) -> SocketAddr {
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .copied()
-        .unwrap_or(addrs[0])
-}
-
-fn connect_error(addr: &str, err: io::Error) -> Error {
-    match err.raw_os_error() {
-        Some(libc::ECONNREFUSED) => Error::ConnectionRefused {
-            addr: addr.to_string(),
-        },
-        Some(libc::ETIMEDOUT) => Error::ConnectTimeout {
-            addr: addr.to_string(),
-        },
-        _ => Error::ConnectFailed {
-            addr: addr.to_string(),
-            source: err.into(),
-        },
-    }
-}
-
-impl ConnectorImpl for TcpConnector {
-    fn connect(&self) {
-        if self.state.get() != ConnectorState::Disconnected {
-            tracing::warn!("connect() ignored: connector is {:?}", self.state.get());
-            return;
-        }
-        let Some(reactor) = self.reactor.upgrade() else {
-            return;
-        };
-        self.state.set(ConnectorState::Connecting);
-        if !self.factory_started.replace(true) {
-            protocol::do_start(&self.factory);
-        }
-        self.factory.started_connecting(&self.handle());
-        if self.state.get() == ConnectorState::Connecting {
-            self.start_attempt(&reactor);
-        }
-    }
-
-    fn stop_connecting(&self) -> Result<(), Error> {
-        if self.state.get() != ConnectorState::Connecting {
-            return Err(Error::NotConnecting);
-        }
-        self.fail(Error::UserCancelledConnect);
-        Ok(())
-    }
-
-    fn disconnect(&self) {
-        match self.state.get() {
-            ConnectorState::Connecting => {
-                let _ = self.stop_connecting();
-            }
-            ConnectorState::Connected => {
-                let conn = self.connection.borrow().clone();
-                if let Some(conn) = conn {
-                    conn.transport().lose_connection();
-                }
-            }
-            ConnectorState::Disconnected => {}
-        }
-    }
-
-    fn destination(&self) -> Address {
-        match self.host.parse::<IpAddr>() {
-            Ok(ip) => Address::Tcp(SocketAddr::new(ip, self.port)),
-            Err(_) => Address::Hostname {
-                host: self.host.clone(),
-                port: self.port,
-            },
-        }
-    }
-
-    fn state(&self) -> ConnectorState {
-        self.state.get()
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-impl ConnectionOwner for TcpConnector {
-    fn connection_lost(&self, reason: &CloseReason) {
-        self.connection.borrow_mut().take();
-        self.state.set(ConnectorState::Disconnected);
-        let handle = self.handle();
-        self.factory.client_connection_lost(&handle, reason);
-        self.stop_factory_if_idle();
-    }
-}
-
-/// A socket whose non-blocking `connect` is under way.
-struct ConnectingSocket {
-    fd: RawFd,
-    token: Cell<usize>,
-    addr: SocketAddr,
-    attempt: u64,
-    connector: Weak<TcpConnector>,
-}
-
-impl ConnectingSocket {
-    /// Drops the attempt: closes the socket.
-    fn discard(&self) {
-        if let Some(reactor) = self.connector.upgrade().and_then(|c| c.reactor.upgrade()) {
-            reactor.deregister(self.token.get(), None);
-        }
-        // SAFETY: the socket is ours; discard runs once, when the attempt is dropped.
-        unsafe { libc::close(self.fd) };
-    }
-}
-
-impl Source for ConnectingSocket {
-    fn ready(self: Rc<Self>, reactor: &Reactor, readiness: Readiness) {
-        let Some(connector) = self.connector.upgrade() else {
-            return;
-        };
-        if connector.attempt.get() != self.attempt {
-            return;
-        }
-        // SAFETY: the descriptor is open while the attempt is current.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        match SockRef::from(&fd).take_error() {
-            Ok(None) if readiness.writable || readiness.error => {
-                connector.connected(reactor, &self);
-            }
-            Ok(None) => {}
-            Ok(Some(err)) | Err(err) => {
-                let addr = connector.destination_string();
-                connector.fail(connect_error(&addr, err));
-            }
-        }
-    }
-
-    fn shutdown(self: Rc<Self>, _reactor: &Reactor) {
-        if let Some(connector) = self.connector.upgrade() {
-            connector.fail(Error::ShuttingDown);
-        }
-    }
-}
-
-/// The stand-in protocol for a client connection whose factory built none.
-struct Discard;
-
-impl Protocol for Discard {
-    fn data_received(&mut self, _transport: &Transport, _data: &[u8]) {}
 }

@@ -10,14 +10,20 @@
 use std::any::Any;
 use std::fmt;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::rc::Rc;
 
 use crate::address::Address;
 use crate::error::Error;
+use crate::protocol::Protocol;
 
 /// Default high-water mark for a transport's outgoing buffer, in bytes (Twisted's
 /// `FileDescriptor.bufferSize`): a streaming producer is paused above it.
 pub const DEFAULT_HIGH_WATER_MARK: usize = 64 * 1024;
+
+/// Turns a connection's protocol into another that wraps it (TLS started mid-connection, a
+/// framing layer added later). See [`TransportImpl::wrap_protocol`].
+pub type ProtocolWrapper = Box<dyn FnOnce(Box<dyn Protocol>) -> Box<dyn Protocol>>;
 
 /// Something that produces data for a consumer (a transport) and can be told to slow down.
 ///
@@ -120,6 +126,22 @@ pub trait TransportImpl {
             io::ErrorKind::Unsupported,
             "not a TCP transport",
         ))
+    }
+
+    /// Sends a copy of `fd` to the peer with the next byte written (Unix sockets only;
+    /// Twisted's `sendFileDescriptor`). The peer's protocol gets it in
+    /// [`Protocol::file_descriptor_received`] before the byte. The caller may close its own
+    /// descriptor at once. Write at least one byte after it, or it is never sent.
+    fn send_file_descriptor(&self, _fd: BorrowedFd<'_>) -> Result<(), Error> {
+        Err(Error::Unsupported("descriptor passing needs a Unix socket"))
+    }
+
+    /// Replaces the connection's protocol with `wrap(protocol)`: from then on the wrapper
+    /// receives the bytes (`start_tls` inserts TLS this way). If the protocol is running, the
+    /// swap happens as soon as its callback returns. The wrapper gets no `make_connection`;
+    /// the closure starts whatever it needs. Unsupported by default.
+    fn wrap_protocol(&self, _wrap: ProtocolWrapper) -> Result<(), Error> {
+        Err(Error::Unsupported("wrap_protocol"))
     }
 
     /// The concrete transport, for features only some kinds have (TLS details, fd passing).
@@ -228,6 +250,21 @@ impl Transport {
     /// Turns TCP keepalive on or off, for TCP transports.
     pub fn set_tcp_keepalive(&self, enabled: bool) -> io::Result<()> {
         self.inner.set_tcp_keepalive(enabled)
+    }
+
+    /// Sends a copy of `fd` with the next byte written. See
+    /// [`TransportImpl::send_file_descriptor`].
+    pub fn send_file_descriptor(&self, fd: BorrowedFd<'_>) -> Result<(), Error> {
+        self.inner.send_file_descriptor(fd)
+    }
+
+    /// Replaces the connection's protocol with a wrapper around it. See
+    /// [`TransportImpl::wrap_protocol`].
+    pub fn wrap_protocol(
+        &self,
+        wrap: impl FnOnce(Box<dyn Protocol>) -> Box<dyn Protocol> + 'static,
+    ) -> Result<(), Error> {
+        self.inner.wrap_protocol(Box::new(wrap))
     }
 
     /// The concrete transport, if it is a `T`.

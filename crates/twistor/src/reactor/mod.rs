@@ -55,6 +55,9 @@ use triggers::Triggers;
 /// Size of the one read buffer every connection on a reactor reads into.
 pub const READ_BUFFER_SIZE: usize = 64 * 1024;
 
+/// A user callback for one signal.
+type SignalHandler = Rc<dyn Fn()>;
+
 const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 2);
 
@@ -80,7 +83,7 @@ pub(crate) struct Inner {
     soon: RefCell<VecDeque<Box<dyn FnOnce()>>>,
     dirty: RefCell<Vec<Rc<dyn Source>>>,
     dirty_spare: RefCell<Vec<Rc<dyn Source>>>,
-    read_buf: RefCell<Vec<u8>>,
+    io: Rc<IoBuffers>,
     shared: Arc<Shared>,
     remote_scratch: RefCell<Queued>,
     pub(crate) executor: Executor,
@@ -92,7 +95,7 @@ pub(crate) struct Inner {
     stopping: Cell<bool>,
     exit: Cell<bool>,
     signals: RefCell<Option<SignalPipe>>,
-    signal_handlers: RefCell<HashMap<libc::c_int, Vec<Rc<dyn Fn()>>>>,
+    signal_handlers: RefCell<HashMap<libc::c_int, Vec<SignalHandler>>>,
 }
 
 impl Drop for Inner {
@@ -117,7 +120,7 @@ impl Reactor {
             soon: RefCell::new(VecDeque::new()),
             dirty: RefCell::new(Vec::new()),
             dirty_spare: RefCell::new(Vec::new()),
-            read_buf: RefCell::new(vec![0; READ_BUFFER_SIZE]),
+            io: Rc::new(IoBuffers::new()),
             executor: Executor::new(shared.clone()),
             shared,
             remote_scratch: RefCell::new(Queued::default()),
@@ -380,10 +383,12 @@ impl Reactor {
 
     /// Lends the reactor's shared read buffer to `f` (or a fresh one, if it is already lent).
     pub fn with_read_buffer<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
-        match self.inner.read_buf.try_borrow_mut() {
-            Ok(mut buf) => f(&mut buf),
-            Err(_) => f(&mut vec![0; READ_BUFFER_SIZE]),
-        }
+        self.inner.io.with_read_buffer(f)
+    }
+
+    /// The buffers the reactor's connections share.
+    pub(crate) fn io_buffers(&self) -> Rc<IoBuffers> {
+        self.inner.io.clone()
     }
 
     /// A weak handle, for objects the reactor owns that need to reach it back.
@@ -527,6 +532,9 @@ impl Reactor {
 
     fn flush_dirty(&self) {
         let inner = &*self.inner;
+        if inner.dirty.borrow().is_empty() {
+            return;
+        }
         for _ in 0..MAX_FLUSH_ROUNDS {
             let mut batch = std::mem::take(&mut *inner.dirty_spare.borrow_mut());
             std::mem::swap(&mut batch, &mut *inner.dirty.borrow_mut());
@@ -547,7 +555,7 @@ impl Reactor {
             None => return,
         };
         for signal in received {
-            let handlers: Vec<Rc<dyn Fn()>> = self
+            let handlers: Vec<SignalHandler> = self
                 .inner
                 .signal_handlers
                 .borrow()
@@ -596,6 +604,38 @@ impl WeakReactor {
     /// The reactor, if it still exists.
     pub fn upgrade(&self) -> Option<Reactor> {
         self.inner.upgrade().map(|inner| Reactor { inner })
+    }
+}
+
+/// Buffers shared by all the connections of one reactor: the one read buffer, and the
+/// staging buffer where a connection's replies wait while its protocol runs.
+pub(crate) struct IoBuffers {
+    pub(crate) read: RefCell<Vec<u8>>,
+    /// Output written by a connection while its own protocol runs, sent when the callback
+    /// returns. It keeps its capacity, so the common turn — a request read, a reply written
+    /// and sent — allocates nothing.
+    pub(crate) staging: RefCell<Vec<u8>>,
+    /// The connection whose bytes `staging` holds (an address used only for comparison;
+    /// null when empty).
+    pub(crate) staging_owner: Cell<*const ()>,
+}
+
+impl IoBuffers {
+    fn new() -> IoBuffers {
+        IoBuffers {
+            read: RefCell::new(vec![0; READ_BUFFER_SIZE]),
+            staging: RefCell::new(Vec::new()),
+            staging_owner: Cell::new(std::ptr::null()),
+        }
+    }
+
+    /// Lends the read buffer to `f` (or a fresh one, if it is already lent).
+    #[inline]
+    pub(crate) fn with_read_buffer<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        match self.read.try_borrow_mut() {
+            Ok(mut buf) => f(&mut buf),
+            Err(_) => f(&mut vec![0; READ_BUFFER_SIZE]),
+        }
     }
 }
 

@@ -1,0 +1,52 @@
+//! `twist echo`: the echo service.
+
+use std::rc::Rc;
+
+use twistor::endpoints::server_from_string;
+use twistor::protocol::{Protocol, factory};
+use twistor::{Reactor, Transport};
+
+use crate::Failure;
+
+/// Options of `twist echo`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Where to listen, as an endpoint description (repeatable), e.g. `tcp:8000`,
+    /// `tcp:8000:interface=127.0.0.1:backlog=100`, `tcp6:8000`, `unix:/run/echo.sock`,
+    /// `systemd:domain=INET:index=0`.
+    #[arg(
+        long = "listen",
+        value_name = "DESCRIPTION",
+        default_value = "tcp:8000"
+    )]
+    listen: Vec<String>,
+}
+
+/// Sends back every byte it receives.
+pub struct Echo;
+
+impl Protocol for Echo {
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        transport.write(data);
+    }
+}
+
+/// Listens on every description, then runs until SIGINT or SIGTERM.
+pub fn run(options: Options) -> Result<(), Failure> {
+    let reactor = Reactor::new().map_err(|e| Failure::Runtime(format!("cannot start: {e}")))?;
+    // Check every description before listening on any, so a typo fails fast.
+    let endpoints = options
+        .listen
+        .iter()
+        .map(|text| server_from_string(&reactor, text))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let echo_factory: Rc<dyn twistor::Factory> = factory(|_addr| Echo);
+    for endpoint in &endpoints {
+        // Listening on these endpoints completes at once; a failure is known here.
+        if let Some(Err(failure)) = endpoint.listen(echo_factory.clone()).try_result() {
+            return Err(Failure::Runtime(failure.to_string()));
+        }
+    }
+    reactor.run().map_err(|e| Failure::Runtime(e.to_string()))
+}

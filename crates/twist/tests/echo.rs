@@ -1,0 +1,258 @@
+//! `twist echo` from the outside: command-line errors, many connections, and running out of
+//! file descriptors.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+use twistor_testing::process::{ChildGuard, have, raise_fd_limit, run_with_input};
+
+fn twist() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_twist"))
+}
+
+/// Starts `twist echo` on an OS-chosen port with extra description options; returns it
+/// and its port (read from its log).
+fn start_echo(options: &str, setup: impl FnOnce(&mut Command)) -> (ChildGuard, u16) {
+    let mut cmd = twist();
+    cmd.args([
+        "echo",
+        "--listen",
+        &format!("tcp:0:interface=127.0.0.1{options}"),
+    ]);
+    setup(&mut cmd);
+    let mut child = ChildGuard::spawn(cmd);
+    let line = child.err_line_containing("starting on");
+    let port = line.rsplit(' ').next().unwrap().parse().unwrap();
+    (child, port)
+}
+
+#[test]
+fn malformed_description_exits_2_saying_what_was_expected() {
+    let out = twist()
+        .args(["echo", "--listen", "tcp:eighty"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"tcp:eighty\""), "{err}");
+    assert!(
+        err.contains("port must be a number from 0 to 65535"),
+        "{err}"
+    );
+    let out = twist()
+        .args(["echo", "--listen", "carrier-pigeon:80"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected one of"));
+}
+
+#[test]
+fn unknown_flag_exits_2_with_usage() {
+    let out = twist()
+        .args(["echo", "--lisen", "tcp:80"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--lisen") && err.contains("Usage"), "{err}");
+    let out = twist().arg("no-such-service").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn port_in_use_exits_1_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = twist()
+        .args([
+            "echo",
+            "--listen",
+            &format!("tcp:{port}:interface=127.0.0.1"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("Address already in use"), "{err}");
+}
+
+#[test]
+fn echoes_and_stops_on_sigterm() {
+    let (mut server, port) = start_echo("", |_| {});
+    if have("nc", &["-h"]) {
+        let mut nc = Command::new("nc");
+        nc.args(["-N", "127.0.0.1", &port.to_string()]);
+        assert_eq!(run_with_input(nc, b"ping\n"), b"ping\n");
+    }
+    server.signal(libc::SIGTERM);
+    let (status, _) = server.wait();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn ten_thousand_concurrent_connections_each_get_their_echo() {
+    const N: usize = 10_000;
+    let limit = raise_fd_limit(2 * N as u64 + 200);
+    assert!(
+        limit >= N as u64 + 100,
+        "need {N}+ file descriptors, have {limit}"
+    );
+    let (_server, port) = start_echo(":backlog=4096", |_| {});
+    // All connections first, so they are open at once; then every message; then every echo.
+    let mut conns: Vec<TcpStream> = (0..N)
+        .map(|i| {
+            let s = TcpStream::connect(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s
+        })
+        .collect();
+    for (i, s) in conns.iter_mut().enumerate() {
+        s.write_all(format!("message {i:05}").as_bytes()).unwrap();
+    }
+    for (i, s) in conns.iter_mut().enumerate() {
+        let mut buf = [0u8; 13];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, *format!("message {i:05}").as_bytes());
+    }
+}
+
+#[test]
+fn running_out_of_descriptors_neither_spins_nor_stops_the_server() {
+    const LIMIT: u64 = 32;
+    const CLIENTS: usize = 60;
+    let (server, port) = start_echo(":backlog=128", |cmd| unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    });
+    let mut conns: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"x").unwrap();
+            s
+        })
+        .collect();
+    // Some are served at once; the rest wait in the backlog.
+    let mut served = 0;
+    for s in &mut conns {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        if s.read_exact(&mut b).is_ok() {
+            served += 1;
+        }
+    }
+    assert!(
+        served > 10 && served < CLIENTS,
+        "served {served} of {CLIENTS}"
+    );
+    // While starved, the server must not spin: little CPU over a second.
+    let before = server.cpu_time();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = server.cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(200),
+        "server used {used:?} of CPU while starved"
+    );
+    // Free descriptors: close the served connections; the others are accepted and echoed.
+    let (done, waiting): (Vec<_>, Vec<_>) = conns
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| *i < served);
+    drop(done);
+    for (i, mut s) in waiting {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)
+            .unwrap_or_else(|e| panic!("connection {i} never served: {e}"));
+        assert_eq!(&b, b"x");
+    }
+}
+
+#[test]
+fn listens_on_unix_sockets() {
+    let dir = std::env::temp_dir().join(format!("twist-unix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("echo.sock");
+    let mut cmd = twist();
+    cmd.args([
+        "echo",
+        "--listen",
+        &format!("unix:{}:mode=600", path.display()),
+    ]);
+    let mut server = ChildGuard::spawn(cmd);
+    server.err_line_containing("starting on");
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    s.write_all(b"over unix").unwrap();
+    let mut buf = [0u8; 9];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"over unix");
+    if have("socat", &["-V"]) {
+        let mut socat = Command::new("socat");
+        socat.args(["-", &format!("UNIX-CONNECT:{}", path.display())]);
+        assert_eq!(run_with_input(socat, b"socat too\n"), b"socat too\n");
+    }
+    server.signal(libc::SIGTERM);
+    let (status, _) = server.wait();
+    assert!(status.success());
+    assert!(!path.exists(), "the socket file is removed on shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn takes_a_socket_from_systemd_socket_activation() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    // systemd's protocol: the socket at fd 3, LISTEN_FDS=1, LISTEN_PID=the service's pid
+    // (the shell's `$$` is kept across `exec`).
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" echo --listen systemd:domain=INET:index=0",
+        env!("CARGO_BIN_EXE_twist"),
+    ]);
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec, so clear the flag in that case.
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, 3) == 3
+            };
+            if !ok {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = ChildGuard::spawn(cmd);
+    server.err_line_containing("starting on");
+    drop(listener);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"activated").unwrap();
+    let mut buf = [0u8; 9];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"activated");
+    // Without the environment, the description is refused with the reason.
+    let out = twist()
+        .args(["echo", "--listen", "systemd:domain=INET:index=0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LISTEN_PID"));
+}

@@ -1,0 +1,129 @@
+//! The crate's error type.
+
+use std::fmt;
+
+use http::StatusCode;
+
+/// Everything that can go wrong in twistor-http.
+///
+/// Errors that come from the peer's bytes say, through [`Error::status`], which status a
+/// server answers with. After any of them the connection is finished: the cores refuse to
+/// parse further, because once framing is in doubt nothing after it can be trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request line is longer than `Limits::max_request_line` (414).
+    RequestLineTooLong,
+    /// The header section (or the trailer section) is larger than `Limits::max_head_size` (431).
+    HeadTooLarge,
+    /// The header section (or the trailer section) has more than `Limits::max_headers` fields (431).
+    TooManyHeaders,
+    /// The body is larger than `Limits::max_body_size` (413).
+    BodyTooLarge,
+    /// The start line or a header field is malformed; the text says what (400).
+    MalformedHead(&'static str),
+    /// A line ends in a bare LF (no CR), which peers disagree on and smugglers use (400).
+    BareLineFeed,
+    /// The request is HTTP/1.1 but has no `Host` field, or has more than one (400).
+    InvalidHost,
+    /// The version is well formed but its major number is not 1, e.g. `HTTP/2.0` (505).
+    /// A malformed version is [`Error::MalformedHead`].
+    UnsupportedVersion,
+    /// A `Content-Length` value is not a plain decimal number, or overflows (400).
+    InvalidContentLength,
+    /// Several `Content-Length` values that differ (400).
+    ConflictingContentLength,
+    /// Both `Content-Length` and `Transfer-Encoding` in a request (400).
+    ContentLengthWithTransferEncoding,
+    /// `Transfer-Encoding` whose final coding is not `chunked`, repeats `chunked`, or
+    /// appears in an HTTP/1.0 request (400).
+    InvalidTransferEncoding,
+    /// A transfer coding other than `chunked` that this crate does not decode (501).
+    UnsupportedTransferCoding,
+    /// A chunk-size line is not `1*HEXDIG [chunk-ext] CRLF`, or the size overflows (400).
+    InvalidChunkSize,
+    /// Chunk data is not followed by CRLF, or a chunk line is too long (400).
+    InvalidChunk,
+    /// An `Expect` value other than `100-continue` (417).
+    UnsupportedExpectation,
+    /// The peer was too slow: the server's read timer ran out in the middle of a request (408).
+    Timeout,
+    /// The peer closed the connection in the middle of a message.
+    UnexpectedEof,
+    /// The server answered when no request was outstanding, or the response is malformed
+    /// in a way not covered above (client side).
+    UnexpectedResponse(&'static str),
+    /// The header section, status or method handed to a `send_*` method cannot be sent;
+    /// the text says why (a programming error, not the peer's).
+    InvalidMessage(&'static str),
+    /// A `send_*` or `finish` call came at the wrong moment (e.g. a response with no request
+    /// waiting for one, or more body bytes than the announced length).
+    InvalidState(&'static str),
+    /// The connection is closed or closing; nothing more can be sent or received.
+    Closed,
+}
+
+impl Error {
+    /// The status a server answers with when this error comes from a request, or `None`
+    /// when no answer is due (the peer went away, or the error is not the peer's).
+    pub fn status(&self) -> Option<StatusCode> {
+        Some(match self {
+            Error::RequestLineTooLong => StatusCode::URI_TOO_LONG,
+            Error::HeadTooLarge | Error::TooManyHeaders => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedVersion => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            Error::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            Error::UnsupportedExpectation => StatusCode::EXPECTATION_FAILED,
+            Error::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Error::MalformedHead(_)
+            | Error::BareLineFeed
+            | Error::InvalidHost
+            | Error::InvalidContentLength
+            | Error::ConflictingContentLength
+            | Error::ContentLengthWithTransferEncoding
+            | Error::InvalidTransferEncoding
+            | Error::InvalidChunkSize
+            | Error::InvalidChunk => StatusCode::BAD_REQUEST,
+            Error::UnexpectedEof
+            | Error::UnexpectedResponse(_)
+            | Error::InvalidMessage(_)
+            | Error::InvalidState(_)
+            | Error::Closed => return None,
+        })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::RequestLineTooLong => f.write_str("request line too long"),
+            Error::HeadTooLarge => f.write_str("header section too large"),
+            Error::TooManyHeaders => f.write_str("too many header fields"),
+            Error::BodyTooLarge => f.write_str("body too large"),
+            Error::MalformedHead(what) => write!(f, "malformed message head: {what}"),
+            Error::BareLineFeed => f.write_str("line ends in a bare LF"),
+            Error::InvalidHost => f.write_str("missing or repeated Host field"),
+            Error::UnsupportedVersion => f.write_str("unsupported HTTP version"),
+            Error::InvalidContentLength => f.write_str("invalid Content-Length"),
+            Error::ConflictingContentLength => f.write_str("conflicting Content-Length values"),
+            Error::ContentLengthWithTransferEncoding => {
+                f.write_str("both Content-Length and Transfer-Encoding")
+            }
+            Error::InvalidTransferEncoding => f.write_str("invalid Transfer-Encoding"),
+            Error::UnsupportedTransferCoding => f.write_str("unsupported transfer coding"),
+            Error::InvalidChunkSize => f.write_str("invalid chunk size line"),
+            Error::InvalidChunk => f.write_str("invalid chunk framing"),
+            Error::UnsupportedExpectation => f.write_str("unsupported Expect value"),
+            Error::Timeout => f.write_str("timed out waiting for the request"),
+            Error::UnexpectedEof => f.write_str("connection closed in the middle of a message"),
+            Error::UnexpectedResponse(what) => write!(f, "unexpected response: {what}"),
+            Error::InvalidMessage(what) => write!(f, "cannot send message: {what}"),
+            Error::InvalidState(what) => write!(f, "call out of order: {what}"),
+            Error::Closed => f.write_str("connection closed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,378 @@
+//! What requests and responses share: finding the end of a head, turning httparse's fields
+//! into a `HeaderMap`, reading the framing fields, and writing a head out.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::Error;
+
+/// How many header slots live on the stack; more (a raised `max_headers`) go on the heap.
+pub(crate) const STACK_HEADERS: usize = 128;
+
+/// Finds the end of a header section (or trailer section) as bytes arrive.
+///
+/// It remembers how far it has looked, so feeding a head one byte at a time costs O(n), and
+/// every limit is checked at a byte position, so the outcome does not depend on how the
+/// input was split.
+#[derive(Debug, Default)]
+pub(crate) struct HeadScanner {
+    pos: usize,
+    first_line_done: bool,
+}
+
+pub(crate) struct ScanLimits {
+    /// Bound on the first line (requests only).
+    pub max_line: Option<usize>,
+    pub max_head: usize,
+    /// Refuse bare LF line endings (requests, and chunked trailers everywhere).
+    pub strict: bool,
+}
+
+impl HeadScanner {
+    /// Returns the length of the section (final empty line included) once it is complete.
+    pub fn scan(&mut self, buf: &[u8], limits: &ScanLimits) -> Result<Option<usize>, Error> {
+        while self.pos < buf.len() {
+            let i = self.pos;
+            let b = buf[i];
+            self.pos += 1;
+            if !self.first_line_done
+                && let Some(max) = limits.max_line
+                && i >= max
+                && b != b'\r'
+                && b != b'\n'
+            {
+                return Err(Error::RequestLineTooLong);
+            }
+            if i >= limits.max_head {
+                return Err(Error::HeadTooLarge);
+            }
+            if b != b'\n' {
+                continue;
+            }
+            let crlf = i > 0 && buf[i - 1] == b'\r';
+            if limits.strict && !crlf {
+                return Err(Error::BareLineFeed);
+            }
+            self.first_line_done = true;
+            // The line just ended is empty if the byte before its terminator ends a line
+            // too (or it is the first line).
+            let start = if crlf { i - 1 } else { i };
+            if start == 0 || buf[start - 1] == b'\n' {
+                return Ok(Some(i + 1));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Drops empty lines before a start line (RFC 9112 §2.2 lets a server ignore them).
+/// Returns false while a lone CR leaves it undecided.
+pub(crate) fn skip_leading_empty_lines(buf: &mut BytesMut, strict: bool) -> Result<bool, Error> {
+    loop {
+        match buf.first() {
+            Some(b'\r') => match buf.get(1) {
+                Some(b'\n') => {
+                    let _ = buf.split_to(2);
+                }
+                Some(_) => return Err(Error::MalformedHead("stray CR")),
+                None => return Ok(false),
+            },
+            Some(b'\n') if strict => return Err(Error::BareLineFeed),
+            Some(b'\n') => {
+                let _ = buf.split_to(1);
+            }
+            _ => return Ok(true),
+        }
+    }
+}
+
+/// Maps an httparse failure to this crate's error.
+pub(crate) fn httparse_error(err: httparse::Error) -> Error {
+    match err {
+        httparse::Error::TooManyHeaders => Error::TooManyHeaders,
+        httparse::Error::HeaderName => Error::MalformedHead("invalid header name"),
+        httparse::Error::HeaderValue => Error::MalformedHead("invalid header value"),
+        httparse::Error::NewLine => Error::MalformedHead("invalid line ending"),
+        httparse::Error::Status => Error::MalformedHead("invalid status"),
+        httparse::Error::Token => Error::MalformedHead("invalid token in start line"),
+        httparse::Error::Version => Error::MalformedHead("invalid version"),
+    }
+}
+
+/// Whether a start line's version looks like `HTTP/x.y` with a major other than 1, which
+/// earns 505 rather than 400 (RFC 9110 §15.6.6).
+pub(crate) fn is_other_major_version(version: &[u8]) -> bool {
+    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+        if major.is_ascii_digit() && minor.is_ascii_digit() && *major != b'1')
+}
+
+/// Copies httparse's fields into a `HeaderMap`, sharing `head`'s memory for the values.
+pub(crate) fn to_header_map(
+    head: &Bytes,
+    fields: &[httparse::Header<'_>],
+) -> Result<HeaderMap, Error> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| Error::MalformedHead("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
+            .map_err(|_| Error::MalformedHead("invalid header value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// The elements of a comma-separated list field (RFC 9110 §5.6.1), OWS trimmed, empty
+/// elements skipped as the RFC asks.
+pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Whether any element of any instance of a list field equals `token` (case-insensitive).
+pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .any(|v| list_elements(v.as_bytes()).any(|e| e.eq_ignore_ascii_case(token.as_bytes())))
+}
+
+/// The message's `Content-Length`, if it has one.
+///
+/// RFC 9110 §8.6 lets a recipient accept a field repeated with one value (`5, 5` or two
+/// `Content-Length: 5` lines) as that value; differing values are
+/// [`Error::ConflictingContentLength`]. Each value must be `1*DIGIT`: no sign, no `0x`, no
+/// inner spaces, no overflow (Twisted's CVE-2022-24801 accepted `+5`).
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    let mut found: Option<u64> = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let bytes = value.as_bytes();
+        if list_elements(bytes).next().is_none() {
+            return Err(Error::InvalidContentLength);
+        }
+        // An empty element between commas ("5,,5") is allowed by the list rule; a trailing
+        // or leading comma too. Anything else must be digits.
+        for element in list_elements(bytes) {
+            let n = parse_decimal(element).ok_or(Error::InvalidContentLength)?;
+            match found {
+                Some(prev) if prev != n => return Err(Error::ConflictingContentLength),
+                _ => found = Some(n),
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// What a `Transfer-Encoding` field list says.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TransferCoding {
+    /// No `Transfer-Encoding` field.
+    Absent,
+    /// Exactly `chunked`, once.
+    Chunked,
+    /// `chunked` last, after other codings this crate does not decode.
+    OtherThenChunked,
+    /// Present, but not ending in exactly one `chunked`.
+    Invalid,
+}
+
+pub(crate) fn transfer_coding(headers: &HeaderMap) -> TransferCoding {
+    let mut fields = headers.get_all(TRANSFER_ENCODING).iter().peekable();
+    if fields.peek().is_none() {
+        return TransferCoding::Absent;
+    }
+    let mut codings = 0usize;
+    let mut chunked_seen = 0usize;
+    let mut last_is_chunked = false;
+    for value in fields {
+        for element in list_elements(value.as_bytes()) {
+            codings += 1;
+            last_is_chunked = element.eq_ignore_ascii_case(b"chunked");
+            chunked_seen += usize::from(last_is_chunked);
+        }
+    }
+    // RFC 9112 §7: chunked must be final and applied once.
+    match (last_is_chunked, chunked_seen, codings) {
+        (true, 1, 1) => TransferCoding::Chunked,
+        (true, 1, _) => TransferCoding::OtherThenChunked,
+        _ => TransferCoding::Invalid,
+    }
+}
+
+/// Whether the connection stays open after this message, from its version and `Connection`
+/// field (RFC 9112 §9.3).
+pub(crate) fn wants_keep_alive(version: http::Version, headers: &HeaderMap) -> bool {
+    if has_token(headers, &CONNECTION, "close") {
+        return false;
+    }
+    version == http::Version::HTTP_11 || has_token(headers, &CONNECTION, "keep-alive")
+}
+
+/// Whether the caller put framing fields in a head, which this crate sets itself.
+pub(crate) fn has_framing_fields(headers: &HeaderMap) -> bool {
+    headers.contains_key(CONTENT_LENGTH) || headers.contains_key(TRANSFER_ENCODING)
+}
+
+pub(crate) fn write_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Writes fields. `HeaderName` and `HeaderValue` cannot hold CR or LF, so nothing a caller
+/// puts in a `HeaderMap` can split the head.
+pub(crate) fn write_headers(out: &mut BytesMut, headers: &HeaderMap) {
+    for (name, value) in headers {
+        write_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+pub(crate) fn write_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
+}
+
+pub(crate) fn write_content_length(out: &mut BytesMut, n: u64) {
+    out.put_slice(b"content-length: ");
+    write_decimal(out, n);
+    out.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(input: &[u8], strict: bool) -> Result<Option<usize>, Error> {
+        let limits = ScanLimits {
+            max_line: Some(16),
+            max_head: 64,
+            strict,
+        };
+        HeadScanner::default().scan(input, &limits)
+    }
+
+    #[test]
+    fn scanner_finds_end_whole_and_bytewise() {
+        let head = b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest";
+        assert_eq!(scan_all(head, true), Ok(Some(24)));
+        let limits = ScanLimits {
+            max_line: Some(16),
+            max_head: 64,
+            strict: true,
+        };
+        let mut s = HeadScanner::default();
+        let mut got = None;
+        for n in 1..=head.len() {
+            if let Some(end) = s.scan(&head[..n], &limits).unwrap() {
+                got = Some(end);
+                break;
+            }
+        }
+        assert_eq!(got, Some(24));
+    }
+
+    #[test]
+    fn scanner_limits_and_line_endings() {
+        assert_eq!(
+            scan_all(b"GET / HTTP/1.1\nA: b\r\n\r\n", true),
+            Err(Error::BareLineFeed)
+        );
+        assert_eq!(scan_all(b"GET / HTTP/1.1\nA: b\n\n", false), Ok(Some(21)));
+        assert_eq!(
+            scan_all(b"GET /aaaaaaaaaaaaaaaaaa", true),
+            Err(Error::RequestLineTooLong)
+        );
+        let long = [b"GET / HTTP/1.1\r\n".as_slice(), &[b'a'; 60]].concat();
+        assert_eq!(scan_all(&long, true), Err(Error::HeadTooLarge));
+        assert_eq!(scan_all(b"\r\n", true), Ok(Some(2)));
+    }
+
+    #[test]
+    fn content_length_values() {
+        let cl = |vals: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in vals {
+                h.append(CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            content_length(&h)
+        };
+        assert_eq!(cl(&[]), Ok(None));
+        assert_eq!(cl(&["0"]), Ok(Some(0)));
+        assert_eq!(cl(&["007"]), Ok(Some(7)));
+        assert_eq!(cl(&["5", "5"]), Ok(Some(5)));
+        assert_eq!(cl(&["5, 5"]), Ok(Some(5)));
+        assert_eq!(cl(&["5", "6"]), Err(Error::ConflictingContentLength));
+        assert_eq!(cl(&["5, 6"]), Err(Error::ConflictingContentLength));
+        for bad in [
+            "+5",
+            "-1",
+            "0x10",
+            "5 5",
+            "5.0",
+            "1e3",
+            "",
+            ",",
+            "18446744073709551616",
+        ] {
+            assert_eq!(cl(&[bad]), Err(Error::InvalidContentLength), "{bad:?}");
+        }
+        assert_eq!(cl(&["18446744073709551615"]), Ok(Some(u64::MAX)));
+    }
+
+    #[test]
+    fn transfer_codings() {
+        let te = |vals: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in vals {
+                h.append(TRANSFER_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            transfer_coding(&h)
+        };
+        assert_eq!(te(&[]), TransferCoding::Absent);
+        assert_eq!(te(&["chunked"]), TransferCoding::Chunked);
+        assert_eq!(te(&["Chunked"]), TransferCoding::Chunked);
+        assert_eq!(te(&["gzip, chunked"]), TransferCoding::OtherThenChunked);
+        assert_eq!(te(&["gzip", "chunked"]), TransferCoding::OtherThenChunked);
+        assert_eq!(te(&["chunked, gzip"]), TransferCoding::Invalid);
+        assert_eq!(te(&["chunked", "chunked"]), TransferCoding::Invalid);
+        assert_eq!(te(&["xchunked"]), TransferCoding::Invalid);
+        assert_eq!(te(&["chunked;q=1"]), TransferCoding::Invalid);
+        assert_eq!(te(&[""]), TransferCoding::Invalid);
+    }
+}

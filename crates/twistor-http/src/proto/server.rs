@@ -1,0 +1,555 @@
+//! The server side of one connection: requests in, responses out.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, EXPECT, HOST};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+
+use super::body::{BodyDecoder, BodyEncoder, Decoded};
+use super::head::{self, HeadScanner, ScanLimits, TransferCoding};
+use super::{BodySize, Framing, Limits};
+use crate::Error;
+
+/// The head of a received request, checked: its framing is decided and safe.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RequestHead {
+    /// The method.
+    pub method: Method,
+    /// The request target as sent: usually origin-form (`/path?query`), absolute-form for a
+    /// proxy, authority-form for `CONNECT`, or `*`.
+    pub uri: Uri,
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    pub version: Version,
+    /// The header fields, in the order received.
+    pub headers: HeaderMap,
+    /// How the body is delimited: [`Framing::Empty`], [`Framing::Length`] or [`Framing::Chunked`].
+    pub framing: Framing,
+    /// Whether the client asked to keep the connection open (version and `Connection`).
+    /// The response may still close it; see [`ServerConnection::send_response`].
+    pub keep_alive: bool,
+    /// The client sent `Expect: 100-continue` (HTTP/1.1, with a body) and waits for
+    /// [`ServerConnection::send_continue`] before sending the body.
+    pub expect_continue: bool,
+}
+
+impl RequestHead {
+    /// An `http::Request<()>` with this head's method, URI, version and headers.
+    pub fn into_request(self) -> Request<()> {
+        let mut request = Request::new(());
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
+/// What [`ServerConnection::poll_event`] yields, strictly in the order of the bytes received.
+#[derive(Debug, Clone)]
+pub enum RequestEvent {
+    /// A request began. Its body events follow, then [`RequestEvent::End`].
+    Head(RequestHead),
+    /// A piece of the body, as it arrived (never the whole body gathered up).
+    Data(Bytes),
+    /// The request is complete; the trailer fields of a chunked body, if any, are here.
+    End(HeaderMap),
+}
+
+/// Where a connection is, for the server's timers: the idle timeout belongs to
+/// [`Phase::Idle`], the request timeout (408) to [`Phase::ReadingHead`] and
+/// [`Phase::ReadingBody`], and no read timer to [`Phase::Responding`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Between requests, with no byte of the next one received.
+    Idle,
+    /// Part of a request head has arrived.
+    ReadingHead,
+    /// The request body is arriving.
+    ReadingBody,
+    /// The request is complete; the application owes the response.
+    Responding,
+    /// The connection is finished: once [`ServerConnection::poll_transmit`] has nothing more,
+    /// close it.
+    Closed,
+}
+
+/// One server connection's HTTP/1.1 state, without I/O.
+///
+/// # Driving it
+///
+/// 1. Feed received bytes with [`handle_data`](Self::handle_data) (and the end of the stream
+///    with [`handle_eof`](Self::handle_eof)).
+/// 2. Call [`poll_event`](Self::poll_event) until it returns `Ok(None)`. Events come in
+///    order: `Head`, `Data`…, `End`, for one request at a time.
+/// 3. Answer each request with [`send_response`](Self::send_response),
+///    [`send_data`](Self::send_data)… and [`finish`](Self::finish) (and
+///    [`send_continue`](Self::send_continue) first, if the head asked for it).
+/// 4. Write what [`poll_transmit`](Self::poll_transmit) returns to the peer, and close
+///    the connection once [`phase`](Self::phase) is [`Phase::Closed`] and nothing is left
+///    to transmit.
+///
+/// After `End`, the connection reads nothing more until the response to that request is
+/// finished; only then does `poll_event` parse the next pipelined request, from bytes it
+/// kept. Responses therefore leave in request order by construction (Twisted's
+/// CVE-2023-46137 was pipelined requests handled, and answered, out of order). While
+/// [`wants_read`](Self::wants_read) is false, stop reading the socket so a pipelining
+/// client cannot fill memory.
+///
+/// A request the connection refuses makes `poll_event` return the error once; the error
+/// response (status from [`Error::status`]) is then already queued, and the phase is
+/// [`Phase::Closed`].
+#[derive(Debug)]
+pub struct ServerConnection {
+    limits: Limits,
+    /// Received bytes not yet parsed.
+    buf: BytesMut,
+    /// Bytes to send.
+    out: BytesMut,
+    read: Read,
+    write: Write,
+    eof: bool,
+    /// What the current request needs from its response.
+    exchange: Exchange,
+}
+
+#[derive(Debug)]
+enum Read {
+    /// Waiting for (the rest of) a request head.
+    Head(HeadScanner),
+    Body(BodyDecoder),
+    /// The request is complete; waiting for its response to finish.
+    Done,
+    Closed,
+}
+
+#[derive(Debug)]
+enum Write {
+    /// No request head yet.
+    Idle,
+    /// A request head was yielded; no final response started.
+    Waiting,
+    Body(BodyEncoder),
+    /// The response is finished; the request body is still arriving.
+    Done,
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct Exchange {
+    head_request: bool,
+    version_10: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+    continue_sent: bool,
+}
+
+impl ServerConnection {
+    /// A connection that enforces `limits` on its peer.
+    pub fn new(limits: Limits) -> ServerConnection {
+        ServerConnection {
+            limits,
+            buf: BytesMut::new(),
+            out: BytesMut::new(),
+            read: Read::Head(HeadScanner::default()),
+            write: Write::Idle,
+            eof: false,
+            exchange: Exchange::default(),
+        }
+    }
+
+    /// Takes bytes received from the client. They are only buffered here; parsing happens
+    /// in [`poll_event`](Self::poll_event).
+    pub fn handle_data(&mut self, data: &[u8]) {
+        if !matches!(self.read, Read::Closed) {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// The client closed its side. A request in progress fails with
+    /// [`Error::UnexpectedEof`]; between requests the connection just closes, once any
+    /// response in progress is finished.
+    pub fn handle_eof(&mut self) {
+        self.eof = true;
+    }
+
+    /// The server's read timer ran out (idle or request timeout, see [`Phase`]). A request
+    /// in progress with no response started is answered 408; either way the connection
+    /// closes.
+    pub fn handle_timeout(&mut self) {
+        match self.phase() {
+            Phase::ReadingHead | Phase::ReadingBody => {
+                let _ = self.fail(Error::Timeout);
+            }
+            Phase::Idle | Phase::Responding => self.close(),
+            Phase::Closed => {}
+        }
+    }
+
+    /// The next request event, `Ok(None)` when more bytes are needed or the connection is
+    /// paused for a response, or the error that ends the connection.
+    pub fn poll_event(&mut self) -> Result<Option<RequestEvent>, Error> {
+        match self.poll_inner() {
+            Ok(event) => Ok(event),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Sends `100 Continue`, telling a client that sent `Expect: 100-continue` to send its
+    /// body. Does nothing if the client did not ask, or if it was already sent.
+    pub fn send_continue(&mut self) -> Result<(), Error> {
+        match self.write {
+            Write::Waiting => {}
+            Write::Closed => return Err(Error::Closed),
+            _ => return Err(Error::InvalidState("no request is waiting for a response")),
+        }
+        // Once the body is here, the client has stopped waiting.
+        let body_done = matches!(self.read, Read::Done);
+        if self.exchange.expect_continue && !self.exchange.continue_sent && !body_done {
+            self.exchange.continue_sent = true;
+            self.out.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        Ok(())
+    }
+
+    /// Starts the response to the current request; the body follows with
+    /// [`send_data`](Self::send_data) and [`finish`](Self::finish).
+    ///
+    /// The status line is always `HTTP/1.1` (RFC 9110 §2.5); the response's own version is
+    /// ignored. Framing comes from `body` alone, so `headers` must not hold
+    /// `Content-Length` or `Transfer-Encoding`:
+    ///
+    /// - [`BodySize::Length`] sends `Content-Length`, [`BodySize::Empty`] `Content-Length: 0`;
+    /// - [`BodySize::Unknown`] sends chunked to HTTP/1.1 clients, and to HTTP/1.0 clients a
+    ///   body ended by closing the connection;
+    /// - responses to `HEAD`, and 204 and 304 responses, carry no body: body bytes given to
+    ///   them are dropped, `Content-Length` is kept where it describes the body the resource
+    ///   would have (HEAD, 304) and never sent with 204 (RFC 9110 §8.6).
+    ///
+    /// The connection stays open only if the request asked for it, the response does not
+    /// say `Connection: close`, the framing allows it, and a client waiting for
+    /// `100 Continue` got it; otherwise `Connection: close` is added. A 1xx status other
+    /// than 101 is sent as an interim response, and a final one is still due.
+    pub fn send_response(&mut self, response: Response<()>, body: BodySize) -> Result<(), Error> {
+        match self.write {
+            Write::Waiting => {}
+            Write::Closed => return Err(Error::Closed),
+            Write::Body(_) => return Err(Error::InvalidState("a response is already in progress")),
+            Write::Idle | Write::Done => {
+                return Err(Error::InvalidState("no request is waiting for a response"));
+            }
+        }
+        let (parts, ()) = response.into_parts();
+        let status = parts.status;
+        if head::has_framing_fields(&parts.headers) {
+            return Err(Error::InvalidMessage(
+                "Content-Length and Transfer-Encoding are set from BodySize",
+            ));
+        }
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Error::InvalidMessage("protocol upgrades are not supported"));
+        }
+        if status.is_informational() {
+            write_status_line(&mut self.out, status);
+            head::write_headers(&mut self.out, &parts.headers);
+            self.out.put_slice(b"\r\n");
+            if status == StatusCode::CONTINUE {
+                self.exchange.continue_sent = true;
+            }
+            return Ok(());
+        }
+
+        let ex = &mut self.exchange;
+        if head::has_token(&parts.headers, &CONNECTION, "close") {
+            ex.keep_alive = false;
+        }
+        // The client may never send a body it was told to wait for; its next bytes could be
+        // that body or a new request, so the connection cannot be reused (RFC 9110 §10.1.1).
+        if ex.expect_continue && !ex.continue_sent && !matches!(self.read, Read::Done) {
+            ex.keep_alive = false;
+        }
+        let bodiless = ex.head_request
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let (length, encoder) = if bodiless {
+            let length = match body {
+                BodySize::Length(n) if status != StatusCode::NO_CONTENT => Some(n),
+                BodySize::Empty if ex.head_request && status != StatusCode::NO_CONTENT => Some(0),
+                _ => None,
+            };
+            (length, BodyEncoder::Discard)
+        } else {
+            match body {
+                BodySize::Empty => (Some(0), BodyEncoder::Length { remaining: 0 }),
+                BodySize::Length(n) => (Some(n), BodyEncoder::Length { remaining: n }),
+                BodySize::Unknown if ex.version_10 => {
+                    ex.keep_alive = false;
+                    (None, BodyEncoder::UntilClose)
+                }
+                BodySize::Unknown => (None, BodyEncoder::Chunked),
+            }
+        };
+
+        write_status_line(&mut self.out, status);
+        head::write_headers(&mut self.out, &parts.headers);
+        match (length, &encoder) {
+            (Some(n), _) => head::write_content_length(&mut self.out, n),
+            (None, BodyEncoder::Chunked) => self.out.put_slice(b"transfer-encoding: chunked\r\n"),
+            _ => {}
+        }
+        if !ex.keep_alive {
+            if !head::has_token(&parts.headers, &CONNECTION, "close") {
+                self.out.put_slice(b"connection: close\r\n");
+            }
+        } else if ex.version_10 && !head::has_token(&parts.headers, &CONNECTION, "keep-alive") {
+            self.out.put_slice(b"connection: keep-alive\r\n");
+        }
+        self.out.put_slice(b"\r\n");
+        self.write = Write::Body(encoder);
+        Ok(())
+    }
+
+    /// Sends a piece of the response body. Empty pieces send nothing.
+    pub fn send_data(&mut self, data: &[u8]) -> Result<(), Error> {
+        match &mut self.write {
+            Write::Body(encoder) => encoder.encode(&mut self.out, data),
+            Write::Closed => Err(Error::Closed),
+            _ => Err(Error::InvalidState("no response body in progress")),
+        }
+    }
+
+    /// Ends the response, with trailer fields if it is chunked (elsewhere they are dropped).
+    /// A body shorter than its `Content-Length` is an error, and closes the connection.
+    pub fn finish(&mut self, trailers: Option<&HeaderMap>) -> Result<(), Error> {
+        let encoder = match &mut self.write {
+            Write::Body(encoder) => encoder,
+            Write::Closed => return Err(Error::Closed),
+            _ => return Err(Error::InvalidState("no response in progress")),
+        };
+        if let Err(e) = encoder.finish(&mut self.out, trailers) {
+            self.close();
+            return Err(e);
+        }
+        let until_close = matches!(encoder, BodyEncoder::UntilClose);
+        if until_close || !self.exchange.keep_alive {
+            self.close();
+            return Ok(());
+        }
+        self.write = Write::Done;
+        if matches!(self.read, Read::Done) {
+            self.next_exchange();
+        }
+        Ok(())
+    }
+
+    /// Bytes to send to the client, if any.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        (!self.out.is_empty()).then(|| self.out.split().freeze())
+    }
+
+    /// Where the connection is; see [`Phase`].
+    pub fn phase(&self) -> Phase {
+        match self.read {
+            Read::Closed => Phase::Closed,
+            Read::Head(_) if self.buf.is_empty() => Phase::Idle,
+            Read::Head(_) => Phase::ReadingHead,
+            Read::Body(_) => Phase::ReadingBody,
+            Read::Done => Phase::Responding,
+        }
+    }
+
+    /// Whether reading from the socket is useful now. False while a response is owed (the
+    /// connection is paused between pipelined requests) and once it is closing.
+    pub fn wants_read(&self) -> bool {
+        matches!(self.read, Read::Head(_) | Read::Body(_)) && !self.eof
+    }
+
+    /// Received bytes not parsed yet (e.g. pipelined requests waiting their turn).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn poll_inner(&mut self) -> Result<Option<RequestEvent>, Error> {
+        match &mut self.read {
+            Read::Closed | Read::Done => Ok(None),
+            Read::Head(scanner) => {
+                if !head::skip_leading_empty_lines(&mut self.buf, true)? {
+                    return self.need_more_head();
+                }
+                let scan = ScanLimits {
+                    max_line: Some(self.limits.max_request_line),
+                    max_head: self.limits.max_head_size,
+                    strict: true,
+                };
+                let Some(len) = scanner.scan(&self.buf, &scan)? else {
+                    return self.need_more_head();
+                };
+                let bytes = self.buf.split_to(len).freeze();
+                let head = parse_request_head(&bytes, &self.limits)?;
+                self.exchange = Exchange {
+                    head_request: head.method == Method::HEAD,
+                    version_10: head.version == Version::HTTP_10,
+                    keep_alive: head.keep_alive,
+                    expect_continue: head.expect_continue,
+                    continue_sent: false,
+                };
+                self.read = Read::Body(match head.framing {
+                    Framing::Length(n) => BodyDecoder::Length { remaining: n },
+                    Framing::Chunked => BodyDecoder::chunked(),
+                    _ => BodyDecoder::Length { remaining: 0 },
+                });
+                self.write = Write::Waiting;
+                Ok(Some(RequestEvent::Head(head)))
+            }
+            Read::Body(decoder) => match decoder.decode(&mut self.buf, self.eof, &self.limits)? {
+                Decoded::Data(data) => Ok(Some(RequestEvent::Data(data))),
+                Decoded::Pending => Ok(None),
+                Decoded::End(trailers) => {
+                    self.read = Read::Done;
+                    if matches!(self.write, Write::Done) {
+                        self.next_exchange();
+                    }
+                    Ok(Some(RequestEvent::End(trailers)))
+                }
+            },
+        }
+    }
+
+    fn need_more_head(&mut self) -> Result<Option<RequestEvent>, Error> {
+        if !self.eof {
+            Ok(None)
+        } else if self.buf.is_empty() {
+            self.close();
+            Ok(None)
+        } else {
+            Err(Error::UnexpectedEof)
+        }
+    }
+
+    /// Both halves of an exchange are done on a keep-alive connection: read the next request.
+    fn next_exchange(&mut self) {
+        self.read = Read::Head(HeadScanner::default());
+        self.write = Write::Idle;
+        if self.eof && self.buf.is_empty() {
+            self.close();
+        }
+    }
+
+    /// Stops reading; what is queued is still sent.
+    fn close(&mut self) {
+        self.read = Read::Closed;
+        self.write = Write::Closed;
+        self.buf = BytesMut::new();
+    }
+
+    /// Ends the connection over `err`, queueing the error response if one is due and no
+    /// response has started.
+    fn fail(&mut self, err: Error) -> Error {
+        if let (Some(status), Write::Idle | Write::Waiting) = (err.status(), &self.write) {
+            let reason = err.to_string();
+            write_status_line(&mut self.out, status);
+            self.out
+                .put_slice(b"content-type: text/plain; charset=utf-8\r\n");
+            head::write_content_length(&mut self.out, reason.len() as u64 + 1);
+            self.out.put_slice(b"connection: close\r\n\r\n");
+            self.out.put_slice(reason.as_bytes());
+            self.out.put_slice(b"\n");
+        }
+        self.close();
+        err
+    }
+}
+
+fn write_status_line(out: &mut BytesMut, status: StatusCode) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// Parses and checks a complete request head (`bytes` ends with its empty line).
+fn parse_request_head(bytes: &Bytes, limits: &Limits) -> Result<RequestHead, Error> {
+    let mut stack = [httparse::EMPTY_HEADER; head::STACK_HEADERS];
+    let mut heap;
+    let slots: &mut [httparse::Header<'_>] = if limits.max_headers <= head::STACK_HEADERS {
+        &mut stack[..limits.max_headers]
+    } else {
+        heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        &mut heap
+    };
+    let mut req = httparse::Request::new(slots);
+    match req.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(Error::MalformedHead("incomplete head")),
+        Err(httparse::Error::Version) => {
+            let line = bytes.split(|&b| b == b'\r').next().unwrap_or_default();
+            let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+            return Err(if head::is_other_major_version(version) {
+                Error::UnsupportedVersion
+            } else {
+                Error::MalformedHead("invalid version")
+            });
+        }
+        Err(e) => return Err(head::httparse_error(e)),
+    }
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(Error::MalformedHead("incomplete request line"));
+    };
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| Error::MalformedHead("invalid method"))?;
+    let uri = Uri::from_maybe_shared(bytes.slice_ref(path.as_bytes()))
+        .map_err(|_| Error::MalformedHead("invalid request target"))?;
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let headers = head::to_header_map(bytes, req.headers)?;
+
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1; more than one is refused in 1.0 too.
+    let hosts = headers.get_all(HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && version == Version::HTTP_11) {
+        return Err(Error::InvalidHost);
+    }
+
+    // RFC 9112 §6.3. Every shape two parsers could read differently is refused.
+    let framing = match head::transfer_coding(&headers) {
+        TransferCoding::Absent => match head::content_length(&headers)? {
+            None | Some(0) => Framing::Empty,
+            Some(n) if n > limits.max_body_size => return Err(Error::BodyTooLarge),
+            Some(n) => Framing::Length(n),
+        },
+        _ if headers.contains_key(http::header::CONTENT_LENGTH) => {
+            return Err(Error::ContentLengthWithTransferEncoding);
+        }
+        // §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
+        _ if version == Version::HTTP_10 => return Err(Error::InvalidTransferEncoding),
+        TransferCoding::Chunked => Framing::Chunked,
+        TransferCoding::OtherThenChunked => return Err(Error::UnsupportedTransferCoding),
+        TransferCoding::Invalid => return Err(Error::InvalidTransferEncoding),
+    };
+
+    let keep_alive = head::wants_keep_alive(version, &headers);
+    let mut expect_continue = false;
+    for value in headers.get_all(EXPECT) {
+        if value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+            expect_continue = true;
+        } else {
+            return Err(Error::UnsupportedExpectation);
+        }
+    }
+    // RFC 9110 §10.1.1: a 1.0 client cannot mean it, and without a body it means nothing.
+    let expect_continue =
+        expect_continue && version == Version::HTTP_11 && framing != Framing::Empty;
+
+    Ok(RequestHead {
+        method,
+        uri,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+    })
+}
