@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use twistor::defer::{DeferredQueue, Failure, connect_protocol};
+use twistor::defer::{DeferredQueue, Failure};
+use twistor::endpoints::{HostnameEndpoint, connect_protocol};
 use twistor::protocol::{Protocol, factory};
 use twistor::{Reactor, Transport};
 
@@ -33,7 +34,8 @@ impl Protocol for Echo {
 /// Connects, then sends each message and waits for all of its echo to come back.
 async fn talk(reactor: Reactor, host: String, port: u16) -> Result<(), Failure> {
     let inbox = DeferredQueue::new();
-    let connecting = connect_protocol(&reactor, &host, port, Inbox(inbox.clone()));
+    let server = HostnameEndpoint::new(&reactor, &host, port);
+    let connecting = connect_protocol(&server, Inbox(inbox.clone()));
     connecting.add_timeout(Duration::from_secs(5), &reactor);
     let transport = connecting.await?;
     println!("connected to {}", transport.peer());

@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use twistor::defer::{DeferredQueue, Failure, connect_protocol, gather_results, race};
+use twistor::defer::{DeferredQueue, Failure, gather_results, race};
+use twistor::endpoints::{HostnameEndpoint, connect_protocol};
 use twistor::protocol::{Protocol, factory};
 use twistor::task::{SystemExit, defer_later, react, sleep};
 use twistor::{Reactor, Transport};
@@ -48,7 +49,8 @@ async fn main_async(reactor: Reactor, status: i32) -> Result<(), Failure> {
 
     let port = reactor.listen_tcp(0, factory(|_| Greeter))?.port();
     let inbox = DeferredQueue::new();
-    let transport = connect_protocol(&reactor, "127.0.0.1", port, Inbox(inbox.clone())).await?;
+    let server = HostnameEndpoint::new(&reactor, "127.0.0.1", port);
+    let transport = connect_protocol(&server, Inbox(inbox.clone())).await?;
     let greeting = inbox.get()?.await?;
     println!(
         "{} said: {}",

@@ -99,10 +99,14 @@ impl<T: 'static> TaskResult for Option<Deferred<T>> {
     }
 }
 
-type Step = Box<dyn FnMut(u64) -> Result<Option<Deferred<()>>, Failure>>;
+/// What one run or step asks for next: go on, wait for a Deferred, or stop with a failure.
+type Wait = Result<Option<Deferred<()>>, Failure>;
+type Step = Box<dyn FnMut(u64) -> Wait>;
+/// A cooperative task's next step; `None` once its iterator is exhausted.
+type TaskStep = Box<dyn FnMut() -> Option<Wait>>;
 
 /// Calls a step function, turning a panic into a failure.
-fn call_step(step: &mut Step, count: u64) -> Result<Option<Deferred<()>>, Failure> {
+fn call_step(step: &mut Step, count: u64) -> Wait {
     catch_unwind(AssertUnwindSafe(|| step(count))).unwrap_or_else(|panic| {
         Err(Failure::new(DeferredError::Panicked(panic_message(
             &*panic,
@@ -473,7 +477,7 @@ pub struct CooperativeTask {
 
 struct TaskInner {
     coop: Rc<CoopInner>,
-    step: RefCell<Box<dyn FnMut() -> Option<Result<Option<Deferred<()>>, Failure>>>>,
+    step: RefCell<TaskStep>,
     pauses: Cell<u32>,
     completion: RefCell<Option<Completion>>,
     waiters: RefCell<Vec<Deferred<()>>>,
@@ -674,7 +678,7 @@ impl CoopInner {
 impl TaskInner {
     fn one_step(task: &Rc<TaskInner>) {
         let item = match task.step.try_borrow_mut() {
-            Ok(mut step) => catch_unwind(AssertUnwindSafe(|| step())).unwrap_or_else(|panic| {
+            Ok(mut step) => catch_unwind(AssertUnwindSafe(&mut *step)).unwrap_or_else(|panic| {
                 Some(Err(Failure::new(DeferredError::Panicked(panic_message(
                     &*panic,
                 )))))

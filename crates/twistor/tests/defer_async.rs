@@ -1,6 +1,6 @@
 //! Deferreds as futures: awaiting them, running futures as Deferreds on the reactor
 //! (`spawn`, `ensure_deferred`), cancelling a spawned future, `sleep`, `react`, and
-//! awaitable TCP connections.
+//! awaiting a connection through an endpoint.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -11,9 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use twistor::defer::{
-    Deferred, DeferredError, DeferredQueue, Failure, connect_protocol, ensure_deferred, succeed,
-};
+use twistor::defer::{Deferred, DeferredError, DeferredQueue, Failure, ensure_deferred, succeed};
+use twistor::endpoints::{HostnameEndpoint, connect_protocol};
 use twistor::protocol::{Protocol, factory};
 use twistor::task::{SystemExit, defer_later, react_status, sleep};
 use twistor::{Reactor, Transport};
@@ -193,7 +192,8 @@ fn connecting_is_awaitable() {
     let r = reactor.clone();
     let d = reactor.spawn(async move {
         let inbox = DeferredQueue::new();
-        let transport = connect_protocol(&r, "127.0.0.1", port, Inbox(inbox.clone())).await?;
+        let server = HostnameEndpoint::new(&r, "127.0.0.1", port);
+        let transport = connect_protocol(&server, Inbox(inbox.clone())).await?;
         transport.write(b"ping");
         let mut got = Vec::new();
         while got.len() < 4 {
@@ -213,7 +213,7 @@ fn a_refused_connection_fails_the_deferred() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let d = connect_protocol(&reactor, "127.0.0.1", port, Echo);
+    let d = connect_protocol(&HostnameEndpoint::new(&reactor, "127.0.0.1", port), Echo);
     let failure = run_until(&reactor, &d).unwrap_err();
     assert!(
         matches!(
@@ -228,7 +228,7 @@ fn a_refused_connection_fails_the_deferred() {
 fn cancelling_a_connection_attempt_abandons_it() {
     let reactor = Reactor::new().unwrap();
     let port = reactor.listen_tcp(0, factory(|_| Echo)).unwrap().port();
-    let d = connect_protocol(&reactor, "127.0.0.1", port, Echo);
+    let d = connect_protocol(&HostnameEndpoint::new(&reactor, "127.0.0.1", port), Echo);
     // Still connecting: the reactor has not run yet.
     d.cancel();
     let failure = d.try_result().unwrap().unwrap_err();

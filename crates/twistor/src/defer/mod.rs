@@ -65,7 +65,6 @@
 //! [`sleep`](crate::task::sleep) and [`defer_later`](crate::task::defer_later) take any
 //! [`ReactorTime`](crate::ReactorTime), so tests run them on the test kit's `Clock`.
 
-mod connect;
 mod deferred;
 mod failure;
 mod future;
@@ -75,7 +74,6 @@ pub(crate) mod local;
 mod lock;
 mod queue;
 
-pub use connect::connect_protocol;
 pub use deferred::{Deferred, WeakDeferred, fail, succeed};
 pub use failure::{DeferredError, Failure, FailureError, FailureGroup, FirstError};
 pub use future::ensure_deferred;
