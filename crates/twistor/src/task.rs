@@ -432,6 +432,32 @@ impl Default for TimeSlice {
     }
 }
 
+/// Tuning for a [`Cooperator`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CooperatorOptions {
+    /// How long each turn runs steps (default: 10 ms of real time, as in Twisted).
+    pub slice: TimeSlice,
+    /// How long to wait between slices (default zero: the next turn of the reactor, after
+    /// its I/O). On the test `Clock` a zero pause makes one `advance` run slice after
+    /// slice until no task can go on; give a pause to step through slices one at a time.
+    pub pause: Duration,
+}
+
+impl CooperatorOptions {
+    /// Use this time slice.
+    pub fn slice(mut self, slice: TimeSlice) -> Self {
+        self.slice = slice;
+        self
+    }
+
+    /// Wait this long between slices.
+    pub fn pause(mut self, pause: Duration) -> Self {
+        self.pause = pause;
+        self
+    }
+}
+
 /// Runs many long-running iterators a little at a time, round-robin, in bounded time
 /// slices between which the reactor does I/O (Twisted's `Cooperator`).
 ///
@@ -440,17 +466,20 @@ impl Default for TimeSlice {
 ///
 /// ```
 /// use std::time::Duration;
-/// use twistor::task::{Cooperator, TimeSlice};
+/// use twistor::task::{Cooperator, CooperatorOptions, TimeSlice};
 /// use twistor_testing::Clock;
 ///
 /// let clock = Clock::new();
-/// let coop = Cooperator::with_slice(clock.clone(), TimeSlice::Steps(10));
+/// let options = CooperatorOptions::default()
+///     .slice(TimeSlice::Steps(10))
+///     .pause(Duration::from_millis(1));
+/// let coop = Cooperator::with_options(clock.clone(), options);
 /// let task = coop.cooperate((0..25).map(|_| ()));
 /// let done = task.when_done();
-/// clock.advance(Duration::ZERO); // 10 steps
-/// clock.advance(Duration::ZERO); // 20
+/// clock.advance(Duration::from_millis(1)); // 10 steps
+/// clock.advance(Duration::from_millis(1)); // 20
 /// assert!(!done.called());
-/// clock.advance(Duration::ZERO); // done
+/// clock.advance(Duration::from_millis(1)); // 25, and the end
 /// assert!(done.try_result().unwrap().is_ok());
 /// ```
 #[derive(Clone)]
@@ -460,7 +489,7 @@ pub struct Cooperator {
 
 struct CoopInner {
     clock: Rc<dyn ReactorTime>,
-    slice: TimeSlice,
+    options: CooperatorOptions,
     /// Tasks that are neither paused nor done.
     tasks: RefCell<Vec<Rc<TaskInner>>>,
     /// Where the round-robin goes on from.
@@ -514,15 +543,18 @@ impl Completion {
 impl Cooperator {
     /// A cooperator scheduling on `clock`, with Twisted's 10 ms time slice.
     pub fn new(clock: impl ReactorTime + 'static) -> Cooperator {
-        Cooperator::with_slice(clock, TimeSlice::default())
+        Cooperator::with_options(clock, CooperatorOptions::default())
     }
 
-    /// A cooperator with the given time slice.
-    pub fn with_slice(clock: impl ReactorTime + 'static, slice: TimeSlice) -> Cooperator {
+    /// A cooperator with the given slice and pause.
+    pub fn with_options(
+        clock: impl ReactorTime + 'static,
+        options: CooperatorOptions,
+    ) -> Cooperator {
         Cooperator {
             inner: Rc::new(CoopInner {
                 clock: Rc::new(clock),
-                slice,
+                options,
                 tasks: RefCell::new(Vec::new()),
                 cursor: Cell::new(0),
                 call: RefCell::new(None),
@@ -635,7 +667,7 @@ impl CoopInner {
         let me = coop.clone();
         let call = coop
             .clock
-            .call_later_boxed(Duration::ZERO, Box::new(move || CoopInner::tick(&me)));
+            .call_later_boxed(coop.options.pause, Box::new(move || CoopInner::tick(&me)));
         *coop.call.borrow_mut() = Some(call);
     }
 
@@ -643,7 +675,7 @@ impl CoopInner {
     /// is left.
     fn tick(coop: &Rc<CoopInner>) {
         coop.call.borrow_mut().take();
-        let deadline = match coop.slice {
+        let deadline = match coop.options.slice {
             TimeSlice::Time(slice) => Some(Instant::now() + slice),
             TimeSlice::Steps(_) => None,
         };
@@ -663,7 +695,7 @@ impl CoopInner {
             };
             TaskInner::one_step(&task);
             steps += 1;
-            let used_up = match coop.slice {
+            let used_up = match coop.options.slice {
                 TimeSlice::Steps(limit) => steps >= limit,
                 TimeSlice::Time(_) => deadline.is_some_and(|d| Instant::now() >= d),
             };
@@ -796,7 +828,7 @@ impl fmt::Debug for CooperativeTask {
 impl fmt::Debug for Cooperator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cooperator")
-            .field("slice", &self.inner.slice)
+            .field("options", &self.inner.options)
             .field("tasks", &self.active_tasks())
             .field("running", &self.running())
             .finish()

@@ -28,8 +28,10 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use crate::defer::local::reactor_local;
 use crate::defer::{Deferred, DeferredError, Failure};
@@ -368,9 +370,26 @@ where
             });
         })
         .map_err(|_| Failure::new(DeferredError::ReactorGone))?;
-    rx.recv()
-        .unwrap_or_else(|_| Err(Failure::new(DeferredError::ReactorGone)))
+    loop {
+        match rx.recv_timeout(REACTOR_PROBE_INTERVAL) {
+            Ok(result) => return result,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Failure::new(DeferredError::ReactorGone));
+            }
+            // A call queued in a reactor that has since been dropped is never run (nor
+            // dropped, which would disconnect us): check now and then that it is alive.
+            Err(RecvTimeoutError::Timeout) => {
+                if handle.call_from_thread(|_| {}).is_err() {
+                    return Err(Failure::new(DeferredError::ReactorGone));
+                }
+            }
+        }
+    }
 }
+
+/// How often a thread blocked in `blocking_call_from_thread` checks the reactor still
+/// exists.
+const REACTOR_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 // Deferreds waiting for a pool thread's answer. They are `!Send`, so they stay here, on
 // the reactor thread, and the answer comes back with just their number.

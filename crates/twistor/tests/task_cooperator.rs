@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use twistor::Reactor;
 use twistor::defer::{Deferred, DeferredError, Failure};
-use twistor::task::{Cooperator, TimeSlice, cooperate};
+use twistor::task::{Cooperator, CooperatorOptions, TimeSlice, cooperate};
 use twistor_testing::Clock;
 
 type Log = Rc<RefCell<Vec<String>>>;
@@ -17,14 +17,25 @@ fn steps(log: &Log, name: &'static str, n: usize) -> impl Iterator<Item = ()> + 
     (0..n).map(move |i| log.borrow_mut().push(format!("{name}{i}")))
 }
 
+const PAUSE: Duration = Duration::from_millis(1);
+
+/// A cooperator running `steps` steps per slice, a slice per `tick`.
+fn cooperator(clock: &Clock, steps: usize) -> Cooperator {
+    let options = CooperatorOptions::default()
+        .slice(TimeSlice::Steps(steps))
+        .pause(PAUSE);
+    Cooperator::with_options(clock.clone(), options)
+}
+
+/// Lets one slice run.
 fn tick(clock: &Clock) {
-    clock.advance(Duration::ZERO);
+    clock.advance(PAUSE);
 }
 
 #[test]
 fn tasks_take_turns_a_slice_at_a_time() {
     let clock = Clock::new();
-    let coop = Cooperator::with_slice(clock.clone(), TimeSlice::Steps(3));
+    let coop = cooperator(&clock, 3);
     let log: Log = Rc::default();
     let a = coop.cooperate(steps(&log, "a", 3));
     let b = coop.cooperate(steps(&log, "b", 2));
@@ -50,7 +61,7 @@ fn tasks_take_turns_a_slice_at_a_time() {
 #[test]
 fn when_done_after_the_end_fires_at_once() {
     let clock = Clock::new();
-    let coop = Cooperator::with_slice(clock.clone(), TimeSlice::Steps(100));
+    let coop = cooperator(&clock, 100);
     let task = coop.cooperate(std::iter::empty::<()>());
     tick(&clock);
     assert!(task.is_done());
@@ -60,7 +71,7 @@ fn when_done_after_the_end_fires_at_once() {
 #[test]
 fn pause_and_resume() {
     let clock = Clock::new();
-    let coop = Cooperator::with_slice(clock.clone(), TimeSlice::Steps(1));
+    let coop = cooperator(&clock, 1);
     let log: Log = Rc::default();
     let task = coop.cooperate(steps(&log, "t", 3));
     tick(&clock);
@@ -79,7 +90,7 @@ fn pause_and_resume() {
 #[test]
 fn stop_ends_the_task_with_task_stopped() {
     let clock = Clock::new();
-    let coop = Cooperator::with_slice(clock.clone(), TimeSlice::Steps(1));
+    let coop = cooperator(&clock, 1);
     let log: Log = Rc::default();
     let task = coop.cooperate(steps(&log, "t", 10));
     let done = task.when_done();
@@ -98,7 +109,7 @@ fn stop_ends_the_task_with_task_stopped() {
 #[test]
 fn a_finished_task_cannot_be_paused() {
     let clock = Clock::new();
-    let coop = Cooperator::with_slice(clock.clone(), TimeSlice::Steps(10));
+    let coop = cooperator(&clock, 10);
     let task = coop.cooperate([(), ()]);
     tick(&clock);
     assert_eq!(task.pause(), Err(DeferredError::TaskFinished));
@@ -107,7 +118,7 @@ fn a_finished_task_cannot_be_paused() {
 #[test]
 fn a_deferred_step_pauses_the_task_until_it_fires() {
     let clock = Clock::new();
-    let coop = Cooperator::with_slice(clock.clone(), TimeSlice::Steps(10));
+    let coop = cooperator(&clock, 10);
     let gate = Deferred::<()>::new();
     let g = gate.clone();
     let log: Log = Rc::default();
@@ -129,7 +140,7 @@ fn a_deferred_step_pauses_the_task_until_it_fires() {
 #[test]
 fn a_failing_step_or_deferred_fails_the_task() {
     let clock = Clock::new();
-    let coop = Cooperator::with_slice(clock.clone(), TimeSlice::Steps(10));
+    let coop = cooperator(&clock, 10);
     let task = coop.cooperate((0..5).map(|i| {
         if i == 2 {
             Err(Failure::msg("step 2 broke"))
@@ -154,7 +165,7 @@ fn a_failing_step_or_deferred_fails_the_task() {
 #[test]
 fn stopping_the_cooperator_stops_its_tasks() {
     let clock = Clock::new();
-    let coop = Cooperator::with_slice(clock.clone(), TimeSlice::Steps(1));
+    let coop = cooperator(&clock, 1);
     let task = coop.cooperate(std::iter::repeat(()));
     let done = task.when_done();
     tick(&clock);
@@ -170,6 +181,18 @@ fn stopping_the_cooperator_stops_its_tasks() {
         Some(&DeferredError::SchedulerStopped)
     );
     assert!(clock.delayed_calls().is_empty());
+}
+
+#[test]
+fn without_a_pause_one_advance_runs_slice_after_slice() {
+    let clock = Clock::new();
+    let options = CooperatorOptions::default().slice(TimeSlice::Steps(1));
+    let coop = Cooperator::with_options(clock.clone(), options);
+    let log: Log = Rc::default();
+    let done = coop.coiterate(steps(&log, "s", 5));
+    clock.advance(Duration::ZERO);
+    assert_eq!(log.borrow().len(), 5);
+    assert!(done.try_result().unwrap().is_ok());
 }
 
 #[test]

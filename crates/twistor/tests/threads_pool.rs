@@ -171,6 +171,25 @@ fn blocking_calls_carry_failures_back() {
 }
 
 #[test]
+fn a_blocking_call_into_a_reactor_that_goes_away_fails() {
+    let reactor = Reactor::new().unwrap();
+    let handle = reactor.handle();
+    let waiter = thread::spawn(move || {
+        blocking_call_from_thread(&handle, |_| Deferred::succeeded(1))
+            .map_err(|f| f.downcast_ref::<DeferredError>().cloned())
+    });
+    // Whether the reactor is dropped before the call is posted (posting fails) or after
+    // (the call is never run), the waiter must not hang. The pause makes the second, the
+    // harder case, the likely one.
+    thread::sleep(Duration::from_millis(20));
+    drop(reactor);
+    assert_eq!(
+        waiter.join().unwrap(),
+        Err(Some(DeferredError::ReactorGone))
+    );
+}
+
+#[test]
 fn shutdown_lets_queued_jobs_finish_then_joins_the_threads() {
     let reactor = Reactor::new().unwrap();
     reactor.suggest_thread_pool_size(2);
