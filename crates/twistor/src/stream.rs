@@ -75,6 +75,13 @@ const HAS_PRODUCER: u32 = 1 << 12;
 const FDS_PENDING: u32 = 1 << 14;
 /// A protocol wrapper waits to be applied.
 const WRAP_PENDING: u32 = 1 << 15;
+/// The registered producer is a pull producer (it must unregister before a close).
+const PULL_PRODUCER: u32 = 1 << 16;
+/// The registered streaming producer is paused (waiting for the buffer to drain).
+const PRODUCER_PAUSED: u32 = 1 << 17;
+/// The registered producer is this transport itself (reading pauses while the buffer is
+/// full); kept as a flag, with no producer slot.
+const SELF_PRODUCER: u32 = 1 << 18;
 /// `out` holds bytes (kept as a flag so the hot path need not look inside the `RefCell`).
 const HAS_OUT: u32 = 1 << 13;
 
@@ -385,14 +392,15 @@ impl StreamConnection {
     }
 
     /// Sends what is queued, runs the producer, and closes if a close is due.
-    #[inline]
+    #[inline(always)]
     fn flush_now(self: &Rc<Self>, reactor: &Reactor) {
         if self.has(STAGED) {
             self.send_staged(reactor);
         }
         let flags = self.flags.get();
-        let idle =
-            flags & (CLOSED | ABORTING | DISCONNECTING | WRITE_SHUT_REQUESTED | HAS_PRODUCER) == 0;
+        // A streaming producer that is not paused needs nothing from a flush.
+        let busy = CLOSED | ABORTING | DISCONNECTING | WRITE_SHUT_REQUESTED;
+        let idle = flags & (busy | PULL_PRODUCER | PRODUCER_PAUSED) == 0;
         if idle && flags & (WRITE_BLOCKED | HAS_OUT) != HAS_OUT {
             return;
         }
@@ -424,33 +432,37 @@ impl StreamConnection {
         if buffered > 0 || self.has(CLOSED) {
             return;
         }
-        if self.has(DISCONNECTING) && !self.has(HAS_PRODUCER) {
+        // As in Twisted, a pending close waits for a pull producer to unregister, not for a
+        // streaming one.
+        if self.has(DISCONNECTING) && !self.has(PULL_PRODUCER) {
             self.close(reactor, CloseReason::Done);
         } else if self.has(WRITE_SHUT_REQUESTED) && !self.has(WRITE_SHUT) {
             self.shut_write(reactor);
         }
     }
 
-    /// Appends `data` to the thread's staging buffer, if this connection may use it: its
+    /// Appends `data` to the reactor's staging buffer, if this connection may use it: its
     /// own buffer is empty (so order is kept) and no other connection's bytes are staged.
+    /// Returns how many bytes are staged now (all this connection has buffered), or 0 if
+    /// `data` could not be staged.
     #[inline]
-    fn stage(&self, data: &[u8]) -> bool {
+    fn stage(&self, data: &[u8]) -> usize {
         let io = &*self.io;
         let me = self as *const StreamConnection as *const ();
         let owner = io.staging_owner.get();
         if owner != me && (!owner.is_null() || self.has(HAS_OUT)) {
-            return false;
+            return 0;
         }
         let Ok(mut buf) = io.staging.try_borrow_mut() else {
-            return false;
+            return 0;
         };
         if buf.len() + data.len() > STAGING_LIMIT {
-            return false;
+            return 0;
         }
         buf.extend_from_slice(data);
         io.staging_owner.set(me);
         self.set(STAGED);
-        true
+        buf.len()
     }
 
     /// Sends the staged bytes; what the socket does not take moves to `out`.
@@ -552,7 +564,9 @@ impl StreamConnection {
         if data.is_empty() {
             return;
         }
-        if flags & (IN_DISPATCH | WRITE_BLOCKED | FDS_PENDING) == IN_DISPATCH && self.stage(data) {
+        if flags & (IN_DISPATCH | WRITE_BLOCKED | FDS_PENDING) == IN_DISPATCH
+            && self.stage(data) != 0
+        {
             self.check_high_water();
             return;
         }
@@ -607,6 +621,13 @@ impl StreamConnection {
     /// Resumes a paused streaming producer once the buffer has drained to half the
     /// high-water mark, or asks a pull producer for more once it is empty.
     fn run_producer(&self, buffered: usize) {
+        if self.has(SELF_PRODUCER) {
+            if self.has(PRODUCER_PAUSED) && buffered <= self.high_water.get() / 2 {
+                self.unset(PRODUCER_PAUSED);
+                TransportImpl::resume_producing(self);
+            }
+            return;
+        }
         let producer = {
             let mut extras = self.extras.borrow_mut();
             let Some(slot) = extras.as_mut().and_then(|e| e.producer.as_mut()) else {
@@ -623,6 +644,7 @@ impl StreamConnection {
             slot.paused = false;
             slot.producer.clone()
         };
+        self.unset(PRODUCER_PAUSED);
         producer.resume_producing();
     }
 
@@ -649,7 +671,7 @@ impl StreamConnection {
         unsafe { libc::close(self.fd) };
         self.out_clear();
         self.drop_staged();
-        self.unset(HAS_PRODUCER);
+        self.unset(HAS_PRODUCER | PULL_PRODUCER | PRODUCER_PAUSED | SELF_PRODUCER);
         let producer = self
             .extras
             .borrow_mut()
@@ -671,6 +693,13 @@ impl StreamConnection {
     }
 
     fn pause_producer_if_streaming(&self) {
+        if self.has(SELF_PRODUCER) {
+            if !self.has(PRODUCER_PAUSED) {
+                self.set(PRODUCER_PAUSED);
+                TransportImpl::pause_producing(self);
+            }
+            return;
+        }
         let producer = {
             let mut extras = self.extras.borrow_mut();
             match extras.as_mut().and_then(|e| e.producer.as_mut()) {
@@ -681,6 +710,7 @@ impl StreamConnection {
                 _ => return,
             }
         };
+        self.set(PRODUCER_PAUSED);
         producer.pause_producing();
     }
 
@@ -689,6 +719,20 @@ impl StreamConnection {
         std::cell::RefMut::map(self.extras.borrow_mut(), |e| {
             &mut **e.get_or_insert_with(Box::default)
         })
+    }
+
+    /// Runs a socket option call on an open TCP socket.
+    fn with_tcp_socket(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<()>) -> io::Result<()> {
+        if self.kind != StreamKind::Tcp {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "not a TCP transport",
+            ));
+        }
+        if self.has(CLOSED) {
+            return Err(io::Error::from(io::ErrorKind::NotConnected));
+        }
+        self.with_sock(f)
     }
 
     fn with_sock<R>(&self, f: impl FnOnce(SockRef<'_>) -> R) -> R {
@@ -841,9 +885,15 @@ impl TransportImpl for StreamConnection {
     fn write(&self, data: &[u8]) {
         // The hot path: a reply written by the connection's own protocol.
         let flags = self.flags.get();
-        let unusual = CLOSED | ABORTING | WRITE_SHUT | WRITE_BLOCKED | HAS_PRODUCER | FDS_PENDING;
-        if flags & (IN_DISPATCH | unusual) == IN_DISPATCH && self.stage(data) {
-            return;
+        let unusual = CLOSED | ABORTING | WRITE_SHUT | WRITE_BLOCKED | FDS_PENDING;
+        if flags & (IN_DISPATCH | unusual) == IN_DISPATCH {
+            let staged = self.stage(data);
+            if staged != 0 {
+                if flags & HAS_PRODUCER != 0 && staged > self.high_water.get() {
+                    self.pause_producer_if_streaming();
+                }
+                return;
+            }
         }
         self.write_slow(data);
     }
@@ -921,8 +971,22 @@ impl TransportImpl for StreamConnection {
             producer.stop_producing();
             return Ok(());
         }
-        let producer: Rc<dyn Producer> = Rc::from(producer);
+        if self.has(HAS_PRODUCER) {
+            return Err(Error::ProducerAlreadyRegistered);
+        }
         let pause_now = streaming && self.buffered() > self.high_water.get();
+        let itself = producer
+            .as_transport()
+            .is_some_and(|t| std::ptr::addr_eq(Rc::as_ptr(t.inner()), self as *const Self));
+        if itself && streaming {
+            self.set(HAS_PRODUCER | SELF_PRODUCER);
+            if pause_now {
+                self.set(PRODUCER_PAUSED);
+                TransportImpl::pause_producing(self);
+            }
+            return Ok(());
+        }
+        let producer: Rc<dyn Producer> = Rc::from(producer);
         {
             let mut extras = self.extras();
             if extras.producer.is_some() {
@@ -935,7 +999,11 @@ impl TransportImpl for StreamConnection {
             });
         }
         self.set(HAS_PRODUCER);
+        if !streaming {
+            self.set(PULL_PRODUCER);
+        }
         if pause_now {
+            self.set(PRODUCER_PAUSED);
             producer.pause_producing();
         } else if !streaming {
             producer.resume_producing();
@@ -947,7 +1015,7 @@ impl TransportImpl for StreamConnection {
         if let Some(extras) = self.extras.borrow_mut().as_mut() {
             extras.producer = None;
         }
-        self.unset(HAS_PRODUCER);
+        self.unset(HAS_PRODUCER | PULL_PRODUCER | PRODUCER_PAUSED | SELF_PRODUCER);
         if self.has(DISCONNECTING) {
             self.request_flush();
         }
@@ -958,29 +1026,11 @@ impl TransportImpl for StreamConnection {
     }
 
     fn set_tcp_nodelay(&self, enabled: bool) -> io::Result<()> {
-        if self.kind != StreamKind::Tcp {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "not a TCP transport",
-            ));
-        }
-        if self.has(CLOSED) {
-            return Err(io::Error::from(io::ErrorKind::NotConnected));
-        }
-        self.with_sock(|s| s.set_tcp_nodelay(enabled))
+        self.with_tcp_socket(|s| s.set_tcp_nodelay(enabled))
     }
 
     fn set_tcp_keepalive(&self, enabled: bool) -> io::Result<()> {
-        if self.kind != StreamKind::Tcp {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "not a TCP transport",
-            ));
-        }
-        if self.has(CLOSED) {
-            return Err(io::Error::from(io::ErrorKind::NotConnected));
-        }
-        self.with_sock(|s| s.set_keepalive(enabled))
+        self.with_tcp_socket(|s| s.set_keepalive(enabled))
     }
 
     fn send_file_descriptor(&self, fd: BorrowedFd<'_>) -> Result<(), Error> {
