@@ -32,6 +32,7 @@ pub mod protocol;
 pub mod reactor;
 pub mod reconnect;
 pub mod tcp;
+pub mod tls;
 pub mod transport;
 
 mod resolve;

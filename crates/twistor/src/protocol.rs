@@ -83,6 +83,12 @@ pub trait Protocol: 'static {
 
     /// Our sending side has been shut down after `lose_write_connection`.
     fn write_connection_lost(&mut self, _transport: &Transport) {}
+
+    /// The TLS handshake on this connection has completed (Twisted's
+    /// `IHandshakeListener.handshakeCompleted`); only TLS transports call it. The
+    /// negotiated details are on the transport: downcast it to
+    /// [`TlsTransport`](crate::tls::TlsTransport).
+    fn handshake_completed(&mut self, _transport: &Transport) {}
 }
 
 impl<P: Protocol + ?Sized> Protocol for Box<P> {
@@ -103,6 +109,9 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     }
     fn write_connection_lost(&mut self, transport: &Transport) {
         (**self).write_connection_lost(transport)
+    }
+    fn handshake_completed(&mut self, transport: &Transport) {
+        (**self).handshake_completed(transport)
     }
 }
 

@@ -187,6 +187,11 @@ impl StreamConnection {
         self.flush_now(reactor);
     }
 
+    /// The reactor this connection runs on (TLS layered on it schedules work there).
+    pub(crate) fn reactor(&self) -> &WeakReactor {
+        &self.reactor
+    }
+
     /// A handle on this connection as a transport.
     pub(crate) fn transport(self: &Rc<Self>) -> Transport {
         Transport::new(self.clone())
