@@ -373,7 +373,8 @@ impl StreamConnection {
         }
         let buffered = self.out.borrow().len();
         self.run_producer(buffered);
-        if buffered > 0 || self.has(CLOSED) {
+        // The producer may have written (and asked to close): send that before closing.
+        if buffered > 0 || self.has(HAS_OUT | CLOSED) {
             return;
         }
         if self.has(DISCONNECTING) && self.producer.borrow().is_none() {
