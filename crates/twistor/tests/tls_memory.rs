@@ -683,3 +683,59 @@ fn trust_roots_from_a_directory() {
     let err = TrustRoots::from_path(empty.path()).unwrap_err();
     assert!(err.to_string().contains("no certificates"), "{err}");
 }
+
+/// The client sends a request and half-closes (close_notify, then the lower transport's
+/// sending side); the server still answers, then closes.
+#[test]
+fn half_close_then_answer() {
+    struct Asker(SharedLog);
+    impl Protocol for Asker {
+        fn handshake_completed(&mut self, transport: &Transport) {
+            transport.write(b"request");
+            transport.lose_write_connection();
+        }
+        fn data_received(&mut self, _: &Transport, data: &[u8]) {
+            self.0.borrow_mut().data.extend_from_slice(data);
+        }
+        fn write_connection_lost(&mut self, _: &Transport) {
+            self.0.borrow_mut().made = true;
+        }
+        fn read_connection_lost(&mut self, transport: &Transport) {
+            self.0.borrow_mut().read_lost = true;
+            transport.lose_connection();
+        }
+        fn connection_lost(&mut self, reason: &CloseReason) {
+            self.0.borrow_mut().lost = Some(reason.clone());
+        }
+    }
+    struct Answerer(SharedLog);
+    impl Protocol for Answerer {
+        fn data_received(&mut self, _: &Transport, data: &[u8]) {
+            self.0.borrow_mut().data.extend_from_slice(data);
+        }
+        fn read_connection_lost(&mut self, transport: &Transport) {
+            // The request is complete: answer it.
+            let request = self.0.borrow().data.clone();
+            transport.write(b"answer to ");
+            transport.write(&request);
+            transport.lose_connection();
+        }
+        fn connection_lost(&mut self, reason: &CloseReason) {
+            self.0.borrow_mut().lost = Some(reason.clone());
+        }
+    }
+    let ca = TestCa::new("half-close");
+    let (slog, clog) = (log(), log());
+    let mut pair = ConnectedPair::new(
+        server(&ca.server_config(), Answerer(slog.clone())),
+        client(&ca.client_config("localhost"), Asker(clog.clone())),
+    );
+    pair.pump();
+    assert!(pair.closed());
+    assert_eq!(slog.borrow().data, b"request");
+    assert_eq!(clog.borrow().data, b"answer to request");
+    assert!(clog.borrow().made, "write_connection_lost");
+    assert!(clog.borrow().read_lost);
+    assert!(clog.borrow().lost.as_ref().unwrap().is_clean());
+    assert!(slog.borrow().lost.as_ref().unwrap().is_clean());
+}

@@ -598,3 +598,35 @@ fn pull_producer_closing_from_resume_over_plain_tcp() {
     let expected: Vec<u8> = (1..=8).rev().flat_map(|i| pattern(64 * 1024, i)).collect();
     assert_eq!(clog.borrow().data.len(), expected.len());
 }
+
+/// A panic in the protocol under TLS costs only that connection, which is reported lost.
+#[test]
+fn a_panicking_protocol_under_tls_loses_its_connection() {
+    struct Panicky(SharedLog);
+    impl Protocol for Panicky {
+        fn data_received(&mut self, _: &Transport, _: &[u8]) {
+            panic!("boom under TLS");
+        }
+        fn connection_lost(&mut self, reason: &CloseReason) {
+            self.0.borrow_mut().lost = Some(reason.clone());
+        }
+    }
+    let ca = TestCa::new("panic");
+    let slog = log();
+    let s = slog.clone();
+    let clog = log();
+    let reason = run_pair(
+        ca.server_config(),
+        move || Panicky(s.clone()),
+        ca.client_config("localhost"),
+        Recorder::new(&clog).greeting(b"trigger"),
+    );
+    assert!(!reason.is_clean());
+    let server_reason = slog.borrow().lost.clone();
+    match server_reason {
+        Some(CloseReason::Lost(Error::ProtocolPanicked(msg))) => {
+            assert!(msg.contains("boom under TLS"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
