@@ -739,3 +739,39 @@ fn half_close_then_answer() {
     assert!(clog.borrow().lost.as_ref().unwrap().is_clean());
     assert!(slog.borrow().lost.as_ref().unwrap().is_clean());
 }
+
+#[test]
+fn sessions_resume_across_clones_of_a_configuration() {
+    struct Resumed(Rc<Cell<Option<bool>>>);
+    impl Protocol for Resumed {
+        fn handshake_completed(&mut self, transport: &Transport) {
+            let tls = transport.downcast_ref::<TlsTransport>().unwrap();
+            self.0.set(Some(tls.resumed()));
+        }
+        fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+    }
+    let ca = TestCa::new("resume");
+    let server_config = ca.server_config();
+    let client_config = ca.client_config("localhost");
+    for expected in [false, true, true] {
+        let resumed = Rc::new(Cell::new(None));
+        let mut pair = ConnectedPair::new(
+            server(&server_config.clone(), Recorder::new(&log()).greeting(b"x")),
+            client(&client_config.clone(), Resumed(resumed.clone())),
+        );
+        pair.pump();
+        assert_eq!(resumed.get(), Some(expected));
+    }
+}
+
+#[test]
+fn system_roots() {
+    match TrustRoots::system() {
+        Ok(roots) => assert!(!roots.is_empty()),
+        Err(err) => assert!(err.to_string().contains("no system trust roots"), "{err}"),
+    }
+    if std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+        let config = ClientTlsConfig::new("example.com").unwrap();
+        assert!(config.rustls_config().is_ok());
+    }
+}

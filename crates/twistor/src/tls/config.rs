@@ -281,7 +281,8 @@ enum ClientAuth {
 /// # Ok::<(), twistor::Error>(())
 /// ```
 ///
-/// Cloning is cheap; clones share the built rustls configuration (and its session cache).
+/// Cloning is cheap; clones share the rustls configuration built from them (and so its
+/// session cache), until a `with_*` method changes one of them.
 #[derive(Clone)]
 pub struct ServerTlsConfig {
     default: Option<Identity>,
@@ -289,7 +290,7 @@ pub struct ServerTlsConfig {
     alpn: Vec<Vec<u8>>,
     versions: Vec<TlsVersion>,
     client_auth: ClientAuth,
-    built: OnceLock<Arc<rustls::ServerConfig>>,
+    built: Arc<OnceLock<Arc<rustls::ServerConfig>>>,
 }
 
 impl ServerTlsConfig {
@@ -311,7 +312,7 @@ impl ServerTlsConfig {
             alpn: Vec::new(),
             versions: vec![TlsVersion::Tls13, TlsVersion::Tls12],
             client_auth: ClientAuth::None,
-            built: OnceLock::new(),
+            built: Arc::new(OnceLock::new()),
         }
     }
 
@@ -366,7 +367,8 @@ impl ServerTlsConfig {
         self.rebuilt()
     }
 
-    /// The rustls configuration, built on first use and shared by clones made after that.
+    /// The rustls configuration, built on first use and shared by all clones of this
+    /// configuration.
     pub fn rustls_config(&self) -> Result<Arc<rustls::ServerConfig>, Error> {
         if let Some(config) = self.built.get() {
             return Ok(config.clone());
@@ -377,7 +379,7 @@ impl ServerTlsConfig {
     }
 
     fn rebuilt(mut self) -> ServerTlsConfig {
-        self.built = OnceLock::new();
+        self.built = Arc::new(OnceLock::new());
         self
     }
 
@@ -455,7 +457,8 @@ impl fmt::Debug for ServerTlsConfig {
 /// # Ok::<(), twistor::Error>(())
 /// ```
 ///
-/// Cloning is cheap; clones share the built rustls configuration (and its session cache).
+/// Cloning is cheap; clones share the rustls configuration built from them (and so its
+/// session cache), until a `with_*` method changes one of them.
 #[derive(Clone)]
 pub struct ClientTlsConfig {
     server_name: ServerName<'static>,
@@ -464,7 +467,7 @@ pub struct ClientTlsConfig {
     alpn: Vec<Vec<u8>>,
     versions: Vec<TlsVersion>,
     accept_any_certificate: bool,
-    built: OnceLock<Arc<rustls::ClientConfig>>,
+    built: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
 }
 
 impl ClientTlsConfig {
@@ -480,7 +483,7 @@ impl ClientTlsConfig {
             alpn: Vec::new(),
             versions: vec![TlsVersion::Tls13, TlsVersion::Tls12],
             accept_any_certificate: false,
-            built: OnceLock::new(),
+            built: Arc::new(OnceLock::new()),
         })
     }
 
@@ -553,7 +556,7 @@ impl ClientTlsConfig {
     }
 
     /// The rustls configuration, built on first use (loading the system roots then, unless
-    /// other roots were given) and shared by clones made after that.
+    /// other roots were given) and shared by all clones of this configuration.
     pub fn rustls_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
         if let Some(config) = self.built.get() {
             return Ok(config.clone());
@@ -564,7 +567,7 @@ impl ClientTlsConfig {
     }
 
     fn rebuilt(mut self) -> ClientTlsConfig {
-        self.built = OnceLock::new();
+        self.built = Arc::new(OnceLock::new());
         self
     }
 

@@ -243,6 +243,14 @@ impl TlsTransport {
             .map(|s| format!("{:?}", s.suite()))
     }
 
+    /// Whether the handshake resumed an earlier session (an abbreviated handshake).
+    pub fn resumed(&self) -> bool {
+        matches!(
+            self.conn.borrow().handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        )
+    }
+
     /// Whether the handshake has completed.
     pub fn handshake_complete(&self) -> bool {
         self.has(HANDSHAKE_DONE)
