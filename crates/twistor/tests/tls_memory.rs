@@ -50,6 +50,9 @@ fn handshake_echo_and_clean_close() {
     assert!(slog.borrow().peer_certs.is_none(), "no client certificate");
     let ct = clog.borrow().transport.clone().unwrap();
     assert!(ct.downcast_ref::<TlsTransport>().is_some());
+    ct.write_sequence(&[b", and", b"", b" more"]);
+    pair.pump();
+    assert_eq!(clog.borrow().data, b"hello, TLS, and more");
     ct.lose_connection();
     pair.pump();
     assert!(pair.closed());

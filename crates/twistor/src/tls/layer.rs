@@ -574,6 +574,26 @@ impl TlsTransport {
         }
     }
 
+    /// Encrypts `data` and writes the records to the lower transport, in one write.
+    fn encrypt(&self, data: &[&[u8]]) {
+        if data.iter().all(|d| d.is_empty()) {
+            return;
+        }
+        if !self.has(HANDSHAKE_DONE) {
+            self.set(WROTE_EARLY);
+        }
+        let written = {
+            let mut conn = self.conn.borrow_mut();
+            let mut writer = conn.writer();
+            data.iter().try_for_each(|chunk| writer.write_all(chunk))
+        };
+        if let Err(err) = written {
+            self.fail(Error::Tls(format!("cannot encrypt: {err}")));
+            return;
+        }
+        self.flush_tls();
+    }
+
     fn schedule_delivery(&self) {
         if self.has(DELIVERY_SCHEDULED) {
             return;
@@ -623,18 +643,15 @@ impl TransportImpl for TlsTransport {
             tracing::debug!("write of {} bytes after TLS close ignored", data.len());
             return;
         }
-        if data.is_empty() {
+        self.encrypt(&[data]);
+    }
+
+    fn write_sequence(&self, data: &[&[u8]]) {
+        if self.has(CLOSED | ABORTED | FAILED | CLOSE_SENT) {
+            tracing::debug!("write after TLS close ignored");
             return;
         }
-        if !self.has(HANDSHAKE_DONE) {
-            self.set(WROTE_EARLY);
-        }
-        let written = self.conn.borrow_mut().writer().write_all(data);
-        if let Err(err) = written {
-            self.fail(Error::Tls(format!("cannot encrypt: {err}")));
-            return;
-        }
-        self.flush_tls();
+        self.encrypt(data);
     }
 
     fn lose_connection(&self) {
