@@ -40,6 +40,7 @@ pub mod stdio;
 pub mod task;
 pub mod tcp;
 pub mod threads;
+pub mod tls;
 pub mod transport;
 pub mod udp;
 pub mod unix;

@@ -231,6 +231,11 @@ impl StreamConnection {
         conn.start(reactor);
     }
 
+    /// The reactor this connection runs on (TLS layered on it schedules work there).
+    pub(crate) fn reactor(&self) -> &WeakReactor {
+        &self.reactor
+    }
+
     /// A handle on this connection as a transport.
     pub(crate) fn transport(self: &Rc<Self>) -> Transport {
         Transport::new(self.clone())
@@ -429,7 +434,8 @@ impl StreamConnection {
         }
         let buffered = self.out.borrow().len();
         self.run_producer(buffered);
-        if buffered > 0 || self.has(CLOSED) {
+        // The producer may have written (and asked to close): send that before closing.
+        if buffered > 0 || self.has(HAS_OUT | CLOSED) {
             return;
         }
         // As in Twisted, a pending close waits for a pull producer to unregister, not for a
