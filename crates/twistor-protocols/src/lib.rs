@@ -31,5 +31,6 @@
 
 pub mod basic;
 pub mod error;
+pub mod policies;
 
 pub use error::Error;
