@@ -5,6 +5,7 @@
 //! ```
 
 mod echo;
+mod portforward;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ impl LogLevel {
 enum Service {
     /// An echo server: every byte received is sent back (RFC 862).
     Echo(echo::Options),
+    /// Forward every connection to HOST:PORT (a TCP proxy).
+    Portforward(portforward::Options),
 }
 
 /// Why a service could not run, and with which exit status.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.service {
         Service::Echo(options) => echo::run(options),
+        Service::Portforward(options) => portforward::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,5 +32,6 @@
 pub mod basic;
 pub mod error;
 pub mod policies;
+pub mod portforward;
 
 pub use error::Error;
