@@ -69,6 +69,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    twistor_protocols::haproxy::register();
     let result = match cli.service {
         Service::Echo(options) => echo::run(options),
         Service::Portforward(options) => portforward::run(options),

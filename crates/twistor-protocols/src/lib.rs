@@ -31,6 +31,7 @@
 
 pub mod basic;
 pub mod error;
+pub mod haproxy;
 pub mod policies;
 pub mod portforward;
 
