@@ -29,6 +29,7 @@
 //! assert_eq!(st.value(), b"hello, world\r\n");
 //! ```
 
+pub mod amp;
 pub mod basic;
 pub mod error;
 pub mod haproxy;
