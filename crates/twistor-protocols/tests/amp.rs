@@ -169,7 +169,7 @@ proptest! {
         while at < wire.len() {
             let n = sizes[i % sizes.len()].min(wire.len() - at);
             decoder.feed(&wire[at..at + n]);
-            while let Some(b) = decoder.next().unwrap() {
+            while let Some(b) = decoder.poll_box().unwrap() {
                 got.push(b);
             }
             at += n;
@@ -278,7 +278,7 @@ fn limits_are_enforced_with_clear_errors() {
     let mut d = BoxDecoder::new();
     d.feed(&[0x01, 0x00]);
     assert!(matches!(
-        d.next(),
+        d.poll_box(),
         Err(Error::AmpKeyTooLong { length: 256, .. })
     ));
 

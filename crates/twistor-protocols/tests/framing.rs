@@ -221,7 +221,7 @@ proptest! {
             buffer.feed(&data[at..at + n]);
             at += n;
             i += 1;
-            while let Some(frame) = buffer.next() {
+            while let Some(frame) = buffer.poll_frame() {
                 if let twistor_protocols::basic::Frame::Line(r) = frame {
                     prop_assert!(buffer.slice(r).len() <= max);
                 }

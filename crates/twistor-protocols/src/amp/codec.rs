@@ -105,8 +105,8 @@ pub(crate) fn check_key(k: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Decodes a stream of boxes: the sans-IO core of the AMP protocol. Feed bytes, then take
-/// boxes until `Ok(None)`; an error (a key over 255 bytes) breaks the stream for good.
+/// Decodes a stream of boxes: the sans-IO core of the AMP protocol. Feed bytes, then
+/// [`poll_box`](BoxDecoder::poll_box) until `Ok(None)`; an error (a key over 255 bytes) breaks the stream for good.
 #[derive(Default)]
 pub struct BoxDecoder {
     buf: Vec<u8>,
@@ -135,7 +135,7 @@ impl BoxDecoder {
     }
 
     /// The next complete box, `Ok(None)` if more bytes are needed.
-    pub fn next(&mut self) -> Result<Option<AmpBox>, Error> {
+    pub fn poll_box(&mut self) -> Result<Option<AmpBox>, Error> {
         if self.broken {
             return Ok(None);
         }
@@ -172,7 +172,7 @@ impl BoxDecoder {
         let mut decoder = BoxDecoder::new();
         decoder.feed(data);
         let mut boxes = Vec::new();
-        while let Some(b) = decoder.next()? {
+        while let Some(b) = decoder.poll_box()? {
             boxes.push(b);
         }
         if decoder.pos != decoder.buf.len() {

@@ -54,6 +54,9 @@ impl fmt::Display for CommandError {
 
 impl std::error::Error for CommandError {}
 
+/// A question sent and not yet answered: its command and the caller's Deferred.
+type Question = (Command, Deferred<Arguments>);
+
 type Responder = Rc<dyn Fn(Arguments) -> Deferred<Arguments>>;
 
 /// One end of an AMP connection: register responders, call the peer's commands. It is a
@@ -88,7 +91,7 @@ pub struct Amp {
 struct State {
     transport: RefCell<Option<Transport>>,
     responders: RefCell<HashMap<String, (Command, Responder)>>,
-    pending: RefCell<HashMap<Vec<u8>, (Command, Deferred<Arguments>)>>,
+    pending: RefCell<HashMap<Vec<u8>, Question>>,
     counter: Cell<u64>,
 }
 
@@ -320,7 +323,7 @@ impl Protocol for AmpProtocol {
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
         self.decoder.feed(data);
         while !transport.disconnecting() {
-            let result = match self.decoder.next() {
+            let result = match self.decoder.poll_box() {
                 Ok(Some(b)) => self.amp.box_received(b),
                 Ok(None) => return,
                 Err(err) => Err(err),

@@ -130,7 +130,7 @@ impl Lines<'_> {
 /// Splits received bytes into lines, or hands them over raw: the sans-IO core of
 /// [`LineReceiver`].
 ///
-/// Drive it with [`feed`](LineBuffer::feed), then call [`next`](LineBuffer::next) until
+/// Drive it with [`feed`](LineBuffer::feed), then call [`poll_frame`](LineBuffer::poll_frame) until
 /// it returns `None`; each [`Frame`]'s bytes are [`slice`](LineBuffer::slice)d out before
 /// the next `feed`.
 pub struct LineBuffer {
@@ -192,8 +192,7 @@ impl LineBuffer {
     }
 
     /// The next line, raw chunk or overflow, if the buffer holds one.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Option<Frame> {
+    pub fn poll_frame(&mut self) -> Option<Frame> {
         let end = self.buf.len();
         if self.pos == end {
             return None;
@@ -230,7 +229,7 @@ impl LineBuffer {
         }
     }
 
-    /// The bytes of a frame just returned by [`next`](LineBuffer::next).
+    /// The bytes of a frame just returned by [`poll_frame`](LineBuffer::poll_frame).
     pub fn slice(&self, range: Range<usize>) -> &[u8] {
         &self.buf[range]
     }
@@ -468,7 +467,7 @@ impl<H: LineHandler> Shared<H> {
             if self.control.paused() || transport.disconnecting() {
                 return;
             }
-            let Some(frame) = core.buffer.next() else {
+            let Some(frame) = core.buffer.poll_frame() else {
                 return;
             };
             let mut requests = Requests::default();

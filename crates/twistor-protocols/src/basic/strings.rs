@@ -194,7 +194,7 @@ impl NetstringDecoder {
 
     /// The next string, `Ok(None)` if more bytes are needed, or the error that broke the
     /// stream.
-    pub fn next(&mut self) -> Result<Option<Range<usize>>, Error> {
+    pub fn poll_string(&mut self) -> Result<Option<Range<usize>>, Error> {
         if self.broken {
             return Ok(None);
         }
@@ -295,7 +295,7 @@ impl<const N: usize> PrefixDecoder<N> {
     }
 
     /// The next string, or `None` if more bytes are needed.
-    pub fn next(&mut self) -> Option<Decoded> {
+    pub fn poll_string(&mut self) -> Option<Decoded> {
         if self.stopped {
             return None;
         }
@@ -401,7 +401,7 @@ impl<H: StringHandler> Protocol for NetstringReceiver<H> {
             max_length: self.max_length,
         };
         while !transport.disconnecting() {
-            match self.decoder.next() {
+            match self.decoder.poll_string() {
                 Ok(Some(range)) => {
                     let string = &self.decoder.buffer.buf[range];
                     self.handler.string_received(&strings, string);
@@ -501,7 +501,7 @@ impl<H: StringHandler, const N: usize> Protocol for IntNStringReceiver<H, N> {
         self.decoder.feed(data);
         let strings = self.strings(transport);
         while !transport.disconnecting() {
-            match self.decoder.next() {
+            match self.decoder.poll_string() {
                 Some(Decoded::String(range)) => {
                     let string = &self.decoder.buffer.buf[range];
                     self.handler.string_received(&strings, string);
