@@ -5,6 +5,7 @@
 //! ```
 
 mod echo;
+mod portforward;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ impl LogLevel {
 enum Service {
     /// An echo server: every byte received is sent back (RFC 862).
     Echo(echo::Options),
+    /// Forward every connection to HOST:PORT (a TCP proxy).
+    Portforward(portforward::Options),
 }
 
 /// Why a service could not run, and with which exit status.
@@ -66,8 +69,10 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    twistor_protocols::haproxy::register();
     let result = match cli.service {
         Service::Echo(options) => echo::run(options),
+        Service::Portforward(options) => portforward::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
