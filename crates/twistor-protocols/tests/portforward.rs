@@ -131,9 +131,8 @@ fn a_slow_reader_throttles_the_fast_side_through_the_proxy() {
         factory(move |_| SlowReader(w.clone())),
     );
 
-    // (The test ends when every byte is in, not at the close: an end of stream that
-    // arrives while the engine has paused reading is not seen after resuming, an engine
-    // issue reported separately; see `eof_arriving_while_paused_is_seen_after_resume`.)
+    // (The test ends when every byte is in; `eof_arriving_while_paused_is_seen_after_resume`
+    // covers the close.)
     // Once the source's buffer stops shrinking, the proxy has stopped reading from it.
     let last = Rc::new(Cell::new(0usize));
     let steady = Rc::new(Cell::new(0u32));
@@ -243,11 +242,9 @@ impl Protocol for PausedAtFirst {
     }
 }
 
-/// The engine issue behind the workaround above, reduced: the peer's FIN arrives while
-/// reading is paused; after resuming, the data is read but the end of stream never is
-/// (edge-triggered readiness, and the resumed read stops at the first short read).
+/// The peer's FIN arrives while reading is paused: after resuming, the data and then the end
+/// of stream are seen (epoll reports the close only once, so the engine remembers it).
 #[test]
-#[ignore = "engine issue: EOF that arrives while reading is paused is lost after resume"]
 fn eof_arriving_while_paused_is_seen_after_resume() {
     let reactor = Reactor::new().unwrap();
     let port = reactor

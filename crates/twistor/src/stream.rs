@@ -79,6 +79,9 @@ const WRAP_PENDING: u32 = 1 << 15;
 const PULL_PRODUCER: u32 = 1 << 16;
 /// The registered streaming producer is paused (waiting for the buffer to drain).
 const PRODUCER_PAUSED: u32 = 1 << 17;
+/// Epoll has reported the peer's close (or an error): once reading resumes, read through
+/// to the end of the stream, since no new edge will say so again.
+const PEER_CLOSED: u32 = 1 << 19;
 /// The registered producer is this transport itself (reading pauses while the buffer is
 /// full); kept as a flag, with no producer slot.
 const SELF_PRODUCER: u32 = 1 << 18;
@@ -865,9 +868,12 @@ impl Source for StreamConnection {
         if readiness.writable && self.has(WRITE_BLOCKED) {
             self.unset(WRITE_BLOCKED);
         }
+        if readiness.read_closed || readiness.error {
+            self.set(PEER_CLOSED);
+        }
         if readiness.readable || readiness.read_closed || readiness.error {
             self.unset(READ_PENDING);
-            self.do_read(reactor, readiness.read_closed || readiness.error);
+            self.do_read(reactor, self.has(PEER_CLOSED));
         }
         self.flush_now(reactor);
     }
@@ -876,7 +882,7 @@ impl Source for StreamConnection {
         self.unset(DIRTY);
         if self.has(READ_PENDING) && !self.has(READ_PAUSED) {
             self.unset(READ_PENDING);
-            self.do_read(reactor, false);
+            self.do_read(reactor, self.has(PEER_CLOSED));
         }
         self.flush_now(reactor);
     }
