@@ -73,9 +73,7 @@ pub fn run(options: Options) -> Result<(), Failure> {
     for endpoint in &endpoints {
         let factory = if endpoint.describe() == "stdio:" && stdio_only {
             let r = reactor.clone();
-            twistor::protocol::factory(move |_addr| StopWhenDone {
-                reactor: r.clone(),
-            })
+            twistor::protocol::factory(move |_addr| StopWhenDone { reactor: r.clone() })
         } else {
             echo_factory.clone()
         };

@@ -47,6 +47,7 @@ pub mod unix;
 
 mod connecting;
 mod listener;
+mod outbuf;
 mod pipe;
 mod resolve;
 mod stream;

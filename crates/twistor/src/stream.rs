@@ -25,6 +25,7 @@ use socket2::SockRef;
 
 use crate::address::{Address, UnixAddress};
 use crate::error::Error;
+use crate::outbuf::{OutBuf, ProducerSlot};
 use crate::protocol::{CloseReason, Protocol};
 use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor, panic_message};
 use crate::transport::{
@@ -91,47 +92,6 @@ const HAS_OUT: u32 = 1 << 13;
 /// Writes bigger than this bypass the staging buffer.
 const STAGING_LIMIT: usize = 256 * 1024;
 
-/// Bytes waiting to be sent. Holds no allocation while empty.
-#[derive(Default)]
-struct OutBuf {
-    data: Vec<u8>,
-    start: usize,
-}
-
-impl OutBuf {
-    #[inline]
-    fn len(&self) -> usize {
-        self.data.len() - self.start
-    }
-
-    #[inline]
-    fn extend(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start >= self.data.len() / 2 {
-            self.data.drain(..self.start);
-            self.start = 0;
-        }
-        self.data.extend_from_slice(bytes);
-    }
-
-    #[inline]
-    fn pending(&self) -> &[u8] {
-        &self.data[self.start..]
-    }
-
-    #[inline]
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.data.len() {
-            self.clear();
-        }
-    }
-
-    fn clear(&mut self) {
-        self.data = Vec::new();
-        self.start = 0;
-    }
-}
-
 /// The rarely used parts of a connection, kept out of line so an idle connection stays
 /// small.
 #[derive(Default)]
@@ -143,12 +103,6 @@ struct Extras {
     pending_wrap: Option<ProtocolWrapper>,
     /// Why the connection is being aborted, if not by `abort_connection`.
     abort_reason: Option<CloseReason>,
-}
-
-struct ProducerSlot {
-    producer: Rc<dyn Producer>,
-    streaming: bool,
-    paused: bool,
 }
 
 /// One connected stream socket and its protocol.
@@ -637,21 +591,14 @@ impl StreamConnection {
             }
             return;
         }
-        let producer = {
-            let mut extras = self.extras.borrow_mut();
-            let Some(slot) = extras.as_mut().and_then(|e| e.producer.as_mut()) else {
-                return;
-            };
-            let wanted = if slot.streaming {
-                slot.paused && buffered <= self.high_water.get() / 2
-            } else {
-                buffered == 0
-            };
-            if !wanted {
-                return;
-            }
-            slot.paused = false;
-            slot.producer.clone()
+        let producer = self
+            .extras
+            .borrow_mut()
+            .as_mut()
+            .and_then(|e| e.producer.as_mut())
+            .and_then(|slot| slot.resume_if_due(buffered, self.high_water.get()));
+        let Some(producer) = producer else {
+            return;
         };
         self.unset(PRODUCER_PAUSED);
         producer.resume_producing();
@@ -709,15 +656,14 @@ impl StreamConnection {
             }
             return;
         }
-        let producer = {
-            let mut extras = self.extras.borrow_mut();
-            match extras.as_mut().and_then(|e| e.producer.as_mut()) {
-                Some(slot) if slot.streaming && !slot.paused => {
-                    slot.paused = true;
-                    slot.producer.clone()
-                }
-                _ => return,
-            }
+        let producer = self
+            .extras
+            .borrow_mut()
+            .as_mut()
+            .and_then(|e| e.producer.as_mut())
+            .and_then(ProducerSlot::pause);
+        let Some(producer) = producer else {
+            return;
         };
         self.set(PRODUCER_PAUSED);
         producer.pause_producing();
