@@ -56,6 +56,9 @@ const ABORT_REQUESTED: u32 = 1 << 4;
 const PAUSED: u32 = 1 << 5;
 /// Reading stopped before the pipe was drained; read again when resumed.
 const PENDING: u32 = 1 << 6;
+/// Epoll reported the writer's close (or an error): read through to end of file once
+/// reading resumes, since no new edge will say so again.
+const PEER_CLOSED: u32 = 1 << 8;
 // Writer flags.
 /// `write` said `EAGAIN`; wait for a writable edge.
 const BLOCKED: u32 = 1 << 7;
@@ -232,13 +235,13 @@ impl PipeReader {
                 }
                 budget -= 1;
             }
-            let Ok(buf) = self.io.read.try_borrow_mut() else {
+            let Ok(mut buf) = self.io.read.try_borrow_mut() else {
                 core.set(PENDING);
                 core.request_flush(&self.me);
                 return;
             };
             // SAFETY: reading into a buffer we hold, of its length.
-            let n = unsafe { libc::read(core.fd, buf.as_ptr() as *mut libc::c_void, buf.len()) };
+            let n = unsafe { libc::read(core.fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n > 0 {
                 let n = n as usize;
                 let drained = n < buf.len() && !until_eof && !core.has(ALWAYS_READY);
@@ -280,9 +283,12 @@ impl Source for PipeReader {
         if self.core.has(CLOSED) {
             return;
         }
+        if readiness.read_closed || readiness.error {
+            self.core.set(PEER_CLOSED);
+        }
         if readiness.readable || readiness.read_closed || readiness.error {
             self.core.unset(PENDING);
-            self.do_read(reactor, readiness.read_closed || readiness.error);
+            self.do_read(reactor, self.core.has(PEER_CLOSED));
         }
     }
 
@@ -297,7 +303,7 @@ impl Source for PipeReader {
         }
         if self.core.has(PENDING) && !self.core.has(PAUSED) {
             self.core.unset(PENDING);
-            self.do_read(reactor, false);
+            self.do_read(reactor, self.core.has(PEER_CLOSED));
         }
     }
 

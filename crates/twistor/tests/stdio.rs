@@ -4,7 +4,7 @@
 #[allow(unused_imports)] // Each test binary uses a different part of it.
 mod common;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -207,4 +207,62 @@ fn a_shared_socket_gets_its_flags_back() {
     drop(transport);
     assert_eq!(peer.join().unwrap(), b"hello\nping\nbye\n");
     assert!(!nonblocking(probe.as_raw_fd()));
+}
+
+/// The writer closes while reading is paused: after resuming, the rest of the data and then
+/// the end of file arrive (epoll reports the hang-up only once).
+#[test]
+fn end_of_input_while_paused_is_seen_after_resume() {
+    let (input_read, mut input_write) = std::io::pipe().unwrap();
+    let (_output_read, output_write) = std::io::pipe().unwrap();
+    // More than one read's worth, then the end, all before the reactor looks (the pipe is
+    // made big enough to hold it all).
+    let size = unsafe { libc::fcntl(input_write.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 18) };
+    assert!(size >= 100_000, "F_SETPIPE_SZ failed");
+    input_write.write_all(&vec![7u8; 100_000]).unwrap();
+    drop(input_write);
+
+    struct PauseOnce {
+        got: Rc<Cell<usize>>,
+        ended: Rc<Cell<bool>>,
+        reactor: Reactor,
+        paused: bool,
+    }
+    impl Protocol for PauseOnce {
+        fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            self.got.set(self.got.get() + data.len());
+            if !self.paused {
+                self.paused = true;
+                t.pause_producing();
+                let t = t.clone();
+                self.reactor.call_soon(move || t.resume_producing());
+            }
+        }
+        fn read_connection_lost(&mut self, t: &Transport) {
+            self.ended.set(true);
+            t.lose_connection();
+            self.reactor.stop();
+        }
+    }
+    let reactor = Reactor::new().unwrap();
+    reactor.call_later(Duration::from_secs(30), || {
+        eprintln!("end of input never seen");
+        std::process::abort();
+    });
+    let (got, ended) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(false)));
+    standard_io_fds(
+        &reactor,
+        PauseOnce {
+            got: got.clone(),
+            ended: ended.clone(),
+            reactor: reactor.clone(),
+            paused: false,
+        },
+        input_read.as_raw_fd(),
+        output_write.as_raw_fd(),
+    )
+    .unwrap();
+    reactor.run().unwrap();
+    assert_eq!(got.get(), 100_000);
+    assert!(ended.get());
 }
