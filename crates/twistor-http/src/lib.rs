@@ -33,8 +33,10 @@
 //! A peer that breaks the rules gets the status it earned (400, 413, 414, 431…) and a
 //! closed connection; see [`Error`].
 
+pub mod body;
 pub mod error;
 pub mod proto;
+pub mod server;
 
 pub use error::Error;
 
