@@ -37,6 +37,7 @@ pub mod body;
 pub mod error;
 pub mod proto;
 pub mod server;
+pub mod static_files;
 
 pub use error::Error;
 

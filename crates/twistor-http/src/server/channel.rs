@@ -384,13 +384,18 @@ impl Channel {
     }
 
     fn start_response(&self, request: &RequestInner) -> bool {
-        let (status, mut headers, length) = {
+        let (status, mut headers, size) = {
             let mut resp = request.resp.borrow_mut();
             if resp.started {
                 return true;
             }
             resp.started = true;
-            (resp.status, std::mem::take(&mut resp.headers), resp.length)
+            let size = match resp.length {
+                Some(n) => BodySize::Length(n),
+                None if resp.empty => BodySize::Empty,
+                None => BodySize::Unknown,
+            };
+            (resp.status, std::mem::take(&mut resp.headers), size)
         };
         let options = &self.site.options;
         if let Some(server) = &options.server_header
@@ -405,7 +410,6 @@ impl Channel {
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.headers_mut() = headers;
-        let size = length.map_or(BodySize::Unknown, BodySize::Length);
         let result = self.core.borrow_mut().send_response(response, size);
         if let Err(err) = result {
             tracing::error!("cannot send the response to {}: {err}", request.path());
@@ -467,7 +471,7 @@ impl Channel {
                 return;
             }
             if !resp.started && resp.length.is_none() {
-                resp.length = Some(0);
+                resp.empty = true;
             }
             resp.producer
         };
@@ -745,7 +749,7 @@ impl Channel {
         }
     }
 
-    fn mark_lost(&self, request: &RequestInner) {
+    pub(super) fn mark_lost(&self, request: &RequestInner) {
         let (waiters, pending) = {
             let mut resp = request.resp.borrow_mut();
             if resp.finished || resp.lost {

@@ -160,6 +160,11 @@ impl Factory for Site {
     }
 }
 
+/// Percent-decodes a whole path (for display).
+pub(crate) fn percent_decode_path(path: &str) -> Vec<u8> {
+    percent_decode(path).into_owned()
+}
+
 /// Percent-decodes one path segment. Invalid escapes are kept as they are.
 pub(crate) fn percent_decode(segment: &str) -> std::borrow::Cow<'_, [u8]> {
     let bytes = segment.as_bytes();

@@ -54,6 +54,8 @@ pub(super) struct ResponseState {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub length: Option<u64>,
+    /// Finished before anything was written or announced: no body at all.
+    pub empty: bool,
     pub started: bool,
     pub finished: bool,
     pub lost: bool,
@@ -88,6 +90,7 @@ impl RequestInner {
                 status: StatusCode::OK,
                 headers: HeaderMap::new(),
                 length: None,
+                empty: false,
                 started: false,
                 finished: false,
                 lost: false,
@@ -335,6 +338,15 @@ impl Request {
     pub fn respond(&self, body: impl Into<Bytes>) {
         if let Some(channel) = self.channel() {
             channel.respond(&self.inner, body.into());
+        }
+    }
+
+    /// Closes the connection at once, mid-response if need be: for a response that
+    /// cannot be completed as announced. The request counts as lost.
+    pub fn abort(&self) {
+        if let Some(channel) = self.channel() {
+            channel.abort();
+            channel.mark_lost(&self.inner);
         }
     }
 
