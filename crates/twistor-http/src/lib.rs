@@ -34,6 +34,7 @@
 //! closed connection; see [`Error`].
 
 pub mod body;
+pub mod client;
 pub mod error;
 pub mod proto;
 pub mod server;
