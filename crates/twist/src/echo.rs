@@ -22,10 +22,17 @@ pub struct Options {
     listen: Vec<String>,
 }
 
-/// Sends back every byte it receives.
+/// Sends back every byte it receives. It reads no faster than the peer takes the echo: the
+/// transport is registered as its own streaming producer, so reading pauses while the
+/// outgoing buffer is above the high-water mark.
 pub struct Echo;
 
 impl Protocol for Echo {
+    fn connection_made(&mut self, transport: &Transport) {
+        // Cannot fail: the connection is new and has no producer yet.
+        let _ = transport.register_producer(transport.clone(), true);
+    }
+
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
         transport.write(data);
     }

@@ -106,13 +106,7 @@ impl ReactorTcp for MemoryReactor {
         factory: Rc<dyn ClientFactory>,
         options: ConnectOptions,
     ) -> Connector {
-        let destination = match host.parse() {
-            Ok(ip) => Address::Tcp(SocketAddr::new(ip, port)),
-            Err(_) => Address::Hostname {
-                host: host.to_string(),
-                port,
-            },
-        };
+        let destination = Address::tcp_host(host, port);
         let connector = Connector::new(Rc::new(FakeConnector {
             destination,
             state: Cell::new(ConnectorState::Connecting),

@@ -40,6 +40,18 @@ pub enum UnixAddress {
 }
 
 impl Address {
+    /// The address of `host:port` for TCP: an IP address if `host` is one, else a host name
+    /// still to be looked up.
+    pub fn tcp_host(host: &str, port: u16) -> Address {
+        match host.trim_start_matches('[').trim_end_matches(']').parse() {
+            Ok(ip) => Address::Tcp(SocketAddr::new(ip, port)),
+            Err(_) => Address::Hostname {
+                host: host.to_string(),
+                port,
+            },
+        }
+    }
+
     /// The IP socket address, for TCP and UDP addresses.
     pub fn socket_addr(&self) -> Option<SocketAddr> {
         match self {

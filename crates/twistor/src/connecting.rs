@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
@@ -325,13 +325,7 @@ impl ConnectorImpl for StreamConnector {
 
     fn destination(&self) -> Address {
         match &self.target {
-            Target::Tcp { host, port, .. } => match host.parse::<IpAddr>() {
-                Ok(ip) => Address::Tcp(SocketAddr::new(ip, *port)),
-                Err(_) => Address::Hostname {
-                    host: host.clone(),
-                    port: *port,
-                },
-            },
+            Target::Tcp { host, port, .. } => Address::tcp_host(host, *port),
             Target::Unix(path) => Address::Unix(path.clone()),
         }
     }

@@ -73,6 +73,15 @@ const STAGED: u32 = 1 << 11;
 const HAS_PRODUCER: u32 = 1 << 12;
 /// File descriptors wait to be sent with the next byte (Unix sockets).
 const FDS_PENDING: u32 = 1 << 14;
+/// A protocol wrapper waits to be applied.
+const WRAP_PENDING: u32 = 1 << 15;
+/// The registered producer is a pull producer (it must unregister before a close).
+const PULL_PRODUCER: u32 = 1 << 16;
+/// The registered streaming producer is paused (waiting for the buffer to drain).
+const PRODUCER_PAUSED: u32 = 1 << 17;
+/// The registered producer is this transport itself (reading pauses while the buffer is
+/// full); kept as a flag, with no producer slot.
+const SELF_PRODUCER: u32 = 1 << 18;
 /// `out` holds bytes (kept as a flag so the hot path need not look inside the `RefCell`).
 const HAS_OUT: u32 = 1 << 13;
 
@@ -120,6 +129,19 @@ impl OutBuf {
     }
 }
 
+/// The rarely used parts of a connection, kept out of line so an idle connection stays
+/// small.
+#[derive(Default)]
+struct Extras {
+    producer: Option<ProducerSlot>,
+    /// Descriptors to send with the next byte (Unix sockets).
+    fds_out: Vec<OwnedFd>,
+    /// A protocol wrapper waiting for the running callback to return.
+    pending_wrap: Option<ProtocolWrapper>,
+    /// Why the connection is being aborted, if not by `abort_connection`.
+    abort_reason: Option<CloseReason>,
+}
+
 struct ProducerSlot {
     producer: Rc<dyn Producer>,
     streaming: bool,
@@ -135,13 +157,8 @@ pub(crate) struct StreamConnection {
     high_water: Cell<usize>,
     out: RefCell<OutBuf>,
     protocol: RefCell<Option<Box<dyn Protocol>>>,
-    producer: RefCell<Option<ProducerSlot>>,
-    /// Descriptors to send with the next byte (Unix sockets).
-    fds_out: RefCell<Vec<OwnedFd>>,
-    /// A protocol wrapper waiting for the running callback to return.
-    pending_wrap: RefCell<Option<ProtocolWrapper>>,
-    /// Set when the connection is aborted for a reason other than `abort_connection`.
-    abort_reason: RefCell<Option<Box<CloseReason>>>,
+    /// State most connections never need, allocated on first use.
+    extras: RefCell<Option<Box<Extras>>>,
     peer: Address,
     reactor: WeakReactor,
     io: Rc<IoBuffers>,
@@ -168,10 +185,7 @@ impl StreamConnection {
             high_water: Cell::new(DEFAULT_HIGH_WATER_MARK),
             out: RefCell::new(OutBuf::default()),
             protocol: RefCell::new(Some(protocol)),
-            producer: RefCell::new(None),
-            fds_out: RefCell::new(Vec::new()),
-            pending_wrap: RefCell::new(None),
-            abort_reason: RefCell::new(None),
+            extras: RefCell::new(None),
             peer,
             reactor: reactor.downgrade(),
             io: reactor.io_buffers(),
@@ -266,7 +280,7 @@ impl StreamConnection {
             self.unset(IN_DISPATCH);
         }
         drop(slot);
-        if !outer && self.pending_wrap.borrow().is_some() {
+        if !outer && self.has(WRAP_PENDING) {
             self.apply_pending_wrap();
         }
         if let Err(panic) = result {
@@ -275,9 +289,7 @@ impl StreamConnection {
                 "protocol callback panicked on connection from {}: {message}; aborting it",
                 self.peer
             );
-            *self.abort_reason.borrow_mut() = Some(Box::new(CloseReason::Lost(
-                Error::ProtocolPanicked(message),
-            )));
+            self.extras().abort_reason = Some(CloseReason::Lost(Error::ProtocolPanicked(message)));
             self.set(ABORTING);
             self.out_clear();
         }
@@ -285,11 +297,13 @@ impl StreamConnection {
 
     #[cold]
     fn apply_pending_wrap(&self) {
-        let Some(wrap) = self.pending_wrap.borrow_mut().take() else {
+        self.unset(WRAP_PENDING);
+        let Some(wrap) = self.extras().pending_wrap.take() else {
             return;
         };
         let Ok(mut slot) = self.protocol.try_borrow_mut() else {
-            *self.pending_wrap.borrow_mut() = Some(wrap);
+            self.extras().pending_wrap = Some(wrap);
+            self.set(WRAP_PENDING);
             return;
         };
         if let Some(protocol) = slot.take() {
@@ -378,14 +392,15 @@ impl StreamConnection {
     }
 
     /// Sends what is queued, runs the producer, and closes if a close is due.
-    #[inline]
+    #[inline(always)]
     fn flush_now(self: &Rc<Self>, reactor: &Reactor) {
         if self.has(STAGED) {
             self.send_staged(reactor);
         }
         let flags = self.flags.get();
-        let idle =
-            flags & (CLOSED | ABORTING | DISCONNECTING | WRITE_SHUT_REQUESTED | HAS_PRODUCER) == 0;
+        // A streaming producer that is not paused needs nothing from a flush.
+        let busy = CLOSED | ABORTING | DISCONNECTING | WRITE_SHUT_REQUESTED;
+        let idle = flags & (busy | PULL_PRODUCER | PRODUCER_PAUSED) == 0;
         if idle && flags & (WRITE_BLOCKED | HAS_OUT) != HAS_OUT {
             return;
         }
@@ -398,10 +413,11 @@ impl StreamConnection {
         }
         if self.has(ABORTING) {
             let reason = self
-                .abort_reason
+                .extras
                 .borrow_mut()
-                .take()
-                .map_or(CloseReason::Aborted, |r| *r);
+                .as_mut()
+                .and_then(|e| e.abort_reason.take())
+                .unwrap_or(CloseReason::Aborted);
             self.close(reactor, reason);
             return;
         }
@@ -416,33 +432,37 @@ impl StreamConnection {
         if buffered > 0 || self.has(CLOSED) {
             return;
         }
-        if self.has(DISCONNECTING) && self.producer.borrow().is_none() {
+        // As in Twisted, a pending close waits for a pull producer to unregister, not for a
+        // streaming one.
+        if self.has(DISCONNECTING) && !self.has(PULL_PRODUCER) {
             self.close(reactor, CloseReason::Done);
         } else if self.has(WRITE_SHUT_REQUESTED) && !self.has(WRITE_SHUT) {
             self.shut_write(reactor);
         }
     }
 
-    /// Appends `data` to the thread's staging buffer, if this connection may use it: its
+    /// Appends `data` to the reactor's staging buffer, if this connection may use it: its
     /// own buffer is empty (so order is kept) and no other connection's bytes are staged.
+    /// Returns how many bytes are staged now (all this connection has buffered), or 0 if
+    /// `data` could not be staged.
     #[inline]
-    fn stage(&self, data: &[u8]) -> bool {
+    fn stage(&self, data: &[u8]) -> usize {
         let io = &*self.io;
         let me = self as *const StreamConnection as *const ();
         let owner = io.staging_owner.get();
         if owner != me && (!owner.is_null() || self.has(HAS_OUT)) {
-            return false;
+            return 0;
         }
         let Ok(mut buf) = io.staging.try_borrow_mut() else {
-            return false;
+            return 0;
         };
         if buf.len() + data.len() > STAGING_LIMIT {
-            return false;
+            return 0;
         }
         buf.extend_from_slice(data);
         io.staging_owner.set(me);
         self.set(STAGED);
-        true
+        buf.len()
     }
 
     /// Sends the staged bytes; what the socket does not take moves to `out`.
@@ -544,7 +564,9 @@ impl StreamConnection {
         if data.is_empty() {
             return;
         }
-        if flags & (IN_DISPATCH | WRITE_BLOCKED | FDS_PENDING) == IN_DISPATCH && self.stage(data) {
+        if flags & (IN_DISPATCH | WRITE_BLOCKED | FDS_PENDING) == IN_DISPATCH
+            && self.stage(data) != 0
+        {
             self.check_high_water();
             return;
         }
@@ -568,14 +590,14 @@ impl StreamConnection {
             return Ok(());
         }
         if self.has(FDS_PENDING) {
-            let fds = std::mem::take(&mut *self.fds_out.borrow_mut());
+            let fds = std::mem::take(&mut self.extras().fds_out);
             match send_fds(self.fd, &out.pending()[..1], &fds) {
                 Ok(1) => {
                     out.consume(1);
                     self.unset(FDS_PENDING);
                 }
                 Ok(_) => {
-                    *self.fds_out.borrow_mut() = fds;
+                    self.extras().fds_out = fds;
                     self.set(WRITE_BLOCKED);
                     return Ok(());
                 }
@@ -599,9 +621,16 @@ impl StreamConnection {
     /// Resumes a paused streaming producer once the buffer has drained to half the
     /// high-water mark, or asks a pull producer for more once it is empty.
     fn run_producer(&self, buffered: usize) {
+        if self.has(SELF_PRODUCER) {
+            if self.has(PRODUCER_PAUSED) && buffered <= self.high_water.get() / 2 {
+                self.unset(PRODUCER_PAUSED);
+                TransportImpl::resume_producing(self);
+            }
+            return;
+        }
         let producer = {
-            let mut slot = self.producer.borrow_mut();
-            let Some(slot) = slot.as_mut() else {
+            let mut extras = self.extras.borrow_mut();
+            let Some(slot) = extras.as_mut().and_then(|e| e.producer.as_mut()) else {
                 return;
             };
             let wanted = if slot.streaming {
@@ -615,6 +644,7 @@ impl StreamConnection {
             slot.paused = false;
             slot.producer.clone()
         };
+        self.unset(PRODUCER_PAUSED);
         producer.resume_producing();
     }
 
@@ -641,8 +671,12 @@ impl StreamConnection {
         unsafe { libc::close(self.fd) };
         self.out_clear();
         self.drop_staged();
-        self.unset(HAS_PRODUCER);
-        let producer = self.producer.borrow_mut().take();
+        self.unset(HAS_PRODUCER | PULL_PRODUCER | PRODUCER_PAUSED | SELF_PRODUCER);
+        let producer = self
+            .extras
+            .borrow_mut()
+            .as_mut()
+            .and_then(|e| e.producer.take());
         if let Some(slot) = producer {
             slot.producer.stop_producing();
         }
@@ -659,9 +693,16 @@ impl StreamConnection {
     }
 
     fn pause_producer_if_streaming(&self) {
+        if self.has(SELF_PRODUCER) {
+            if !self.has(PRODUCER_PAUSED) {
+                self.set(PRODUCER_PAUSED);
+                TransportImpl::pause_producing(self);
+            }
+            return;
+        }
         let producer = {
-            let mut slot = self.producer.borrow_mut();
-            match slot.as_mut() {
+            let mut extras = self.extras.borrow_mut();
+            match extras.as_mut().and_then(|e| e.producer.as_mut()) {
                 Some(slot) if slot.streaming && !slot.paused => {
                     slot.paused = true;
                     slot.producer.clone()
@@ -669,7 +710,29 @@ impl StreamConnection {
                 _ => return,
             }
         };
+        self.set(PRODUCER_PAUSED);
         producer.pause_producing();
+    }
+
+    /// The rarely used state, created on first use.
+    fn extras(&self) -> std::cell::RefMut<'_, Extras> {
+        std::cell::RefMut::map(self.extras.borrow_mut(), |e| {
+            &mut **e.get_or_insert_with(Box::default)
+        })
+    }
+
+    /// Runs a socket option call on an open TCP socket.
+    fn with_tcp_socket(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<()>) -> io::Result<()> {
+        if self.kind != StreamKind::Tcp {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "not a TCP transport",
+            ));
+        }
+        if self.has(CLOSED) {
+            return Err(io::Error::from(io::ErrorKind::NotConnected));
+        }
+        self.with_sock(f)
     }
 
     fn with_sock<R>(&self, f: impl FnOnce(SockRef<'_>) -> R) -> R {
@@ -822,9 +885,15 @@ impl TransportImpl for StreamConnection {
     fn write(&self, data: &[u8]) {
         // The hot path: a reply written by the connection's own protocol.
         let flags = self.flags.get();
-        let unusual = CLOSED | ABORTING | WRITE_SHUT | WRITE_BLOCKED | HAS_PRODUCER | FDS_PENDING;
-        if flags & (IN_DISPATCH | unusual) == IN_DISPATCH && self.stage(data) {
-            return;
+        let unusual = CLOSED | ABORTING | WRITE_SHUT | WRITE_BLOCKED | FDS_PENDING;
+        if flags & (IN_DISPATCH | unusual) == IN_DISPATCH {
+            let staged = self.stage(data);
+            if staged != 0 {
+                if flags & HAS_PRODUCER != 0 && staged > self.high_water.get() {
+                    self.pause_producer_if_streaming();
+                }
+                return;
+            }
         }
         self.write_slow(data);
     }
@@ -902,21 +971,39 @@ impl TransportImpl for StreamConnection {
             producer.stop_producing();
             return Ok(());
         }
-        let producer: Rc<dyn Producer> = Rc::from(producer);
+        if self.has(HAS_PRODUCER) {
+            return Err(Error::ProducerAlreadyRegistered);
+        }
         let pause_now = streaming && self.buffered() > self.high_water.get();
+        let itself = producer
+            .as_transport()
+            .is_some_and(|t| std::ptr::addr_eq(Rc::as_ptr(t.inner()), self as *const Self));
+        if itself && streaming {
+            self.set(HAS_PRODUCER | SELF_PRODUCER);
+            if pause_now {
+                self.set(PRODUCER_PAUSED);
+                TransportImpl::pause_producing(self);
+            }
+            return Ok(());
+        }
+        let producer: Rc<dyn Producer> = Rc::from(producer);
         {
-            let mut slot = self.producer.borrow_mut();
-            if slot.is_some() {
+            let mut extras = self.extras();
+            if extras.producer.is_some() {
                 return Err(Error::ProducerAlreadyRegistered);
             }
-            *slot = Some(ProducerSlot {
+            extras.producer = Some(ProducerSlot {
                 producer: producer.clone(),
                 streaming,
                 paused: pause_now,
             });
         }
         self.set(HAS_PRODUCER);
+        if !streaming {
+            self.set(PULL_PRODUCER);
+        }
         if pause_now {
+            self.set(PRODUCER_PAUSED);
             producer.pause_producing();
         } else if !streaming {
             producer.resume_producing();
@@ -925,8 +1012,10 @@ impl TransportImpl for StreamConnection {
     }
 
     fn unregister_producer(&self) {
-        self.producer.borrow_mut().take();
-        self.unset(HAS_PRODUCER);
+        if let Some(extras) = self.extras.borrow_mut().as_mut() {
+            extras.producer = None;
+        }
+        self.unset(HAS_PRODUCER | PULL_PRODUCER | PRODUCER_PAUSED | SELF_PRODUCER);
         if self.has(DISCONNECTING) {
             self.request_flush();
         }
@@ -937,29 +1026,11 @@ impl TransportImpl for StreamConnection {
     }
 
     fn set_tcp_nodelay(&self, enabled: bool) -> io::Result<()> {
-        if self.kind != StreamKind::Tcp {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "not a TCP transport",
-            ));
-        }
-        if self.has(CLOSED) {
-            return Err(io::Error::from(io::ErrorKind::NotConnected));
-        }
-        self.with_sock(|s| s.set_tcp_nodelay(enabled))
+        self.with_tcp_socket(|s| s.set_tcp_nodelay(enabled))
     }
 
     fn set_tcp_keepalive(&self, enabled: bool) -> io::Result<()> {
-        if self.kind != StreamKind::Tcp {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "not a TCP transport",
-            ));
-        }
-        if self.has(CLOSED) {
-            return Err(io::Error::from(io::ErrorKind::NotConnected));
-        }
-        self.with_sock(|s| s.set_keepalive(enabled))
+        self.with_tcp_socket(|s| s.set_keepalive(enabled))
     }
 
     fn send_file_descriptor(&self, fd: BorrowedFd<'_>) -> Result<(), Error> {
@@ -972,7 +1043,7 @@ impl TransportImpl for StreamConnection {
         let copy = fd.try_clone_to_owned().map_err(Error::io)?;
         // The descriptor travels with the next byte sent, so staged bytes must queue first.
         self.unstage();
-        self.fds_out.borrow_mut().push(copy);
+        self.extras().fds_out.push(copy);
         self.set(FDS_PENDING);
         self.request_flush();
         Ok(())
@@ -984,10 +1055,11 @@ impl TransportImpl for StreamConnection {
                 io::ErrorKind::NotConnected,
             ))));
         }
-        if self.pending_wrap.borrow().is_some() {
+        if self.has(WRAP_PENDING) {
             return Err(Error::Unsupported("wrapping twice in one callback"));
         }
-        *self.pending_wrap.borrow_mut() = Some(wrap);
+        self.extras().pending_wrap = Some(wrap);
+        self.set(WRAP_PENDING);
         if !self.has(IN_DISPATCH) {
             self.apply_pending_wrap();
         }
@@ -1018,4 +1090,17 @@ fn unix_address(addr: &socket2::SockAddr) -> UnixAddress {
         return UnixAddress::Abstract(name.to_vec());
     }
     UnixAddress::Unnamed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection's memory is this struct (plus the `Rc` header and the reactor's
+    /// slab slot): the budget is 512 bytes per idle connection in all.
+    #[test]
+    fn an_idle_connection_is_small() {
+        let size = std::mem::size_of::<StreamConnection>();
+        assert!(size <= 192, "StreamConnection is {size} bytes");
+    }
 }

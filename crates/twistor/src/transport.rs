@@ -42,6 +42,13 @@ pub trait Producer {
     fn resume_producing(&self);
     /// Stop for good: the consumer is gone.
     fn stop_producing(&self);
+
+    /// The transport this producer is, if it is one. A transport registered as its own
+    /// producer (an echo that reads no faster than its peer reads) is then handled with a
+    /// flag instead of bookkeeping.
+    fn as_transport(&self) -> Option<&Transport> {
+        None
+    }
 }
 
 /// What every kind of transport implements; protocols use it through [`Transport`].
@@ -306,6 +313,10 @@ impl Producer for Transport {
     fn stop_producing(&self) {
         Transport::stop_producing(self)
     }
+
+    fn as_transport(&self) -> Option<&Transport> {
+        Some(self)
+    }
 }
 
 impl<P: Producer + ?Sized> Producer for Rc<P> {
@@ -319,5 +330,9 @@ impl<P: Producer + ?Sized> Producer for Rc<P> {
 
     fn stop_producing(&self) {
         (**self).stop_producing()
+    }
+
+    fn as_transport(&self) -> Option<&Transport> {
+        (**self).as_transport()
     }
 }

@@ -1,5 +1,9 @@
 //! Adopting sockets made elsewhere.
 
+mod common;
+
+use common::{Echo, watched_reactor};
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
@@ -7,28 +11,12 @@ use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Duration;
 
-use twistor::protocol::{Protocol, factory};
-use twistor::{Address, DatagramProtocol, DatagramTransport, Error, Reactor, Transport};
-
-struct Echo;
-impl Protocol for Echo {
-    fn data_received(&mut self, t: &Transport, data: &[u8]) {
-        t.write(data);
-    }
-}
-
-fn reactor() -> Reactor {
-    let reactor = Reactor::new().unwrap();
-    reactor.call_later(Duration::from_secs(60), || {
-        eprintln!("test timed out after 60 s");
-        std::process::abort();
-    });
-    reactor
-}
+use twistor::protocol::factory;
+use twistor::{Address, DatagramProtocol, DatagramTransport, Error};
 
 #[test]
 fn adopted_listening_socket_accepts() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let port = reactor
@@ -51,7 +39,7 @@ fn adopted_listening_socket_accepts() {
 
 #[test]
 fn adopted_connection_runs_a_protocol_and_wrong_kinds_are_refused() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let (ours, mut theirs) = UnixStream::pair().unwrap();
     reactor
         .adopt_stream_connection(ours.as_fd(), factory(|_| Echo))
@@ -86,7 +74,7 @@ impl DatagramProtocol for Quiet {
 
 #[test]
 fn adopted_datagram_socket_receives() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = sock.local_addr().unwrap();
     struct Back;

@@ -1,6 +1,10 @@
 //! Endpoints: HostnameEndpoint's address racing on the deterministic clock with a fake
 //! resolver, and real connections through endpoint strings.
 
+mod common;
+
+use common::{Echo, watched_reactor};
+
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -210,22 +214,6 @@ fn lookup_failure_and_cancellation() {
     assert!(reactor.clock().delayed_calls().is_empty());
 }
 
-fn real_reactor() -> Reactor {
-    let reactor = Reactor::new().unwrap();
-    reactor.call_later(Duration::from_secs(60), || {
-        eprintln!("test timed out after 60 s");
-        std::process::abort();
-    });
-    reactor
-}
-
-struct Echo;
-impl Protocol for Echo {
-    fn data_received(&mut self, t: &Transport, data: &[u8]) {
-        t.write(data);
-    }
-}
-
 /// Says hello, collects the answer, and stops the reactor when it has it all.
 struct Hello {
     got: Rc<RefCell<Vec<u8>>>,
@@ -264,7 +252,7 @@ fn strings_connect_for_real_over_tcp_and_unix() {
             "unix:@twistor-ep-test".to_string(),
         ),
     ] {
-        let reactor = real_reactor();
+        let reactor = watched_reactor();
         let port = server_from_string(&reactor, &server)
             .unwrap()
             .listen(factory(|_| Echo))
@@ -295,7 +283,7 @@ fn strings_connect_for_real_over_tcp_and_unix() {
 
 #[test]
 fn a_refused_endpoint_connection_fails_its_deferred() {
-    let reactor = real_reactor();
+    let reactor = watched_reactor();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

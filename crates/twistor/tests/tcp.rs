@@ -1,5 +1,9 @@
 //! TCP transport semantics, ported from Twisted's behaviour, over real sockets on 127.0.0.1.
 
+mod common;
+
+use common::watched_reactor;
+
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -12,19 +16,6 @@ use twistor::protocol::{ClientFactory, CloseReason, Factory, Protocol, factory};
 use twistor::tcp::{ConnectOptions, ListenOptions};
 use twistor::transport::Producer;
 use twistor::{Address, Connector, Error, ListeningPort, Reactor, Transport};
-
-/// A reactor that stops itself (and fails the test) if the test hangs.
-fn reactor() -> Reactor {
-    let reactor = Reactor::new().unwrap();
-    let r = reactor.clone();
-    reactor.call_later(Duration::from_secs(60), move || {
-        // A panic here would only be logged by the reactor; a hung test must fail.
-        eprintln!("test timed out after 60 s");
-        drop(r);
-        std::process::abort();
-    });
-    reactor
-}
 
 fn local_listen(reactor: &Reactor, f: Rc<dyn Factory>) -> ListeningPort {
     reactor
@@ -64,7 +55,7 @@ type Log = Rc<RefCell<Vec<String>>>;
 
 #[test]
 fn lose_connection_delivers_everything_written_before_it() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let log: Log = Rc::default();
     struct Writer(Log);
     impl Protocol for Writer {
@@ -162,7 +153,7 @@ impl Producer for StreamerHandle {
 
 #[test]
 fn streaming_producer_is_paused_above_the_high_water_mark_and_resumed_below() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let streamer = Rc::new(Streamer {
         reactor: reactor.clone(),
         transport: RefCell::new(None),
@@ -227,7 +218,7 @@ fn streaming_producer_is_paused_above_the_high_water_mark_and_resumed_below() {
 
 #[test]
 fn pull_producer_is_asked_for_more_each_time_the_buffer_empties() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     struct Pull {
         transport: Transport,
         left: Cell<usize>,
@@ -282,7 +273,7 @@ fn pull_producer_is_asked_for_more_each_time_the_buffer_empties() {
 
 #[test]
 fn refusing_in_build_protocol_closes_the_socket() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     struct Refuse(Rc<Cell<u32>>);
     impl Factory for Refuse {
         fn build_protocol(&self, _: &Address) -> Option<Box<dyn Protocol>> {
@@ -303,7 +294,7 @@ fn refusing_in_build_protocol_closes_the_socket() {
 
 #[test]
 fn stop_factory_runs_after_the_last_port_closes() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     #[derive(Default)]
     struct Counting {
         starts: Cell<u32>,
@@ -334,7 +325,7 @@ fn stop_factory_runs_after_the_last_port_closes() {
 
 #[test]
 fn abort_discards_the_buffer() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let log: Log = Rc::default();
     struct Aborter(Log);
     impl Protocol for Aborter {
@@ -362,7 +353,7 @@ fn abort_discards_the_buffer() {
 
 #[test]
 fn peer_reset_mid_write_is_one_connection_lost() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let log: Log = Rc::default();
     struct Flood(Log, Reactor);
     impl Protocol for Flood {
@@ -400,7 +391,7 @@ fn peer_reset_mid_write_is_one_connection_lost() {
 
 #[test]
 fn a_panicking_protocol_costs_only_its_connection() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     struct Fragile;
     impl Protocol for Fragile {
         fn data_received(&mut self, t: &Transport, data: &[u8]) {
@@ -433,7 +424,7 @@ fn a_panicking_protocol_costs_only_its_connection() {
 
 #[test]
 fn half_close_from_the_peer_reaches_read_connection_lost() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     struct Polite;
     impl Protocol for Polite {
         fn data_received(&mut self, t: &Transport, data: &[u8]) {
@@ -458,7 +449,7 @@ fn half_close_from_the_peer_reaches_read_connection_lost() {
 
 #[test]
 fn lose_write_connection_half_closes_our_side() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let log: Log = Rc::default();
     struct HalfCloser(Log);
     impl Protocol for HalfCloser {
@@ -564,7 +555,7 @@ fn client_log(reactor: &Reactor) -> (Rc<ClientLog>, Log) {
 
 #[test]
 fn client_factory_hears_the_whole_story() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     struct Echo;
     impl Protocol for Echo {
         fn data_received(&mut self, t: &Transport, d: &[u8]) {
@@ -591,7 +582,7 @@ fn client_factory_hears_the_whole_story() {
 
 #[test]
 fn connection_refused_is_its_own_error() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -606,7 +597,7 @@ fn connection_refused_is_its_own_error() {
 
 #[test]
 fn unresolvable_name_is_a_dns_error() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let (f, log) = client_log(&reactor);
     let connector = reactor.connect_tcp("no-such-host.invalid", 80, f);
     assert!(matches!(connector.destination(), Address::Hostname { .. }));
@@ -634,7 +625,7 @@ fn connect_timeout_is_its_own_error() {
         fillers.push(s);
     }
     thread::sleep(Duration::from_millis(50));
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let (f, log) = client_log(&reactor);
     reactor.connect_tcp_with(
         "127.0.0.1",
@@ -649,7 +640,7 @@ fn connect_timeout_is_its_own_error() {
 
 #[test]
 fn stop_connecting_cancels_the_attempt() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let (f, log) = client_log(&reactor);
     let connector = reactor.connect_tcp("no-such-host.invalid", 80, f);
     connector.stop_connecting().unwrap();
@@ -665,7 +656,7 @@ fn stop_connecting_cancels_the_attempt() {
 
 #[test]
 fn writes_after_close_are_ignored() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let kept: Rc<RefCell<Option<Transport>>> = Rc::default();
     struct Keep(Rc<RefCell<Option<Transport>>>, Reactor);
     impl Protocol for Keep {
@@ -694,7 +685,7 @@ fn writes_after_close_are_ignored() {
 
 #[test]
 fn addresses_and_socket_options() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let seen: Log = Rc::default();
     struct Look(Log);
     impl Protocol for Look {
@@ -725,7 +716,7 @@ fn addresses_and_socket_options() {
 
 #[test]
 fn port_in_use_says_which_address() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let err = reactor
@@ -747,7 +738,7 @@ impl Protocol for Sink {
 
 #[test]
 fn wrap_protocol_swaps_in_a_wrapper_after_the_callback() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     /// Echoes; on "UPGRADE" wraps itself in a layer that upper-cases what it echoes.
     struct Plain;
     impl Protocol for Plain {
@@ -784,3 +775,61 @@ fn wrap_protocol_swaps_in_a_wrapper_after_the_callback() {
     reactor.run().unwrap();
     assert_eq!(rx.recv().unwrap(), "abcok DEF");
 }
+
+#[test]
+fn a_transport_as_its_own_producer_reads_no_faster_than_its_peer() {
+    let reactor = watched_reactor();
+    let max_buffered = Rc::new(Cell::new(0usize));
+    struct BoundedEcho(Rc<Cell<usize>>);
+    impl Protocol for BoundedEcho {
+        fn connection_made(&mut self, t: &Transport) {
+            t.register_producer(t.clone(), true).unwrap();
+            assert!(matches!(
+                t.register_producer(t.clone(), true),
+                Err(Error::ProducerAlreadyRegistered)
+            ));
+        }
+        fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            t.write(data);
+            self.0.set(self.0.get().max(t.buffered()));
+        }
+    }
+    let m = max_buffered.clone();
+    let port = local_listen(&reactor, factory(move |_| BoundedEcho(m.clone())));
+    const TOTAL: usize = 30 << 20;
+    let rx = client_thread(&reactor, port.port(), |s| {
+        // Write everything before reading anything back: without back-pressure the server
+        // would hold nearly all of it.
+        let mut w = s.try_clone().unwrap();
+        let writer = thread::spawn(move || {
+            let chunk = vec![5u8; 1 << 16];
+            for _ in 0..TOTAL / chunk.len() {
+                w.write_all(&chunk).unwrap();
+            }
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        thread::sleep(Duration::from_millis(200));
+        let mut s = s;
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        writer.join().unwrap();
+        got
+    });
+    reactor.run().unwrap();
+    assert_eq!(rx.recv().unwrap(), TOTAL);
+    let max = max_buffered.get();
+    assert!(
+        max <= 64 * 1024 + READ_CHUNK,
+        "the server buffered up to {max} bytes"
+    );
+}
+
+/// The reactor reads at most this much at once.
+const READ_CHUNK: usize = twistor::reactor::READ_BUFFER_SIZE;

@@ -8,19 +8,10 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::{ChildGuard, example, have, run_with_input};
+use common::{ChildGuard, example, have, run_with_input, watched_reactor};
 use twistor::address::UnixAddress;
 use twistor::udp::UdpOptions;
 use twistor::{Address, DatagramProtocol, DatagramTransport, Error, Reactor};
-
-fn reactor() -> Reactor {
-    let reactor = Reactor::new().unwrap();
-    reactor.call_later(Duration::from_secs(60), || {
-        eprintln!("test timed out after 60 s");
-        std::process::abort();
-    });
-    reactor
-}
 
 #[test]
 fn udp_echo_server_answers_nc_and_socat() {
@@ -85,7 +76,7 @@ impl DatagramProtocol for Record {
 
 #[test]
 fn connected_udp_hears_refusals() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let log: Log = Rc::default();
     let t = reactor
         .listen_udp_with(
@@ -110,7 +101,7 @@ fn connected_udp_hears_refusals() {
 
 #[test]
 fn oversized_datagrams_are_an_error_and_long_ones_are_truncated() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let log: Log = Rc::default();
     let t = reactor
         .listen_udp_with(
@@ -135,7 +126,7 @@ fn oversized_datagrams_are_an_error_and_long_ones_are_truncated() {
 
 #[test]
 fn two_multicast_listeners_share_a_port_and_both_hear_the_group() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let group: IpAddr = "239.255.43.21".parse().unwrap();
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
     let logs: Vec<Log> = vec![Rc::default(), Rc::default()];
@@ -188,7 +179,7 @@ fn unix_datagrams_both_ways() {
     std::fs::create_dir_all(&dir).unwrap();
     let server_path = dir.join("server.sock");
     let client_path = dir.join("client.sock");
-    let reactor = reactor();
+    let reactor = watched_reactor();
     struct Answer;
     impl DatagramProtocol for Answer {
         fn datagram_received(&mut self, t: &DatagramTransport, data: &[u8], addr: &Address) {

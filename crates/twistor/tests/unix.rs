@@ -1,6 +1,10 @@
 //! Unix stream sockets: echo through socat, file modes, lock files, abstract names, and
 //! descriptor passing.
 
+mod common;
+
+use common::{Echo, watched_reactor};
+
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -10,32 +14,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::rc::Rc;
 use std::thread;
-use std::time::Duration;
 
 use twistor::address::UnixAddress;
 use twistor::protocol::{ClientFactory, CloseReason, Factory, Protocol, factory};
 use twistor::unix::UnixListenOptions;
 use twistor::{Address, Connector, Error, Reactor, Transport};
 use twistor_testing::process::{have, run_with_input};
-
-struct Echo;
-impl Protocol for Echo {
-    fn data_received(&mut self, t: &Transport, data: &[u8]) {
-        t.write(data);
-    }
-}
-
-fn reactor() -> Reactor {
-    let reactor = Reactor::new().unwrap();
-    let r = reactor.clone();
-    reactor.call_later(Duration::from_secs(60), move || {
-        // A panic here would only be logged by the reactor; a hung test must fail.
-        eprintln!("test timed out after 60 s");
-        drop(r);
-        std::process::abort();
-    });
-    reactor
-}
 
 /// A fresh directory for socket files, removed at the end.
 struct TempDir(PathBuf);
@@ -63,7 +47,7 @@ fn unix_echo_through_socat_and_cleanup() {
     }
     let dir = TempDir::new("socat");
     let path = dir.path("echo.sock");
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let port = reactor
         .listen_unix_with(
             path.as_path(),
@@ -93,7 +77,7 @@ fn unix_echo_through_socat_and_cleanup() {
 fn an_existing_socket_is_not_stolen_but_a_dead_owners_is_reclaimed() {
     let dir = TempDir::new("lock");
     let path = dir.path("s.sock");
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let first = reactor
         .listen_unix_with(
             path.as_path(),
@@ -172,7 +156,7 @@ impl ClientFactory for Collect {
 
 #[test]
 fn abstract_namespace_listen_and_connect() {
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let name = format!("twistor-test-{}", std::process::id()).into_bytes();
     let address = UnixAddress::Abstract(name.clone());
     let port = reactor
@@ -196,7 +180,7 @@ fn abstract_namespace_listen_and_connect() {
 #[test]
 fn connecting_to_a_missing_socket_fails_cleanly() {
     let dir = TempDir::new("missing");
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let log = Rc::new(RefCell::new(Vec::new()));
     reactor.connect_unix(
         dir.path("nobody.sock").as_path(),
@@ -244,7 +228,7 @@ fn descriptors_from_another_process_arrive_before_their_bytes() {
     let path = dir.path("fd.sock");
     let secret = dir.path("secret.txt");
     std::fs::write(&secret, "the contents of secret.txt\n").unwrap();
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let got = Rc::new(RefCell::new(Vec::new()));
     let g = got.clone();
     reactor
@@ -283,7 +267,7 @@ fn descriptors_from_another_process_arrive_before_their_bytes() {
 fn twistor_passes_descriptors_to_twistor() {
     let dir = TempDir::new("fds2");
     let path = dir.path("fd.sock");
-    let reactor = reactor();
+    let reactor = watched_reactor();
     let got = Rc::new(RefCell::new(Vec::new()));
     let g = got.clone();
     reactor

@@ -1,0 +1,552 @@
+//! The echo suite: every scenario against every server, interleaved, medians reported.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::load::{self, Limit};
+use crate::procfs::{self, Memory};
+use crate::report::{self, BarGroup, Panel, Table, fmt_num, fmt_ratio, fmt_us};
+use crate::server::{Launcher, Server, ServerKind};
+use crate::stats::median;
+
+/// One scenario of the echo suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// `conns` connections each sending `size` bytes and waiting for the echo.
+    PingPong {
+        /// Concurrent connections.
+        conns: usize,
+        /// Message size in bytes.
+        size: usize,
+    },
+    /// One connection streaming this many bytes through the echo.
+    Stream {
+        /// Bytes to send (and receive back).
+        bytes: u64,
+    },
+    /// This many idle connections, for resident memory per connection.
+    Idle {
+        /// Connections to hold open.
+        conns: usize,
+    },
+}
+
+impl Scenario {
+    /// The suite's scenarios: 1×64 B, 50×64 B, 50×4 KiB, 1,000×64 B, a stream of
+    /// `stream_bytes`, and `idle_conns` idle connections.
+    pub fn all(stream_bytes: u64, idle_conns: usize) -> Vec<Scenario> {
+        vec![
+            Scenario::PingPong { conns: 1, size: 64 },
+            Scenario::PingPong {
+                conns: 50,
+                size: 64,
+            },
+            Scenario::PingPong {
+                conns: 50,
+                size: 4096,
+            },
+            Scenario::PingPong {
+                conns: 1000,
+                size: 64,
+            },
+            Scenario::Stream {
+                bytes: stream_bytes,
+            },
+            Scenario::Idle { conns: idle_conns },
+        ]
+    }
+
+    /// The short name used for `--scenarios` and in tables: `1x64`, `50x64`, `50x4k`,
+    /// `1000x64`, `stream`, `idle`.
+    pub fn name(&self) -> String {
+        match *self {
+            Scenario::PingPong { conns, size } if size % 1024 == 0 => {
+                format!("{conns}x{}k", size / 1024)
+            }
+            Scenario::PingPong { conns, size } => format!("{conns}x{size}"),
+            Scenario::Stream { .. } => "stream".into(),
+            Scenario::Idle { .. } => "idle".into(),
+        }
+    }
+
+    /// A longer description for reports.
+    pub fn describe(&self) -> String {
+        match *self {
+            Scenario::PingPong { conns, size } => {
+                format!("ping-pong, {conns} connection(s) × {size} B")
+            }
+            Scenario::Stream { bytes } => {
+                format!("stream {} MiB through one connection", bytes >> 20)
+            }
+            Scenario::Idle { conns } => format!("{conns} idle connections"),
+        }
+    }
+}
+
+/// Settings of one run of the echo suite.
+#[derive(Debug, Clone)]
+pub struct EchoOptions {
+    /// Measured window of each ping-pong run.
+    pub duration: Duration,
+    /// Ping-pong before each window.
+    pub warmup: Duration,
+    /// How many times each (scenario, server) pair runs, interleaved.
+    pub repeats: usize,
+    /// The scenarios, in order.
+    pub scenarios: Vec<Scenario>,
+    /// The servers, in order (twistor first, as the ratios' base).
+    pub servers: Vec<ServerKind>,
+    /// The core the load generator runs on, if pinned.
+    pub client_core: Option<usize>,
+    /// Where the Markdown and SVG go.
+    pub out_dir: PathBuf,
+}
+
+/// The medians of one (scenario, server) pair.
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    /// Operations per second: round trips, or MB for streams.
+    rate: f64,
+    /// Median latency in ns (ping-pong only).
+    p50_ns: u32,
+    /// 99th percentile latency in ns (ping-pong only).
+    p99_ns: u32,
+    /// Server CPU per operation, µs.
+    cpu_us: f64,
+    /// Server CPU use over the window, percent of one core.
+    cpu_pct: f64,
+    /// The server's peak RSS during the run, bytes.
+    peak_rss: f64,
+}
+
+/// One measured run.
+type Sample = Figures;
+
+/// Runs the suite, prints its tables and writes `echo.md` and `echo.svg` to the output
+/// directory.
+pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
+    let load_before = procfs::load_average();
+    let servers: Vec<ServerKind> = opts
+        .servers
+        .iter()
+        .copied()
+        .filter(|&k| match launcher.unavailable(k) {
+            Some(why) => {
+                eprintln!("note: {why}");
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let mut notes: Vec<String> = opts
+        .servers
+        .iter()
+        .filter_map(|&k| launcher.unavailable(k))
+        .collect();
+
+    // Ping-pong and streams share one long-lived process per server; idle needs fresh ones.
+    let active: Vec<Scenario> = opts
+        .scenarios
+        .iter()
+        .copied()
+        .filter(|s| !matches!(s, Scenario::Idle { .. }))
+        .collect();
+    let mut samples: BTreeMap<(usize, ServerKind), Vec<Sample>> = BTreeMap::new();
+    if !active.is_empty() {
+        let mut running: Vec<Server> = Vec::new();
+        for &kind in &servers {
+            running.push(launcher.start(kind)?);
+        }
+        for (si, scenario) in active.iter().enumerate() {
+            for rep in 0..opts.repeats {
+                for server in &running {
+                    // Best effort: without it the peak covers the server's life so far.
+                    let _ = procfs::reset_peak_rss(server.pid());
+                    let mut sample = run_once(server, scenario, opts)?;
+                    sample.peak_rss = Memory::of(server.pid())?.peak_rss as f64;
+                    eprintln!(
+                        "{:>8} {:>9} run {}/{}: {} {}/s, server CPU {} µs/op ({}%)",
+                        scenario.name(),
+                        server.kind.name(),
+                        rep + 1,
+                        opts.repeats,
+                        fmt_num(sample.rate),
+                        unit(scenario),
+                        fmt_num(sample.cpu_us),
+                        fmt_num(sample.cpu_pct),
+                    );
+                    samples.entry((si, server.kind)).or_default().push(sample);
+                }
+            }
+        }
+    }
+
+    let mut idle: BTreeMap<ServerKind, IdleFigures> = BTreeMap::new();
+    for scenario in &opts.scenarios {
+        if let Scenario::Idle { conns } = *scenario {
+            for &kind in &servers {
+                match run_idle(launcher, kind, conns) {
+                    Ok(fig) => {
+                        eprintln!(
+                            "    idle {:>9}: {} B per connection",
+                            kind.name(),
+                            fmt_num(fig.per_conn)
+                        );
+                        idle.insert(kind, fig);
+                    }
+                    Err(e) => {
+                        eprintln!("    idle {:>9}: failed: {e}", kind.name());
+                        notes.push(format!("idle with {}: {e}", kind.name()));
+                    }
+                }
+            }
+        }
+    }
+
+    let medians: BTreeMap<(usize, ServerKind), Figures> = samples
+        .iter()
+        .map(|(&key, runs)| (key, medians_of(runs)))
+        .collect();
+
+    let main_table = main_table(&active, &servers, &medians);
+    let idle_table = idle_table(&servers, &idle, &opts.scenarios);
+    println!("\n{}", main_table.to_text());
+    if !idle.is_empty() {
+        println!("{}", idle_table.to_text());
+    }
+
+    std::fs::create_dir_all(&opts.out_dir)?;
+    let load = (load_before, procfs::load_average());
+    let md = markdown(
+        opts,
+        launcher,
+        &active,
+        &main_table,
+        &idle_table,
+        &notes,
+        load,
+    );
+    let md_path = opts.out_dir.join("echo.md");
+    std::fs::write(&md_path, md)?;
+    let svg_path = opts.out_dir.join("echo.svg");
+    let panels = chart_panels(&active, &servers, &medians, &idle);
+    let series: Vec<String> = servers.iter().map(|k| k.name().to_owned()).collect();
+    let title = format!("twistor echo benchmarks, {}", report::today());
+    report::write_svg(&svg_path, &title, &series, &panels)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    eprintln!("wrote {} and {}", md_path.display(), svg_path.display());
+    Ok(())
+}
+
+fn run_once(server: &Server, scenario: &Scenario, opts: &EchoOptions) -> io::Result<Sample> {
+    match *scenario {
+        Scenario::PingPong { conns, size } => {
+            let limit = Limit::Time {
+                warmup: opts.warmup,
+                measure: opts.duration,
+            };
+            let r = load::ping_pong(server.addr, conns, size, limit, Some(server.pid()))?;
+            let cpu = r.server_cpu.unwrap_or_default().total();
+            Ok(Figures {
+                rate: r.rate(),
+                p50_ns: r.latency.p50_ns,
+                p99_ns: r.latency.p99_ns,
+                cpu_us: cpu.as_secs_f64() * 1e6 / r.round_trips.max(1) as f64,
+                cpu_pct: 100.0 * cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
+                peak_rss: 0.0,
+            })
+        }
+        Scenario::Stream { bytes } => {
+            let r = load::stream(server.addr, bytes, Some(server.pid()))?;
+            let cpu = r.server_cpu.unwrap_or_default().total();
+            Ok(Figures {
+                rate: r.mb_per_sec(),
+                p50_ns: 0,
+                p99_ns: 0,
+                cpu_us: cpu.as_secs_f64() * 1e6 / (r.bytes as f64 / 1e6),
+                cpu_pct: 100.0 * cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
+                peak_rss: 0.0,
+            })
+        }
+        Scenario::Idle { .. } => Err(io::Error::other("idle runs separately")),
+    }
+}
+
+/// Resident memory of one server holding idle connections.
+#[derive(Debug, Clone, Copy)]
+struct IdleFigures {
+    /// RSS with one connection's round trip done.
+    base: u64,
+    /// RSS with all connections open.
+    loaded: u64,
+    /// `(loaded - base) / conns`.
+    per_conn: f64,
+}
+
+fn run_idle(launcher: &Launcher, kind: ServerKind, conns: usize) -> io::Result<IdleFigures> {
+    let server = launcher.start(kind)?;
+    // One round trip first so lazily built state (buffers, the first task) is in the base.
+    let warm = load::idle(server.addr, 1, 64)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let base = Memory::of(server.pid())?.rss;
+    let held = load::idle(server.addr, conns, 64)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let loaded = Memory::of(server.pid())?.rss;
+    drop(held);
+    drop(warm);
+    drop(server);
+    Ok(IdleFigures {
+        base,
+        loaded,
+        per_conn: loaded.saturating_sub(base) as f64 / conns.max(1) as f64,
+    })
+}
+
+fn medians_of(runs: &[Sample]) -> Figures {
+    let m = |f: &dyn Fn(&Sample) -> f64| {
+        median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+    };
+    Figures {
+        rate: m(&|s| s.rate),
+        p50_ns: m(&|s| f64::from(s.p50_ns)) as u32,
+        p99_ns: m(&|s| f64::from(s.p99_ns)) as u32,
+        cpu_us: m(&|s| s.cpu_us),
+        cpu_pct: m(&|s| s.cpu_pct),
+        peak_rss: m(&|s| s.peak_rss),
+    }
+}
+
+fn unit(scenario: &Scenario) -> &'static str {
+    match scenario {
+        Scenario::Stream { .. } => "MB",
+        _ => "rtt",
+    }
+}
+
+fn main_table(
+    scenarios: &[Scenario],
+    servers: &[ServerKind],
+    medians: &BTreeMap<(usize, ServerKind), Figures>,
+) -> Table {
+    let mut t = Table::new(&[
+        "scenario",
+        "server",
+        "rate /s",
+        "p50",
+        "p99",
+        "CPU µs/op",
+        "CPU × twistor",
+        "rate × twistor",
+        "CPU %",
+        "peak RSS",
+    ]);
+    for (si, scenario) in scenarios.iter().enumerate() {
+        let base = medians.get(&(si, ServerKind::Twistor));
+        for &kind in servers {
+            let Some(f) = medians.get(&(si, kind)) else {
+                continue;
+            };
+            let is_stream = matches!(scenario, Scenario::Stream { .. });
+            let latency = |ns: u32| if is_stream { "–".into() } else { fmt_us(ns) };
+            t.push(vec![
+                scenario.name(),
+                kind.name().into(),
+                format!("{} {}", fmt_num(f.rate), unit(scenario)),
+                latency(f.p50_ns),
+                latency(f.p99_ns),
+                fmt_num(f.cpu_us),
+                fmt_ratio(base.map(|b| f.cpu_us / b.cpu_us)),
+                fmt_ratio(base.map(|b| f.rate / b.rate)),
+                fmt_num(f.cpu_pct),
+                format!("{} MiB", fmt_num(f.peak_rss / 1048576.0)),
+            ]);
+        }
+    }
+    t
+}
+
+fn idle_table(
+    servers: &[ServerKind],
+    idle: &BTreeMap<ServerKind, IdleFigures>,
+    scenarios: &[Scenario],
+) -> Table {
+    let conns = scenarios
+        .iter()
+        .find_map(|s| match s {
+            Scenario::Idle { conns } => Some(*conns),
+            _ => None,
+        })
+        .unwrap_or(0);
+    let mut t = Table::new(&[
+        "server",
+        "connections",
+        "RSS before",
+        "RSS with them",
+        "bytes / connection",
+        "× twistor",
+    ]);
+    let base = idle.get(&ServerKind::Twistor).map(|f| f.per_conn);
+    for kind in servers {
+        if let Some(f) = idle.get(kind) {
+            t.push(vec![
+                kind.name().into(),
+                fmt_num(conns as f64),
+                format!("{} KiB", fmt_num(f.base as f64 / 1024.0)),
+                format!("{} KiB", fmt_num(f.loaded as f64 / 1024.0)),
+                fmt_num(f.per_conn),
+                fmt_ratio(base.map(|b| f.per_conn / b)),
+            ]);
+        }
+    }
+    t
+}
+
+fn chart_panels(
+    scenarios: &[Scenario],
+    servers: &[ServerKind],
+    medians: &BTreeMap<(usize, ServerKind), Figures>,
+    idle: &BTreeMap<ServerKind, IdleFigures>,
+) -> Vec<Panel> {
+    let mut cost = Vec::new();
+    let mut rate = Vec::new();
+    for (si, scenario) in scenarios.iter().enumerate() {
+        let Some(base) = medians.get(&(si, ServerKind::Twistor)) else {
+            continue;
+        };
+        let bars = |f: &dyn Fn(&Figures) -> f64| -> Vec<(String, f64)> {
+            servers
+                .iter()
+                .filter_map(|k| medians.get(&(si, *k)).map(|m| (k.name().to_owned(), f(m))))
+                .collect()
+        };
+        cost.push(BarGroup {
+            label: scenario.name(),
+            bars: bars(&|m| m.cpu_us / base.cpu_us),
+        });
+        rate.push(BarGroup {
+            label: scenario.name(),
+            bars: bars(&|m| m.rate / base.rate),
+        });
+    }
+    if let Some(base) = idle.get(&ServerKind::Twistor) {
+        cost.push(BarGroup {
+            label: "idle RSS".into(),
+            bars: servers
+                .iter()
+                .filter_map(|k| {
+                    idle.get(k)
+                        .map(|f| (k.name().to_owned(), f.per_conn / base.per_conn))
+                })
+                .collect(),
+        });
+    }
+    vec![
+        Panel {
+            title: "server cost per op, × twistor (lower is better)".into(),
+            groups: cost,
+        },
+        Panel {
+            title: "round trips or MB per second, × twistor (higher is better)".into(),
+            groups: rate,
+        },
+    ]
+}
+
+fn markdown(
+    opts: &EchoOptions,
+    launcher: &Launcher,
+    scenarios: &[Scenario],
+    main: &Table,
+    idle_table: &Table,
+    notes: &[String],
+    load: (Option<f64>, Option<f64>),
+) -> String {
+    let mut md = String::new();
+    md.push_str("# twistor echo benchmarks\n\n");
+    let fmt_load = |l: Option<f64>| l.map_or("?".into(), |l| format!("{l:.2}"));
+    md.push_str(&format!(
+        "{} · load average {} before, {} after\n\n",
+        report::machine_line(),
+        fmt_load(load.0),
+        fmt_load(load.1)
+    ));
+    md.push_str(&format!(
+        "Command: `twistor-bench echo --duration {} --warmup {} --repeats {}` · servers pinned to \
+         core {} · load generator {} · twistor server: `{}`\n\n",
+        opts.duration.as_secs_f64(),
+        opts.warmup.as_secs_f64(),
+        opts.repeats,
+        launcher
+            .server_core
+            .map_or("(not pinned)".into(), |c| c.to_string()),
+        opts.client_core
+            .map_or("not pinned".into(), |c| format!("on core {c}")),
+        launcher.twistor_cmd_display(),
+    ));
+    md.push_str("![chart](echo.svg)\n\n");
+    if !scenarios.is_empty() {
+        md.push_str("Scenarios: ");
+        let described: Vec<String> = scenarios
+            .iter()
+            .map(|s| format!("`{}` {}", s.name(), s.describe()))
+            .collect();
+        md.push_str(&described.join("; "));
+        md.push_str(".\n\n");
+        md.push_str(
+            "Medians of the interleaved repeats. *rate* is round trips (or, for `stream`, MB \
+             echoed) per second; *CPU µs/op* is the server's user + system time from \
+             `/proc/PID/stat` over the measured window per round trip (or per MB); the × columns \
+             divide by twistor's figure; *CPU %* is the server's CPU time over the window as a share \
+             of one core. *peak RSS* is the server's `VmHWM` during the run (reset before it \
+             through `/proc/PID/clear_refs`).\n\n",
+        );
+        md.push_str(&main.to_markdown());
+        md.push('\n');
+    }
+    if !idle_table.rows.is_empty() {
+        md.push_str(
+            "Idle connections: a fresh server, one round trip on each connection, then RSS \
+             (`VmRSS`) compared with before they connected.\n\n",
+        );
+        md.push_str(&idle_table.to_markdown());
+        md.push('\n');
+    }
+    if !notes.is_empty() {
+        md.push_str("Notes:\n\n");
+        for n in notes {
+            md.push_str(&format!("- {n}\n"));
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names() {
+        let names: Vec<String> = Scenario::all(1 << 30, 10_000)
+            .iter()
+            .map(Scenario::name)
+            .collect();
+        assert_eq!(
+            names,
+            ["1x64", "50x64", "50x4k", "1000x64", "stream", "idle"]
+        );
+    }
+
+    #[test]
+    fn medians_per_field() {
+        let s = |rate, cpu_us| Figures {
+            rate,
+            cpu_us,
+            ..Figures::default()
+        };
+        let m = medians_of(&[s(1.0, 30.0), s(3.0, 10.0), s(2.0, 20.0)]);
+        assert_eq!(m.rate, 2.0);
+        assert_eq!(m.cpu_us, 20.0);
+    }
+}

@@ -1,0 +1,391 @@
+//! `twistor-bench`: twistor's echo server against tokio, a C epoll loop and Twisted.
+//!
+//! `cargo run --release -p twistor-bench -- echo` runs the suite; `--help` lists the rest.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use twistor_bench::counts::{self, CountOptions};
+use twistor_bench::echo::{self, EchoOptions, Scenario};
+use twistor_bench::load::{self, Limit};
+use twistor_bench::report::{Table, fmt_num, fmt_us};
+use twistor_bench::server::{self, Launcher, ServerKind};
+use twistor_bench::{micro, peers};
+
+#[derive(Parser)]
+#[command(
+    name = "twistor-bench",
+    about = "twistor against tokio, a C epoll loop and Twisted"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every echo scenario against every server, interleaved; writes echo.md and echo.svg.
+    Echo(EchoArgs),
+    /// User-space instructions per round trip at 50×64 B, under valgrind's callgrind.
+    Callgrind(CountArgs),
+    /// System calls per echoed message at 50×64 B, under strace -c -f.
+    Strace(CountArgs),
+    /// In-process: schedule and cancel timers, twistor against tokio.
+    Timers {
+        /// Timers scheduled then cancelled per run.
+        #[arg(long, default_value_t = 1_000_000)]
+        count: usize,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
+    /// In-process: Deferred callback chains (hook: lands with twistor's Deferred).
+    Deferred {
+        /// Chains fired per run.
+        #[arg(long, default_value_t = 100_000)]
+        chains: usize,
+        /// Callbacks per chain.
+        #[arg(long, default_value_t = 10)]
+        callbacks: usize,
+    },
+    /// Runs one of the echo servers this binary carries: twistor, tokio-ct or tokio-mt.
+    Serve {
+        /// twistor, tokio-ct or tokio-mt.
+        kind: String,
+        /// The port on 127.0.0.1 (0 lets the OS choose).
+        port: u16,
+    },
+    /// The load generator alone, against any echo server.
+    Load {
+        /// The server's address.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        addr: std::net::SocketAddr,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 50)]
+        conns: usize,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Pin the load generator to this core.
+        #[arg(long)]
+        core: Option<usize>,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Where results go (default: bench/results at the workspace root).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The twistor server command, `{port}` standing for the port (default: `twist echo
+    /// --listen tcp:{port}` if target/release/twist exists, else `twistor-bench serve
+    /// twistor {port}`, a copy of examples/echo_server.rs).
+    #[arg(long)]
+    twistor_cmd: Option<String>,
+    /// Core the load generator is pinned to.
+    #[arg(long, default_value_t = 0)]
+    client_core: usize,
+    /// Core every server is pinned to.
+    #[arg(long, default_value_t = 1)]
+    server_core: usize,
+    /// Pin nothing.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+#[derive(Args)]
+struct EchoArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Measured seconds per ping-pong run.
+    #[arg(long, default_value_t = 2.0)]
+    duration: f64,
+    /// Warm-up seconds before each measured window.
+    #[arg(long, default_value_t = 0.3)]
+    warmup: f64,
+    /// Runs per (scenario, server), interleaved A B C A B C …; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Scenarios to run: 1x64, 50x64, 50x4k, 1000x64, stream, idle (default: all).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Servers to run: twistor, tokio-ct, tokio-mt, c-epoll, twisted (default: all).
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// MiB streamed in the stream scenario.
+    #[arg(long, default_value_t = 1024)]
+    stream_mib: u64,
+    /// Connections in the idle scenario.
+    #[arg(long, default_value_t = 10_000)]
+    idle_conns: usize,
+    /// About a minute: 0.5 s runs, 0.1 s warm-up, 1 repeat, 256 MiB stream, 2,000 idle.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Args)]
+struct CountArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Servers to count (default: twistor, tokio-ct, c-epoll for callgrind; all for strace).
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Round trips in the first run.
+    #[arg(long, default_value_t = 20_000)]
+    n1: u64,
+    /// Round trips in the second run.
+    #[arg(long, default_value_t = 100_000)]
+    n2: u64,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("twistor-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Echo(args) => run_echo(args),
+        Command::Callgrind(args) => {
+            let defaults = [ServerKind::Twistor, ServerKind::TokioCt, ServerKind::C];
+            let (launcher, opts) = count_setup(args, &defaults)?;
+            Ok(counts::callgrind(&launcher, &opts)?)
+        }
+        Command::Strace(args) => {
+            let (launcher, opts) = count_setup(args, &ServerKind::ALL)?;
+            Ok(counts::strace(&launcher, &opts)?)
+        }
+        Command::Timers { count, repeats } => run_timers(count, repeats),
+        Command::Deferred { chains, callbacks } => {
+            match micro::deferred_chains(chains, callbacks) {
+                Some(results) => print_micro(&results),
+                None => println!(
+                    "deferred: not measured yet. The Deferred-chain benchmark lands with \
+                     twistor's Deferred (issue 3); its hook is twistor_bench::micro::deferred_chains."
+                ),
+            }
+            Ok(())
+        }
+        Command::Serve { kind, port } => match kind.as_str() {
+            "twistor" => Ok(peers::twistor_echo(port)?),
+            "tokio-ct" => Ok(peers::tokio_current_thread(port)?),
+            "tokio-mt" => Ok(peers::tokio_multi_thread(port)?),
+            other => {
+                Err(format!("no built-in server {other:?}: twistor, tokio-ct, tokio-mt").into())
+            }
+        },
+        Command::Load {
+            addr,
+            conns,
+            size,
+            duration,
+            core,
+        } => {
+            if let Some(core) = core {
+                server::pin_current_thread(core)?;
+            }
+            server::raise_fd_limit()?;
+            let limit = Limit::Time {
+                warmup: Duration::from_millis(300),
+                measure: Duration::from_secs_f64(duration),
+            };
+            let r = load::ping_pong(addr, conns, size, limit, None)?;
+            println!(
+                "{conns}×{size} B: {} round trips/s, p50 {}, p99 {}",
+                fmt_num(r.rate()),
+                fmt_us(r.latency.p50_ns),
+                fmt_us(r.latency.p99_ns)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn run_echo(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (duration, warmup, repeats, stream_mib, idle_conns) = if args.quick {
+        (0.5, 0.1, 1, 256, 2_000)
+    } else {
+        (
+            args.duration,
+            args.warmup,
+            args.repeats,
+            args.stream_mib,
+            args.idle_conns,
+        )
+    };
+    let all = Scenario::all(stream_mib << 20, idle_conns);
+    let scenarios = if args.scenarios.is_empty() {
+        all
+    } else {
+        let mut picked = Vec::new();
+        for name in &args.scenarios {
+            let s = all
+                .iter()
+                .find(|s| &s.name() == name)
+                .ok_or_else(|| format!("unknown scenario {name:?}"))?;
+            picked.push(*s);
+        }
+        picked
+    };
+    let servers = parse_servers(&args.servers, &ServerKind::ALL)?;
+    let (launcher, out_dir, client_core) = setup(&args.common)?;
+    let opts = EchoOptions {
+        duration: Duration::from_secs_f64(duration),
+        warmup: Duration::from_secs_f64(warmup),
+        repeats: repeats.max(1),
+        scenarios,
+        servers,
+        client_core,
+        out_dir,
+    };
+    Ok(echo::run(&launcher, &opts)?)
+}
+
+fn count_setup(
+    args: CountArgs,
+    defaults: &[ServerKind],
+) -> Result<(Launcher, CountOptions), Box<dyn std::error::Error>> {
+    if args.n2 <= args.n1 {
+        return Err("--n2 must be larger than --n1".into());
+    }
+    let servers = parse_servers(&args.servers, defaults)?;
+    let (launcher, out_dir, _) = setup(&args.common)?;
+    let work_dir = work_dir();
+    Ok((
+        launcher,
+        CountOptions {
+            servers,
+            n1: args.n1,
+            n2: args.n2,
+            conns: args.conns,
+            size: args.size,
+            work_dir,
+            out_dir,
+        },
+    ))
+}
+
+/// Raises the fd limit, pins this process, and prepares the servers.
+fn setup(
+    common: &Common,
+) -> Result<(Launcher, PathBuf, Option<usize>), Box<dyn std::error::Error>> {
+    server::raise_fd_limit()?;
+    let pin = !common.no_pin && server::cpu_count() >= 2;
+    let (client_core, server_core) = if pin {
+        server::pin_current_thread(common.client_core)?;
+        (Some(common.client_core), Some(common.server_core))
+    } else {
+        (None, None)
+    };
+    let launcher = Launcher::prepare(&work_dir(), common.twistor_cmd.as_deref(), server_core)?;
+    eprintln!("twistor server: {}", launcher.twistor_cmd.join(" "));
+    let out = common
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results"));
+    std::fs::create_dir_all(&out)?;
+    let out = out.canonicalize()?;
+    Ok((launcher, out, client_core))
+}
+
+/// `target/twistor-bench` next to this binary's profile directory, else a temporary one.
+fn work_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("twistor-bench")))
+        .unwrap_or_else(|| std::env::temp_dir().join("twistor-bench"))
+}
+
+fn parse_servers(
+    names: &[String],
+    defaults: &[ServerKind],
+) -> Result<Vec<ServerKind>, Box<dyn std::error::Error>> {
+    if names.is_empty() {
+        return Ok(defaults.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            ServerKind::from_name(n).ok_or_else(|| {
+                format!("unknown server {n:?}: twistor, tokio-ct, tokio-mt, c-epoll, twisted")
+                    .into()
+            })
+        })
+        .collect()
+}
+
+fn run_timers(count: usize, repeats: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let mut runs: Vec<Vec<micro::TimerResult>> = Vec::new();
+    for _ in 0..repeats.max(1) {
+        runs.push(micro::timers(count)?);
+    }
+    let medians: Vec<micro::TimerResult> = (0..runs[0].len())
+        .map(|i| {
+            let pick = |f: &dyn Fn(&micro::TimerResult) -> f64| {
+                twistor_bench::stats::median(&runs.iter().map(|r| f(&r[i])).collect::<Vec<_>>())
+                    .unwrap_or(f64::NAN)
+            };
+            micro::TimerResult {
+                name: runs[0][i].name,
+                schedule_ns: pick(&|r| r.schedule_ns),
+                cancel_ns: pick(&|r| r.cancel_ns),
+            }
+        })
+        .collect();
+    let what = format!(
+        "Schedule then cancel {} timers (delays spread over 1–100 s), median of {repeats} runs.",
+        fmt_num(count as f64)
+    );
+    let table = micro_table(&medians);
+    println!("{what}\n\n{}", table.to_text());
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results");
+    std::fs::create_dir_all(&out)?;
+    let path = out.canonicalize()?.join("timers.md");
+    let md = format!(
+        "# Timers\n\n{}\n\n{what}\n\n{}",
+        twistor_bench::report::machine_line(),
+        table.to_markdown()
+    );
+    std::fs::write(&path, md)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn print_micro(results: &[micro::TimerResult]) {
+    println!("{}", micro_table(results).to_text());
+}
+
+fn micro_table(results: &[micro::TimerResult]) -> Table {
+    let mut t = Table::new(&[
+        "implementation",
+        "ns / schedule",
+        "ns / cancel",
+        "ns / both",
+    ]);
+    for r in results {
+        t.push(vec![
+            r.name.into(),
+            fmt_num(r.schedule_ns),
+            fmt_num(r.cancel_ns),
+            fmt_num(r.schedule_ns + r.cancel_ns),
+        ]);
+    }
+    t
+}

@@ -1,0 +1,401 @@
+//! The echo servers under test: how to start each one, and a guard that kills it.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The C epoll echo server's source, compiled at run time with the system's C compiler.
+pub const EPOLL_ECHO_C: &str = include_str!("../c/epoll_echo.c");
+/// Twisted's echo server, run with the system's `python3`.
+pub const TWISTED_ECHO_PY: &str = include_str!("../py/twisted_echo.py");
+
+/// One of the echo servers the suite compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServerKind {
+    /// twistor's echo server (`twist echo`, or this binary's copy of the echo example).
+    Twistor,
+    /// tokio on a `current_thread` runtime, a 4 KiB buffer per connection.
+    TokioCt,
+    /// tokio on the default `multi_thread` runtime (one worker per CPU), pinned like the rest.
+    TokioMt,
+    /// The minimal C epoll loop in `c/epoll_echo.c`: the ceiling.
+    C,
+    /// Twisted's echo on CPython.
+    Twisted,
+}
+
+impl ServerKind {
+    /// Every server, in the order tables list them.
+    pub const ALL: [ServerKind; 5] = [
+        ServerKind::Twistor,
+        ServerKind::TokioCt,
+        ServerKind::TokioMt,
+        ServerKind::C,
+        ServerKind::Twisted,
+    ];
+
+    /// The short name used on the command line and in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Twistor => "twistor",
+            ServerKind::TokioCt => "tokio-ct",
+            ServerKind::TokioMt => "tokio-mt",
+            ServerKind::C => "c-epoll",
+            ServerKind::Twisted => "twisted",
+        }
+    }
+
+    /// Looks a server up by its short name.
+    pub fn from_name(name: &str) -> Option<ServerKind> {
+        ServerKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How to start each server: resolved once per run (compiling the C server, finding Python).
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    /// The twistor server command, `{port}` standing for the port.
+    pub twistor_cmd: Vec<String>,
+    /// This benchmark binary, for the tokio servers it carries.
+    pub self_exe: PathBuf,
+    /// The compiled C server, or why there is none.
+    pub c_exe: Result<PathBuf, String>,
+    /// `python3` and the Twisted script, or why Twisted is skipped.
+    pub twisted: Result<(PathBuf, PathBuf), String>,
+    /// The CPU servers are pinned to, if any.
+    pub server_core: Option<usize>,
+}
+
+impl Launcher {
+    /// Prepares every server: compiles the C one and writes the Twisted script under
+    /// `work_dir`, and picks the twistor command (`twistor_cmd` if given, else `twist echo`
+    /// next to this binary if built, else this binary's `serve twistor`).
+    pub fn prepare(
+        work_dir: &Path,
+        twistor_cmd: Option<&str>,
+        server_core: Option<usize>,
+    ) -> io::Result<Launcher> {
+        std::fs::create_dir_all(work_dir)?;
+        let self_exe = std::env::current_exe()?;
+        let twistor_cmd = match twistor_cmd {
+            Some(cmd) => cmd.split_whitespace().map(str::to_owned).collect(),
+            None => default_twistor_cmd(&self_exe),
+        };
+        Ok(Launcher {
+            twistor_cmd,
+            c_exe: compile_c(work_dir),
+            twisted: find_twisted(work_dir),
+            self_exe,
+            server_core,
+        })
+    }
+
+    /// The twistor command as reports show it: the program by file name only.
+    pub fn twistor_cmd_display(&self) -> String {
+        let mut args = self.twistor_cmd.clone();
+        if let Some(name) = args
+            .first()
+            .and_then(|p| Path::new(p).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+        {
+            args[0] = name;
+        }
+        args.join(" ")
+    }
+
+    /// Why `kind` cannot run here, if it cannot.
+    pub fn unavailable(&self, kind: ServerKind) -> Option<String> {
+        match kind {
+            ServerKind::C => self.c_exe.as_ref().err().cloned(),
+            ServerKind::Twisted => self.twisted.as_ref().err().cloned(),
+            _ => None,
+        }
+    }
+
+    /// The command line (program first) that runs `kind` on `port`.
+    pub fn command_line(&self, kind: ServerKind, port: u16) -> io::Result<Vec<String>> {
+        let unavailable = |why: &String| io::Error::new(io::ErrorKind::NotFound, why.clone());
+        let exe = self.self_exe.display().to_string();
+        let port = port.to_string();
+        Ok(match kind {
+            ServerKind::Twistor => self
+                .twistor_cmd
+                .iter()
+                .map(|a| a.replace("{port}", &port))
+                .collect(),
+            ServerKind::TokioCt => vec![exe, "serve".into(), "tokio-ct".into(), port],
+            ServerKind::TokioMt => vec![exe, "serve".into(), "tokio-mt".into(), port],
+            ServerKind::C => {
+                let c = self.c_exe.as_ref().map_err(unavailable)?;
+                vec![c.display().to_string(), port]
+            }
+            ServerKind::Twisted => {
+                let (python, script) = self.twisted.as_ref().map_err(unavailable)?;
+                vec![
+                    python.display().to_string(),
+                    script.display().to_string(),
+                    port,
+                ]
+            }
+        })
+    }
+
+    /// Starts `kind` on a free port, pinned to the server core, and waits until it accepts.
+    pub fn start(&self, kind: ServerKind) -> io::Result<Server> {
+        self.start_wrapped(kind, &[], Duration::from_secs(20))
+    }
+
+    /// Starts `kind` under a wrapper such as `valgrind --tool=callgrind` or `strace -c -f`
+    /// (`wrapper` is the wrapper's command line, the server's follows it), waiting up to
+    /// `ready_timeout` for the server to accept.
+    pub fn start_wrapped(
+        &self,
+        kind: ServerKind,
+        wrapper: &[String],
+        ready_timeout: Duration,
+    ) -> io::Result<Server> {
+        let port = free_port()?;
+        let mut argv: Vec<String> = wrapper.to_vec();
+        argv.extend(self.command_line(kind, port)?);
+        let mut command = Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if let Some(core) = self.server_core {
+            pin_command(&mut command, core);
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", argv.join(" "))))?;
+        let mut server = Server {
+            kind,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+        };
+        server.wait_ready(ready_timeout)?;
+        Ok(server)
+    }
+}
+
+/// A running server process. Dropping it kills the process, so no server outlives a run,
+/// even when the run fails.
+#[derive(Debug)]
+pub struct Server {
+    /// Which server this is.
+    pub kind: ServerKind,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Server {
+    /// The pid of the process started (the wrapper's, when wrapped).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to `pid` (the server or, when wrapped, a process under it).
+    pub fn signal(pid: u32, signal: i32) -> io::Result<()> {
+        // SAFETY: kill has no memory-safety preconditions.
+        if unsafe { libc::kill(pid as libc::pid_t, signal) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself, true if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "{} exited before listening ({status})",
+                    self.kind
+                )));
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{} did not listen on {} in time", self.kind, self.addr),
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // A wrapper's children (strace's tracee) would outlive it: kill them first.
+            for pid in crate::procfs::children(self.child.id()) {
+                let _ = Server::signal(pid, libc::SIGKILL);
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Pins the current thread (and the threads and processes it later starts) to `core`.
+pub fn pin_current_thread(core: usize) -> io::Result<()> {
+    set_affinity(core)
+}
+
+/// Makes `command`'s process start pinned to `core` (like `taskset -c CORE`, but the pid stays
+/// the server's own).
+fn pin_command(command: &mut Command, core: usize) {
+    // SAFETY: the closure only makes the sched_setaffinity system call, which is
+    // async-signal-safe, between fork and exec.
+    unsafe {
+        command.pre_exec(move || set_affinity(core));
+    }
+}
+
+fn set_affinity(core: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it, and
+    // sched_setaffinity reads size_of::<cpu_set_t>() bytes from it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Raises this process's open-file limit to its hard limit (servers started later inherit
+/// it), returning the new soft limit. The idle scenario needs two descriptors per connection
+/// on this side and one on the server's.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read or write only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bind port 0, read it, let it go).
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The number of CPUs online (not only those this process is pinned to).
+pub fn cpu_count() -> usize {
+    // SAFETY: sysconf only reads a configuration value.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 { n as usize } else { 1 }
+}
+
+fn default_twistor_cmd(self_exe: &Path) -> Vec<String> {
+    if let Some(dir) = self_exe.parent() {
+        let twist = dir.join("twist");
+        if twist.is_file() {
+            return vec![
+                twist.display().to_string(),
+                "echo".into(),
+                "--listen".into(),
+                "tcp:{port}".into(),
+            ];
+        }
+    }
+    vec![
+        self_exe.display().to_string(),
+        "serve".into(),
+        "twistor".into(),
+        "{port}".into(),
+    ]
+}
+
+fn compile_c(work_dir: &Path) -> Result<PathBuf, String> {
+    let source = work_dir.join("epoll_echo.c");
+    let exe = work_dir.join("epoll_echo");
+    std::fs::write(&source, EPOLL_ECHO_C).map_err(|e| format!("writing C source: {e}"))?;
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-O2", "-g", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .map_err(|e| format!("C server skipped: no C compiler `{cc}` ({e})"))?;
+    if status.success() {
+        Ok(exe)
+    } else {
+        Err(format!("C server skipped: `{cc}` failed ({status})"))
+    }
+}
+
+fn find_twisted(work_dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    // Ask for the interpreter's real path: `python3` may be a shell shim (pyenv) that
+    // valgrind would profile instead of Python.
+    let probe = Command::new(&python)
+        .args(["-c", "import sys, twisted; print(sys.executable)"])
+        .stderr(Stdio::null())
+        .output();
+    let exe = match probe {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        Ok(_) => {
+            return Err(format!(
+                "Twisted skipped: `{python} -c 'import twisted'` failed (pip install twisted)"
+            ));
+        }
+        Err(e) => return Err(format!("Twisted skipped: no `{python}` ({e})")),
+    };
+    let exe = if exe.is_empty() { python } else { exe };
+    let script = work_dir.join("twisted_echo.py");
+    std::fs::write(&script, TWISTED_ECHO_PY).map_err(|e| format!("writing Twisted script: {e}"))?;
+    Ok((PathBuf::from(exe), script))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in ServerKind::ALL {
+            assert_eq!(ServerKind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(ServerKind::from_name("nginx"), None);
+    }
+}
