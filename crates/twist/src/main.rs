@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! twist echo --listen tcp:8000 --listen tcp6:8000
+//! twist web --listen tcp:8080 --path .
 //! ```
 
 mod echo;
+mod web;
 
 use std::process::ExitCode;
 
@@ -48,6 +50,8 @@ impl LogLevel {
 enum Service {
     /// An echo server: every byte received is sent back (RFC 862).
     Echo(echo::Options),
+    /// A web server: static files from a directory, or a reverse proxy.
+    Web(web::Options),
 }
 
 /// Why a service could not run, and with which exit status.
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.service {
         Service::Echo(options) => echo::run(options),
+        Service::Web(options) => web::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

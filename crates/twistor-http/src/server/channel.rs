@@ -435,7 +435,7 @@ impl Channel {
         }
         let result = self.core.borrow_mut().send_data(data);
         match result {
-            Ok(()) => request.resp.borrow_mut().bytes += data.len() as u64,
+            Ok(()) => count_sent(request, data.len()),
             Err(err) => tracing::warn!("response body to {} refused: {err}", request.path()),
         }
         self.flush_out();
@@ -457,7 +457,7 @@ impl Channel {
         if !body.is_empty() {
             let result = self.core.borrow_mut().send_data(&body);
             match result {
-                Ok(()) => request.resp.borrow_mut().bytes += body.len() as u64,
+                Ok(()) => count_sent(request, body.len()),
                 Err(err) => tracing::warn!("response body to {} refused: {err}", request.path()),
             }
         }
@@ -812,6 +812,17 @@ impl Channel {
             referer: field(header::REFERER),
             user_agent: field(header::USER_AGENT),
         });
+    }
+}
+
+/// Counts body bytes sent (none go out for HEAD, 204 and 304).
+fn count_sent(request: &RequestInner, n: usize) {
+    let mut resp = request.resp.borrow_mut();
+    let bodiless = request.method == http::Method::HEAD
+        || resp.status == StatusCode::NO_CONTENT
+        || resp.status == StatusCode::NOT_MODIFIED;
+    if !bodiless {
+        resp.bytes += n as u64;
     }
 }
 
