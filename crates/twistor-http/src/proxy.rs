@@ -46,13 +46,15 @@ impl ReverseProxy {
     /// A proxy to `url` (`http://host[:port][/prefix]`), with its own connection pool.
     /// A request for `/rest?q` below the resource goes to `prefix/rest?q`.
     pub fn new(reactor: &Reactor, url: &str) -> Result<ReverseProxy, Error> {
-        let mut options = AgentOptions::default();
         // A proxy passes bodies and redirects through untouched.
-        options.decompress = false;
-        options.max_redirects = 0;
-        options.user_agent = None;
-        options.max_connections_per_host = 64;
-        options.max_idle_per_host = 64;
+        let options = AgentOptions {
+            decompress: false,
+            max_redirects: 0,
+            user_agent: None,
+            max_connections_per_host: 64,
+            max_idle_per_host: 64,
+            ..AgentOptions::default()
+        };
         ReverseProxy::with_agent(Agent::with_options(reactor, options), url)
     }
 

@@ -321,7 +321,7 @@ impl Agent {
     }
 
     /// Sends a request; the Deferred fires with the response once its head has arrived
-    /// (after following redirects), or fails with an [`Error`](crate::Error) inside the
+    /// (after following redirects), or fails with an [`Error`] inside the
     /// [`Failure`]. Cancelling it abandons the request.
     pub fn request(
         &self,
@@ -396,28 +396,30 @@ impl Agent {
         });
         let agent = self.clone();
         sent.and_then_deferred(move |(head, body)| {
-            agent.handle_response(
+            let sent = Sent {
                 method,
                 url,
                 headers,
-                head,
-                body,
-                replay_on_redirect,
+                replay: replay_on_redirect,
                 redirects,
-            )
+            };
+            agent.handle_response(sent, head, body)
         })
     }
 
     fn handle_response(
         &self,
-        method: Method,
-        url: Uri,
-        headers: HeaderMap,
+        sent: Sent,
         mut head: ResponseHead,
         body: ResponseBody,
-        replay: Option<Body>,
-        redirects: u32,
     ) -> Deferred<Response> {
+        let Sent {
+            method,
+            url,
+            headers,
+            replay,
+            redirects,
+        } = sent;
         let options = self.pool.options();
         let status = head.status;
         let redirect =
@@ -528,6 +530,16 @@ impl Agent {
         *request.headers_mut() = headers;
         Ok(request)
     }
+}
+
+/// What was sent, for deciding about a redirect.
+struct Sent {
+    method: Method,
+    url: Uri,
+    headers: HeaderMap,
+    /// The body again, if it can be sent again.
+    replay: Option<Body>,
+    redirects: u32,
 }
 
 fn discard(body: ResponseBody) {

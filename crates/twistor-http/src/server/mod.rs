@@ -1,7 +1,7 @@
 //! The HTTP server: a [`Site`] serves a tree of [`Resource`]s over HTTP/1.1 (Twisted's
 //! `twisted.web.server`).
 //!
-//! The site is the [`Factory`](twistor::Factory): give it to `listen_tcp` or to a server
+//! The site is the [`Factory`]: give it to `listen_tcp` or to a server
 //! endpoint, and each connection gets a protocol that drives the sans-IO
 //! [`ServerConnection`](crate::proto::ServerConnection). For each request the site walks
 //! the resource tree ([`Resource::child`]), then renders the resource it found with a
@@ -30,7 +30,7 @@
 //! not even parsed until the previous response is finished), chunked bodies both ways,
 //! `Expect: 100-continue` (the `100` goes out when the resource asks for the body),
 //! `HEAD` (the body is dropped, its length kept), `Date` and `Server` fields, the limits
-//! of [`Limits`](crate::proto::Limits) with their 4xx answers, and three timers on the
+//! of [`Limits`] with their 4xx answers, and three timers on the
 //! reactor's clock: an idle timeout between requests, a deadline for the whole request
 //! head (a slow-loris defence: trickling bytes does not extend it), and an inactivity
 //! timeout while the body arrives. A timed-out request gets 408.

@@ -252,9 +252,11 @@ impl Resource for NotFound {
 /// ```
 #[derive(Default)]
 pub struct Tree {
-    children: RefCell<HashMap<Box<[u8]>, Rc<dyn Resource>>>,
+    children: RefCell<Children>,
     own: Option<Rc<dyn Resource>>,
 }
+
+type Children = HashMap<Box<[u8]>, Rc<dyn Resource>>;
 
 impl Tree {
     /// A node with no children that answers its own path with 404.
