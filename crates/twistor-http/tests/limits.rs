@@ -223,3 +223,15 @@ fn pipelined_requests_are_answered_in_order() {
         .collect();
     assert_eq!(bodies, ["slow", "answer for /fast1", "answer for /fast2"]);
 }
+
+#[test]
+fn a_client_that_half_closes_still_gets_its_answers() {
+    let server = limited_server();
+    let out = support::exchange(
+        server.port,
+        b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("\r\n\r\nslow"), "{out}");
+    assert!(out.ends_with("\r\n\r\nanswer for /next"), "{out}");
+}
