@@ -30,10 +30,13 @@ pub mod datagram;
 pub mod defer;
 pub mod endpoints;
 pub mod error;
+pub mod inotify;
 pub mod port;
+pub mod process;
 pub mod protocol;
 pub mod reactor;
 pub mod reconnect;
+pub mod stdio;
 pub mod tcp;
 pub mod transport;
 pub mod udp;
@@ -41,6 +44,7 @@ pub mod unix;
 
 mod connecting;
 mod listener;
+mod pipe;
 mod resolve;
 mod stream;
 

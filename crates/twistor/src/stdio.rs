@@ -1,0 +1,412 @@
+//! This process's own stdin and stdout as a transport (Twisted's `stdio.StandardIO`).
+//!
+//! [`standard_io`] runs any [`Protocol`] over fd 0 and fd 1: what arrives on stdin is given
+//! to `data_received`, writes go to stdout. End of file on stdin is a half-close: the
+//! protocol's `read_connection_lost` runs (by default it calls `lose_connection`, which
+//! writes everything queued to stdout, then closes). `connection_lost` comes once both
+//! sides are closed, so a program that exits from `connection_lost` has flushed its output.
+//!
+//! ```no_run
+//! use twistor::protocol::Protocol;
+//! use twistor::stdio::standard_io;
+//! use twistor::{CloseReason, Reactor, Transport};
+//!
+//! struct Echo(Reactor);
+//! impl Protocol for Echo {
+//!     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+//!         transport.write(data);
+//!     }
+//!     fn connection_lost(&mut self, _reason: &CloseReason) {
+//!         self.0.stop();
+//!     }
+//! }
+//!
+//! let reactor = Reactor::new()?;
+//! standard_io(&reactor, Echo(reactor.clone()))?;
+//! reactor.run()?;
+//! # Ok::<(), twistor::Error>(())
+//! ```
+//!
+//! # Non-blocking I/O on shared descriptors
+//!
+//! `O_NONBLOCK` belongs to an open file *description*, which fd 0 and 1 usually share with
+//! other processes: the shell's terminal, the other programs of a pipeline. Setting it there
+//! would make their reads fail with `EAGAIN`. So for pipes, FIFOs and terminals this module
+//! opens `/proc/self/fd/N` again, which gives a new description of the same pipe or
+//! terminal, private to us, and sets `O_NONBLOCK` on that one only. Sockets cannot be
+//! reopened so; for them (and if reopening fails) the descriptor is duplicated,
+//! `O_NONBLOCK` is set on the shared description while the transport lives, and the
+//! original flags are put back when it closes. Regular files and `/dev/null` never block
+//! and cannot be watched with epoll; they are read and written a bounded amount per reactor
+//! turn.
+//!
+//! When the transport closes a side, that standard descriptor is pointed at `/dev/null`
+//! (as Twisted closes it): the process at the other end sees end of file or a broken pipe,
+//! and the number is not reused by an unrelated file that later prints would reach.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+
+use crate::address::Address;
+use crate::error::Error;
+use crate::pipe::{PipeOwner, PipeReader, PipeWriter};
+use crate::protocol::{CloseReason, Protocol};
+use crate::reactor::{Reactor, panic_message};
+use crate::transport::{Producer, Transport, TransportImpl};
+
+/// Runs `protocol` over this process's stdin (fd 0) and stdout (fd 1); its
+/// `connection_made` runs before this returns. See the [module docs](self).
+pub fn standard_io(reactor: &Reactor, protocol: impl Protocol) -> Result<Transport, Error> {
+    StandardIO::start(reactor, Box::new(protocol), 0, 1)
+}
+
+/// Like [`standard_io`], over other descriptors of this process: `input` is read and
+/// `output` written (they stay open, and are pointed at `/dev/null` once closed).
+pub fn standard_io_fds(
+    reactor: &Reactor,
+    protocol: impl Protocol,
+    input: RawFd,
+    output: RawFd,
+) -> Result<Transport, Error> {
+    StandardIO::start(reactor, Box::new(protocol), input, output)
+}
+
+/// The standard I/O transport (what [`standard_io`] returns a [`Transport`] on; reach it
+/// with `transport.downcast_ref::<StandardIO>()`).
+pub struct StandardIO {
+    inner: Rc<StdioInner>,
+}
+
+/// The reader's id (stdin's number, whatever the real descriptor).
+const INPUT: i32 = 0;
+/// The writer's id.
+const OUTPUT: i32 = 1;
+
+impl StandardIO {
+    fn start(
+        reactor: &Reactor,
+        protocol: Box<dyn Protocol>,
+        input: RawFd,
+        output: RawFd,
+    ) -> Result<Transport, Error> {
+        let (input_fd, input_flags) = open_side(input, false)?;
+        let (output_fd, output_flags) = open_side(output, true)?;
+        let inner = Rc::new(StdioInner {
+            reader: RefCell::new(None),
+            writer: RefCell::new(None),
+            fds: [input, output],
+            restore: [Cell::new(input_flags), Cell::new(output_flags)],
+            protocol: RefCell::new(Some(protocol)),
+            losing: Cell::new(false),
+            aborting: Cell::new(false),
+            closed: Cell::new(false),
+            reason: RefCell::new(None),
+            transport: RefCell::new(None),
+        });
+        let owner: Rc<dyn PipeOwner> = inner.clone();
+        let reader = PipeReader::open(reactor, input_fd, INPUT, owner.clone());
+        let writer = PipeWriter::open(reactor, output_fd, OUTPUT, owner);
+        let (reader, writer) = match (reader, writer) {
+            (Ok(reader), Ok(writer)) => (reader, writer),
+            (reader, writer) => {
+                let err = [reader.as_ref().err(), writer.as_ref().err()]
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .map(|e| io::Error::new(e.kind(), e.to_string()))
+                    .unwrap_or_else(|| io::Error::other("cannot watch standard I/O"));
+                // Whichever side opened closes without telling a protocol that never
+                // started, and leaves its standard descriptor alone.
+                inner.protocol.borrow_mut().take();
+                inner.closed.set(true);
+                if let Ok(reader) = reader {
+                    reader.lose();
+                }
+                if let Ok(writer) = writer {
+                    writer.abort();
+                }
+                return Err(Error::io(err));
+            }
+        };
+        *inner.reader.borrow_mut() = Some(reader);
+        *inner.writer.borrow_mut() = Some(writer);
+        let transport = Transport::new(Rc::new(StandardIO {
+            inner: inner.clone(),
+        }));
+        *inner.transport.borrow_mut() = Some(transport.clone());
+        inner.dispatch(|p, t| p.make_connection(t));
+        Ok(transport)
+    }
+
+    fn writer(&self) -> Option<Rc<PipeWriter>> {
+        self.inner.writer.borrow().clone()
+    }
+
+    fn reader(&self) -> Option<Rc<PipeReader>> {
+        self.inner.reader.borrow().clone()
+    }
+}
+
+impl TransportImpl for StandardIO {
+    fn write(&self, data: &[u8]) {
+        match self.writer() {
+            Some(writer) => writer.write(data),
+            None => tracing::debug!("write of {} bytes to closed stdout ignored", data.len()),
+        }
+    }
+
+    fn lose_connection(&self) {
+        self.inner.lose(false);
+    }
+
+    fn abort_connection(&self) {
+        self.inner.lose(true);
+    }
+
+    fn lose_write_connection(&self) {
+        if let Some(writer) = self.writer() {
+            writer.lose();
+        }
+    }
+
+    fn peer(&self) -> Address {
+        Address::Pipe
+    }
+
+    fn host(&self) -> Address {
+        Address::Pipe
+    }
+
+    fn disconnecting(&self) -> bool {
+        self.inner.losing.get() || self.inner.aborting.get() || self.inner.closed.get()
+    }
+
+    fn buffered(&self) -> usize {
+        self.writer().map_or(0, |w| w.buffered())
+    }
+
+    fn pause_producing(&self) {
+        if let Some(reader) = self.reader() {
+            reader.pause();
+        }
+    }
+
+    fn resume_producing(&self) {
+        if let Some(reader) = self.reader() {
+            reader.resume();
+        }
+    }
+
+    fn register_producer(&self, producer: Box<dyn Producer>, streaming: bool) -> Result<(), Error> {
+        match self.writer() {
+            Some(writer) => writer.register_producer(producer, streaming),
+            None => {
+                producer.stop_producing();
+                Ok(())
+            }
+        }
+    }
+
+    fn unregister_producer(&self) {
+        if let Some(writer) = self.writer() {
+            writer.unregister_producer();
+        }
+    }
+
+    fn set_high_water_mark(&self, bytes: usize) {
+        if let Some(writer) = self.writer() {
+            writer.set_high_water_mark(bytes);
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+struct StdioInner {
+    reader: RefCell<Option<Rc<PipeReader>>>,
+    writer: RefCell<Option<Rc<PipeWriter>>>,
+    /// The standard descriptors (input, output) we were given.
+    fds: [RawFd; 2],
+    /// Status flags to put back on each shared description when its side closes.
+    restore: [Cell<Option<libc::c_int>>; 2],
+    protocol: RefCell<Option<Box<dyn Protocol>>>,
+    /// `lose_connection` was called.
+    losing: Cell<bool>,
+    /// `abort_connection` was called (or a callback panicked).
+    aborting: Cell<bool>,
+    /// `connection_lost` has been delivered.
+    closed: Cell<bool>,
+    /// The first unclean reason a side closed for.
+    reason: RefCell<Option<CloseReason>>,
+    /// The handle given to the protocol, made once (a cycle, broken by `finish`).
+    transport: RefCell<Option<Transport>>,
+}
+
+impl StdioInner {
+    fn lose(&self, abort: bool) {
+        if abort {
+            self.aborting.set(true);
+        } else {
+            self.losing.set(true);
+        }
+        let writer = self.writer.borrow().clone();
+        if let Some(writer) = writer {
+            if abort {
+                writer.abort();
+            } else {
+                writer.lose();
+            }
+        }
+        let reader = self.reader.borrow().clone();
+        if let Some(reader) = reader {
+            reader.lose();
+        }
+    }
+
+    fn dispatch(&self, f: impl FnOnce(&mut dyn Protocol, &Transport)) {
+        let Some(transport) = self.transport.borrow().clone() else {
+            return;
+        };
+        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
+            tracing::warn!("standard I/O protocol callback re-entered; event dropped");
+            return;
+        };
+        let Some(protocol) = slot.as_mut() else {
+            return;
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| f(&mut **protocol, &transport)));
+        drop(slot);
+        if let Err(panic) = result {
+            let message = panic_message(&*panic);
+            tracing::error!("standard I/O protocol callback panicked: {message}; aborting");
+            self.reason
+                .borrow_mut()
+                .get_or_insert(CloseReason::Lost(Error::ProtocolPanicked(message)));
+            self.lose(true);
+        }
+    }
+
+    /// One side's descriptor is closed: put back what we changed on the standard one, and
+    /// point it at `/dev/null` (unless starting failed: then it is left as it was).
+    fn release(&self, side: usize) {
+        let fd = self.fds[side];
+        if let Some(flags) = self.restore[side].take() {
+            // SAFETY: fcntl on a descriptor of ours that is still open.
+            unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+        }
+        if self.closed.get() {
+            return;
+        }
+        match crate::pipe::dev_null() {
+            // SAFETY: dup2 onto a standard descriptor we were given to use; the /dev/null
+            // descriptor is closed when `null` drops.
+            Ok(null) => unsafe {
+                libc::dup2(null.as_raw_fd(), fd);
+            },
+            Err(err) => tracing::debug!("cannot open /dev/null: {err}"),
+        }
+    }
+
+    fn finish(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
+        let reason = match self.reason.borrow_mut().take() {
+            Some(reason) => reason,
+            None if self.aborting.get() => CloseReason::Aborted,
+            None => CloseReason::Done,
+        };
+        self.transport.borrow_mut().take();
+        let protocol = self.protocol.borrow_mut().take();
+        if let Some(mut protocol) = protocol {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.connection_lost(&reason)))
+            {
+                tracing::error!("connection_lost panicked: {}", panic_message(&*panic));
+            }
+        }
+    }
+}
+
+impl PipeOwner for StdioInner {
+    fn pipe_data(&self, _id: i32, data: &[u8]) {
+        self.dispatch(|p, t| p.data_received(t, data));
+    }
+
+    fn pipe_closed(&self, id: i32, reason: CloseReason) {
+        let unclean = !reason.is_clean() && !matches!(reason, CloseReason::Aborted);
+        if unclean {
+            self.reason.borrow_mut().get_or_insert(reason);
+        }
+        if id == INPUT {
+            let _reader = self.reader.borrow_mut().take();
+            self.release(0);
+            let writer = self.writer.borrow().clone();
+            match writer {
+                None => self.finish(),
+                Some(writer) if unclean => writer.abort(),
+                Some(_) if self.losing.get() || self.aborting.get() => {}
+                Some(_) => self.dispatch(|p, t| p.read_connection_lost(t)),
+            }
+        } else {
+            let _writer = self.writer.borrow_mut().take();
+            self.release(1);
+            let reader = self.reader.borrow().clone();
+            match reader {
+                None => self.finish(),
+                Some(reader) if unclean || self.losing.get() || self.aborting.get() => {
+                    reader.lose()
+                }
+                Some(_) => self.dispatch(|p, t| p.write_connection_lost(t)),
+            }
+        }
+    }
+}
+
+/// A descriptor of our own for one standard side, and the flags to restore on the shared
+/// description if we had to change them (see the module docs).
+fn open_side(fd: RawFd, write: bool) -> io::Result<(OwnedFd, Option<libc::c_int>)> {
+    // SAFETY: fstat into a zeroed struct; fcntl queries on the given descriptor.
+    let (mode, flags) = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        (st.st_mode & libc::S_IFMT, flags)
+    };
+    if mode == libc::S_IFIFO || mode == libc::S_IFCHR {
+        let path = format!("/proc/self/fd/{fd}\0");
+        let access = if write {
+            libc::O_WRONLY
+        } else {
+            libc::O_RDONLY
+        };
+        // SAFETY: opening a NUL-terminated path.
+        let new = unsafe {
+            libc::open(
+                path.as_ptr().cast(),
+                access | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
+            )
+        };
+        if new >= 0 {
+            // SAFETY: open just returned this descriptor, owned by nobody else.
+            return Ok((unsafe { OwnedFd::from_raw_fd(new) }, None));
+        }
+        tracing::debug!(
+            "cannot reopen fd {fd} ({}); sharing its description",
+            io::Error::last_os_error()
+        );
+    }
+    let dup = crate::pipe::dup_above_stdio(fd)?;
+    let restore = (flags & libc::O_NONBLOCK == 0).then_some(flags);
+    Ok((dup, restore))
+}
