@@ -90,3 +90,58 @@ impl BodyReceiver for GzipReceiver {
         forward.inner.body_finished(result);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// Decodes `input` fed in `piece`-sized pieces; the output and how it ended.
+    fn decode(input: &[u8], piece: usize) -> (Vec<u8>, Option<Result<(), Error>>) {
+        let out = Rc::new(RefCell::new((Vec::new(), None)));
+        let (o1, o2) = (out.clone(), out.clone());
+        let mut r = GzipReceiver::new(Box::new(crate::body::from_fn(
+            move |d| o1.borrow_mut().0.extend_from_slice(&d),
+            move |end| o2.borrow_mut().1 = Some(end.map(|_| ())),
+        )));
+        for chunk in input.chunks(piece) {
+            r.data_received(Bytes::copy_from_slice(chunk));
+        }
+        r.body_finished(Ok(HeaderMap::new()));
+        let out = out.borrow();
+        (out.0.clone(), out.1.clone())
+    }
+
+    #[test]
+    fn decodes_in_any_pieces() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 7) as u8).collect();
+        let z = gzip(&data);
+        for piece in [1, 7, 4096, z.len()] {
+            assert_eq!(
+                decode(&z, piece),
+                (data.clone(), Some(Ok(()))),
+                "piece {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_and_corrupt_streams_fail() {
+        let z = gzip(b"hello hello hello hello");
+        let (_, end) = decode(&z[..z.len() - 4], 5);
+        assert!(matches!(end, Some(Err(Error::Decode(_)))), "{end:?}");
+        let mut bad = z.clone();
+        let n = bad.len();
+        bad[n - 6] ^= 0xff; // the CRC
+        let (_, end) = decode(&bad, 3);
+        assert!(matches!(end, Some(Err(Error::Decode(_)))), "{end:?}");
+    }
+}
