@@ -13,7 +13,7 @@ use crate::Failure;
 pub struct Options {
     /// Where to listen, as an endpoint description (repeatable), e.g. `tcp:8000`,
     /// `tcp:8000:interface=127.0.0.1:backlog=100`, `tcp6:8000`, `unix:/run/echo.sock`,
-    /// `systemd:domain=INET:index=0`.
+    /// `systemd:domain=INET:index=0`, `stdio:` (echoes standard input, then exits).
     #[arg(
         long = "listen",
         value_name = "DESCRIPTION",
@@ -38,6 +38,25 @@ impl Protocol for Echo {
     }
 }
 
+/// The echo over standard I/O: the reactor stops when stdin ends and the echo is out.
+struct StopWhenDone {
+    reactor: Reactor,
+}
+
+impl Protocol for StopWhenDone {
+    fn connection_made(&mut self, transport: &Transport) {
+        Echo.connection_made(transport)
+    }
+
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        Echo.data_received(transport, data)
+    }
+
+    fn connection_lost(&mut self, _reason: &twistor::CloseReason) {
+        self.reactor.stop();
+    }
+}
+
 /// Listens on every description, then runs until SIGINT or SIGTERM.
 pub fn run(options: Options) -> Result<(), Failure> {
     let reactor = Reactor::new().map_err(|e| Failure::Runtime(format!("cannot start: {e}")))?;
@@ -49,9 +68,17 @@ pub fn run(options: Options) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure::Usage(e.to_string()))?;
     let echo_factory: Rc<dyn twistor::Factory> = factory(|_addr| Echo);
+    // Serving only standard I/O, the service is done when that connection is.
+    let stdio_only = endpoints.iter().all(|e| e.describe() == "stdio:");
     for endpoint in &endpoints {
+        let factory = if endpoint.describe() == "stdio:" && stdio_only {
+            let r = reactor.clone();
+            twistor::protocol::factory(move |_addr| StopWhenDone { reactor: r.clone() })
+        } else {
+            echo_factory.clone()
+        };
         // Listening on these endpoints completes at once; a failure is known here.
-        if let Some(Err(failure)) = endpoint.listen(echo_factory.clone()).try_result() {
+        if let Some(Err(failure)) = endpoint.listen(factory).try_result() {
             return Err(Failure::Runtime(failure.to_string()));
         }
     }

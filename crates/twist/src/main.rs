@@ -6,6 +6,7 @@
 //! ```
 
 mod echo;
+mod portforward;
 mod web;
 
 use std::process::ExitCode;
@@ -50,6 +51,8 @@ impl LogLevel {
 enum Service {
     /// An echo server: every byte received is sent back (RFC 862).
     Echo(echo::Options),
+    /// Forward every connection to HOST:PORT (a TCP proxy).
+    Portforward(portforward::Options),
     /// A web server: static files from a directory, or a reverse proxy.
     Web(web::Options),
 }
@@ -70,8 +73,10 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    twistor_protocols::haproxy::register();
     let result = match cli.service {
         Service::Echo(options) => echo::run(options),
+        Service::Portforward(options) => portforward::run(options),
         Service::Web(options) => web::run(options),
     };
     match result {

@@ -256,3 +256,18 @@ fn takes_a_socket_from_systemd_socket_activation() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("LISTEN_PID"));
 }
+
+#[test]
+fn echoes_standard_input_and_exits() {
+    let mut cmd = twist();
+    cmd.args(["--log-level", "warn", "echo", "--listen", "stdio:"]);
+    assert_eq!(run_with_input(cmd, b"hi\n"), b"hi\n");
+    // More than a pipe holds, so the echo must wait for its reader.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    let mut cmd = twist();
+    cmd.args(["--log-level", "warn", "echo", "--listen", "stdio:"]);
+    assert!(
+        run_with_input(cmd, &big) == big,
+        "3 MB through stdin and back"
+    );
+}

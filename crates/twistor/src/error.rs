@@ -76,6 +76,16 @@ pub enum Error {
     ProtocolPanicked(String),
     /// The operation is not supported by this transport.
     Unsupported(&'static str),
+    /// TLS failed: a bad certificate, a handshake failure, a malformed record, an alert from
+    /// the peer, or a connection closed without `close_notify`.
+    Tls(String),
+    /// A key, certificate or trust-root file could not be used; `path` says which.
+    TlsFile {
+        /// The file (or directory) that was being loaded.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// Any other I/O error.
     Io(Arc<io::Error>),
 }
@@ -121,6 +131,8 @@ impl fmt::Display for Error {
             }
             Error::ProtocolPanicked(msg) => write!(f, "protocol callback panicked: {msg}"),
             Error::Unsupported(what) => write!(f, "not supported by this transport: {what}"),
+            Error::Tls(msg) => write!(f, "TLS error: {msg}"),
+            Error::TlsFile { path, problem } => write!(f, "{}: {problem}", path.display()),
             Error::Io(err) => err.fmt(f),
         }
     }

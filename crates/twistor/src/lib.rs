@@ -37,13 +37,17 @@ pub mod protocol;
 pub mod reactor;
 pub mod reconnect;
 pub mod stdio;
+pub mod task;
 pub mod tcp;
+pub mod threads;
+pub mod tls;
 pub mod transport;
 pub mod udp;
 pub mod unix;
 
 mod connecting;
 mod listener;
+mod outbuf;
 mod pipe;
 mod resolve;
 mod stream;

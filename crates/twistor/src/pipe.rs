@@ -26,6 +26,7 @@ use std::sync::Once;
 use mio::Interest;
 
 use crate::error::Error;
+use crate::outbuf::{OutBuf, ProducerSlot};
 use crate::protocol::CloseReason;
 use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor};
 use crate::transport::{DEFAULT_HIGH_WATER_MARK, Producer};
@@ -315,49 +316,6 @@ impl Drop for PipeReader {
     }
 }
 
-/// Bytes waiting to be written. Holds no allocation while empty.
-#[derive(Default)]
-struct OutBuf {
-    data: Vec<u8>,
-    start: usize,
-}
-
-impl OutBuf {
-    fn len(&self) -> usize {
-        self.data.len() - self.start
-    }
-
-    fn extend(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start >= self.data.len() / 2 {
-            self.data.drain(..self.start);
-            self.start = 0;
-        }
-        self.data.extend_from_slice(bytes);
-    }
-
-    fn pending(&self) -> &[u8] {
-        &self.data[self.start..]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.data.len() {
-            self.clear();
-        }
-    }
-
-    fn clear(&mut self) {
-        self.data = Vec::new();
-        self.start = 0;
-    }
-}
-
-struct ProducerSlot {
-    producer: Rc<dyn Producer>,
-    streaming: bool,
-    paused: bool,
-}
-
 /// The writing end of a pipe, with an output buffer and an optional producer.
 pub(crate) struct PipeWriter {
     core: PipeCore,
@@ -484,40 +442,28 @@ impl PipeWriter {
     }
 
     fn pause_producer(&self) {
-        let producer = {
-            let mut slot = self.producer.borrow_mut();
-            match slot.as_mut() {
-                Some(slot) if slot.streaming && !slot.paused => {
-                    slot.paused = true;
-                    slot.producer.clone()
-                }
-                _ => return,
-            }
-        };
-        producer.pause_producing();
+        let producer = self
+            .producer
+            .borrow_mut()
+            .as_mut()
+            .and_then(ProducerSlot::pause);
+        if let Some(producer) = producer {
+            producer.pause_producing();
+        }
     }
 
     /// Resumes a paused streaming producer once the buffer drains to half the high-water
     /// mark, or asks a pull producer for more once it is empty.
     fn run_producer(&self) {
         let buffered = self.buffered();
-        let producer = {
-            let mut slot = self.producer.borrow_mut();
-            let Some(slot) = slot.as_mut() else {
-                return;
-            };
-            let wanted = if slot.streaming {
-                slot.paused && buffered <= self.high_water.get() / 2
-            } else {
-                buffered == 0
-            };
-            if !wanted {
-                return;
-            }
-            slot.paused = false;
-            slot.producer.clone()
-        };
-        producer.resume_producing();
+        let producer = self
+            .producer
+            .borrow_mut()
+            .as_mut()
+            .and_then(|slot| slot.resume_if_due(buffered, self.high_water.get()));
+        if let Some(producer) = producer {
+            producer.resume_producing();
+        }
     }
 
     /// Writes the buffer until it is empty or the pipe is full.
@@ -566,7 +512,14 @@ impl PipeWriter {
         if core.has(CLOSED) || self.buffered() > 0 {
             return;
         }
-        if core.has(CLOSE_REQUESTED) && self.producer.borrow().is_none() {
+        // As in Twisted, a pending close waits for a pull producer to unregister, not for a
+        // streaming one.
+        let pull = self
+            .producer
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| !s.streaming);
+        if core.has(CLOSE_REQUESTED) && !pull {
             core.close(reactor, CloseReason::Done);
         }
     }

@@ -91,6 +91,12 @@ pub trait Protocol: 'static {
     fn file_descriptor_received(&mut self, _transport: &Transport, fd: OwnedFd) {
         tracing::debug!("closing unexpected file descriptor {fd:?}");
     }
+
+    /// The TLS handshake on this connection has completed (Twisted's
+    /// `IHandshakeListener.handshakeCompleted`); only TLS transports call it. The
+    /// negotiated details are on the transport: downcast it to
+    /// [`TlsTransport`](crate::tls::TlsTransport).
+    fn handshake_completed(&mut self, _transport: &Transport) {}
 }
 
 impl<P: Protocol + ?Sized> Protocol for Box<P> {
@@ -114,6 +120,9 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     }
     fn file_descriptor_received(&mut self, transport: &Transport, fd: OwnedFd) {
         (**self).file_descriptor_received(transport, fd)
+    }
+    fn handshake_completed(&mut self, transport: &Transport) {
+        (**self).handshake_completed(transport)
     }
 }
 

@@ -25,6 +25,7 @@ use socket2::SockRef;
 
 use crate::address::{Address, UnixAddress};
 use crate::error::Error;
+use crate::outbuf::{OutBuf, ProducerSlot};
 use crate::protocol::{CloseReason, Protocol};
 use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor, panic_message};
 use crate::transport::{
@@ -79,6 +80,9 @@ const WRAP_PENDING: u32 = 1 << 15;
 const PULL_PRODUCER: u32 = 1 << 16;
 /// The registered streaming producer is paused (waiting for the buffer to drain).
 const PRODUCER_PAUSED: u32 = 1 << 17;
+/// Epoll has reported the peer's close (or an error): once reading resumes, read through
+/// to the end of the stream, since no new edge will say so again.
+const PEER_CLOSED: u32 = 1 << 19;
 /// The registered producer is this transport itself (reading pauses while the buffer is
 /// full); kept as a flag, with no producer slot.
 const SELF_PRODUCER: u32 = 1 << 18;
@@ -87,47 +91,6 @@ const HAS_OUT: u32 = 1 << 13;
 
 /// Writes bigger than this bypass the staging buffer.
 const STAGING_LIMIT: usize = 256 * 1024;
-
-/// Bytes waiting to be sent. Holds no allocation while empty.
-#[derive(Default)]
-struct OutBuf {
-    data: Vec<u8>,
-    start: usize,
-}
-
-impl OutBuf {
-    #[inline]
-    fn len(&self) -> usize {
-        self.data.len() - self.start
-    }
-
-    #[inline]
-    fn extend(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start >= self.data.len() / 2 {
-            self.data.drain(..self.start);
-            self.start = 0;
-        }
-        self.data.extend_from_slice(bytes);
-    }
-
-    #[inline]
-    fn pending(&self) -> &[u8] {
-        &self.data[self.start..]
-    }
-
-    #[inline]
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.data.len() {
-            self.clear();
-        }
-    }
-
-    fn clear(&mut self) {
-        self.data = Vec::new();
-        self.start = 0;
-    }
-}
 
 /// The rarely used parts of a connection, kept out of line so an idle connection stays
 /// small.
@@ -140,12 +103,6 @@ struct Extras {
     pending_wrap: Option<ProtocolWrapper>,
     /// Why the connection is being aborted, if not by `abort_connection`.
     abort_reason: Option<CloseReason>,
-}
-
-struct ProducerSlot {
-    producer: Rc<dyn Producer>,
-    streaming: bool,
-    paused: bool,
 }
 
 /// One connected stream socket and its protocol.
@@ -229,6 +186,11 @@ impl StreamConnection {
             }
         }
         conn.start(reactor);
+    }
+
+    /// The reactor this connection runs on (TLS layered on it schedules work there).
+    pub(crate) fn reactor(&self) -> &WeakReactor {
+        &self.reactor
     }
 
     /// A handle on this connection as a transport.
@@ -429,7 +391,8 @@ impl StreamConnection {
         }
         let buffered = self.out.borrow().len();
         self.run_producer(buffered);
-        if buffered > 0 || self.has(CLOSED) {
+        // The producer may have written (and asked to close): send that before closing.
+        if buffered > 0 || self.has(HAS_OUT | CLOSED) {
             return;
         }
         // As in Twisted, a pending close waits for a pull producer to unregister, not for a
@@ -628,21 +591,14 @@ impl StreamConnection {
             }
             return;
         }
-        let producer = {
-            let mut extras = self.extras.borrow_mut();
-            let Some(slot) = extras.as_mut().and_then(|e| e.producer.as_mut()) else {
-                return;
-            };
-            let wanted = if slot.streaming {
-                slot.paused && buffered <= self.high_water.get() / 2
-            } else {
-                buffered == 0
-            };
-            if !wanted {
-                return;
-            }
-            slot.paused = false;
-            slot.producer.clone()
+        let producer = self
+            .extras
+            .borrow_mut()
+            .as_mut()
+            .and_then(|e| e.producer.as_mut())
+            .and_then(|slot| slot.resume_if_due(buffered, self.high_water.get()));
+        let Some(producer) = producer else {
+            return;
         };
         self.unset(PRODUCER_PAUSED);
         producer.resume_producing();
@@ -700,15 +656,14 @@ impl StreamConnection {
             }
             return;
         }
-        let producer = {
-            let mut extras = self.extras.borrow_mut();
-            match extras.as_mut().and_then(|e| e.producer.as_mut()) {
-                Some(slot) if slot.streaming && !slot.paused => {
-                    slot.paused = true;
-                    slot.producer.clone()
-                }
-                _ => return,
-            }
+        let producer = self
+            .extras
+            .borrow_mut()
+            .as_mut()
+            .and_then(|e| e.producer.as_mut())
+            .and_then(ProducerSlot::pause);
+        let Some(producer) = producer else {
+            return;
         };
         self.set(PRODUCER_PAUSED);
         producer.pause_producing();
@@ -859,9 +814,12 @@ impl Source for StreamConnection {
         if readiness.writable && self.has(WRITE_BLOCKED) {
             self.unset(WRITE_BLOCKED);
         }
+        if readiness.read_closed || readiness.error {
+            self.set(PEER_CLOSED);
+        }
         if readiness.readable || readiness.read_closed || readiness.error {
             self.unset(READ_PENDING);
-            self.do_read(reactor, readiness.read_closed || readiness.error);
+            self.do_read(reactor, self.has(PEER_CLOSED));
         }
         self.flush_now(reactor);
     }
@@ -870,7 +828,7 @@ impl Source for StreamConnection {
         self.unset(DIRTY);
         if self.has(READ_PENDING) && !self.has(READ_PAUSED) {
             self.unset(READ_PENDING);
-            self.do_read(reactor, false);
+            self.do_read(reactor, self.has(PEER_CLOSED));
         }
         self.flush_now(reactor);
     }

@@ -312,6 +312,7 @@ impl<T: 'static> Deferred<T> {
 
     /// A new Deferred fired with `f` applied to this one's result, whichever path it is
     /// on. The result moves to the new Deferred; cancelling the new one cancels this one.
+    #[must_use = "the result moves to the returned Deferred"]
     pub fn then<U: 'static>(
         &self,
         f: impl FnOnce(Result<T, Failure>) -> Result<U, Failure> + 'static,
@@ -320,12 +321,14 @@ impl<T: 'static> Deferred<T> {
     }
 
     /// A new Deferred fired with `f` applied to this one's value; a failure passes through.
+    #[must_use = "the result moves to the returned Deferred"]
     pub fn map<U: 'static>(&self, f: impl FnOnce(T) -> U + 'static) -> Deferred<U> {
         self.then_outcome(move |r| Outcome::Done(r.map(f)))
     }
 
     /// A new Deferred fired with the outcome of `f` applied to this one's value; a
     /// failure passes through.
+    #[must_use = "the result moves to the returned Deferred"]
     pub fn and_then<U: 'static>(
         &self,
         f: impl FnOnce(T) -> Result<U, Failure> + 'static,
@@ -335,6 +338,7 @@ impl<T: 'static> Deferred<T> {
 
     /// A new Deferred that waits for the Deferred `f` returns for this one's value; a
     /// failure passes through.
+    #[must_use = "the result moves to the returned Deferred"]
     pub fn and_then_deferred<U: 'static>(
         &self,
         f: impl FnOnce(T) -> Deferred<U> + 'static,

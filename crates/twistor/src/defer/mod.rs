@@ -53,6 +53,12 @@
 //! ([`DeferredError::AlreadyCalled`]), never a panic, and a panic inside a callback
 //! becomes a [`DeferredError::Panicked`] failure on the chain.
 //!
+//! **Cheap links.** Every kind of link is one boxed closure of the whole result, so a
+//! link is a fat pointer (closures that capture nothing allocate nothing) and running it is
+//! one indirect call; the first four links live inside the Deferred, and a link added to a
+//! fired, idle Deferred runs at once without being queued. `examples/bench_deferred.rs`
+//! measures chain throughput.
+//!
 //! **Unhandled failures.** A Deferred dropped while holding a failure logs
 //! "Unhandled error in Deferred" with the failure, through `tracing::error!`.
 //!
@@ -65,7 +71,6 @@
 //! [`sleep`](crate::task::sleep) and [`defer_later`](crate::task::defer_later) take any
 //! [`ReactorTime`](crate::ReactorTime), so tests run them on the test kit's `Clock`.
 
-mod connect;
 mod deferred;
 mod failure;
 mod future;
@@ -75,7 +80,6 @@ pub(crate) mod local;
 mod lock;
 mod queue;
 
-pub use connect::connect_protocol;
 pub use deferred::{Deferred, WeakDeferred, fail, succeed};
 pub use failure::{DeferredError, Failure, FailureError, FailureGroup, FirstError};
 pub use future::ensure_deferred;

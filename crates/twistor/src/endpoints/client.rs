@@ -162,4 +162,8 @@ impl Protocol for Announce {
     fn file_descriptor_received(&mut self, transport: &Transport, fd: OwnedFd) {
         self.inner.file_descriptor_received(transport, fd)
     }
+
+    fn handshake_completed(&mut self, transport: &Transport) {
+        self.inner.handshake_completed(transport)
+    }
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use client::UnixClientEndpoint;
 pub use description::Description;
 pub use hostname::{DEFAULT_ATTEMPT_DELAY, HostnameEndpoint, Resolver, SystemResolver};
-pub use server::{SystemdEndpoint, TcpServerEndpoint, UnixServerEndpoint};
+pub use server::{StdioEndpoint, SystemdEndpoint, TcpServerEndpoint, UnixServerEndpoint};
 
 use crate::address::UnixAddress;
 use crate::defer::Deferred;
@@ -148,7 +148,8 @@ pub fn wrapped_description(d: &Description) -> &str {
 /// - `unix:PATH[:mode=OCTAL][:backlog=N][:lockfile=0|1]` — a Unix socket (`@NAME` for
 ///   Linux's abstract namespace);
 /// - `systemd:domain=INET|INET6|UNIX:index=N` (or `name=NAME`) — a socket passed by
-///   systemd socket activation.
+///   systemd socket activation;
+/// - `stdio:` — this process's standard input and output, as one connection.
 ///
 /// Type names are case-sensitive, as in Twisted. A malformed description is an
 /// [`Error::BadDescription`] that quotes it and says which part is wrong.
@@ -159,6 +160,12 @@ pub fn server_from_string(reactor: &Reactor, text: &str) -> Result<Box<dyn Serve
         "tcp6" => tcp_server(reactor, &d, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
         "unix" => unix_server(reactor, &d),
         "systemd" => systemd_server(reactor, &d),
+        "stdio" => {
+            if d.args.iter().any(|a| !a.is_empty()) || !d.kwargs.is_empty() {
+                return Err(d.error("stdio takes no arguments"));
+            }
+            Ok(Box::new(StdioEndpoint::new(reactor)))
+        }
         other => match registered_server(other) {
             Some(parser) => parser(reactor, &d),
             None => Err(d.error(format!(
@@ -191,7 +198,7 @@ pub fn client_from_string(reactor: &Reactor, text: &str) -> Result<Box<dyn Clien
     }
 }
 
-const SERVER_BUILTIN: &[&str] = &["tcp", "tcp6", "unix", "systemd"];
+const SERVER_BUILTIN: &[&str] = &["tcp", "tcp6", "unix", "systemd", "stdio"];
 const CLIENT_BUILTIN: &[&str] = &["tcp", "unix"];
 
 fn tcp_server(

@@ -1,15 +1,17 @@
 //! Server endpoints: TCP, Unix sockets, and sockets passed by systemd.
 
+use std::any::Any;
 use std::os::fd::BorrowedFd;
 use std::rc::Rc;
 
-use crate::address::UnixAddress;
+use crate::address::{Address, UnixAddress};
 use crate::defer::{Deferred, Failure};
 use crate::error::Error;
-use crate::port::ListeningPort;
+use crate::port::{ListeningPort, PortImpl};
 use crate::protocol::Factory;
 use crate::reactor::Reactor;
 use crate::tcp::ListenOptions;
+use crate::transport::Transport;
 use crate::unix::UnixListenOptions;
 
 use super::ServerEndpoint;
@@ -148,6 +150,62 @@ impl ServerEndpoint for SystemdEndpoint {
 
     fn describe(&self) -> String {
         format!("systemd:fd={}", self.fd)
+    }
+}
+
+/// This process's standard input and output as one connection (`stdio:`, Twisted's
+/// `StandardIOEndpoint`): `listen` runs one protocol over them at once. The returned port's
+/// `stop_listening` closes that connection.
+#[derive(Debug, Clone)]
+pub struct StdioEndpoint {
+    reactor: Reactor,
+}
+
+impl StdioEndpoint {
+    /// The endpoint for this process's stdin and stdout.
+    pub fn new(reactor: &Reactor) -> StdioEndpoint {
+        StdioEndpoint {
+            reactor: reactor.clone(),
+        }
+    }
+}
+
+impl ServerEndpoint for StdioEndpoint {
+    fn listen(&self, factory: Rc<dyn Factory>) -> Deferred<ListeningPort> {
+        let Some(protocol) = factory.build_protocol(&Address::Pipe) else {
+            return done(Err(Error::FactoryRefused));
+        };
+        done(
+            crate::stdio::standard_io(&self.reactor, protocol)
+                .map(|transport| ListeningPort::new(Rc::new(StdioPort { transport }))),
+        )
+    }
+
+    fn describe(&self) -> String {
+        "stdio:".to_string()
+    }
+}
+
+/// The "port" of a stdio endpoint: its one connection.
+struct StdioPort {
+    transport: Transport,
+}
+
+impl PortImpl for StdioPort {
+    fn host(&self) -> Address {
+        Address::Pipe
+    }
+
+    fn stop_listening(&self) {
+        self.transport.lose_connection();
+    }
+
+    fn listening(&self) -> bool {
+        !self.transport.disconnecting()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

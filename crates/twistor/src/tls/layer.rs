@@ -1,0 +1,898 @@
+//! The TLS layer: a protocol that sits on a lower transport and a transport that the wrapped
+//! protocol sees (Twisted's `TLSMemoryBIOProtocol`).
+//!
+//! Bytes from the lower transport go to [`TlsProtocol::data_received`], into the rustls
+//! connection; what it decrypts goes to the wrapped protocol's `data_received`, and what it
+//! wants to send (handshake messages, alerts, records) is written to the lower transport at
+//! once. The wrapped protocol writes to a [`TlsTransport`], which encrypts and writes to the
+//! lower transport. Both halves share one `Rc<TlsTransport>`.
+//!
+//! Order of events for the wrapped protocol: `make_connection` (at once, before the
+//! handshake: writes made then are held and sent when it completes), then
+//! `handshake_completed`, `data_received`..., and `connection_lost` once.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::rc::{Rc, Weak};
+
+use rustls::pki_types::CertificateDer;
+
+use super::config::TlsVersion;
+use crate::address::Address;
+use crate::error::Error;
+use crate::protocol::{CloseReason, Protocol};
+use crate::reactor::WeakReactor;
+use crate::stream::StreamConnection;
+use crate::transport::{Producer, ProtocolWrapper, Transport, TransportImpl};
+
+// State flags.
+/// The handshake has completed.
+const HANDSHAKE_DONE: u32 = 1 << 0;
+/// The wrapped protocol is running.
+const IN_APP: u32 = 1 << 1;
+/// Feeding received bytes through rustls.
+const PROCESSING: u32 = 1 << 2;
+/// `lose_connection`: send close_notify and close once nothing holds it back.
+const DISCONNECTING: u32 = 1 << 3;
+/// `lose_write_connection`: send close_notify and shut the lower's sending side.
+const HALF_CLOSING: u32 = 1 << 4;
+/// close_notify has been queued; nothing more can be written.
+const CLOSE_SENT: u32 = 1 << 5;
+/// `abort_connection`.
+const ABORTED: u32 = 1 << 6;
+/// The lower connection is gone.
+const CLOSED: u32 = 1 << 7;
+/// A TLS error (or a truncated connection) is closing the lower connection.
+const FAILED: u32 = 1 << 8;
+/// The wrapped protocol paused reading.
+const READ_PAUSED: u32 = 1 << 9;
+/// Received data is held (decrypted in rustls or in `pending_in`) until reading resumes.
+const PENDING: u32 = 1 << 10;
+/// A delivery of held data is queued on the reactor.
+const DELIVERY_SCHEDULED: u32 = 1 << 11;
+/// The peer's close_notify arrived and the wrapped protocol was told.
+const PEER_CLOSED: u32 = 1 << 12;
+/// The lower transport reported end of stream while data was held.
+const LOWER_EOF: u32 = 1 << 13;
+/// The wrapped protocol wrote before the handshake completed.
+const WROTE_EARLY: u32 = 1 << 14;
+/// Reading resumed inside the wrapped protocol's callback, with no reactor to schedule the
+/// delivery of held data on: deliver when the callback returns.
+const DELIVER_AFTER_APP: u32 = 1 << 15;
+
+/// The transport a protocol running over TLS writes to. Get at it by downcasting the
+/// protocol's [`Transport`] for the negotiated details:
+///
+/// ```no_run
+/// # use twistor::Transport;
+/// # fn f(transport: &Transport) {
+/// use twistor::tls::TlsTransport;
+///
+/// if let Some(tls) = transport.downcast_ref::<TlsTransport>() {
+///     println!("ALPN: {:?}, version: {:?}", tls.negotiated_protocol(), tls.protocol_version());
+/// }
+/// # }
+/// ```
+///
+/// Writes are encrypted and written to the lower transport at once (before the handshake
+/// completes they are held by rustls, then sent). `lose_connection` sends everything, then
+/// TLS `close_notify`, then closes the lower transport; `abort_connection` aborts the lower
+/// transport. Pausing it pauses the lower transport, and decrypted data already received is
+/// held until it resumes. Producers registered on it are driven by the lower transport's
+/// buffer. A TLS error closes the connection with [`CloseReason::Lost`] carrying
+/// [`Error::Tls`]; so does a connection closed by the peer without `close_notify`.
+pub struct TlsTransport {
+    me: Weak<TlsTransport>,
+    conn: RefCell<rustls::Connection>,
+    lower: RefCell<Option<Transport>>,
+    app: RefCell<Option<Box<dyn Protocol>>>,
+    flags: Cell<u32>,
+    /// Received bytes not yet fed to rustls, held while reading is paused.
+    pending_in: RefCell<Vec<u8>>,
+    /// Why the connection is failing, given to `connection_lost`.
+    error: RefCell<Option<Error>>,
+    pending_wrap: RefCell<Option<ProtocolWrapper>>,
+    producer: RefCell<Option<Rc<AppProducer>>>,
+    reactor: RefCell<Option<WeakReactor>>,
+    /// The name a client asked for.
+    requested_name: Option<String>,
+    /// Told the close reason just before the wrapped protocol is (client factories report it).
+    close_sink: Option<Rc<RefCell<Option<CloseReason>>>>,
+}
+
+/// The protocol that runs on the lower transport and drives a [`TlsTransport`]. Made by the
+/// TLS factories, by [`start_tls`](super::start_tls), or directly (with
+/// [`server`](TlsProtocol::server) and [`client`](TlsProtocol::client)) to put TLS on any
+/// transport, such as the test kit's in-memory pairs.
+pub struct TlsProtocol {
+    tls: Rc<TlsTransport>,
+}
+
+impl TlsProtocol {
+    /// TLS server side around `app`.
+    pub fn server(
+        config: &super::ServerTlsConfig,
+        app: Box<dyn Protocol>,
+    ) -> Result<TlsProtocol, Error> {
+        let conn = super::new_connection(&super::TlsConfig::Server(config.clone()))?;
+        Ok(TlsProtocol::new(conn, Some(app), None, None))
+    }
+
+    /// TLS client side around `app`.
+    pub fn client(
+        config: &super::ClientTlsConfig,
+        app: Box<dyn Protocol>,
+    ) -> Result<TlsProtocol, Error> {
+        let conn = super::new_connection(&super::TlsConfig::Client(config.clone()))?;
+        Ok(TlsProtocol::new(
+            conn,
+            Some(app),
+            Some(config.server_name()),
+            None,
+        ))
+    }
+
+    pub(crate) fn new(
+        conn: rustls::Connection,
+        app: Option<Box<dyn Protocol>>,
+        requested_name: Option<String>,
+        close_sink: Option<Rc<RefCell<Option<CloseReason>>>>,
+    ) -> TlsProtocol {
+        TlsProtocol {
+            tls: TlsTransport::new(conn, app, requested_name, close_sink),
+        }
+    }
+
+    pub(crate) fn from_transport(tls: Rc<TlsTransport>) -> TlsProtocol {
+        TlsProtocol { tls }
+    }
+
+    /// The TLS transport the wrapped protocol writes to.
+    pub fn transport(&self) -> Transport {
+        Transport::new(self.tls.clone())
+    }
+}
+
+impl Protocol for TlsProtocol {
+    fn make_connection(&mut self, transport: &Transport) {
+        self.tls.attach(transport);
+        self.tls.dispatch_app(|p, t| p.make_connection(t));
+        self.tls.flush_tls();
+    }
+
+    fn data_received(&mut self, _transport: &Transport, data: &[u8]) {
+        self.tls.receive(data);
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.tls.lower_lost(reason);
+    }
+
+    fn read_connection_lost(&mut self, _transport: &Transport) {
+        self.tls.lower_eof();
+    }
+
+    fn write_connection_lost(&mut self, _transport: &Transport) {
+        self.tls.dispatch_app(|p, t| p.write_connection_lost(t));
+    }
+
+    // The lower transport's own handshake (TLS over TLS) is no business of ours.
+    fn handshake_completed(&mut self, _transport: &Transport) {}
+}
+
+impl TlsTransport {
+    pub(crate) fn new(
+        mut conn: rustls::Connection,
+        app: Option<Box<dyn Protocol>>,
+        requested_name: Option<String>,
+        close_sink: Option<Rc<RefCell<Option<CloseReason>>>>,
+    ) -> Rc<TlsTransport> {
+        // Memory stays bounded by the lower transport's producers, not by refusing writes.
+        conn.set_buffer_limit(None);
+        Rc::new_cyclic(|me| TlsTransport {
+            me: me.clone(),
+            conn: RefCell::new(conn),
+            lower: RefCell::new(None),
+            app: RefCell::new(app),
+            flags: Cell::new(0),
+            pending_in: RefCell::new(Vec::new()),
+            error: RefCell::new(None),
+            pending_wrap: RefCell::new(None),
+            producer: RefCell::new(None),
+            reactor: RefCell::new(None),
+            requested_name,
+            close_sink,
+        })
+    }
+
+    /// The ALPN protocol both sides agreed on, if any.
+    pub fn negotiated_protocol(&self) -> Option<Vec<u8>> {
+        self.conn.borrow().alpn_protocol().map(<[u8]>::to_vec)
+    }
+
+    /// The certificates the peer presented, leaf first (`None` before the handshake, or if
+    /// the peer is a client that sent none).
+    pub fn peer_certificates(&self) -> Option<Vec<CertificateDer<'static>>> {
+        self.conn.borrow().peer_certificates().map(<[_]>::to_vec)
+    }
+
+    /// On a server, the name the client asked for with SNI; on a client, the name it asked
+    /// for.
+    pub fn server_name(&self) -> Option<String> {
+        match &*self.conn.borrow() {
+            rustls::Connection::Server(server) => server.server_name().map(str::to_string),
+            rustls::Connection::Client(_) => self.requested_name.clone(),
+        }
+    }
+
+    /// The negotiated TLS version (once the handshake has got far enough).
+    pub fn protocol_version(&self) -> Option<TlsVersion> {
+        self.conn
+            .borrow()
+            .protocol_version()
+            .and_then(TlsVersion::from_rustls)
+    }
+
+    /// The negotiated cipher suite's IANA name, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub fn cipher_suite(&self) -> Option<String> {
+        self.conn
+            .borrow()
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+    }
+
+    /// Whether the handshake resumed an earlier session (an abbreviated handshake).
+    pub fn resumed(&self) -> bool {
+        matches!(
+            self.conn.borrow().handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        )
+    }
+
+    /// Whether the handshake has completed.
+    pub fn handshake_complete(&self) -> bool {
+        self.has(HANDSHAKE_DONE)
+    }
+
+    /// Whether this is the server side.
+    pub fn is_server(&self) -> bool {
+        matches!(&*self.conn.borrow(), rustls::Connection::Server(_))
+    }
+
+    /// The transport TLS runs over.
+    pub fn lower_transport(&self) -> Option<Transport> {
+        self.lower.borrow().clone()
+    }
+
+    #[inline]
+    fn has(&self, flag: u32) -> bool {
+        self.flags.get() & flag != 0
+    }
+
+    #[inline]
+    fn set(&self, flag: u32) {
+        self.flags.set(self.flags.get() | flag);
+    }
+
+    #[inline]
+    fn unset(&self, flag: u32) {
+        self.flags.set(self.flags.get() & !flag);
+    }
+
+    fn handle(&self) -> Option<Transport> {
+        let me: Rc<dyn TransportImpl> = self.me.upgrade()?;
+        Some(Transport::new(me))
+    }
+
+    fn lower(&self) -> Option<Transport> {
+        self.lower.borrow().clone()
+    }
+
+    /// Sets the lower transport, and finds the reactor to schedule deliveries on.
+    pub(crate) fn attach(&self, lower: &Transport) {
+        let reactor = if let Some(stream) = lower.downcast_ref::<StreamConnection>() {
+            Some(stream.reactor().clone())
+        } else if let Some(tls) = lower.downcast_ref::<TlsTransport>() {
+            tls.reactor.borrow().clone()
+        } else {
+            None
+        };
+        *self.reactor.borrow_mut() = reactor;
+        *self.lower.borrow_mut() = Some(lower.clone());
+    }
+
+    /// Installs the wrapped protocol (`start_tls`, once the lower transport lets go of it).
+    pub(crate) fn set_app(&self, app: Box<dyn Protocol>) {
+        *self.app.borrow_mut() = Some(app);
+    }
+
+    /// Runs one callback of the wrapped protocol. A panic is passed on (after our state is
+    /// put right) to the lower transport, which aborts the connection.
+    fn dispatch_app(&self, f: impl FnOnce(&mut dyn Protocol, &Transport)) {
+        let Some(transport) = self.handle() else {
+            return;
+        };
+        let Ok(mut slot) = self.app.try_borrow_mut() else {
+            tracing::warn!("TLS protocol callback re-entered; event dropped");
+            return;
+        };
+        let Some(app) = slot.as_mut() else {
+            return;
+        };
+        self.set(IN_APP);
+        let result = catch_unwind(AssertUnwindSafe(|| f(&mut **app, &transport)));
+        self.unset(IN_APP);
+        drop(slot);
+        if self.pending_wrap.borrow().is_some() {
+            self.apply_pending_wrap();
+        }
+        if let Err(panic) = result {
+            resume_unwind(panic);
+        }
+        if self.has(DELIVER_AFTER_APP) && !self.has(PROCESSING) {
+            self.unset(DELIVER_AFTER_APP);
+            self.run_pending();
+        }
+    }
+
+    fn apply_pending_wrap(&self) {
+        let Some(wrap) = self.pending_wrap.borrow_mut().take() else {
+            return;
+        };
+        let Ok(mut slot) = self.app.try_borrow_mut() else {
+            *self.pending_wrap.borrow_mut() = Some(wrap);
+            return;
+        };
+        if let Some(app) = slot.take() {
+            *slot = Some(wrap(app));
+        }
+    }
+
+    /// Writes whatever rustls has to send to the lower transport.
+    pub(crate) fn flush_tls(&self) {
+        let Some(lower) = self.lower() else {
+            return;
+        };
+        let mut out = Vec::new();
+        {
+            let mut conn = self.conn.borrow_mut();
+            while conn.wants_write() {
+                match conn.write_tls(&mut out) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        if !out.is_empty() {
+            lower.write(&out);
+        }
+    }
+
+    /// Bytes from the lower transport.
+    fn receive(&self, data: &[u8]) {
+        if self.has(CLOSED | ABORTED | FAILED) {
+            return;
+        }
+        if self.has(PENDING | READ_PAUSED | PROCESSING) {
+            self.pending_in.borrow_mut().extend_from_slice(data);
+            self.set(PENDING);
+            if self.has(READ_PAUSED) {
+                if let Some(lower) = self.lower() {
+                    lower.pause_producing();
+                }
+            }
+            return;
+        }
+        self.process(data);
+    }
+
+    /// Feeds `input` through rustls, delivering plaintext, until it is used up or reading
+    /// is paused (then the rest is held).
+    fn process(&self, input: &[u8]) {
+        let _processing = FlagGuard::set(self, PROCESSING);
+        let mut input = input;
+        let mut plain = [0u8; 16 * 1024];
+        loop {
+            if !self.deliver_plaintext(&mut plain) {
+                self.hold(input);
+                return;
+            }
+            if input.is_empty() || self.has(CLOSED | ABORTED | FAILED | PEER_CLOSED) {
+                break;
+            }
+            let read = self.conn.borrow_mut().read_tls(&mut input);
+            match read {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) => {
+                    self.fail(Error::Tls(format!("cannot read TLS records: {err}")));
+                    return;
+                }
+            }
+            let processed = self.conn.borrow_mut().process_new_packets();
+            if let Err(err) = processed {
+                // rustls has queued an alert for the peer: send it before closing.
+                self.flush_tls();
+                self.fail(tls_error(err));
+                return;
+            }
+            self.flush_tls();
+            self.check_handshake();
+        }
+        drop(_processing);
+        // Bytes that arrived while we were busy (they cannot, from a well-behaved lower
+        // transport, but keep them in order if they do).
+        if self.has(PENDING) && !self.has(READ_PAUSED) {
+            self.run_pending();
+        } else if self.has(LOWER_EOF) && !self.has(PENDING) {
+            self.unset(LOWER_EOF);
+            self.lower_eof();
+        }
+    }
+
+    /// Keeps `rest` (and anything already held after it) until reading resumes, and stops
+    /// the lower transport meanwhile.
+    fn hold(&self, rest: &[u8]) {
+        if !rest.is_empty() {
+            let mut pending = self.pending_in.borrow_mut();
+            let later = std::mem::take(&mut *pending);
+            pending.extend_from_slice(rest);
+            pending.extend_from_slice(&later);
+        }
+        self.set(PENDING);
+        if let Some(lower) = self.lower() {
+            lower.pause_producing();
+        }
+    }
+
+    /// Hands decrypted data to the wrapped protocol until there is none, or reading is
+    /// paused (returns `false` then).
+    fn deliver_plaintext(&self, buf: &mut [u8]) -> bool {
+        loop {
+            if self.has(READ_PAUSED) {
+                return false;
+            }
+            if self.has(CLOSED | ABORTED | FAILED) {
+                return true;
+            }
+            let read = self.conn.borrow_mut().reader().read(buf);
+            match read {
+                Ok(0) => {
+                    if !self.has(PEER_CLOSED) {
+                        self.set(PEER_CLOSED);
+                        self.dispatch_app(|p, t| p.read_connection_lost(t));
+                    }
+                    return true;
+                }
+                Ok(n) => self.dispatch_app(|p, t| p.data_received(t, &buf[..n])),
+                Err(_) => return true,
+            }
+        }
+    }
+
+    fn check_handshake(&self) {
+        if self.has(HANDSHAKE_DONE) || self.conn.borrow().is_handshaking() {
+            return;
+        }
+        self.set(HANDSHAKE_DONE);
+        self.flush_tls();
+        self.dispatch_app(|p, t| p.handshake_completed(t));
+        let producer = self.producer.borrow().clone();
+        if let Some(producer) = producer {
+            producer.release();
+        }
+        self.maybe_finish_close();
+    }
+
+    /// Closes the connection because of a TLS error (reported to the wrapped protocol's
+    /// `connection_lost`).
+    fn fail(&self, err: Error) {
+        if self.has(FAILED | CLOSED | ABORTED) {
+            return;
+        }
+        tracing::debug!("TLS connection failing: {err}");
+        self.set(FAILED);
+        *self.error.borrow_mut() = Some(err);
+        if let Some(lower) = self.lower() {
+            lower.lose_connection();
+        }
+    }
+
+    /// The lower transport's peer closed its sending side.
+    fn lower_eof(&self) {
+        if self.has(PENDING) {
+            self.set(LOWER_EOF);
+            return;
+        }
+        if self.has(CLOSED | ABORTED | FAILED | PEER_CLOSED | CLOSE_SENT) {
+            return;
+        }
+        let why = if self.has(HANDSHAKE_DONE) {
+            "the peer closed the connection without sending TLS close_notify"
+        } else {
+            "the peer closed the connection during the TLS handshake"
+        };
+        self.fail(Error::Tls(why.into()));
+    }
+
+    /// The lower connection is gone: tell the producer and the wrapped protocol.
+    fn lower_lost(&self, reason: &CloseReason) {
+        if self.has(CLOSED) {
+            return;
+        }
+        self.set(CLOSED);
+        let reason = match self.error.borrow_mut().take() {
+            Some(err) if !matches!(reason, CloseReason::Aborted) => CloseReason::Lost(err),
+            _ => reason.clone(),
+        };
+        let producer = self.producer.borrow_mut().take();
+        if let Some(producer) = producer {
+            producer.stop();
+        }
+        if let Some(sink) = &self.close_sink {
+            *sink.borrow_mut() = Some(reason.clone());
+        }
+        let app = match self.app.try_borrow_mut() {
+            Ok(mut slot) => slot.take(),
+            Err(_) => {
+                tracing::warn!("TLS connection lost inside its own protocol's callback");
+                None
+            }
+        };
+        if let Some(mut app) = app {
+            app.connection_lost(&reason);
+        }
+    }
+
+    /// Sends close_notify and closes (or half-closes) the lower transport, once no producer
+    /// and no unfinished handshake holds the close back.
+    fn maybe_finish_close(&self) {
+        if !self.has(DISCONNECTING | HALF_CLOSING) || self.has(CLOSE_SENT | CLOSED | ABORTED) {
+            return;
+        }
+        if self.producer.borrow().is_some() && self.has(DISCONNECTING) {
+            return;
+        }
+        if self.has(FAILED) {
+            return;
+        }
+        if !self.has(HANDSHAKE_DONE) && self.has(WROTE_EARLY) {
+            // What was written is waiting for the handshake: send it first.
+            return;
+        }
+        self.set(CLOSE_SENT);
+        self.conn.borrow_mut().send_close_notify();
+        self.flush_tls();
+        if let Some(lower) = self.lower() {
+            if self.has(DISCONNECTING) {
+                lower.lose_connection();
+            } else {
+                lower.lose_write_connection();
+            }
+        }
+    }
+
+    /// Encrypts `data` and writes the records to the lower transport, in one write.
+    fn encrypt(&self, data: &[&[u8]]) {
+        if data.iter().all(|d| d.is_empty()) {
+            return;
+        }
+        if !self.has(HANDSHAKE_DONE) {
+            self.set(WROTE_EARLY);
+        }
+        let written = {
+            let mut conn = self.conn.borrow_mut();
+            let mut writer = conn.writer();
+            data.iter().try_for_each(|chunk| writer.write_all(chunk))
+        };
+        if let Err(err) = written {
+            self.fail(Error::Tls(format!("cannot encrypt: {err}")));
+            return;
+        }
+        self.flush_tls();
+    }
+
+    fn schedule_delivery(&self) {
+        if self.has(DELIVERY_SCHEDULED) {
+            return;
+        }
+        let reactor = self
+            .reactor
+            .borrow()
+            .as_ref()
+            .and_then(WeakReactor::upgrade);
+        match reactor {
+            Some(reactor) => {
+                self.set(DELIVERY_SCHEDULED);
+                let me = self.me.clone();
+                reactor.call_soon(move || {
+                    if let Some(tls) = me.upgrade() {
+                        tls.unset(DELIVERY_SCHEDULED);
+                        tls.run_pending();
+                    }
+                });
+            }
+            // No reactor (an in-memory transport): deliver now, unless the wrapped protocol
+            // is running, in which case the delivery continues when it returns.
+            None if !self.has(IN_APP) => self.run_pending(),
+            None => self.set(DELIVER_AFTER_APP),
+        }
+    }
+
+    /// Delivers held data after reading resumed, then resumes the lower transport.
+    fn run_pending(&self) {
+        if self.has(READ_PAUSED | CLOSED | PROCESSING) {
+            return;
+        }
+        let held = std::mem::take(&mut *self.pending_in.borrow_mut());
+        self.unset(PENDING);
+        self.process(&held);
+        if !self.has(READ_PAUSED | PENDING) {
+            if let Some(lower) = self.lower() {
+                lower.resume_producing();
+            }
+        }
+    }
+}
+
+impl TransportImpl for TlsTransport {
+    fn write(&self, data: &[u8]) {
+        if self.has(CLOSED | ABORTED | FAILED | CLOSE_SENT) {
+            tracing::debug!("write of {} bytes after TLS close ignored", data.len());
+            return;
+        }
+        self.encrypt(&[data]);
+    }
+
+    fn write_sequence(&self, data: &[&[u8]]) {
+        if self.has(CLOSED | ABORTED | FAILED | CLOSE_SENT) {
+            tracing::debug!("write after TLS close ignored");
+            return;
+        }
+        self.encrypt(data);
+    }
+
+    fn lose_connection(&self) {
+        if self.has(DISCONNECTING | ABORTED | CLOSED) {
+            return;
+        }
+        self.set(DISCONNECTING);
+        self.maybe_finish_close();
+    }
+
+    fn abort_connection(&self) {
+        if self.has(ABORTED | CLOSED) {
+            return;
+        }
+        self.set(ABORTED);
+        if let Some(lower) = self.lower() {
+            lower.abort_connection();
+        }
+    }
+
+    /// Sends close_notify (after what is queued) and shuts down the lower transport's
+    /// sending side; reading goes on.
+    fn lose_write_connection(&self) {
+        if self.has(HALF_CLOSING | DISCONNECTING | ABORTED | CLOSED) {
+            return;
+        }
+        self.set(HALF_CLOSING);
+        self.maybe_finish_close();
+    }
+
+    fn peer(&self) -> Address {
+        self.lower()
+            .map_or_else(|| Address::Memory("unknown".into()), |l| l.peer())
+    }
+
+    fn host(&self) -> Address {
+        self.lower()
+            .map_or_else(|| Address::Memory("unknown".into()), |l| l.host())
+    }
+
+    fn disconnecting(&self) -> bool {
+        self.has(DISCONNECTING | ABORTED | CLOSED | FAILED)
+            || self.lower().is_some_and(|l| l.disconnecting())
+    }
+
+    fn buffered(&self) -> usize {
+        self.lower().map_or(0, |l| l.buffered())
+    }
+
+    fn pause_producing(&self) {
+        if self.has(READ_PAUSED) {
+            return;
+        }
+        self.set(READ_PAUSED);
+        if let Some(lower) = self.lower() {
+            lower.pause_producing();
+        }
+    }
+
+    fn resume_producing(&self) {
+        if !self.has(READ_PAUSED) {
+            return;
+        }
+        self.unset(READ_PAUSED);
+        if self.has(PROCESSING) || !self.has(PENDING) {
+            // Nothing held (or the loop that holds it is running and will go on).
+            if let Some(lower) = self.lower() {
+                lower.resume_producing();
+            }
+            return;
+        }
+        self.schedule_delivery();
+    }
+
+    fn register_producer(&self, producer: Box<dyn Producer>, streaming: bool) -> Result<(), Error> {
+        if self.has(CLOSED) {
+            producer.stop_producing();
+            return Ok(());
+        }
+        if self.producer.borrow().is_some() {
+            return Err(Error::ProducerAlreadyRegistered);
+        }
+        let slot = Rc::new(AppProducer {
+            producer,
+            streaming,
+            tls: self.me.clone(),
+            held: Cell::new(false),
+            stopped: Cell::new(false),
+        });
+        *self.producer.borrow_mut() = Some(slot.clone());
+        if streaming && !self.has(HANDSHAKE_DONE) {
+            // Nothing can be sent before the handshake: hold it until then.
+            slot.held.set(true);
+            slot.producer.pause_producing();
+        }
+        if let Some(lower) = self.lower() {
+            if let Err(err) = lower.register_producer(Forwarder(slot), streaming) {
+                self.producer.borrow_mut().take();
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    fn unregister_producer(&self) {
+        if self.producer.borrow_mut().take().is_none() {
+            return;
+        }
+        if let Some(lower) = self.lower() {
+            lower.unregister_producer();
+        }
+        self.maybe_finish_close();
+    }
+
+    fn set_high_water_mark(&self, bytes: usize) {
+        if let Some(lower) = self.lower() {
+            lower.set_high_water_mark(bytes);
+        }
+    }
+
+    fn set_tcp_nodelay(&self, enabled: bool) -> io::Result<()> {
+        match self.lower() {
+            Some(lower) => lower.set_tcp_nodelay(enabled),
+            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    fn set_tcp_keepalive(&self, enabled: bool) -> io::Result<()> {
+        match self.lower() {
+            Some(lower) => lower.set_tcp_keepalive(enabled),
+            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    fn wrap_protocol(&self, wrap: ProtocolWrapper) -> Result<(), Error> {
+        if self.has(CLOSED) {
+            return Err(Error::io(io::Error::from(io::ErrorKind::NotConnected)));
+        }
+        if self.pending_wrap.borrow().is_some() {
+            return Err(Error::Unsupported("wrapping twice in one callback"));
+        }
+        *self.pending_wrap.borrow_mut() = Some(wrap);
+        if !self.has(IN_APP) {
+            self.apply_pending_wrap();
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The wrapped protocol's producer, as registered on the TLS transport.
+struct AppProducer {
+    producer: Box<dyn Producer>,
+    streaming: bool,
+    tls: Weak<TlsTransport>,
+    /// Held back until the handshake completes: a streaming producer we paused, or a pull
+    /// producer that was asked for data.
+    held: Cell<bool>,
+    stopped: Cell<bool>,
+}
+
+impl AppProducer {
+    /// The handshake is done: let the producer go.
+    fn release(&self) {
+        if self.held.replace(false) && !self.stopped.get() {
+            self.producer.resume_producing();
+        }
+    }
+
+    fn stop(&self) {
+        if !self.stopped.replace(true) {
+            self.producer.stop_producing();
+        }
+    }
+
+    fn handshake_done(&self) -> bool {
+        self.tls.upgrade().is_some_and(|t| t.has(HANDSHAKE_DONE))
+    }
+}
+
+/// Registered on the lower transport for the wrapped protocol's producer: the lower
+/// transport's buffer (of encrypted bytes) decides when it runs.
+struct Forwarder(Rc<AppProducer>);
+
+impl Producer for Forwarder {
+    fn pause_producing(&self) {
+        if !self.0.stopped.get() {
+            self.0.producer.pause_producing();
+        }
+    }
+
+    fn resume_producing(&self) {
+        if self.0.stopped.get() {
+            return;
+        }
+        if !self.0.handshake_done() {
+            self.0.held.set(true);
+            if self.0.streaming {
+                self.0.producer.pause_producing();
+            }
+            return;
+        }
+        self.0.producer.resume_producing();
+    }
+
+    fn stop_producing(&self) {
+        self.0.stop();
+    }
+}
+
+/// Sets a flag for as long as it lives (so a panic passing through cannot leave it set).
+struct FlagGuard<'a> {
+    tls: &'a TlsTransport,
+    flag: u32,
+}
+
+impl<'a> FlagGuard<'a> {
+    fn set(tls: &'a TlsTransport, flag: u32) -> FlagGuard<'a> {
+        tls.set(flag);
+        FlagGuard { tls, flag }
+    }
+}
+
+impl Drop for FlagGuard<'_> {
+    fn drop(&mut self) {
+        self.tls.unset(self.flag);
+    }
+}
+
+/// A rustls error as an engine error, saying plainly what went wrong.
+fn tls_error(err: rustls::Error) -> Error {
+    match err {
+        rustls::Error::InvalidCertificate(cert) => {
+            Error::Tls(format!("certificate verification failed: {cert}"))
+        }
+        rustls::Error::AlertReceived(alert) => {
+            Error::Tls(format!("the peer sent a TLS alert: {alert:?}"))
+        }
+        other => Error::Tls(other.to_string()),
+    }
+}
