@@ -44,6 +44,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use twistor::defer::{Deferred, Failure};
+use twistor::tls::TrustRoots;
 use twistor::{Producer, Reactor, Transport};
 
 pub use connection::{BodyFlow, ResponseBody};
@@ -55,7 +56,7 @@ use connection::Conn;
 use pool::{Pool, PoolKey};
 
 /// Tuning for an [`Agent`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct AgentOptions {
     /// Connections open at once to one server (default 6); more requests wait in line.
@@ -80,6 +81,32 @@ pub struct AgentOptions {
     pub max_read_body: u64,
     /// The `User-Agent` sent unless the request has one.
     pub user_agent: Option<HeaderValue>,
+    /// The certificate authorities `https` servers are checked against (default: the
+    /// system's). Host names are always checked too.
+    pub tls_roots: Option<TrustRoots>,
+    /// Accept any certificate from `https` servers: no verification at all. For tests
+    /// against servers with throwaway certificates only.
+    pub dangerous_accept_any_certificate: bool,
+}
+
+impl std::fmt::Debug for AgentOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentOptions")
+            .field("max_connections_per_host", &self.max_connections_per_host)
+            .field("max_idle_per_host", &self.max_idle_per_host)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("max_redirects", &self.max_redirects)
+            .field("decompress", &self.decompress)
+            .field("max_read_body", &self.max_read_body)
+            .field("custom_tls_roots", &self.tls_roots.is_some())
+            .field(
+                "dangerous_accept_any_certificate",
+                &self.dangerous_accept_any_certificate,
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for AgentOptions {
@@ -95,6 +122,8 @@ impl Default for AgentOptions {
             limits: Limits::default(),
             max_read_body: 64 << 20,
             user_agent: Some(HeaderValue::from_static(crate::proto::SERVER)),
+            tls_roots: None,
+            dangerous_accept_any_certificate: false,
         }
     }
 }
@@ -497,6 +526,11 @@ impl Agent {
         let options = self.pool.options();
         let mut request = http::Request::new(());
         *request.method_mut() = method.clone();
+        let scheme = if url.scheme_str() == Some("https") {
+            "https"
+        } else {
+            "http"
+        };
         // Origin-form target, with the Host from the URL (the core writes it).
         let target = url.path_and_query().map_or("/", |p| p.as_str());
         let authority = url
@@ -504,7 +538,7 @@ impl Agent {
             .ok_or_else(|| Error::InvalidUrl("no host".into()))?;
         let host_value = host_header(url, authority.as_str());
         *request.uri_mut() = Uri::builder()
-            .scheme("http")
+            .scheme(scheme)
             .authority(authority.as_str())
             .path_and_query(target)
             .build()

@@ -9,6 +9,10 @@ use twistor::Reactor;
 use twistor::defer::{Deferred, Failure};
 use twistor::endpoints::{ClientEndpoint, HostnameEndpoint, connect_protocol};
 
+use twistor::protocol::{ClientFactory, Factory, Protocol};
+use twistor::tls::{ClientTlsConfig, TlsClientFactory};
+use twistor::{Address, Connector};
+
 use super::AgentOptions;
 use super::connection::{ClientProtocol, Conn};
 use crate::Error;
@@ -84,12 +88,6 @@ impl Pool {
     }
 
     fn connect(&self, key: &PoolKey) -> Deferred<Rc<Conn>> {
-        if key.secure {
-            self.opened_failed(key);
-            return Deferred::failed(Failure::new(Error::Unsupported(
-                "https: TLS is not available in this build",
-            )));
-        }
         let conn = Conn::new(
             key.clone(),
             self.options.limits.clone(),
@@ -99,10 +97,15 @@ impl Pool {
         );
         let endpoint = HostnameEndpoint::new(&self.reactor, &key.host, key.port)
             .timeout(self.options.connect_timeout);
-        let connected = connect_protocol(
-            &endpoint as &dyn ClientEndpoint,
-            ClientProtocol { conn: conn.clone() },
-        );
+        let protocol = ClientProtocol { conn: conn.clone() };
+        let connected = if key.secure {
+            match self.tls_factory(key, protocol) {
+                Ok(factory) => endpoint.connect(factory),
+                Err(e) => Deferred::failed(Failure::new(e)),
+            }
+        } else {
+            connect_protocol(&endpoint as &dyn ClientEndpoint, protocol)
+        };
         let me = self.me.clone();
         let k = key.clone();
         connected.then(move |result| match result {
@@ -114,6 +117,24 @@ impl Pool {
                 Err(Failure::new(Error::ConnectFailed(failure.to_string())))
             }
         })
+    }
+
+    /// A factory that runs `protocol` over TLS to `key`'s host, verifying its certificate
+    /// (unless told not to), offering ALPN `http/1.1`.
+    fn tls_factory(
+        &self,
+        key: &PoolKey,
+        protocol: ClientProtocol,
+    ) -> Result<Rc<dyn Factory>, twistor::Error> {
+        let mut config = ClientTlsConfig::new(&key.host)?.with_alpn(["http/1.1"]);
+        if let Some(roots) = &self.options.tls_roots {
+            config = config.with_roots(roots.clone());
+        }
+        if self.options.dangerous_accept_any_certificate {
+            config = config.dangerous_accept_any_certificate();
+        }
+        let inner: Rc<dyn ClientFactory> = Rc::new(OneConnection(RefCell::new(Some(protocol))));
+        Ok(TlsClientFactory::new(&config, inner)?)
     }
 
     fn opened_failed(&self, key: &PoolKey) {
@@ -206,4 +227,24 @@ impl Pool {
             conn.close();
         }
     }
+}
+
+/// A client factory for the one connection the pool is opening.
+struct OneConnection(RefCell<Option<ClientProtocol>>);
+
+impl Factory for OneConnection {
+    fn build_protocol(&self, _addr: &Address) -> Option<Box<dyn Protocol>> {
+        self.0
+            .borrow_mut()
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Protocol>)
+    }
+
+    fn noisy(&self) -> bool {
+        false
+    }
+}
+
+impl ClientFactory for OneConnection {
+    fn client_connection_failed(&self, _connector: &Connector, _reason: &twistor::Error) {}
 }

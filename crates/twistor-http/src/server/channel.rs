@@ -5,7 +5,7 @@
 //! (rendering, a body receiver, a producer), because user code calls back in through its
 //! `Request`. Re-entrant calls to `process` only note that another round is due.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, UNIX_EPOCH};
@@ -15,6 +15,7 @@ use http::{HeaderMap, Response, StatusCode, header};
 use twistor::defer::Failure;
 use twistor::protocol::{CloseReason, Protocol};
 use twistor::reactor::{DelayedCall, panic_message};
+use twistor::tls::TlsTransport;
 use twistor::{Address, Producer, Transport};
 
 use super::log::AccessLogEntry;
@@ -37,12 +38,14 @@ pub(crate) struct HttpChannel {
 impl HttpChannel {
     pub(crate) fn new(site: Rc<SiteInner>, peer: Address) -> HttpChannel {
         let core = ServerConnection::new(site.options.limits.clone());
+        let secure = site.options.secure;
         HttpChannel {
             channel: Rc::new_cyclic(|me| Channel {
                 site,
                 peer,
                 core: RefCell::new(core),
                 transport: OnceCell::new(),
+                secure: Cell::new(secure),
                 st: RefCell::new(State::default()),
                 me: me.clone(),
             }),
@@ -53,6 +56,9 @@ impl HttpChannel {
 impl Protocol for HttpChannel {
     fn connection_made(&mut self, transport: &Transport) {
         let _ = self.channel.transport.set(transport.clone());
+        if transport.downcast_ref::<TlsTransport>().is_some() {
+            self.channel.secure.set(true);
+        }
         let now = self.channel.site.time.seconds();
         self.channel.st.borrow_mut().last_activity = now;
         self.channel.update_timer(Some(now));
@@ -130,6 +136,8 @@ pub(crate) struct Channel {
     peer: Address,
     core: RefCell<ServerConnection>,
     transport: OnceCell<Transport>,
+    /// TLS underneath (seen on the transport, or said by the options).
+    secure: Cell<bool>,
     st: RefCell<State>,
     me: Weak<Channel>,
 }
@@ -216,7 +224,7 @@ impl Channel {
         let inner = Rc::new(RequestInner::new(
             head,
             self.peer.clone(),
-            options.secure,
+            self.secure.get(),
             received,
             self.me.clone(),
         ));

@@ -75,7 +75,9 @@ pub struct ServerOptions {
     pub server_header: Option<HeaderValue>,
     /// Where each finished request is logged; see [`AccessLog`]. Default: nowhere.
     pub access_log: Option<Rc<dyn AccessLog>>,
-    /// Whether connections are TLS (what [`Request::is_secure`] says).
+    /// Whether connections count as TLS for [`Request::is_secure`] even when the
+    /// transport is not twistor's TLS (e.g. TLS ended by a proxy in front). Connections
+    /// over twistor's TLS are seen as secure anyway.
     pub secure: bool,
     /// The wall clock, for `Date` and the access log (default `SystemTime::now`).
     pub wall_clock: fn() -> SystemTime,

@@ -26,17 +26,23 @@ pub struct Server {
 impl Server {
     /// Builds the site on the reactor thread with `build` and listens on 127.0.0.1:0.
     pub fn start(build: impl FnOnce(&Reactor) -> Site + Send + 'static) -> Server {
+        Server::start_with(build, |reactor, site| {
+            reactor.listen_tcp_with(0, site, localhost()).unwrap()
+        })
+    }
+
+    /// Like [`Server::start`], listening with `listen` (TLS, say).
+    pub fn start_with(
+        build: impl FnOnce(&Reactor) -> Site + Send + 'static,
+        listen: impl FnOnce(&Reactor, Rc<dyn twistor::Factory>) -> twistor::ListeningPort
+        + Send
+        + 'static,
+    ) -> Server {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             let reactor = Reactor::new().unwrap();
             let site = build(&reactor);
-            let port = reactor
-                .listen_tcp_with(
-                    0,
-                    Rc::new(site),
-                    ListenOptions::default().interface(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-                )
-                .unwrap();
+            let port = listen(&reactor, Rc::new(site));
             tx.send((port.port(), reactor.handle())).unwrap();
             reactor.run().unwrap();
         });
@@ -74,6 +80,11 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
+}
+
+/// Listening options for 127.0.0.1.
+pub fn localhost() -> ListenOptions {
+    ListenOptions::default().interface(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 /// Connects to the server with a read timeout.
