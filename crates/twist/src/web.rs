@@ -17,6 +17,7 @@ use std::time::Duration;
 use twistor::endpoints::{Description, server_from_string};
 use twistor::reactor::WeakReactor;
 use twistor::tcp::ListenOptions;
+use twistor::tls::ServerTlsConfig;
 use twistor::{Factory, Reactor, ReactorHandle};
 use twistor_http::proxy::ReverseProxy;
 use twistor_http::server::{
@@ -30,7 +31,8 @@ use crate::Failure;
 #[derive(clap::Args)]
 pub struct Options {
     /// Where to listen, as an endpoint description (repeatable), e.g. `tcp:8080`,
-    /// `tcp:8080:interface=127.0.0.1`, `tcp6:8080`, `unix:/run/web.sock`.
+    /// `tcp:8080:interface=127.0.0.1`, `tcp6:8080`, `unix:/run/web.sock`,
+    /// `ssl:8443:privateKey=key.pem:certKey=cert.pem` (HTTPS, ALPN `http/1.1`).
     #[arg(
         long = "listen",
         value_name = "DESCRIPTION",
@@ -48,7 +50,7 @@ pub struct Options {
     proxy: Option<String>,
 
     /// Run this many reactors, one per thread, each with its own `SO_REUSEPORT` listener
-    /// (tcp and tcp6 descriptions only).
+    /// (tcp, tcp6 and ssl descriptions only).
     #[arg(long, value_name = "N", default_value_t = 1)]
     workers: usize,
 
@@ -78,13 +80,24 @@ pub fn run(options: Options) -> Result<(), Failure> {
     // Check everything before listening anywhere, so a typo fails fast.
     let (site, log) = build_site(&reactor, &content, !options.no_access_log)?;
     if options.workers == 1 {
-        let endpoints = options
-            .listen
-            .iter()
-            .map(|text| server_from_string(&reactor, text))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Failure::Usage(e.to_string()))?;
+        // `ssl:` is read here, so its listeners offer ALPN `http/1.1`; the rest are
+        // whatever endpoint types the engine knows.
+        let mut tls = Vec::new();
+        let mut endpoints = Vec::new();
+        for text in &options.listen {
+            if is_ssl(text) {
+                tls.push(parse_listen(text, false)?);
+            } else {
+                endpoints.push(
+                    server_from_string(&reactor, text)
+                        .map_err(|e| Failure::Usage(e.to_string()))?,
+                );
+            }
+        }
         let factory: Rc<dyn Factory> = Rc::new(site.clone());
+        for listen in tls {
+            listen.start(&reactor, factory.clone())?;
+        }
         for endpoint in &endpoints {
             // Listening on these endpoints completes at once; a failure is known here.
             if let Some(Err(failure)) = endpoint.listen(factory.clone()).try_result() {
@@ -109,26 +122,26 @@ fn run_workers(
     content: Content,
     options: &Options,
 ) -> Result<(), Failure> {
-    let mut listens = options
+    let listens = options
         .listen
         .iter()
-        .map(|text| reuse_port_listen(text))
+        .map(|text| parse_listen(text, true))
         .collect::<Result<Vec<_>, _>>()?;
     // The first worker binds first, so a port of 0 becomes the same port for all.
     let factory: Rc<dyn Factory> = Rc::new(site.clone());
-    for listen in &mut listens {
-        let port = reactor
-            .listen_tcp_with(listen.port, factory.clone(), listen.options.clone())
-            .map_err(|e| Failure::Runtime(e.to_string()))?;
-        listen.port = port.port();
+    let mut bound = Vec::new();
+    for listen in listens {
+        let port = listen.port;
+        let actual = listen.start(reactor, factory.clone())?;
+        bound.push((listen.text, if port == 0 { actual } else { port }));
     }
     let mut workers: Vec<(ReactorHandle, std::thread::JoinHandle<()>)> = Vec::new();
     for n in 1..options.workers {
         let (tx, rx) = mpsc::channel::<Result<ReactorHandle, String>>();
-        let (content, listens, log) = (content.clone(), listens.clone(), !options.no_access_log);
+        let (content, bound, log) = (content.clone(), bound.clone(), !options.no_access_log);
         let thread = std::thread::Builder::new()
             .name(format!("web-worker-{n}"))
-            .spawn(move || worker(content, listens, log, tx))
+            .spawn(move || worker(content, bound, log, tx))
             .map_err(|e| Failure::Runtime(format!("cannot start a worker: {e}")))?;
         match rx.recv() {
             Ok(Ok(handle)) => workers.push((handle, thread)),
@@ -150,7 +163,7 @@ fn run_workers(
 
 fn worker(
     content: Content,
-    listens: Vec<Listen>,
+    bound: Vec<(String, u16)>,
     log: bool,
     tx: mpsc::Sender<Result<ReactorHandle, String>>,
 ) {
@@ -169,11 +182,13 @@ fn worker(
         }
     };
     let factory: Rc<dyn Factory> = Rc::new(site.clone());
-    for listen in &listens {
-        if let Err(e) =
-            reactor.listen_tcp_with(listen.port, factory.clone(), listen.options.clone())
-        {
-            let _ = tx.send(Err(e.to_string()));
+    for (text, port) in &bound {
+        let started = parse_listen(text, true).and_then(|mut listen| {
+            listen.port = *port;
+            listen.start(&reactor, factory.clone())
+        });
+        if let Err(Failure::Usage(e) | Failure::Runtime(e)) = started {
+            let _ = tx.send(Err(e));
             return;
         }
     }
@@ -193,41 +208,109 @@ fn stop_workers(workers: Vec<(ReactorHandle, std::thread::JoinHandle<()>)>) {
     }
 }
 
-/// A TCP listener description turned into options with `SO_REUSEPORT` set.
-#[derive(Clone)]
+/// A `tcp:`, `tcp6:` or `ssl:` description read by `twist web` itself: for
+/// `SO_REUSEPORT` listeners (`--workers`) and for TLS with ALPN `http/1.1`.
 struct Listen {
+    text: String,
     port: u16,
     options: ListenOptions,
+    tls: Option<ServerTlsConfig>,
 }
 
-fn reuse_port_listen(text: &str) -> Result<Listen, Failure> {
+impl Listen {
+    /// Listens; returns the port bound.
+    fn start(&self, reactor: &Reactor, factory: Rc<dyn Factory>) -> Result<u16, Failure> {
+        let port = match &self.tls {
+            Some(config) => {
+                reactor.listen_ssl_with(self.port, factory, config.clone(), self.options.clone())
+            }
+            None => reactor.listen_tcp_with(self.port, factory, self.options.clone()),
+        };
+        port.map(|p| p.port())
+            .map_err(|e| Failure::Runtime(e.to_string()))
+    }
+}
+
+fn is_ssl(text: &str) -> bool {
+    text.split(':').next() == Some("ssl")
+}
+
+/// Reads `tcp:PORT[:interface=ADDR][:backlog=N]`, the same for `tcp6:`, and
+/// `ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem][:extraCertChain=CHAIN.pem][:interface=ADDR][:backlog=N]`
+/// (Twisted's `ssl:` endpoint; ALPN offers `http/1.1`).
+fn parse_listen(text: &str, reuse_port: bool) -> Result<Listen, Failure> {
     let usage = |e: twistor::Error| Failure::Usage(e.to_string());
     let d = Description::parse(text).map_err(usage)?;
-    let default = match d.kind.as_str() {
-        "tcp" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        "tcp6" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    let (default, tls) = match d.kind.as_str() {
+        "tcp" => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), false),
+        "tcp6" => (IpAddr::V6(Ipv6Addr::UNSPECIFIED), false),
+        "ssl" => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), true),
         other => {
             return Err(Failure::Usage(format!(
-                "--workers needs tcp or tcp6 listeners (SO_REUSEPORT), not {other:?}"
+                "--workers needs tcp, tcp6 or ssl listeners (SO_REUSEPORT), not {other:?}"
             )));
         }
     };
-    d.check_known(3, &["port", "interface", "backlog"])
+    let known: &[&str] = if tls {
+        &[
+            "port",
+            "interface",
+            "backlog",
+            "privateKey",
+            "certKey",
+            "extraCertChain",
+        ]
+    } else {
+        &["port", "interface", "backlog"]
+    };
+    d.check_known(if tls { 1 } else { 3 }, known)
         .map_err(usage)?;
     let port = d.port(0, "port").map_err(usage)?;
-    let interface = match d.arg(1, "interface") {
+    let interface = match d
+        .arg(1, "interface")
+        .filter(|_| !tls)
+        .or(d.kwargs.get("interface").map(String::as_str))
+    {
         None | Some("") => default,
         Some(text) => text.parse().map_err(|_| {
             Failure::Usage(format!("{text:?} in {:?} is not an IP address", d.text))
         })?,
     };
-    let backlog = d.int::<i32>(2, "backlog").map_err(usage)?.unwrap_or(50);
+    let backlog = d
+        .kwargs
+        .get("backlog")
+        .map(|b| b.parse::<i32>())
+        .transpose()
+        .map_err(|_| Failure::Usage(format!("backlog must be a number in {:?}", d.text)))?
+        .or(if tls {
+            None
+        } else {
+            d.int::<i32>(2, "backlog").map_err(usage)?
+        })
+        .unwrap_or(50);
+    let tls = if tls {
+        let key = d
+            .kwargs
+            .get("privateKey")
+            .ok_or_else(|| Failure::Usage(format!("{:?}: ssl needs privateKey=FILE", d.text)))?;
+        let config = ServerTlsConfig::from_pem_files(
+            key.as_str(),
+            d.kwargs.get("certKey").map(String::as_str),
+            d.kwargs.get("extraCertChain").map(String::as_str),
+        )
+        .map_err(|e| Failure::Usage(format!("{:?}: {e}", d.text)))?;
+        Some(config.with_alpn(["http/1.1"]))
+    } else {
+        None
+    };
     Ok(Listen {
+        text: text.to_owned(),
         port,
         options: ListenOptions::default()
             .interface(interface)
             .backlog(backlog.max(1))
-            .reuse_port(true),
+            .reuse_port(reuse_port),
+        tls,
     })
 }
 

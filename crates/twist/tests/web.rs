@@ -208,3 +208,71 @@ fn keep_screenshot(shot: &Path) {
     let _ = std::fs::copy(shot, dest);
     let _ = std::fs::remove_file(shot);
 }
+
+/// A throwaway authority and a certificate it signed for `localhost`, in `dir`:
+/// (key, cert, authority) paths.
+fn certificate(dir: &Path) -> (String, String, String) {
+    let p = |name: &str| dir.join(name).display().to_string();
+    let (ca_key, ca, key, csr, cert, ext) = (
+        p("ca.key"),
+        p("ca.pem"),
+        p("key.pem"),
+        p("leaf.csr"),
+        p("cert.pem"),
+        p("leaf.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    for line in [
+        format!("req -x509 {ec} -days 2 -subj /CN=test-CA -keyout {ca_key} -out {ca}"),
+        format!("req {ec} -subj /CN=localhost -keyout {key} -out {csr}"),
+        format!(
+            "x509 -req -days 2 -in {csr} -CA {ca} -CAkey {ca_key} -CAcreateserial -extfile {ext} -out {cert}"
+        ),
+    ] {
+        let out = Command::new("openssl")
+            .args(line.split(' '))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (key, cert, ca)
+}
+
+#[test]
+fn https_listeners_offer_http11_with_one_or_several_workers() {
+    if !have("openssl", &["version"]) || !have("curl", &["--version"]) {
+        return;
+    }
+    let dir = TempDir::new("https");
+    dir.write("s.txt", b"over tls");
+    let (key, cert, ca) = certificate(&dir.0);
+    for workers in ["1", "2"] {
+        let mut cmd = twist();
+        cmd.args(["web", "--no-access-log", "--workers", workers, "--path"])
+            .arg(&dir.0)
+            .arg("--listen")
+            .arg(format!(
+                "ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+            ));
+        let mut child = ChildGuard::spawn(cmd);
+        let line = child.err_line_containing("starting on");
+        let port: u16 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        let out = Command::new("curl")
+            .args(["-sv", "--max-time", "10", "--cacert", &ca])
+            .arg(format!("https://localhost:{port}/s.txt"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls", "{err}");
+        assert!(err.contains("ALPN: server accepted http/1.1"), "{err}");
+    }
+}
