@@ -271,3 +271,63 @@ fn echoes_standard_input_and_exits() {
         "3 MB through stdin and back"
     );
 }
+
+#[test]
+fn serves_tls_to_openssl_s_client() {
+    if !have("openssl", &["version"]) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("twist-ssl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut cmd = twist();
+    cmd.args([
+        "echo",
+        "--listen",
+        &format!(
+            "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
+            key.display(),
+            cert.display()
+        ),
+    ]);
+    let mut server = ChildGuard::spawn(cmd);
+    let line = server.err_line_containing("starting on");
+    let port: u16 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    for version in ["-tls1_2", "-tls1_3"] {
+        // s_client stops at the end of its input, so keep its stdin open until the echo is
+        // back.
+        let mut client = Command::new("openssl")
+            .args(["s_client", version, "-quiet", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = client.stdin.take().unwrap();
+        stdin.write_all(b"echo over tls\n").unwrap();
+        let mut stdout = std::io::BufReader::new(client.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        let _ = client.kill();
+        let _ = client.wait();
+        assert_eq!(line, "echo over tls\n", "openssl s_client {version}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

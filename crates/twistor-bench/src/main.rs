@@ -41,10 +41,10 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
     },
-    /// In-process: Deferred callback chains (hook: lands with twistor's Deferred).
+    /// In-process: Deferred callback chains, twistor's and (through Python) Twisted's.
     Deferred {
         /// Chains fired per run.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 1_000_000)]
         chains: usize,
         /// Callbacks per chain.
         #[arg(long, default_value_t = 10)]
@@ -173,16 +173,7 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             Ok(counts::strace(&launcher, &opts)?)
         }
         Command::Timers { count, repeats } => run_timers(count, repeats),
-        Command::Deferred { chains, callbacks } => {
-            match micro::deferred_chains(chains, callbacks) {
-                Some(results) => print_micro(&results),
-                None => println!(
-                    "deferred: not measured yet. The Deferred-chain benchmark lands with \
-                     twistor's Deferred (issue 3); its hook is twistor_bench::micro::deferred_chains."
-                ),
-            }
-            Ok(())
-        }
+        Command::Deferred { chains, callbacks } => run_deferred(chains, callbacks),
         Command::Serve { kind, port } => match kind.as_str() {
             "twistor" => Ok(peers::twistor_echo(port)?),
             "tokio-ct" => Ok(peers::tokio_current_thread(port)?),
@@ -368,8 +359,60 @@ fn run_timers(count: usize, repeats: usize) -> Result<(), Box<dyn std::error::Er
     Ok(())
 }
 
-fn print_micro(results: &[micro::TimerResult]) {
-    println!("{}", micro_table(results).to_text());
+/// Deferred chains, twistor and Twisted in one run; writes `bench/results/deferred.md`.
+fn run_deferred(chains: usize, callbacks: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let work = std::env::temp_dir().join(format!("twistor-bench-deferred-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let script = work.join("deferred_chains.py");
+    std::fs::write(&script, include_str!("../py/deferred_chains.py"))?;
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_twisted = std::process::Command::new(&python)
+        .args(["-c", "import twisted"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let python = PathBuf::from(python);
+    let results = micro::deferred_chains(
+        chains,
+        callbacks,
+        has_twisted.then_some((python.as_path(), script.as_path())),
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    let twistor_best = results
+        .iter()
+        .filter(|r| r.name.starts_with("twistor"))
+        .map(|r| r.ns_per_callback)
+        .fold(f64::INFINITY, f64::min);
+    let mut table = Table::new(&[
+        "implementation, chain shape",
+        "ns / callback",
+        "M callbacks / s",
+        "× twistor (best)",
+    ]);
+    for r in &results {
+        table.push(vec![
+            r.name.clone(),
+            fmt_num(r.ns_per_callback),
+            fmt_num(1e3 / r.ns_per_callback),
+            format!("{:.1}×", r.ns_per_callback / twistor_best),
+        ]);
+    }
+    let what = format!(
+        "Chains of {callbacks} callbacks, built and fired {} times (Twisted: a tenth as many), \
+         CPU time per callback (`CLOCK_THREAD_CPUTIME_ID` / `time.process_time`).",
+        fmt_num(chains as f64)
+    );
+    println!("{what}\n\n{}", table.to_text());
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results");
+    std::fs::create_dir_all(&out)?;
+    let path = out.canonicalize()?.join("deferred.md");
+    let md = format!(
+        "# Deferred chains\n\n{}\n\n{what}\n\n{}",
+        twistor_bench::report::machine_line(),
+        table.to_markdown()
+    );
+    std::fs::write(&path, md)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }
 
 fn micro_table(results: &[micro::TimerResult]) -> Table {

@@ -1,8 +1,9 @@
-//! In-process microbenchmarks of the engine: timers, and (hook) Deferred chains.
+//! In-process microbenchmarks of the engine: timers and Deferred chains.
 
 use std::future::Future;
 use std::hint::black_box;
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
@@ -83,14 +84,112 @@ pub fn timers(count: usize) -> io::Result<Vec<TimerResult>> {
     Ok(out)
 }
 
-/// HOOK for the Deferred-chain benchmark (issue 3, which brings twistor's `Deferred`): build
-/// `chains` Deferreds with `callbacks` callbacks each, fire them, and time per callback,
-/// next to the same chain of `async` closures awaited on tokio's `current_thread` runtime.
-///
-/// Returns `None` until the Deferred lands in the engine; `twistor-bench deferred` then
-/// prints a note rather than a figure.
-pub fn deferred_chains(_chains: usize, _callbacks: usize) -> Option<Vec<TimerResult>> {
-    None
+/// Time per callback of one Deferred implementation and chain shape.
+#[derive(Debug, Clone)]
+pub struct ChainResult {
+    /// Implementation and shape, e.g. `twistor, added then fired`.
+    pub name: String,
+    /// CPU nanoseconds per callback.
+    pub ns_per_callback: f64,
+}
+
+/// Builds `chains` Deferreds of `callbacks` callbacks each and fires them, two ways: the
+/// callbacks added and then the Deferred fired, and the Deferred fired first with the
+/// callbacks running as they are added. CPU time per callback, for twistor's `Deferred` and,
+/// through `python` running `script`, for Twisted's (skipped with a note if that fails).
+pub fn deferred_chains(
+    chains: usize,
+    callbacks: usize,
+    twisted: Option<(&Path, &Path)>,
+) -> Vec<ChainResult> {
+    use twistor::defer::Deferred;
+    let per_callback = |f: &dyn Fn() -> u64| {
+        let warm = black_box(f());
+        let start = thread_cpu_ns();
+        black_box(f().wrapping_add(warm));
+        (thread_cpu_ns() - start) as f64 / (chains * callbacks).max(1) as f64
+    };
+    let added_then_fired = || {
+        let mut total = 0u64;
+        for i in 0..chains as u64 {
+            let d: Deferred<u64> = Deferred::new();
+            for _ in 0..callbacks {
+                d.add_callback(|x| Ok(black_box(x) + 1));
+            }
+            let _ = d.callback(i);
+            if let Some(Ok(v)) = d.try_result() {
+                total = total.wrapping_add(v);
+            }
+        }
+        total
+    };
+    let fired_then_added = || {
+        let mut total = 0u64;
+        for i in 0..chains as u64 {
+            let d: Deferred<u64> = Deferred::succeeded(i);
+            for _ in 0..callbacks {
+                d.add_callback(|x| Ok(black_box(x) + 1));
+            }
+            if let Some(Ok(v)) = d.try_result() {
+                total = total.wrapping_add(v);
+            }
+        }
+        total
+    };
+    let mut out = vec![
+        ChainResult {
+            name: "twistor, added then fired".into(),
+            ns_per_callback: per_callback(&added_then_fired),
+        },
+        ChainResult {
+            name: "twistor, fired then added".into(),
+            ns_per_callback: per_callback(&fired_then_added),
+        },
+    ];
+    match twisted {
+        None => eprintln!("deferred: Twisted skipped (no python3 with Twisted)"),
+        Some((python, script)) => {
+            // CPython is ~50x slower: a tenth of the chains keeps the run short.
+            let py_chains = (chains / 10).max(1000);
+            let run = std::process::Command::new(python)
+                .arg(script)
+                .arg(py_chains.to_string())
+                .arg(callbacks.to_string())
+                .output();
+            match run {
+                Ok(o) if o.status.success() => {
+                    for line in String::from_utf8_lossy(&o.stdout).lines() {
+                        let mut parts = line.split_whitespace();
+                        if let (Some(shape), Some(ns)) = (parts.next(), parts.next()) {
+                            if let Ok(ns) = ns.parse::<f64>() {
+                                out.push(ChainResult {
+                                    name: format!("Twisted, {}", shape.replace('-', " ")),
+                                    ns_per_callback: ns,
+                                });
+                            }
+                        }
+                    }
+                }
+                Ok(o) => eprintln!(
+                    "deferred: Twisted run failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+                Err(e) => eprintln!("deferred: Twisted skipped: {e}"),
+            }
+        }
+    }
+    out
+}
+
+/// CPU time used by this thread so far, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through the pointer it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn result(name: &'static str, count: usize, t0: Instant, t1: Instant, t2: Instant) -> TimerResult {

@@ -19,6 +19,7 @@ mod client;
 mod description;
 mod hostname;
 mod server;
+mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
@@ -28,6 +29,7 @@ pub use client::UnixClientEndpoint;
 pub use description::Description;
 pub use hostname::{DEFAULT_ATTEMPT_DELAY, HostnameEndpoint, Resolver, SystemResolver};
 pub use server::{StdioEndpoint, SystemdEndpoint, TcpServerEndpoint, UnixServerEndpoint};
+pub use tls::{SslServerEndpoint, TlsClientEndpoint, wrap_client_tls};
 
 use crate::address::UnixAddress;
 use crate::defer::Deferred;
@@ -147,6 +149,9 @@ pub fn wrapped_description(d: &Description) -> &str {
 ///   colons as `\:`);
 /// - `unix:PATH[:mode=OCTAL][:backlog=N][:lockfile=0|1]` — a Unix socket (`@NAME` for
 ///   Linux's abstract namespace);
+/// - `ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem][:extraCertChain=CHAIN.pem]
+///   [:interface=ADDR][:backlog=N]` — TLS over TCP (without `certKey`, the certificate is
+///   read from the key file);
 /// - `systemd:domain=INET|INET6|UNIX:index=N` (or `name=NAME`) — a socket passed by
 ///   systemd socket activation;
 /// - `stdio:` — this process's standard input and output, as one connection.
@@ -160,6 +165,7 @@ pub fn server_from_string(reactor: &Reactor, text: &str) -> Result<Box<dyn Serve
         "tcp6" => tcp_server(reactor, &d, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
         "unix" => unix_server(reactor, &d),
         "systemd" => systemd_server(reactor, &d),
+        "ssl" => ssl_server(reactor, &d),
         "stdio" => {
             if d.args.iter().any(|a| !a.is_empty()) || !d.kwargs.is_empty() {
                 return Err(d.error("stdio takes no arguments"));
@@ -180,7 +186,10 @@ pub fn server_from_string(reactor: &Reactor, text: &str) -> Result<Box<dyn Serve
 ///
 /// - `tcp:HOST:PORT[:timeout=SECONDS][:bindAddress=ADDR]` — TCP to a name or address; a
 ///   name's addresses are raced (see [`HostnameEndpoint`]);
-/// - `unix:PATH[:timeout=SECONDS]` — a Unix socket (`@NAME` for an abstract name).
+/// - `unix:PATH[:timeout=SECONDS]` — a Unix socket (`@NAME` for an abstract name);
+/// - `tls:HOST:PORT[:trustRoots=DIR_OR_FILE][:certificate=CERT.pem][:privateKey=KEY.pem]
+///   [:timeout=SECONDS][:bindAddress=ADDR]` (or `ssl:`) — TLS over TCP; the server's
+///   certificate is checked for HOST against the system's roots, or `trustRoots`.
 ///
 /// Type names are case-insensitive, as in Twisted.
 pub fn client_from_string(reactor: &Reactor, text: &str) -> Result<Box<dyn ClientEndpoint>, Error> {
@@ -188,6 +197,7 @@ pub fn client_from_string(reactor: &Reactor, text: &str) -> Result<Box<dyn Clien
     match d.kind.to_ascii_lowercase().as_str() {
         "tcp" => tcp_client(reactor, &d),
         "unix" => unix_client(reactor, &d),
+        "ssl" | "tls" => tls_client(reactor, &d),
         other => match registered_client(other) {
             Some(parser) => parser(reactor, &d),
             None => Err(d.error(format!(
@@ -198,8 +208,8 @@ pub fn client_from_string(reactor: &Reactor, text: &str) -> Result<Box<dyn Clien
     }
 }
 
-const SERVER_BUILTIN: &[&str] = &["tcp", "tcp6", "unix", "systemd", "stdio"];
-const CLIENT_BUILTIN: &[&str] = &["tcp", "unix"];
+const SERVER_BUILTIN: &[&str] = &["tcp", "tcp6", "unix", "ssl", "systemd", "stdio"];
+const CLIENT_BUILTIN: &[&str] = &["tcp", "unix", "ssl", "tls"];
 
 fn tcp_server(
     reactor: &Reactor,
@@ -279,8 +289,84 @@ fn systemd_server(reactor: &Reactor, d: &Description) -> Result<Box<dyn ServerEn
         .map_err(|problem| d.error(problem))
 }
 
+fn ssl_server(reactor: &Reactor, d: &Description) -> Result<Box<dyn ServerEndpoint>, Error> {
+    d.check_known(
+        1,
+        &[
+            "port",
+            "privateKey",
+            "certKey",
+            "extraCertChain",
+            "interface",
+            "backlog",
+        ],
+    )?;
+    let port = d.port(0, "port")?;
+    let key = d
+        .kwargs
+        .get("privateKey")
+        .ok_or_else(|| d.error("missing privateKey=KEY.pem"))?;
+    let config = crate::tls::ServerTlsConfig::from_pem_files(
+        key.as_str(),
+        d.kwargs.get("certKey").map(String::as_str),
+        d.kwargs.get("extraCertChain").map(String::as_str),
+    )
+    .map_err(|e| d.error(e.to_string()))?;
+    let interface = match d.kwargs.get("interface").map(String::as_str) {
+        None | Some("") => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(text) => text
+            .parse::<IpAddr>()
+            .map_err(|_| d.error(format!("interface must be an IP address, got {text:?}")))?,
+    };
+    let options = ListenOptions::default()
+        .interface(interface)
+        .backlog(backlog(d, usize::MAX)?);
+    Ok(Box::new(SslServerEndpoint::new(
+        reactor, port, options, config,
+    )))
+}
+
+fn tls_client(reactor: &Reactor, d: &Description) -> Result<Box<dyn ClientEndpoint>, Error> {
+    d.check_known(
+        2,
+        &[
+            "host",
+            "port",
+            "trustRoots",
+            "caCertsDir",
+            "certificate",
+            "certKey",
+            "privateKey",
+            "timeout",
+            "bindAddress",
+        ],
+    )?;
+    let tcp = tcp_client_endpoint(reactor, d)?;
+    let host = d.required(0, "host")?;
+    let problem = |e: Error| d.error(e.to_string());
+    let mut config = crate::tls::ClientTlsConfig::new(host).map_err(problem)?;
+    if let Some(roots) = d.kwargs.get("trustRoots").or(d.kwargs.get("caCertsDir")) {
+        config = config.with_trust_roots(roots).map_err(problem)?;
+    }
+    let certificate = d.kwargs.get("certificate").or(d.kwargs.get("certKey"));
+    match (certificate, d.kwargs.get("privateKey")) {
+        (Some(cert), key) => {
+            config = config
+                .with_client_certificate(cert, key.unwrap_or(cert))
+                .map_err(problem)?;
+        }
+        (None, Some(_)) => return Err(d.error("privateKey needs certificate=CERT.pem")),
+        (None, None) => {}
+    }
+    Ok(Box::new(wrap_client_tls(config, Box::new(tcp))))
+}
+
 fn tcp_client(reactor: &Reactor, d: &Description) -> Result<Box<dyn ClientEndpoint>, Error> {
     d.check_known(2, &["host", "port", "timeout", "bindAddress"])?;
+    Ok(Box::new(tcp_client_endpoint(reactor, d)?))
+}
+
+fn tcp_client_endpoint(reactor: &Reactor, d: &Description) -> Result<HostnameEndpoint, Error> {
     let host = d.required(0, "host")?;
     if host.is_empty() {
         return Err(d.error("missing host"));
@@ -293,7 +379,7 @@ fn tcp_client(reactor: &Reactor, d: &Description) -> Result<Box<dyn ClientEndpoi
             .map_err(|_| d.error(format!("bindAddress must be an IP address, got {bind:?}")))?;
         endpoint = endpoint.bind_address(SocketAddr::new(ip, 0));
     }
-    Ok(Box::new(endpoint))
+    Ok(endpoint)
 }
 
 fn unix_client(reactor: &Reactor, d: &Description) -> Result<Box<dyn ClientEndpoint>, Error> {

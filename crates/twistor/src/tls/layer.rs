@@ -734,15 +734,21 @@ impl TransportImpl for TlsTransport {
         if self.producer.borrow().is_some() {
             return Err(Error::ProducerAlreadyRegistered);
         }
+        // The transport registered as its own producer (an echo): pausing it stops reading,
+        // which the handshake needs, so it is never held back.
+        let reads_itself = producer
+            .as_transport()
+            .is_some_and(|t| std::ptr::addr_eq(Rc::as_ptr(t.inner()), self as *const Self));
         let slot = Rc::new(AppProducer {
             producer,
             streaming,
             tls: self.me.clone(),
             held: Cell::new(false),
             stopped: Cell::new(false),
+            never_hold: reads_itself,
         });
         *self.producer.borrow_mut() = Some(slot.clone());
-        if streaming && !self.has(HANDSHAKE_DONE) {
+        if streaming && !reads_itself && !self.has(HANDSHAKE_DONE) {
             // Nothing can be sent before the handshake: hold it until then.
             slot.held.set(true);
             slot.producer.pause_producing();
@@ -814,6 +820,8 @@ struct AppProducer {
     /// producer that was asked for data.
     held: Cell<bool>,
     stopped: Cell<bool>,
+    /// The producer is the TLS transport itself (see `register_producer`).
+    never_hold: bool,
 }
 
 impl AppProducer {
@@ -850,7 +858,7 @@ impl Producer for Forwarder {
         if self.0.stopped.get() {
             return;
         }
-        if !self.0.handshake_done() {
+        if !self.0.handshake_done() && !self.0.never_hold {
             self.0.held.set(true);
             if self.0.streaming {
                 self.0.producer.pause_producing();
