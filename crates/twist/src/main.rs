@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! twist echo --listen tcp:8000 --listen tcp6:8000
+//! twist web --listen tcp:8080 --path .
 //! ```
 
 mod echo;
 mod portforward;
+mod web;
 
 use std::process::ExitCode;
 
@@ -51,6 +53,8 @@ enum Service {
     Echo(echo::Options),
     /// Forward every connection to HOST:PORT (a TCP proxy).
     Portforward(portforward::Options),
+    /// A web server: static files from a directory, or a reverse proxy.
+    Web(web::Options),
 }
 
 /// Why a service could not run, and with which exit status.
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
     let result = match cli.service {
         Service::Echo(options) => echo::run(options),
         Service::Portforward(options) => portforward::run(options),
+        Service::Web(options) => web::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

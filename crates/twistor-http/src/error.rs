@@ -61,6 +61,22 @@ pub enum Error {
     InvalidState(&'static str),
     /// The connection is closed or closing; nothing more can be sent or received.
     Closed,
+    /// The connection went away before the message was complete; the text says how.
+    ConnectionLost(String),
+    /// A client could not connect to the server; the text says why.
+    ConnectFailed(String),
+    /// A URL the client was given, or a `Location` it was sent, cannot be used; the text
+    /// says why.
+    InvalidUrl(String),
+    /// The client followed this many redirects and was sent yet another.
+    TooManyRedirects(u32),
+    /// The server did not answer (or went quiet in the middle of its answer) within the
+    /// client's timeout.
+    ResponseTimeout,
+    /// A `Content-Encoding` the client decodes (gzip) is corrupt; the text says how.
+    Decode(String),
+    /// Something this crate does not do (yet); the text says what.
+    Unsupported(&'static str),
 }
 
 impl Error {
@@ -90,7 +106,14 @@ impl Error {
             | Error::UnexpectedResponse(_)
             | Error::InvalidMessage(_)
             | Error::InvalidState(_)
-            | Error::Closed => return None,
+            | Error::Closed
+            | Error::ConnectionLost(_)
+            | Error::ConnectFailed(_)
+            | Error::InvalidUrl(_)
+            | Error::TooManyRedirects(_)
+            | Error::ResponseTimeout
+            | Error::Decode(_)
+            | Error::Unsupported(_) => return None,
         })
     }
 }
@@ -122,6 +145,13 @@ impl fmt::Display for Error {
             Error::InvalidMessage(what) => write!(f, "cannot send message: {what}"),
             Error::InvalidState(what) => write!(f, "call out of order: {what}"),
             Error::Closed => f.write_str("connection closed"),
+            Error::ConnectionLost(how) => write!(f, "connection lost: {how}"),
+            Error::ConnectFailed(why) => write!(f, "cannot connect: {why}"),
+            Error::InvalidUrl(why) => write!(f, "invalid URL: {why}"),
+            Error::TooManyRedirects(n) => write!(f, "more than {n} redirects"),
+            Error::ResponseTimeout => f.write_str("timed out waiting for the response"),
+            Error::Decode(why) => write!(f, "cannot decode the body: {why}"),
+            Error::Unsupported(what) => write!(f, "not supported: {what}"),
         }
     }
 }

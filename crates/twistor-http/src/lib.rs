@@ -33,8 +33,13 @@
 //! A peer that breaks the rules gets the status it earned (400, 413, 414, 431…) and a
 //! closed connection; see [`Error`].
 
+pub mod body;
+pub mod client;
 pub mod error;
 pub mod proto;
+pub mod proxy;
+pub mod server;
+pub mod static_files;
 
 pub use error::Error;
 

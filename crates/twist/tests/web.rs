@@ -1,0 +1,278 @@
+//! `twist web` from the outside: files and the access log, the reverse proxy, several
+//! workers on one port, command-line errors, and a directory listing rendered by headless
+//! Chromium.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use twistor_testing::process::{ChildGuard, have};
+
+fn twist() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_twist"))
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("twist-web-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn write(&self, name: &str, data: &[u8]) {
+        let p = self.0.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts `twist web` with `args` on an OS-chosen port; returns it and the port.
+fn start(args: &[&str]) -> (ChildGuard, u16) {
+    let mut cmd = twist();
+    cmd.args(["web", "--listen", "tcp:0:interface=127.0.0.1"])
+        .args(args);
+    let mut child = ChildGuard::spawn(cmd);
+    let line = child.err_line_containing("starting on");
+    let port = line.rsplit(' ').next().unwrap().parse().unwrap();
+    (child, port)
+}
+
+/// One request on a new connection; the whole response.
+fn fetch(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nUser-Agent: web-test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn serves_files_and_logs_each_request_to_stdout() {
+    let dir = TempDir::new("files");
+    dir.write("hello.txt", b"hello from twist web\n");
+    let (mut child, port) = start(&["--path", dir.0.to_str().unwrap()]);
+    let response = fetch(port, "/hello.txt");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with("\r\n\r\nhello from twist web\n"));
+    let line = child.line();
+    assert!(
+        line.starts_with("127.0.0.1 - - ["),
+        "combined log format: {line}"
+    );
+    assert!(
+        line.ends_with("] \"GET /hello.txt HTTP/1.1\" 200 21 \"-\" \"web-test\""),
+        "{line}"
+    );
+    let response = fetch(port, "/missing");
+    assert!(response.starts_with("HTTP/1.1 404 "));
+    assert!(child.line().contains("\"GET /missing HTTP/1.1\" 404 "));
+}
+
+#[test]
+fn reverse_proxy_to_another_twist_web() {
+    let dir = TempDir::new("upstream");
+    dir.write("up.txt", b"from upstream");
+    let (_upstream, up_port) = start(&["--path", dir.0.to_str().unwrap(), "--no-access-log"]);
+    let (_proxy, port) = start(&["--proxy", &format!("http://127.0.0.1:{up_port}/")]);
+    let response = fetch(port, "/up.txt");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with("\r\n\r\nfrom upstream"));
+}
+
+#[test]
+fn workers_share_one_port() {
+    let dir = TempDir::new("workers");
+    dir.write("w.txt", b"w");
+    let (mut child, port) = start(&["--path", dir.0.to_str().unwrap(), "--workers", "3"]);
+    child.err_line_containing("serving with 3 workers");
+    let threads = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .count();
+    assert!(threads >= 3, "{threads} threads");
+    // Many connections at once; the kernel spreads them over the three listeners.
+    let handles: Vec<_> = (0..24)
+        .map(|_| std::thread::spawn(move || fetch(port, "/w.txt")))
+        .collect();
+    for h in handles {
+        let r = h.join().unwrap();
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK") && r.ends_with("\r\n\r\nw"),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn command_line_errors_exit_2() {
+    for args in [
+        &["web", "--workers", "0"][..],
+        &["web", "--workers", "2", "--listen", "unix:/tmp/x.sock"],
+        &["web", "--path", "/no/such/dir/anywhere"],
+        &["web", "--proxy", "ftp://x/"],
+        &["web", "--path", ".", "--proxy", "http://x/"],
+        &["web", "--listen", "tcp:eighty"],
+    ] {
+        let out = twist().args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn chromium_renders_the_directory_listing() {
+    if !have("chromium", &["--version"]) {
+        return;
+    }
+    let dir = TempDir::new("chromium");
+    dir.write("listing/alpha-report.txt", b"a");
+    dir.write("listing/<b>bold & \"more\".txt", b"bb");
+    dir.write("listing/Überraschung.pdf", b"ccc");
+    dir.write("listing/nested/inner.txt", b"d");
+    let (_child, port) = start(&["--path", dir.0.to_str().unwrap(), "--no-access-log"]);
+    let url = format!("http://127.0.0.1:{port}/listing/");
+    let shot = std::env::temp_dir().join(format!("twist-web-listing-{}.png", std::process::id()));
+    let profile = dir.0.join("chromium-profile");
+    let base = |cmd: &mut Command| {
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    };
+    // The DOM as Chromium built it: each name is a link's text, markup in names is text.
+    let mut cmd = Command::new("chromium");
+    base(&mut cmd);
+    let dom = cmd.arg("--dump-dom").arg(&url).output().unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for expected in [
+        ">alpha-report.txt</a>",
+        ">&lt;b&gt;bold &amp; \"more\".txt</a>",
+        ">Überraschung.pdf</a>",
+        ">nested/</a>",
+    ] {
+        assert!(dom.contains(expected), "{expected:?} not in {dom}");
+    }
+    assert!(!dom.contains("<b>bold"), "a name became markup");
+    // And a picture of it, to look at.
+    let mut cmd = Command::new("chromium");
+    base(&mut cmd);
+    let status = cmd
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("--window-size=900,500")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5000,
+        "{} bytes",
+        png.len()
+    );
+    keep_screenshot(&shot);
+}
+
+/// Leaves the screenshot where a person can look at it (target/ when run by cargo).
+fn keep_screenshot(shot: &Path) {
+    let dest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/twist-web-listing.png");
+    let _ = std::fs::copy(shot, dest);
+    let _ = std::fs::remove_file(shot);
+}
+
+/// A throwaway authority and a certificate it signed for `localhost`, in `dir`:
+/// (key, cert, authority) paths.
+fn certificate(dir: &Path) -> (String, String, String) {
+    let p = |name: &str| dir.join(name).display().to_string();
+    let (ca_key, ca, key, csr, cert, ext) = (
+        p("ca.key"),
+        p("ca.pem"),
+        p("key.pem"),
+        p("leaf.csr"),
+        p("cert.pem"),
+        p("leaf.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    for line in [
+        format!("req -x509 {ec} -days 2 -subj /CN=test-CA -keyout {ca_key} -out {ca}"),
+        format!("req {ec} -subj /CN=localhost -keyout {key} -out {csr}"),
+        format!(
+            "x509 -req -days 2 -in {csr} -CA {ca} -CAkey {ca_key} -CAcreateserial -extfile {ext} -out {cert}"
+        ),
+    ] {
+        let out = Command::new("openssl")
+            .args(line.split(' '))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (key, cert, ca)
+}
+
+#[test]
+fn https_listeners_offer_http11_with_one_or_several_workers() {
+    if !have("openssl", &["version"]) || !have("curl", &["--version"]) {
+        return;
+    }
+    let dir = TempDir::new("https");
+    dir.write("s.txt", b"over tls");
+    let (key, cert, ca) = certificate(&dir.0);
+    for workers in ["1", "2"] {
+        let mut cmd = twist();
+        cmd.args(["web", "--no-access-log", "--workers", workers, "--path"])
+            .arg(&dir.0)
+            .arg("--listen")
+            .arg(format!(
+                "ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+            ));
+        let mut child = ChildGuard::spawn(cmd);
+        let line = child.err_line_containing("starting on");
+        let port: u16 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        let out = Command::new("curl")
+            .args(["-sv", "--max-time", "10", "--cacert", &ca])
+            .arg(format!("https://localhost:{port}/s.txt"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls", "{err}");
+        assert!(err.contains("ALPN: server accepted http/1.1"), "{err}");
+    }
+}

@@ -1,0 +1,208 @@
+//! The HTTP server: a [`Site`] serves a tree of [`Resource`]s over HTTP/1.1 (Twisted's
+//! `twisted.web.server`).
+//!
+//! The site is the [`Factory`]: give it to `listen_tcp` or to a server
+//! endpoint, and each connection gets a protocol that drives the sans-IO
+//! [`ServerConnection`](crate::proto::ServerConnection). For each request the site walks
+//! the resource tree ([`Resource::child`]), then renders the resource it found with a
+//! [`Request`] handle, through which the resource sets the status and headers, streams the
+//! body out (`write`, `finish`, or a registered producer), and reads the request body as
+//! it arrives ([`Request::deliver_body`], [`Request::read_body`]).
+//!
+//! ```no_run
+//! use std::rc::Rc;
+//! use twistor::Reactor;
+//! use twistor_http::server::{Site, handler};
+//!
+//! let reactor = Reactor::new()?;
+//! let site = Site::new(reactor.clone(), handler(|req| {
+//!     req.set_header("content-type", "text/plain");
+//!     "Hello, world!\n".into()
+//! }));
+//! reactor.listen_tcp(8080, Rc::new(site))?;
+//! reactor.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # What the connection does for you
+//!
+//! Keep-alive and pipelining (responses strictly in request order: the next request is
+//! not even parsed until the previous response is finished), chunked bodies both ways,
+//! `Expect: 100-continue` (the `100` goes out when the resource asks for the body),
+//! `HEAD` (the body is dropped, its length kept), `Date` and `Server` fields, the limits
+//! of [`Limits`] with their 4xx answers, and three timers on the
+//! reactor's clock: an idle timeout between requests, a deadline for the whole request
+//! head (a slow-loris defence: trickling bytes does not extend it), and an inactivity
+//! timeout while the body arrives. A timed-out request gets 408.
+
+mod channel;
+mod log;
+mod request;
+mod resource;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use http::HeaderValue;
+use twistor::protocol::{Factory, Protocol};
+use twistor::{Address, ReactorTime};
+
+pub use log::{AccessLog, AccessLogEntry, combined_log_line};
+pub use request::{BodyProducer, Request};
+pub use resource::{
+    NotFound, Render, Resource, Tree, error_page, escape_html, handler, method_not_allowed,
+};
+
+use crate::proto::{DateCache, Limits, SERVER};
+
+/// Tuning for a [`Site`]. The defaults suit a public server.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Bounds on requests; see [`Limits`].
+    pub limits: Limits,
+    /// How long a keep-alive connection may sit between requests (default 60 s).
+    pub idle_timeout: Duration,
+    /// How long a client has to send a whole request head, from its first byte (default
+    /// 30 s). Beyond it: 408.
+    pub header_timeout: Duration,
+    /// How long a request body may go without a byte arriving (default 60 s). Beyond it:
+    /// 408 if no response has started, else the connection is closed.
+    pub body_timeout: Duration,
+    /// The `Server` field sent with every response; `None` sends none. Default
+    /// `twistor/<version>`.
+    pub server_header: Option<HeaderValue>,
+    /// Where each finished request is logged; see [`AccessLog`]. Default: nowhere.
+    pub access_log: Option<Rc<dyn AccessLog>>,
+    /// Whether connections count as TLS for [`Request::is_secure`] even when the
+    /// transport is not twistor's TLS (e.g. TLS ended by a proxy in front). Connections
+    /// over twistor's TLS are seen as secure anyway.
+    pub secure: bool,
+    /// The wall clock, for `Date` and the access log (default `SystemTime::now`).
+    pub wall_clock: fn() -> SystemTime,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            limits: Limits::default(),
+            idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            server_header: Some(HeaderValue::from_static(SERVER)),
+            access_log: None,
+            secure: false,
+            wall_clock: SystemTime::now,
+        }
+    }
+}
+
+/// A web site: the factory that serves a resource tree over HTTP/1.1 (Twisted's
+/// `server.Site`). Cheap to clone; clones share the tree and options.
+#[derive(Clone)]
+pub struct Site {
+    inner: Rc<SiteInner>,
+}
+
+pub(crate) struct SiteInner {
+    root: Rc<dyn Resource>,
+    time: Rc<dyn ReactorTime>,
+    options: ServerOptions,
+    dates: RefCell<DateCache>,
+}
+
+impl Site {
+    /// A site serving `root`, with timers on `time` (the reactor, or a test clock) and the
+    /// default options.
+    pub fn new(time: impl ReactorTime + 'static, root: Rc<dyn Resource>) -> Site {
+        Site::with_options(time, root, ServerOptions::default())
+    }
+
+    /// A site with the given options.
+    pub fn with_options(
+        time: impl ReactorTime + 'static,
+        root: Rc<dyn Resource>,
+        options: ServerOptions,
+    ) -> Site {
+        Site {
+            inner: Rc::new(SiteInner {
+                root,
+                time: Rc::new(time),
+                options,
+                dates: RefCell::new(DateCache::default()),
+            }),
+        }
+    }
+
+    /// The root resource.
+    pub fn root(&self) -> &Rc<dyn Resource> {
+        &self.inner.root
+    }
+
+    /// The options it was made with.
+    pub fn options(&self) -> &ServerOptions {
+        &self.inner.options
+    }
+
+    /// The protocol for one connection from `peer`: what `build_protocol` returns, for
+    /// driving a connection by hand (tests, or a transport of your own).
+    pub fn connection(&self, peer: &Address) -> Box<dyn Protocol> {
+        Box::new(channel::HttpChannel::new(self.inner.clone(), peer.clone()))
+    }
+}
+
+impl Factory for Site {
+    fn build_protocol(&self, addr: &Address) -> Option<Box<dyn Protocol>> {
+        Some(self.connection(addr))
+    }
+
+    fn log_prefix(&self) -> &str {
+        "Site"
+    }
+}
+
+/// Percent-decodes a whole path (for display).
+pub(crate) fn percent_decode_path(path: &str) -> Vec<u8> {
+    percent_decode(path).into_owned()
+}
+
+/// Percent-decodes one path segment. Invalid escapes are kept as they are.
+pub(crate) fn percent_decode(segment: &str) -> std::borrow::Cow<'_, [u8]> {
+    let bytes = segment.as_bytes();
+    if !bytes.contains(&b'%') {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|b| (*b as char).to_digit(16)),
+                bytes.get(i + 2).and_then(|b| (*b as char).to_digit(16)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_segments() {
+        assert_eq!(&*percent_decode("plain"), b"plain");
+        assert_eq!(&*percent_decode("%2e%2E"), b"..");
+        assert_eq!(&*percent_decode("a%2fb"), b"a/b");
+        assert_eq!(&*percent_decode("bad%zz%4"), b"bad%zz%4");
+        assert_eq!(&*percent_decode("%00"), b"\0");
+        assert_eq!(&*percent_decode("%e2%82%ac"), "€".as_bytes());
+    }
+}
