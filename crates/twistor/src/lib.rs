@@ -46,6 +46,7 @@ pub mod udp;
 pub mod unix;
 
 mod connecting;
+mod flags;
 mod listener;
 mod outbuf;
 mod pipe;

@@ -26,6 +26,7 @@ use std::sync::Once;
 use mio::Interest;
 
 use crate::error::Error;
+use crate::flags::Flags;
 use crate::outbuf::{OutBuf, ProducerSlot};
 use crate::protocol::CloseReason;
 use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor};
@@ -87,21 +88,6 @@ impl PipeCore {
             owner: RefCell::new(Some(owner)),
             reactor: reactor.downgrade(),
         }
-    }
-
-    #[inline]
-    fn has(&self, flag: u32) -> bool {
-        self.flags.get() & flag != 0
-    }
-
-    #[inline]
-    fn set(&self, flag: u32) {
-        self.flags.set(self.flags.get() | flag);
-    }
-
-    #[inline]
-    fn unset(&self, flag: u32) {
-        self.flags.set(self.flags.get() & !flag);
     }
 
     /// Registers with the reactor, or marks the pipe always ready if epoll refuses it.
@@ -646,4 +632,10 @@ fn ignore_sigpipe() {
             }
         }
     });
+}
+
+impl crate::flags::Flags for PipeCore {
+    fn flags(&self) -> &std::cell::Cell<u32> {
+        &self.flags
+    }
 }

@@ -25,6 +25,7 @@ use socket2::SockRef;
 
 use crate::address::{Address, UnixAddress};
 use crate::error::Error;
+use crate::flags::Flags;
 use crate::outbuf::{OutBuf, ProducerSlot};
 use crate::protocol::{CloseReason, Protocol};
 use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor, panic_message};
@@ -196,21 +197,6 @@ impl StreamConnection {
     /// A handle on this connection as a transport.
     pub(crate) fn transport(self: &Rc<Self>) -> Transport {
         Transport::new(self.clone())
-    }
-
-    #[inline]
-    fn has(&self, flag: u32) -> bool {
-        self.flags.get() & flag != 0
-    }
-
-    #[inline]
-    fn set(&self, flag: u32) {
-        self.flags.set(self.flags.get() | flag);
-    }
-
-    #[inline]
-    fn unset(&self, flag: u32) {
-        self.flags.set(self.flags.get() & !flag);
     }
 
     /// Makes sure queued work is done soon: right after the running callback if the
@@ -1048,6 +1034,12 @@ fn unix_address(addr: &socket2::SockAddr) -> UnixAddress {
         return UnixAddress::Abstract(name.to_vec());
     }
     UnixAddress::Unnamed
+}
+
+impl crate::flags::Flags for StreamConnection {
+    fn flags(&self) -> &std::cell::Cell<u32> {
+        &self.flags
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use rustls::pki_types::CertificateDer;
 use super::config::TlsVersion;
 use crate::address::Address;
 use crate::error::Error;
+use crate::flags::Flags;
 use crate::protocol::{CloseReason, Protocol};
 use crate::reactor::WeakReactor;
 use crate::stream::StreamConnection;
@@ -264,21 +265,6 @@ impl TlsTransport {
     /// The transport TLS runs over.
     pub fn lower_transport(&self) -> Option<Transport> {
         self.lower.borrow().clone()
-    }
-
-    #[inline]
-    fn has(&self, flag: u32) -> bool {
-        self.flags.get() & flag != 0
-    }
-
-    #[inline]
-    fn set(&self, flag: u32) {
-        self.flags.set(self.flags.get() | flag);
-    }
-
-    #[inline]
-    fn unset(&self, flag: u32) {
-        self.flags.set(self.flags.get() & !flag);
     }
 
     fn handle(&self) -> Option<Transport> {
@@ -902,5 +888,11 @@ fn tls_error(err: rustls::Error) -> Error {
             Error::Tls(format!("the peer sent a TLS alert: {alert:?}"))
         }
         other => Error::Tls(other.to_string()),
+    }
+}
+
+impl crate::flags::Flags for TlsTransport {
+    fn flags(&self) -> &std::cell::Cell<u32> {
+        &self.flags
     }
 }
