@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use twistor::Reactor;
+use twistor::endpoints::ClientEndpoint;
 use twistor::process::{
     ChildFd, ProcessCommand, ProcessEndpoint, ProcessProtocol, ProcessStatus, ProcessTransport,
     StderrBehavior,
@@ -397,9 +398,10 @@ fn process_endpoint_connects_a_plain_protocol() {
         ProcessCommand::new("sh").args(["-c", "cat; echo oops >&2"]),
     )
     .stderr(StderrBehavior::Drop);
-    endpoint
-        .connect(&factory(move |_| Client(s.clone(), r.clone())))
-        .unwrap();
+    // Through the ClientEndpoint trait, like any other endpoint.
+    let connected =
+        ClientEndpoint::connect(&endpoint, factory(move |_| Client(s.clone(), r.clone())));
+    assert!(connected.try_result().unwrap().is_ok());
     reactor.run().unwrap();
     let seen = seen.borrow();
     assert_eq!(seen.data, b"hello process\n");
@@ -418,7 +420,7 @@ fn process_endpoint_connects_a_plain_protocol() {
     }
     let endpoint = ProcessEndpoint::new(&reactor, ProcessCommand::new("false"));
     endpoint
-        .connect_protocol(Box::new(Quiet(lost.clone(), reactor.clone())))
+        .spawn_protocol(Box::new(Quiet(lost.clone(), reactor.clone())))
         .unwrap();
     reactor.run().unwrap();
     let reason = lost.borrow_mut().take().unwrap();
@@ -430,7 +432,7 @@ fn process_endpoint_connects_a_plain_protocol() {
 
     let missing = ProcessEndpoint::new(&reactor, ProcessCommand::new("/nonexistent/x"));
     let err = missing
-        .connect_protocol(Box::new(Quiet(lost.clone(), reactor.clone())))
+        .spawn_protocol(Box::new(Quiet(lost.clone(), reactor.clone())))
         .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/x"), "{err}");
 }

@@ -4,7 +4,11 @@
 use super::{
     ProcessCommand, ProcessProtocol, ProcessStatus, ProcessTransport, exit_error, start_process,
 };
+use std::rc::Rc;
+
 use crate::address::Address;
+use crate::defer::{Deferred, Failure};
+use crate::endpoints::ClientEndpoint;
 use crate::error::Error;
 use crate::protocol::{CloseReason, Factory, Protocol};
 use crate::reactor::Reactor;
@@ -44,7 +48,7 @@ pub enum StderrBehavior {
 ///
 /// let reactor = Reactor::new()?;
 /// let endpoint = ProcessEndpoint::new(&reactor, ProcessCommand::new("cat"));
-/// endpoint.connect(&factory(|_| Print))?;
+/// endpoint.spawn(&factory(|_| Print))?;
 /// # Ok::<(), twistor::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -75,17 +79,18 @@ impl ProcessEndpoint {
         &self.command
     }
 
-    /// Starts the child and connects a protocol built by `factory` to it. Fails if the
-    /// factory refuses or the program cannot be started.
-    pub fn connect<F: Factory + ?Sized>(&self, factory: &F) -> Result<Transport, Error> {
+    /// Starts the child and connects a protocol built by `factory` to it, at once. Fails if
+    /// the factory refuses or the program cannot be started. (As a [`ClientEndpoint`],
+    /// `connect` does the same and reports through a Deferred.)
+    pub fn spawn<F: Factory + ?Sized>(&self, factory: &F) -> Result<Transport, Error> {
         let protocol = factory
             .build_protocol(&Address::Pipe)
             .ok_or(Error::FactoryRefused)?;
-        self.connect_protocol(protocol)
+        self.spawn_protocol(protocol)
     }
 
     /// Starts the child and connects `protocol` to it.
-    pub fn connect_protocol(&self, protocol: Box<dyn Protocol>) -> Result<Transport, Error> {
+    pub fn spawn_protocol(&self, protocol: Box<dyn Protocol>) -> Result<Transport, Error> {
         let adapter = ProtocolAdapter {
             protocol,
             transport: None,
@@ -96,6 +101,16 @@ impl ProcessEndpoint {
             Some(err) => Err(err),
             None => Ok(process.transport()),
         }
+    }
+}
+
+impl ClientEndpoint for ProcessEndpoint {
+    fn connect(&self, factory: Rc<dyn Factory>) -> Deferred<Transport> {
+        Deferred::resolved(self.spawn(&*factory).map_err(Failure::new))
+    }
+
+    fn describe(&self) -> String {
+        format!("process:{}", self.command.program().to_string_lossy())
     }
 }
 
