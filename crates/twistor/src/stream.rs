@@ -600,6 +600,9 @@ impl StreamConnection {
         }
         let transport = Transport::new(self.clone());
         self.dispatch(&transport, |p, t| p.write_connection_lost(t));
+        // Whatever the callback asked for (a close, say) is done at the end of the turn:
+        // this runs from a flush, not from a read that flushes after it.
+        self.request_flush();
     }
 
     /// Closes the socket and tells the producer, the protocol and the owner, once.

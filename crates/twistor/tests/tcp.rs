@@ -833,3 +833,44 @@ fn a_transport_as_its_own_producer_reads_no_faster_than_its_peer() {
 
 /// The reactor reads at most this much at once.
 const READ_CHUNK: usize = twistor::reactor::READ_BUFFER_SIZE;
+
+#[test]
+fn closing_from_write_connection_lost_closes() {
+    let reactor = watched_reactor();
+    let log: Log = Rc::default();
+    struct ShutThenClose(Log, Reactor);
+    impl Protocol for ShutThenClose {
+        fn connection_made(&mut self, t: &Transport) {
+            t.write(b"bye");
+            t.lose_write_connection();
+        }
+        fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+        fn write_connection_lost(&mut self, t: &Transport) {
+            self.0.borrow_mut().push("write side closed".into());
+            t.lose_connection();
+        }
+        fn connection_lost(&mut self, reason: &CloseReason) {
+            self.0
+                .borrow_mut()
+                .push(format!("lost clean={}", reason.is_clean()));
+            self.1.stop();
+        }
+    }
+    let (l, r) = (log.clone(), reactor.clone());
+    let port = local_listen(
+        &reactor,
+        factory(move |_| ShutThenClose(l.clone(), r.clone())),
+    );
+    let p = port.port();
+    // The client reads but never closes: only the server's own close can end this.
+    let client = thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        got
+    });
+    reactor.run().unwrap();
+    assert_eq!(client.join().unwrap(), b"bye");
+    assert_eq!(*log.borrow(), ["write side closed", "lost clean=true"]);
+}
