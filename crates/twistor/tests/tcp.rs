@@ -862,15 +862,18 @@ fn closing_from_write_connection_lost_closes() {
         factory(move |_| ShutThenClose(l.clone(), r.clone())),
     );
     let p = port.port();
-    // The client reads but never closes: only the server's own close can end this.
+    // The client keeps its socket open until the reactor has stopped: only the server's
+    // own close can end this.
+    let (done_tx, done_rx) = mpsc::channel::<()>();
     let client = thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap();
-        thread::sleep(Duration::from_millis(100));
+        let _ = done_rx.recv();
         got
     });
     reactor.run().unwrap();
+    done_tx.send(()).unwrap();
     assert_eq!(client.join().unwrap(), b"bye");
     assert_eq!(*log.borrow(), ["write side closed", "lost clean=true"]);
 }
