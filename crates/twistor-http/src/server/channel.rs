@@ -11,7 +11,7 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use twistor::defer::Failure;
 use twistor::protocol::{CloseReason, Protocol};
 use twistor::reactor::{DelayedCall, panic_message};
@@ -23,7 +23,7 @@ use super::request::{Request, RequestInner};
 use super::{NotFound, Render, Resource, SiteInner, percent_decode};
 use crate::Error;
 use crate::body::BodyReceiver;
-use crate::proto::{BodySize, Framing, Phase, RequestEvent, ServerConnection};
+use crate::proto::{BodySize, DefaultFields, Framing, Phase, RequestEvent, ServerConnection};
 
 /// How many received bytes may wait in the core (pipelined requests) while a response is
 /// being produced before reading from the socket stops. Reading on a little keeps a
@@ -47,6 +47,7 @@ impl HttpChannel {
                 transport: OnceCell::new(),
                 secure: Cell::new(secure),
                 st: RefCell::new(State::default()),
+                spare_headers: RefCell::new(HeaderMap::new()),
                 me: me.clone(),
             }),
         }
@@ -125,6 +126,9 @@ struct State {
     eof: bool,
     gone: bool,
     last_activity: f64,
+    /// The reactor time of the data that started the `process` round in progress, so the
+    /// responses it makes need not read the clock again.
+    round_now: Option<f64>,
     head_started: f64,
     timer: Option<DelayedCall>,
     timer_at: f64,
@@ -139,6 +143,8 @@ pub(crate) struct Channel {
     /// TLS underneath (seen on the transport, or said by the options).
     secure: Cell<bool>,
     st: RefCell<State>,
+    /// An emptied response header map, kept for the next request's response.
+    spare_headers: RefCell<HeaderMap>,
     me: Weak<Channel>,
 }
 
@@ -168,6 +174,7 @@ impl Channel {
                 return;
             }
             st.processing = true;
+            st.round_now = now;
         }
         loop {
             let blocked = {
@@ -196,7 +203,9 @@ impl Channel {
         self.flush_out();
         self.update_reading();
         self.update_timer(now);
-        self.st.borrow_mut().processing = false;
+        let mut st = self.st.borrow_mut();
+        st.processing = false;
+        st.round_now = None;
     }
 
     /// Processes now, or after the round in progress.
@@ -221,13 +230,33 @@ impl Channel {
             UNIX_EPOCH
         };
         let body_empty = head.framing == Framing::Empty;
-        let inner = Rc::new(RequestInner::new(
+        let fresh = RequestInner::new(
             head,
             self.peer.clone(),
             self.secure.get(),
             received,
+            std::mem::take(&mut *self.spare_headers.borrow_mut()),
             self.me.clone(),
-        ));
+        );
+        // The previous request's allocation is reused when nothing else holds it (no
+        // `Request` clone, no body producer): a keep-alive connection then allocates no
+        // request state per request. The old state is dropped outside the borrow, since
+        // dropping it may run user code (a body receiver).
+        let reusable = self
+            .st
+            .borrow_mut()
+            .request
+            .take_if(|r| Rc::get_mut(r).is_some());
+        let inner = match reusable {
+            Some(mut previous) => match Rc::get_mut(&mut previous) {
+                Some(slot) => {
+                    drop(std::mem::replace(slot, fresh));
+                    previous
+                }
+                None => Rc::new(fresh),
+            },
+            None => Rc::new(fresh),
+        };
         {
             let mut st = self.st.borrow_mut();
             st.request = Some(inner.clone());
@@ -374,10 +403,15 @@ impl Channel {
         let Some(transport) = self.transport() else {
             return;
         };
+        // The core's buffer is lent out, not borrowed: writing may run a producer that
+        // calls back into this channel.
         loop {
-            let bytes = self.core.borrow_mut().poll_transmit();
-            match bytes {
-                Some(bytes) => transport.write(&bytes),
+            let buf = self.core.borrow_mut().poll_transmit_buf();
+            match buf {
+                Some(buf) => {
+                    transport.write(&buf);
+                    self.core.borrow_mut().recycle_transmit(buf);
+                }
                 None => break,
             }
         }
@@ -406,19 +440,19 @@ impl Channel {
             (resp.status, std::mem::take(&mut resp.headers), size)
         };
         let options = &self.site.options;
-        if let Some(server) = &options.server_header
-            && !headers.contains_key(header::SERVER)
-        {
-            headers.insert(header::SERVER, server.clone());
-        }
-        if !headers.contains_key(header::DATE) {
-            let date = self.site.dates.borrow_mut().header((options.wall_clock)());
-            headers.insert(header::DATE, date);
-        }
-        let mut response = Response::new(());
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        let result = self.core.borrow_mut().send_response(response, size);
+        let result = {
+            let mut dates = self.site.dates.borrow_mut();
+            let defaults = DefaultFields {
+                server: options.server_header.as_ref().map(HeaderValue::as_bytes),
+                date: Some(dates.value((options.wall_clock)()).as_bytes()),
+            };
+            self.core
+                .borrow_mut()
+                .send_response_head(status, &headers, defaults, size)
+        };
+        // Keep the map's memory for the next request's response.
+        headers.clear();
+        *self.spare_headers.borrow_mut() = headers;
         if let Err(err) = result {
             tracing::error!("cannot send the response to {}: {err}", request.path());
             self.abort();
@@ -507,7 +541,10 @@ impl Channel {
                 st.sink = Sink::Discard;
             }
             st.body_paused = false;
-            st.last_activity = self.site.time.seconds();
+            st.last_activity = match st.round_now {
+                Some(now) => now,
+                None => self.site.time.seconds(),
+            };
         }
         for waiter in waiters {
             let _ = waiter.callback(());
@@ -808,8 +845,7 @@ impl Channel {
         let time = request.map_or_else(|| (self.site.options.wall_clock)(), |r| r.received);
         let field = |name| {
             request
-                .and_then(|r| r.headers.get(name))
-                .map(|v| v.as_bytes())
+                .and_then(|r| r.head.header(name))
         };
         log.log(&AccessLogEntry {
             client: &client,
@@ -826,7 +862,7 @@ impl Channel {
 /// Counts body bytes sent (none go out for HEAD, 204 and 304).
 fn count_sent(request: &RequestInner, n: usize) {
     let mut resp = request.resp.borrow_mut();
-    let bodiless = request.method == http::Method::HEAD
+    let bodiless = request.head.method == http::Method::HEAD
         || resp.status == StatusCode::NO_CONTENT
         || resp.status == StatusCode::NOT_MODIFIED;
     if !bodiless {

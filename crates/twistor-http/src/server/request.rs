@@ -36,11 +36,7 @@ pub struct Request {
 }
 
 pub(crate) struct RequestInner {
-    pub(super) method: Method,
-    pub(super) uri: Uri,
-    pub(super) version: Version,
-    pub(super) headers: HeaderMap,
-    pub(super) framing: Framing,
+    pub(super) head: RequestHead,
     pub(super) peer: Address,
     pub(super) secure: bool,
     pub(super) received: SystemTime,
@@ -74,21 +70,18 @@ impl RequestInner {
         peer: Address,
         secure: bool,
         received: SystemTime,
+        response_headers: HeaderMap,
         channel: Weak<Channel>,
     ) -> RequestInner {
         RequestInner {
-            method: head.method,
-            uri: head.uri,
-            version: head.version,
-            headers: head.headers,
-            framing: head.framing,
+            head,
             peer,
             secure,
             received,
             postpath_at: Cell::new(1),
             resp: RefCell::new(ResponseState {
                 status: StatusCode::OK,
-                headers: HeaderMap::new(),
+                headers: response_headers,
                 length: None,
                 empty: false,
                 started: false,
@@ -104,16 +97,17 @@ impl RequestInner {
     }
 
     pub(super) fn path(&self) -> &str {
-        self.uri.path()
+        self.head.uri.path()
     }
 
     /// The request line for the access log.
     pub(super) fn request_line(&self) -> String {
-        let target = self
+        let head = &self.head;
+        let target = head
             .uri
             .path_and_query()
-            .map_or_else(|| self.uri.to_string(), |p| p.as_str().to_owned());
-        format!("{} {} {:?}", self.method, target, self.version)
+            .map_or_else(|| head.uri.to_string(), |p| p.as_str().to_owned());
+        format!("{} {} {:?}", head.method, target, head.version)
     }
 }
 
@@ -130,12 +124,12 @@ impl Request {
 
     /// The method.
     pub fn method(&self) -> &Method {
-        &self.inner.method
+        &self.inner.head.method
     }
 
     /// The request target as sent.
     pub fn uri(&self) -> &Uri {
-        &self.inner.uri
+        &self.inner.head.uri
     }
 
     /// The path, still percent-encoded (`/` for `*` and authority-form targets).
@@ -145,22 +139,22 @@ impl Request {
 
     /// The query string, without its `?`.
     pub fn query(&self) -> Option<&str> {
-        self.inner.uri.query()
+        self.inner.head.uri.query()
     }
 
     /// `HTTP/1.0` or `HTTP/1.1`.
     pub fn version(&self) -> Version {
-        self.inner.version
+        self.inner.head.version
     }
 
     /// The header fields.
     pub fn headers(&self) -> &HeaderMap {
-        &self.inner.headers
+        self.inner.head.headers()
     }
 
     /// A header field's value, if present and text.
     pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
-        self.inner.headers.get(name).and_then(|v| v.to_str().ok())
+        self.inner.head.headers().get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The client's address.
@@ -180,7 +174,7 @@ impl Request {
 
     /// The body's framing: [`Framing::Empty`] when there is none.
     pub fn body_framing(&self) -> Framing {
-        self.inner.framing
+        self.inner.head.framing
     }
 
     /// The path segments consumed while finding the resource (Twisted's `prepath`),
@@ -475,8 +469,8 @@ impl Request {
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
-            .field("method", &self.inner.method)
-            .field("uri", &self.inner.uri)
+            .field("method", &self.inner.head.method)
+            .field("uri", &self.inner.head.uri)
             .field("peer", &self.inner.peer)
             .finish()
     }
