@@ -38,20 +38,15 @@ pub struct DateCache {
 impl DateCache {
     /// The `Date` value for `now`.
     pub fn header(&mut self, now: SystemTime) -> HeaderValue {
-        self.value(now).clone()
-    }
-
-    /// The `Date` value for `now`, borrowed from the cache.
-    pub(crate) fn value(&mut self, now: SystemTime) -> &HeaderValue {
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if !matches!(&self.cached, Some((s, _)) if *s == secs) {
-            let value = HeaderValue::from_str(&format_secs(secs))
-                .expect("an IMF-fixdate is a valid header value");
-            self.cached = Some((secs, value));
-        }
         match &self.cached {
-            Some((_, v)) => v,
-            None => unreachable!("filled just above"),
+            Some((s, v)) if *s == secs => v.clone(),
+            _ => {
+                let value = HeaderValue::from_str(&format_secs(secs))
+                    .expect("an IMF-fixdate is a valid header value");
+                self.cached = Some((secs, value.clone()));
+                value
+            }
         }
     }
 }

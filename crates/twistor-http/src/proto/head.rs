@@ -1,7 +1,7 @@
 //! What requests and responses share: finding the end of a head, turning httparse's fields
 //! into a `HeaderMap`, reading the framing fields, and writing a head out.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -32,63 +32,45 @@ pub(crate) struct ScanLimits {
 impl HeadScanner {
     /// Returns the length of the section (final empty line included) once it is complete.
     ///
-    /// It jumps from line feed to line feed ([`find_lf`]) and checks the limits over each
-    /// span at once, with the outcome of a byte-by-byte walk: at each byte, the request-line
-    /// bound first (CR and LF exempt), then the section bound, then line-ending rules at an
-    /// LF.
+    /// Where no limit can be reached it jumps from line feed to line feed ([`find_lf`]);
+    /// near a limit it walks byte by byte. Either way the outcome is the byte walk's: at
+    /// each byte, the request-line bound first (CR and LF exempt), then the section bound,
+    /// then line-ending rules at an LF.
     pub fn scan(&mut self, buf: &[u8], limits: &ScanLimits) -> Result<Option<usize>, Error> {
-        while self.pos < buf.len() {
-            let from = self.pos;
-            let lf = find_lf(buf, from);
-            // Bytes [from, end) hold no LF; the LF itself, if any, is at `end`.
-            let end = lf.unwrap_or(buf.len());
-            let examined = lf.map_or(end, |i| i + 1);
-            let too_large_at = (limits.max_head < examined).then(|| limits.max_head.max(from));
-            let too_long_at = match limits.max_line {
-                Some(max) if !self.first_line_done && max.max(from) < end => {
-                    let start = max.max(from);
-                    buf[start..end]
-                        .iter()
-                        .position(|&b| b != b'\r')
-                        .map(|k| start + k)
+        loop {
+            // No byte below `safe` can break a limit.
+            let safe = self.safe_end(limits);
+            let end = buf.len().min(safe);
+            match find_lf(&buf[..end], self.pos) {
+                Some(i) => {
+                    self.pos = i + 1;
+                    if let Some(len) = self.line_ended(buf, i, limits)? {
+                        return Ok(Some(len));
+                    }
                 }
-                _ => None,
-            };
-            match (too_long_at, too_large_at) {
-                (Some(long), Some(large)) if long <= large => {
-                    return Err(Error::RequestLineTooLong);
+                None if end == buf.len() => {
+                    self.pos = self.pos.max(end);
+                    return Ok(None);
                 }
-                (Some(_), None) => return Err(Error::RequestLineTooLong),
-                (_, Some(_)) => return Err(Error::HeadTooLarge),
-                (None, None) => {}
-            }
-            let Some(i) = lf else {
-                self.pos = buf.len();
-                return Ok(None);
-            };
-            self.pos = i + 1;
-            let crlf = i > 0 && buf[i - 1] == b'\r';
-            if limits.strict && !crlf {
-                return Err(Error::BareLineFeed);
-            }
-            self.first_line_done = true;
-            // The line just ended is empty if the byte before its terminator ends a line
-            // too (or it is the first line).
-            let start = if crlf { i - 1 } else { i };
-            if start == 0 || buf[start - 1] == b'\n' {
-                return Ok(Some(i + 1));
+                None => {
+                    self.pos = self.pos.max(end);
+                    return self.scan_bytewise(buf, limits);
+                }
             }
         }
-        Ok(None)
     }
 
-    /// The byte-by-byte walk `scan` must agree with.
-    #[cfg(test)]
-    pub fn scan_bytewise(
-        &mut self,
-        buf: &[u8],
-        limits: &ScanLimits,
-    ) -> Result<Option<usize>, Error> {
+    /// Where the bytes that cannot break a limit end.
+    #[inline]
+    fn safe_end(&self, limits: &ScanLimits) -> usize {
+        match limits.max_line {
+            Some(max) if !self.first_line_done => max.min(limits.max_head),
+            _ => limits.max_head,
+        }
+    }
+
+    /// The byte walk, from where the scan is.
+    fn scan_bytewise(&mut self, buf: &[u8], limits: &ScanLimits) -> Result<Option<usize>, Error> {
         while self.pos < buf.len() {
             let i = self.pos;
             let b = buf[i];
@@ -104,20 +86,43 @@ impl HeadScanner {
             if i >= limits.max_head {
                 return Err(Error::HeadTooLarge);
             }
-            if b != b'\n' {
-                continue;
-            }
-            let crlf = i > 0 && buf[i - 1] == b'\r';
-            if limits.strict && !crlf {
-                return Err(Error::BareLineFeed);
-            }
-            self.first_line_done = true;
-            let start = if crlf { i - 1 } else { i };
-            if start == 0 || buf[start - 1] == b'\n' {
-                return Ok(Some(i + 1));
+            if b == b'\n'
+                && let Some(len) = self.line_ended(buf, i, limits)?
+            {
+                return Ok(Some(len));
             }
         }
         Ok(None)
+    }
+
+    /// A line ended with the LF at `i`: checks its ending, and returns the section's length
+    /// if it was the empty line that ends it.
+    #[inline]
+    fn line_ended(
+        &mut self,
+        buf: &[u8],
+        i: usize,
+        limits: &ScanLimits,
+    ) -> Result<Option<usize>, Error> {
+        let crlf = i > 0 && buf[i - 1] == b'\r';
+        if limits.strict && !crlf {
+            return Err(Error::BareLineFeed);
+        }
+        self.first_line_done = true;
+        // The line just ended is empty if the byte before its terminator ends a line
+        // too (or it is the first line).
+        let start = if crlf { i - 1 } else { i };
+        Ok((start == 0 || buf[start - 1] == b'\n').then_some(i + 1))
+    }
+
+    /// The plain byte-by-byte walk `scan` must agree with, from the start.
+    #[cfg(test)]
+    pub fn scan_reference(
+        &mut self,
+        buf: &[u8],
+        limits: &ScanLimits,
+    ) -> Result<Option<usize>, Error> {
+        self.scan_bytewise(buf, limits)
     }
 }
 
@@ -153,16 +158,12 @@ pub(crate) fn skip_leading_empty_lines(buf: &mut BytesMut, strict: bool) -> Resu
     loop {
         match buf.first() {
             Some(b'\r') => match buf.get(1) {
-                Some(b'\n') => {
-                    let _ = buf.split_to(2);
-                }
+                Some(b'\n') => buf.advance(2),
                 Some(_) => return Err(Error::MalformedHead("stray CR")),
                 None => return Ok(false),
             },
             Some(b'\n') if strict => return Err(Error::BareLineFeed),
-            Some(b'\n') => {
-                let _ = buf.split_to(1);
-            }
+            Some(b'\n') => buf.advance(1),
             _ => return Ok(true),
         }
     }
@@ -456,24 +457,23 @@ pub(crate) fn write_headers(out: &mut BytesMut, headers: &HeaderMap) {
     }
 }
 
-pub(crate) fn write_decimal(out: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+pub(crate) fn write_content_length(out: &mut BytesMut, mut n: u64) {
+    // Built on the stack and written at once: `content-length: ` + up to 20 digits + CRLF.
+    const PREFIX: &[u8] = b"content-length: ";
+    let mut line = [0u8; PREFIX.len() + 20 + 2];
+    let mut i = line.len() - 2;
+    line[i..].copy_from_slice(b"\r\n");
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        line[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.put_slice(&digits[i..]);
-}
-
-pub(crate) fn write_content_length(out: &mut BytesMut, n: u64) {
-    out.put_slice(b"content-length: ");
-    write_decimal(out, n);
-    out.put_slice(b"\r\n");
+    i -= PREFIX.len();
+    line[i..i + PREFIX.len()].copy_from_slice(PREFIX);
+    out.put_slice(&line[i..]);
 }
 
 #[cfg(test)]
@@ -526,6 +526,15 @@ mod tests {
     }
 
     #[test]
+    fn content_length_lines() {
+        for n in [0, 7, 10, 14, 999, 1 << 40, u64::MAX] {
+            let mut out = BytesMut::new();
+            write_content_length(&mut out, n);
+            assert_eq!(&out[..], format!("content-length: {n}\r\n").as_bytes());
+        }
+    }
+
+    #[test]
     fn find_lf_everywhere() {
         for len in 0..40 {
             for at in 0..=len {
@@ -541,11 +550,16 @@ mod tests {
         }
         // Bytes just above and below LF, and a second LF after the first.
         assert_eq!(find_lf(b"\x09\x0b\x8a\n\x0a", 0), Some(3));
-        assert_eq!(find_lf(b"\x8a\x8a\x8a\x8a\x8a\x8a\x8a\x8a\x0b\n", 0), Some(9));
+        assert_eq!(
+            find_lf(b"\x8a\x8a\x8a\x8a\x8a\x8a\x8a\x8a\x0b\n", 0),
+            Some(9)
+        );
         assert_eq!(find_lf(b"", 3), None);
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
         /// The line-at-a-time scanner agrees with the byte-at-a-time walk on any input,
         /// limits and chunking.
         #[test]
@@ -565,7 +579,7 @@ mod tests {
             for &cut in &cuts {
                 let cut = cut.min(input.len());
                 let a = fast.scan(&input[..cut], &limits);
-                let b = slow.scan_bytewise(&input[..cut], &limits);
+                let b = slow.scan_reference(&input[..cut], &limits);
                 proptest::prop_assert_eq!(&a, &b, "prefix of {}", cut);
                 if !matches!(a, Ok(None)) {
                     break;
@@ -598,8 +612,11 @@ mod tests {
         let mut slots = [httparse::EMPTY_HEADER; 8];
         let mut req = httparse::Request::new(&mut slots);
         assert!(req.parse(&head).unwrap().is_complete());
-        let parsed: Vec<(&[u8], &[u8])> =
-            req.headers.iter().map(|h| (h.name.as_bytes(), h.value)).collect();
+        let parsed: Vec<(&[u8], &[u8])> = req
+            .headers
+            .iter()
+            .map(|h| (h.name.as_bytes(), h.value))
+            .collect();
         assert_eq!(parsed, want);
     }
 

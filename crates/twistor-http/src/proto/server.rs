@@ -5,7 +5,9 @@ use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, SERVER, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+};
 
 use super::body::{BodyDecoder, BodyEncoder, Decoded};
 use super::head::{
@@ -39,13 +41,15 @@ pub struct RequestHead {
     /// [`ServerConnection::send_continue`] before sending the body.
     pub expect_continue: bool,
     fields: RawFields,
-    map: OnceLock<HeaderMap>,
+    /// Boxed: most requests never build it, and the head is moved around by value.
+    map: OnceLock<Box<HeaderMap>>,
 }
 
 impl RequestHead {
     /// The header fields, in the order received. The map is built on the first call.
     pub fn headers(&self) -> &HeaderMap {
-        self.map.get_or_init(|| self.fields.to_header_map())
+        self.map
+            .get_or_init(|| Box::new(self.fields.to_header_map()))
     }
 
     /// The value of the first field named `name` (ASCII case-insensitive), read from the
@@ -69,7 +73,7 @@ impl RequestHead {
     pub fn into_headers(self) -> HeaderMap {
         let RequestHead { fields, map, .. } = self;
         map.into_inner()
-            .unwrap_or_else(|| fields.to_header_map())
+            .map_or_else(|| fields.to_header_map(), |map| *map)
     }
 
     /// An `http::Request<()>` with this head's method, URI, version and headers.
@@ -86,7 +90,9 @@ impl RequestHead {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.version_mut() = version;
-        *request.headers_mut() = map.into_inner().unwrap_or_else(|| fields.to_header_map());
+        *request.headers_mut() = map
+            .into_inner()
+            .map_or_else(|| fields.to_header_map(), |map| *map);
         request
     }
 }
@@ -222,9 +228,16 @@ impl ServerConnection {
     /// Takes bytes received from the client. They are only buffered here; parsing happens
     /// in [`poll_event`](Self::poll_event).
     pub fn handle_data(&mut self, data: &[u8]) {
-        if !matches!(self.read, Read::Closed) {
-            self.buf.extend_from_slice(data);
+        if matches!(self.read, Read::Closed) {
+            return;
         }
+        // Heads are split off the front of this buffer and live as long as their request,
+        // sharing its memory; room for a few dozen small requests at a time means a new
+        // allocation only every so often, not per request.
+        if self.buf.capacity() - self.buf.len() < data.len() {
+            self.buf.reserve(data.len().max(READ_BUFFER));
+        }
+        self.buf.extend_from_slice(data);
     }
 
     /// The client closed its side. A request in progress fails with
@@ -293,15 +306,20 @@ impl ServerConnection {
     /// than 101 is sent as an interim response, and a final one is still due.
     pub fn send_response(&mut self, response: Response<()>, body: BodySize) -> Result<(), Error> {
         let (parts, ()) = response.into_parts();
-        self.send_response_head(parts.status, &parts.headers, DefaultFields::default(), body)
+        self.send_response_head(
+            parts.status,
+            parts.headers.iter(),
+            DefaultFields::default(),
+            body,
+        )
     }
 
     /// [`send_response`](Self::send_response) from its pieces, writing `defaults` where
     /// `headers` lacks those fields. One pass over `headers` checks them and writes them.
-    pub(crate) fn send_response_head(
+    pub(crate) fn send_response_head<'h>(
         &mut self,
         status: StatusCode,
-        headers: &HeaderMap,
+        headers: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
         defaults: DefaultFields<'_>,
         body: BodySize,
     ) -> Result<(), Error> {
@@ -314,11 +332,14 @@ impl ServerConnection {
             }
         }
         if status == StatusCode::SWITCHING_PROTOCOLS {
-            return Err(if head::has_framing_fields(headers) {
-                framing_fields_error()
-            } else {
-                Error::InvalidMessage("protocol upgrades are not supported")
-            });
+            let mut headers = headers;
+            return Err(
+                if headers.any(|(n, _)| n == CONTENT_LENGTH || n == TRANSFER_ENCODING) {
+                    framing_fields_error()
+                } else {
+                    Error::InvalidMessage("protocol upgrades are not supported")
+                },
+            );
         }
         let mark = self.out.len();
         write_status_line(&mut self.out, status);
@@ -336,15 +357,20 @@ impl ServerConnection {
             }
             return Ok(());
         }
-        if !seen.server
-            && let Some(server) = defaults.server
-        {
-            head::write_header(&mut self.out, b"server", server);
-        }
-        if !seen.date
-            && let Some(date) = defaults.date
-        {
-            head::write_header(&mut self.out, b"date", date);
+        match defaults.both {
+            Some(both) if !seen.server && !seen.date => self.out.put_slice(both),
+            _ => {
+                if !seen.server
+                    && let Some(server) = defaults.server
+                {
+                    head::write_header(&mut self.out, b"server", server);
+                }
+                if !seen.date
+                    && let Some(date) = defaults.date
+                {
+                    head::write_header(&mut self.out, b"date", date);
+                }
+            }
         }
 
         let ex = &mut self.exchange;
@@ -571,6 +597,9 @@ pub(crate) struct DefaultFields<'a> {
     pub server: Option<&'a [u8]>,
     /// The `Date` value.
     pub date: Option<&'a [u8]>,
+    /// Both fields as they are written (`server: …\r\ndate: …\r\n`), for the usual case
+    /// where the response has neither.
+    pub both: Option<&'a [u8]>,
 }
 
 /// What [`write_fields`] saw in a response's own fields.
@@ -586,7 +615,10 @@ struct SeenFields {
 
 /// Writes a response's own fields, refusing framing fields (the caller drops what was
 /// written then), and notes those the connection cares about.
-fn write_fields(out: &mut BytesMut, headers: &HeaderMap) -> Result<SeenFields, Error> {
+fn write_fields<'h>(
+    out: &mut BytesMut,
+    headers: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
+) -> Result<SeenFields, Error> {
     let mut seen = SeenFields::default();
     for (name, value) in headers {
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
@@ -609,6 +641,21 @@ fn framing_fields_error() -> Error {
 }
 
 fn write_status_line(out: &mut BytesMut, status: StatusCode) {
+    // The common ones in one piece.
+    let line: &[u8] = match status.as_u16() {
+        200 => b"HTTP/1.1 200 OK\r\n",
+        204 => b"HTTP/1.1 204 No Content\r\n",
+        206 => b"HTTP/1.1 206 Partial Content\r\n",
+        301 => b"HTTP/1.1 301 Moved Permanently\r\n",
+        302 => b"HTTP/1.1 302 Found\r\n",
+        304 => b"HTTP/1.1 304 Not Modified\r\n",
+        404 => b"HTTP/1.1 404 Not Found\r\n",
+        _ => return write_status_line_parts(out, status),
+    };
+    out.put_slice(line);
+}
+
+fn write_status_line_parts(out: &mut BytesMut, status: StatusCode) {
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
@@ -742,6 +789,25 @@ fn parse_request_head(bytes: &Bytes, limits: &Limits) -> Result<RequestHead, Err
         map: OnceLock::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_in_one_piece_match_the_parts() {
+        for code in 100..1000 {
+            let status = StatusCode::from_u16(code).unwrap();
+            let (mut fast, mut parts) = (BytesMut::new(), BytesMut::new());
+            write_status_line(&mut fast, status);
+            write_status_line_parts(&mut parts, status);
+            assert_eq!(fast, parts, "{code}");
+        }
+    }
+}
+
+/// The least the receive buffer grows by.
+const READ_BUFFER: usize = 4096;
 
 /// The longest field name `http::HeaderName` takes.
 const MAX_FIELD_NAME: usize = (1 << 16) - 1;

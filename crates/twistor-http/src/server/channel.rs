@@ -11,7 +11,7 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use twistor::defer::Failure;
 use twistor::protocol::{CloseReason, Protocol};
 use twistor::reactor::{DelayedCall, panic_message};
@@ -19,11 +19,11 @@ use twistor::tls::TlsTransport;
 use twistor::{Address, Producer, Transport};
 
 use super::log::AccessLogEntry;
-use super::request::{Request, RequestInner};
+use super::request::{Request, RequestInner, ResponseFields};
 use super::{NotFound, Render, Resource, SiteInner, percent_decode};
 use crate::Error;
 use crate::body::BodyReceiver;
-use crate::proto::{BodySize, DefaultFields, Framing, Phase, RequestEvent, ServerConnection};
+use crate::proto::{BodySize, Framing, Phase, RequestEvent, ServerConnection};
 
 /// How many received bytes may wait in the core (pipelined requests) while a response is
 /// being produced before reading from the socket stops. Reading on a little keeps a
@@ -47,7 +47,7 @@ impl HttpChannel {
                 transport: OnceCell::new(),
                 secure: Cell::new(secure),
                 st: RefCell::new(State::default()),
-                spare_headers: RefCell::new(HeaderMap::new()),
+                spare_headers: RefCell::new(ResponseFields::default()),
                 me: me.clone(),
             }),
         }
@@ -143,8 +143,8 @@ pub(crate) struct Channel {
     /// TLS underneath (seen on the transport, or said by the options).
     secure: Cell<bool>,
     st: RefCell<State>,
-    /// An emptied response header map, kept for the next request's response.
-    spare_headers: RefCell<HeaderMap>,
+    /// An emptied response field list, kept for the next request's response.
+    spare_headers: RefCell<ResponseFields>,
     me: Weak<Channel>,
 }
 
@@ -178,7 +178,10 @@ impl Channel {
         }
         loop {
             let blocked = {
-                let st = self.st.borrow();
+                let mut st = self.st.borrow_mut();
+                // This poll sees every change made so far; only changes made after it
+                // returns nothing (none: nothing runs in between) would need another round.
+                st.again = false;
                 st.body_paused || (matches!(st.sink, Sink::Unclaimed) && !st.body_empty)
             };
             let event = if blocked {
@@ -230,32 +233,36 @@ impl Channel {
             UNIX_EPOCH
         };
         let body_empty = head.framing == Framing::Empty;
-        let fresh = RequestInner::new(
-            head,
-            self.peer.clone(),
-            self.secure.get(),
-            received,
-            std::mem::take(&mut *self.spare_headers.borrow_mut()),
-            self.me.clone(),
-        );
+        let secure = self.secure.get();
+        let response_headers = std::mem::take(&mut *self.spare_headers.borrow_mut());
         // The previous request's allocation is reused when nothing else holds it (no
         // `Request` clone, no body producer): a keep-alive connection then allocates no
-        // request state per request. The old state is dropped outside the borrow, since
+        // request state per request. The old state is dropped outside any borrow, since
         // dropping it may run user code (a body receiver).
         let reusable = self
             .st
             .borrow_mut()
             .request
             .take_if(|r| Rc::get_mut(r).is_some());
+        let build = |head, response_headers| {
+            Rc::new(RequestInner::new(
+                head,
+                self.peer.clone(),
+                secure,
+                received,
+                response_headers,
+                self.me.clone(),
+            ))
+        };
         let inner = match reusable {
             Some(mut previous) => match Rc::get_mut(&mut previous) {
                 Some(slot) => {
-                    drop(std::mem::replace(slot, fresh));
+                    slot.reset(head, secure, received, response_headers);
                     previous
                 }
-                None => Rc::new(fresh),
+                None => build(head, response_headers),
             },
-            None => Rc::new(fresh),
+            None => build(head, response_headers),
         };
         {
             let mut st = self.st.borrow_mut();
@@ -426,7 +433,7 @@ impl Channel {
     }
 
     fn start_response(&self, request: &RequestInner) -> bool {
-        let (status, mut headers, size) = {
+        let (status, headers, size) = {
             let mut resp = request.resp.borrow_mut();
             if resp.started {
                 return true;
@@ -441,18 +448,23 @@ impl Channel {
         };
         let options = &self.site.options;
         let result = {
-            let mut dates = self.site.dates.borrow_mut();
-            let defaults = DefaultFields {
-                server: options.server_header.as_ref().map(HeaderValue::as_bytes),
-                date: Some(dates.value((options.wall_clock)()).as_bytes()),
-            };
-            self.core
-                .borrow_mut()
-                .send_response_head(status, &headers, defaults, size)
+            let mut cache = self.site.defaults.borrow_mut();
+            let defaults = cache.fields(options.server_header.as_ref(), (options.wall_clock)());
+            let mut core = self.core.borrow_mut();
+            match &headers {
+                ResponseFields::List(list) => core.send_response_head(
+                    status,
+                    list.iter().map(|(n, v)| (n, v)),
+                    defaults,
+                    size,
+                ),
+                ResponseFields::Map(map) => {
+                    core.send_response_head(status, map.iter(), defaults, size)
+                }
+            }
         };
-        // Keep the map's memory for the next request's response.
-        headers.clear();
-        *self.spare_headers.borrow_mut() = headers;
+        // Keep the list's memory for the next request's response.
+        *self.spare_headers.borrow_mut() = headers.recycled();
         if let Err(err) = result {
             tracing::error!("cannot send the response to {}: {err}", request.path());
             self.abort();
@@ -843,10 +855,7 @@ impl Channel {
         };
         let line = request.map_or_else(|| "-".to_owned(), RequestInner::request_line);
         let time = request.map_or_else(|| (self.site.options.wall_clock)(), |r| r.received);
-        let field = |name| {
-            request
-                .and_then(|r| r.head.header(name))
-        };
+        let field = |name| request.and_then(|r| r.head.header(name));
         log.log(&AccessLogEntry {
             client: &client,
             time,

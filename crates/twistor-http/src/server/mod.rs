@@ -54,7 +54,7 @@ pub use resource::{
     NotFound, Render, Resource, Tree, error_page, escape_html, handler, method_not_allowed,
 };
 
-use crate::proto::{DateCache, Limits, SERVER};
+use crate::proto::{DefaultFields, Limits, SERVER, http_date};
 
 /// Tuning for a [`Site`]. The defaults suit a public server.
 #[derive(Clone)]
@@ -109,7 +109,48 @@ pub(crate) struct SiteInner {
     root: Rc<dyn Resource>,
     time: Rc<dyn ReactorTime>,
     options: ServerOptions,
-    dates: RefCell<DateCache>,
+    defaults: RefCell<DefaultFieldCache>,
+}
+
+/// The `Server` and `Date` fields every response gets, formatted once a second.
+#[derive(Default)]
+pub(crate) struct DefaultFieldCache {
+    /// The second `date` and `both` are for.
+    secs: Option<u64>,
+    date: Vec<u8>,
+    /// `server: …\r\ndate: …\r\n`.
+    both: Vec<u8>,
+}
+
+impl DefaultFieldCache {
+    /// The fields for a response sent at `now` by a server that calls itself `server`.
+    pub(crate) fn fields<'a>(
+        &'a mut self,
+        server: Option<&'a HeaderValue>,
+        now: SystemTime,
+    ) -> DefaultFields<'a> {
+        let secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.secs != Some(secs) {
+            self.secs = Some(secs);
+            self.date = http_date(now).into_bytes();
+            self.both.clear();
+            if let Some(server) = server {
+                self.both.extend_from_slice(b"server: ");
+                self.both.extend_from_slice(server.as_bytes());
+                self.both.extend_from_slice(b"\r\n");
+            }
+            self.both.extend_from_slice(b"date: ");
+            self.both.extend_from_slice(&self.date);
+            self.both.extend_from_slice(b"\r\n");
+        }
+        DefaultFields {
+            server: server.map(HeaderValue::as_bytes),
+            date: Some(&self.date),
+            both: Some(&self.both),
+        }
+    }
 }
 
 impl Site {
@@ -130,7 +171,7 @@ impl Site {
                 root,
                 time: Rc::new(time),
                 options,
-                dates: RefCell::new(DateCache::default()),
+                defaults: RefCell::new(DefaultFieldCache::default()),
             }),
         }
     }

@@ -46,9 +46,95 @@ pub(crate) struct RequestInner {
     pub(super) channel: Weak<Channel>,
 }
 
+/// A response's header fields as they are set: a plain list while they are only set and
+/// then written (the usual case, and cheaper than hashing each into a map), a `HeaderMap`
+/// once someone asks to read or edit them as one.
+#[derive(Debug)]
+pub(crate) enum ResponseFields {
+    /// In the order set; `insert` has removed earlier fields of the same name.
+    List(Vec<(HeaderName, HeaderValue)>),
+    /// As a map.
+    Map(HeaderMap),
+}
+
+impl Default for ResponseFields {
+    fn default() -> ResponseFields {
+        ResponseFields::List(Vec::new())
+    }
+}
+
+impl ResponseFields {
+    /// Sets `name` to `value`, replacing what it had.
+    pub(crate) fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        match self {
+            ResponseFields::List(list) => {
+                list.retain(|(n, _)| *n != name);
+                list.push((name, value));
+            }
+            ResponseFields::Map(map) => {
+                map.insert(name, value);
+            }
+        }
+    }
+
+    /// Adds a value to `name`, keeping those it had.
+    pub(crate) fn append(&mut self, name: HeaderName, value: HeaderValue) {
+        match self {
+            ResponseFields::List(list) => list.push((name, value)),
+            ResponseFields::Map(map) => {
+                map.append(name, value);
+            }
+        }
+    }
+
+    /// The fields as a map (made into one from here on).
+    pub(crate) fn map(&mut self) -> &mut HeaderMap {
+        if let ResponseFields::List(list) = self {
+            let mut map = HeaderMap::with_capacity(list.len());
+            for (name, value) in list.drain(..) {
+                map.append(name, value);
+            }
+            *self = ResponseFields::Map(map);
+        }
+        match self {
+            ResponseFields::Map(map) => map,
+            ResponseFields::List(_) => unreachable!("made a map just above"),
+        }
+    }
+
+    /// Emptied, keeping a list's memory for the next response.
+    pub(crate) fn recycled(self) -> ResponseFields {
+        match self {
+            ResponseFields::List(mut list) => {
+                list.clear();
+                ResponseFields::List(list)
+            }
+            ResponseFields::Map(_) => ResponseFields::default(),
+        }
+    }
+}
+
+impl ResponseState {
+    fn new(headers: ResponseFields) -> ResponseState {
+        ResponseState {
+            status: StatusCode::OK,
+            headers,
+            length: None,
+            empty: false,
+            started: false,
+            finished: false,
+            lost: false,
+            bytes: 0,
+            waiters: Vec::new(),
+            pending: None,
+            producer: false,
+        }
+    }
+}
+
 pub(super) struct ResponseState {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub headers: ResponseFields,
     pub length: Option<u64>,
     /// Finished before anything was written or announced: no body at all.
     pub empty: bool,
@@ -70,7 +156,7 @@ impl RequestInner {
         peer: Address,
         secure: bool,
         received: SystemTime,
-        response_headers: HeaderMap,
+        response_headers: ResponseFields,
         channel: Weak<Channel>,
     ) -> RequestInner {
         RequestInner {
@@ -79,21 +165,24 @@ impl RequestInner {
             secure,
             received,
             postpath_at: Cell::new(1),
-            resp: RefCell::new(ResponseState {
-                status: StatusCode::OK,
-                headers: response_headers,
-                length: None,
-                empty: false,
-                started: false,
-                finished: false,
-                lost: false,
-                bytes: 0,
-                waiters: Vec::new(),
-                pending: None,
-                producer: false,
-            }),
+            resp: RefCell::new(ResponseState::new(response_headers)),
             channel,
         }
+    }
+
+    /// Makes this the state of the next request on the same connection, in place.
+    pub(super) fn reset(
+        &mut self,
+        head: RequestHead,
+        secure: bool,
+        received: SystemTime,
+        response_headers: ResponseFields,
+    ) {
+        self.head = head;
+        self.secure = secure;
+        self.received = received;
+        self.postpath_at.set(1);
+        *self.resp.get_mut() = ResponseState::new(response_headers);
     }
 
     pub(super) fn path(&self) -> &str {
@@ -154,7 +243,11 @@ impl Request {
 
     /// A header field's value, if present and text.
     pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
-        self.inner.head.headers().get(name).and_then(|v| v.to_str().ok())
+        self.inner
+            .head
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
     }
 
     /// The client's address.
@@ -276,12 +369,18 @@ impl Request {
 
     /// Changes the response header fields directly.
     pub fn with_response_headers<R>(&self, f: impl FnOnce(&mut HeaderMap) -> R) -> R {
-        f(&mut self.inner.resp.borrow_mut().headers)
+        f(self.inner.resp.borrow_mut().headers.map())
     }
 
     /// A response header field set so far.
     pub fn response_header(&self, name: impl http::header::AsHeaderName) -> Option<HeaderValue> {
-        self.inner.resp.borrow().headers.get(name).cloned()
+        self.inner
+            .resp
+            .borrow_mut()
+            .headers
+            .map()
+            .get(name)
+            .cloned()
     }
 
     /// Announces the body's length, so it is sent with `Content-Length` rather than
