@@ -217,9 +217,10 @@ pub(crate) struct RawFields {
 }
 
 impl RawFields {
-    /// The fields of `head`, whose first line ends with the first CRLF.
-    pub fn new(head: Bytes) -> RawFields {
-        let start = find_lf(&head, 0).map_or(head.len(), |i| i + 1);
+    /// The fields of `head`, whose start line (its CRLF included) is `start` bytes long.
+    pub fn new(head: Bytes, start: usize) -> RawFields {
+        debug_assert_eq!(head.get(start.wrapping_sub(1)), Some(&b'\n'));
+        let start = start.min(head.len());
         RawFields { head, start }
     }
 
@@ -593,7 +594,7 @@ mod tests {
         let head = Bytes::from_static(
             b"GET / HTTP/1.1\r\nHost: h\r\nX-A:\t a b \t\r\nEmpty:\r\nx-a: 2\r\n\r\n",
         );
-        let fields = RawFields::new(head.clone());
+        let fields = RawFields::new(head.clone(), 16);
         let got: Vec<(&[u8], &[u8])> = fields.iter().collect();
         let want: Vec<(&[u8], &[u8])> = vec![
             (b"Host", b"h"),

@@ -477,6 +477,17 @@ impl ServerConnection {
         }
     }
 
+    /// [`recycle_transmit`](Self::recycle_transmit), then
+    /// [`poll_transmit_buf`](Self::poll_transmit_buf) for what was queued meanwhile.
+    pub(crate) fn recycle_transmit_and_poll(&mut self, buf: BytesMut) -> Option<BytesMut> {
+        if self.out.is_empty() {
+            self.recycle_transmit(buf);
+            None
+        } else {
+            self.poll_transmit_buf()
+        }
+    }
+
     /// Where the connection is; see [`Phase`].
     pub fn phase(&self) -> Phase {
         match self.read {
@@ -694,6 +705,8 @@ fn parse_request_head(bytes: &Bytes, limits: &Limits) -> Result<RequestHead, Err
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(Error::MalformedHead("incomplete request line"));
     };
+    // httparse took `METHOD SP target SP HTTP/1.x`, and the scanner a CRLF after it.
+    let request_line_len = method.len() + path.len() + 12;
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| Error::MalformedHead("invalid method"))?;
     let uri = Uri::from_maybe_shared(bytes.slice_ref(path.as_bytes()))
@@ -785,7 +798,7 @@ fn parse_request_head(bytes: &Bytes, limits: &Limits) -> Result<RequestHead, Err
         framing,
         keep_alive,
         expect_continue,
-        fields: RawFields::new(bytes.clone()),
+        fields: RawFields::new(bytes.clone(), request_line_len),
         map: OnceLock::new(),
     })
 }

@@ -412,15 +412,10 @@ impl Channel {
         };
         // The core's buffer is lent out, not borrowed: writing may run a producer that
         // calls back into this channel.
-        loop {
-            let buf = self.core.borrow_mut().poll_transmit_buf();
-            match buf {
-                Some(buf) => {
-                    transport.write(&buf);
-                    self.core.borrow_mut().recycle_transmit(buf);
-                }
-                None => break,
-            }
+        let mut buf = self.core.borrow_mut().poll_transmit_buf();
+        while let Some(bytes) = buf {
+            transport.write(&bytes);
+            buf = self.core.borrow_mut().recycle_transmit_and_poll(bytes);
         }
         if self.core.borrow().phase() == Phase::Closed {
             let mut st = self.st.borrow_mut();

@@ -42,7 +42,7 @@ mod resource;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use twistor::protocol::{Factory, Protocol};
@@ -113,13 +113,25 @@ pub(crate) struct SiteInner {
 }
 
 /// The `Server` and `Date` fields every response gets, formatted once a second.
-#[derive(Default)]
 pub(crate) struct DefaultFieldCache {
-    /// The second `date` and `both` are for.
-    secs: Option<u64>,
+    /// The second `date` and `both` are for: from `start` (inclusive) to `end`.
+    start: SystemTime,
+    end: SystemTime,
     date: Vec<u8>,
     /// `server: …\r\ndate: …\r\n`.
     both: Vec<u8>,
+}
+
+impl Default for DefaultFieldCache {
+    fn default() -> DefaultFieldCache {
+        DefaultFieldCache {
+            // An empty second: the first call fills the cache.
+            start: UNIX_EPOCH,
+            end: UNIX_EPOCH,
+            date: Vec::new(),
+            both: Vec::new(),
+        }
+    }
 }
 
 impl DefaultFieldCache {
@@ -129,11 +141,10 @@ impl DefaultFieldCache {
         server: Option<&'a HeaderValue>,
         now: SystemTime,
     ) -> DefaultFields<'a> {
-        let secs = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if self.secs != Some(secs) {
-            self.secs = Some(secs);
+        if now < self.start || now >= self.end {
+            let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            self.start = UNIX_EPOCH + Duration::from_secs(secs);
+            self.end = self.start + Duration::from_secs(1);
             self.date = http_date(now).into_bytes();
             self.both.clear();
             if let Some(server) = server {
