@@ -604,17 +604,44 @@ pub struct HttpCountOptions {
     pub n1: u64,
     /// Requests in the second run (more than `n1`).
     pub n2: u64,
-    /// The load: connections and requests per write.
-    pub scenario: HttpScenario,
+    /// The loads counted, each in its own table.
+    pub scenarios: Vec<HttpScenario>,
     /// Where callgrind's output files go.
     pub work_dir: PathBuf,
     /// Where the Markdown report goes.
     pub out_dir: PathBuf,
 }
 
-/// Counts user-space instructions per request under callgrind, prints the table and
-/// writes `http-callgrind.md`.
+/// Counts user-space instructions per request under callgrind for each scenario, prints
+/// the tables and writes `http-callgrind.md`.
 pub fn callgrind(launcher: &HttpLauncher, opts: &HttpCountOptions) -> io::Result<()> {
+    let mut md = format!(
+        "# HTTP: instructions per request\n\n{}\n\nUser-space instructions per request, \
+         counted by `valgrind --tool=callgrind` as (Ir₂ − Ir₁)/(N₂ − N₁) with N₁ = {} and \
+         N₂ = {} requests, so start-up and connection set-up cancel. Output files: \
+         `target/twistor-bench/callgrind.http.SCENARIO.SERVER.N.out`.\n\n",
+        report::machine_line(),
+        opts.n1,
+        opts.n2
+    );
+    for scenario in &opts.scenarios {
+        let table = callgrind_table(launcher, opts, scenario)?;
+        let what = format!("`{}`: {}.", scenario.name(), scenario.describe());
+        println!("\n{what}\n\n{}", table.to_text());
+        md.push_str(&format!("{what}\n\n{}\n", table.to_markdown()));
+    }
+    std::fs::create_dir_all(&opts.out_dir)?;
+    let path = opts.out_dir.join("http-callgrind.md");
+    std::fs::write(&path, md)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn callgrind_table(
+    launcher: &HttpLauncher,
+    opts: &HttpCountOptions,
+    scenario: &HttpScenario,
+) -> io::Result<Table> {
     let mut rows: Vec<(HttpServerKind, [u64; 2])> = Vec::new();
     for &kind in &opts.servers {
         if let Some(why) = launcher.unavailable(kind) {
@@ -622,12 +649,12 @@ pub fn callgrind(launcher: &HttpLauncher, opts: &HttpCountOptions) -> io::Result
             continue;
         }
         let totals = counts::callgrind_pair(
-            &format!("http.{}.{}", opts.scenario.name(), kind.name()),
+            &format!("http.{}.{}", scenario.name(), kind.name()),
             &opts.work_dir,
             [opts.n1, opts.n2],
             |wrapper| launcher.start_wrapped(kind, wrapper, Duration::from_secs(120)),
             |server, n| {
-                let load = HttpLoad::get(server.addr, opts.scenario.conns, opts.scenario.depth);
+                let load = HttpLoad::get(server.addr, scenario.conns, scenario.depth);
                 load::http(server.addr, &load, Limit::Count(n), None).map(drop)
             },
         )?;
@@ -658,27 +685,7 @@ pub fn callgrind(launcher: &HttpLauncher, opts: &HttpCountOptions) -> io::Result
             fmt_ratio(hyper.map(|b| p / b)),
         ]);
     }
-    let what = format!(
-        "User-space instructions per request, {} ({}), counted by `valgrind --tool=callgrind` \
-         as (Ir₂ − Ir₁)/(N₂ − N₁) with N₁ = {} and N₂ = {} requests.",
-        opts.scenario.name(),
-        opts.scenario.describe(),
-        opts.n1,
-        opts.n2
-    );
-    println!("\n{what}\n\n{}", t.to_text());
-    std::fs::create_dir_all(&opts.out_dir)?;
-    let md = format!(
-        "# HTTP: instructions per request\n\n{}\n\n{what}\n\n{}",
-        report::machine_line(),
-        t.to_markdown()
-    );
-    let path = opts
-        .out_dir
-        .join(format!("http-callgrind-{}.md", opts.scenario.name()));
-    std::fs::write(&path, md)?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
+    Ok(t)
 }
 
 #[cfg(test)]

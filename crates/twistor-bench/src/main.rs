@@ -164,9 +164,9 @@ struct HttpCountArgs {
     /// Requests in the second run.
     #[arg(long, default_value_t = 100_000)]
     n2: u64,
-    /// The load: keepalive or pipelined.
-    #[arg(long, default_value = "keepalive")]
-    scenario: String,
+    /// Scenarios to count: keepalive, pipelined (default: both).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
 }
 
 #[derive(Args)]
@@ -355,20 +355,7 @@ fn run_http(args: HttpArgs) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         (args.duration, args.warmup, args.repeats)
     };
-    let all = HttpScenario::all();
-    let scenarios = if args.scenarios.is_empty() {
-        all
-    } else {
-        let mut picked = Vec::new();
-        for name in &args.scenarios {
-            let s = all
-                .iter()
-                .find(|s| &s.name() == name)
-                .ok_or_else(|| format!("unknown scenario {name:?}: keepalive, pipelined"))?;
-            picked.push(*s);
-        }
-        picked
-    };
+    let scenarios = pick_http_scenarios(&args.scenarios)?;
     let servers = parse_http_servers(&args.common.servers, &HttpServerKind::ALL)?;
     let (launcher, out_dir, client_core) = http_setup(&args.common)?;
     let opts = HttpOptions {
@@ -387,10 +374,7 @@ fn run_http_callgrind(args: HttpCountArgs) -> Result<(), Box<dyn std::error::Err
     if args.n2 <= args.n1 {
         return Err("--n2 must be larger than --n1".into());
     }
-    let scenario = HttpScenario::all()
-        .into_iter()
-        .find(|s| s.name() == args.scenario)
-        .ok_or_else(|| format!("unknown scenario {:?}: keepalive, pipelined", args.scenario))?;
+    let scenarios = pick_http_scenarios(&args.scenarios)?;
     let defaults = [
         HttpServerKind::Twistor,
         HttpServerKind::Hyper,
@@ -402,7 +386,7 @@ fn run_http_callgrind(args: HttpCountArgs) -> Result<(), Box<dyn std::error::Err
         servers,
         n1: args.n1,
         n2: args.n2,
-        scenario,
+        scenarios,
         work_dir: work_dir(),
         out_dir,
     };
@@ -446,6 +430,22 @@ fn http_setup(
     let launcher = HttpLauncher::prepare(&work_dir(), common.twistor_cmd.as_deref(), server_core)?;
     eprintln!("twistor server: {}", launcher.twistor_cmd.join(" "));
     Ok((launcher, results_dir(common.out.as_ref())?, client_core))
+}
+
+fn pick_http_scenarios(names: &[String]) -> Result<Vec<HttpScenario>, Box<dyn std::error::Error>> {
+    let all = HttpScenario::all();
+    if names.is_empty() {
+        return Ok(all);
+    }
+    names
+        .iter()
+        .map(|name| {
+            all.iter()
+                .find(|s| &s.name() == name)
+                .copied()
+                .ok_or_else(|| format!("unknown scenario {name:?}: keepalive, pipelined").into())
+        })
+        .collect()
 }
 
 fn parse_http_servers(

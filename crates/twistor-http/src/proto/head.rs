@@ -30,6 +30,11 @@ pub(crate) struct ScanLimits {
 }
 
 impl HeadScanner {
+    /// Whether the scan has not looked at any byte yet.
+    pub fn is_fresh(&self) -> bool {
+        self.pos == 0
+    }
+
     /// Returns the length of the section (final empty line included) once it is complete.
     ///
     /// Where no limit can be reached it jumps from line feed to line feed ([`find_lf`]);

@@ -517,16 +517,34 @@ impl ServerConnection {
                 if !head::skip_leading_empty_lines(&mut self.buf, true)? {
                     return self.need_more_head();
                 }
-                let scan = ScanLimits {
-                    max_line: Some(self.limits.max_request_line),
-                    max_head: self.limits.max_head_size,
-                    strict: true,
-                };
-                let Some(len) = scanner.scan(&self.buf, &scan)? else {
+                // A head that arrived whole is parsed once, without the scanner, when
+                // httparse's view of it shows the scanner would find the same end and no
+                // fault; otherwise the scanner finds the end first, as bytes arrive.
+                if self.buf.is_empty() {
                     return self.need_more_head();
+                }
+                let fast = if scanner.is_fresh() {
+                    parse_request_head(&mut self.buf, None, &self.limits)?
+                } else {
+                    None
                 };
-                let bytes = self.buf.split_to(len).freeze();
-                let head = parse_request_head(&bytes, &self.limits)?;
+                let head = match fast {
+                    Some(head) => head,
+                    None => {
+                        let scan = ScanLimits {
+                            max_line: Some(self.limits.max_request_line),
+                            max_head: self.limits.max_head_size,
+                            strict: true,
+                        };
+                        let Some(len) = scanner.scan(&self.buf, &scan)? else {
+                            return self.need_more_head();
+                        };
+                        match parse_request_head(&mut self.buf, Some(len), &self.limits)? {
+                            Some(head) => head,
+                            None => return Err(Error::MalformedHead("incomplete head")),
+                        }
+                    }
+                };
                 self.exchange = Exchange {
                     head_request: head.method == Method::HEAD,
                     version_10: head.version == Version::HTTP_10,
@@ -674,8 +692,17 @@ fn write_status_line_parts(out: &mut BytesMut, status: StatusCode) {
     out.put_slice(b"\r\n");
 }
 
-/// Parses and checks a complete request head (`bytes` ends with its empty line).
-fn parse_request_head(bytes: &Bytes, limits: &Limits) -> Result<RequestHead, Error> {
+/// Parses and checks the request head at the front of `buf`, and splits it off.
+///
+/// With `len`, the head is `buf[..len]` (found by the scanner, so complete and within the
+/// limits). Without, this is the attempt on a head that may have arrived whole: it returns
+/// `Ok(None)`, leaving `buf` alone, unless httparse finds a complete head that
+/// [`scanner_agrees`] the scanner would also have found, with no fault, at the same end.
+fn parse_request_head(
+    buf: &mut BytesMut,
+    len: Option<usize>,
+    limits: &Limits,
+) -> Result<Option<RequestHead>, Error> {
     // Left uninitialised: httparse writes the slots it fills, and zeroing 4 KiB per request
     // would cost more than the parse.
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; head::STACK_HEADERS];
@@ -687,12 +714,22 @@ fn parse_request_head(bytes: &Bytes, limits: &Limits) -> Result<RequestHead, Err
             heap = vec![MaybeUninit::uninit(); limits.max_headers];
             &mut heap
         };
+    let input: &[u8] = match len {
+        Some(len) => &buf[..len],
+        None => buf,
+    };
     let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(bytes, slots) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(Error::MalformedHead("incomplete head")),
-        Err(httparse::Error::Version) => {
-            let line = bytes.split(|&b| b == b'\r').next().unwrap_or_default();
+    let parsed = req.parse_with_uninit_headers(input, slots);
+    let head_len = match (parsed, len) {
+        (Ok(httparse::Status::Complete(n)), None) => n,
+        (Ok(httparse::Status::Complete(_)), Some(len)) => len,
+        // The first attempt leaves every other outcome to the scanner.
+        (_, None) => return Ok(None),
+        (Ok(httparse::Status::Partial), Some(_)) => {
+            return Err(Error::MalformedHead("incomplete head"));
+        }
+        (Err(httparse::Error::Version), Some(_)) => {
+            let line = input.split(|&b| b == b'\r').next().unwrap_or_default();
             let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
             return Err(if head::is_other_major_version(version) {
                 Error::UnsupportedVersion
@@ -700,25 +737,63 @@ fn parse_request_head(bytes: &Bytes, limits: &Limits) -> Result<RequestHead, Err
                 Error::MalformedHead("invalid version")
             });
         }
-        Err(e) => return Err(head::httparse_error(e)),
-    }
+        (Err(e), Some(_)) => return Err(head::httparse_error(e)),
+    };
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(Error::MalformedHead("incomplete request line"));
     };
-    // httparse took `METHOD SP target SP HTTP/1.x`, and the scanner a CRLF after it.
+    // httparse took `METHOD SP target SP HTTP/1.x`, and a line ending after it.
     let request_line_len = method.len() + path.len() + 12;
+    if len.is_none() && !scanner_agrees(input, head_len, request_line_len, req.headers, limits) {
+        return Ok(None);
+    }
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| Error::MalformedHead("invalid method"))?;
-    let uri = Uri::from_maybe_shared(bytes.slice_ref(path.as_bytes()))
-        .map_err(|_| Error::MalformedHead("invalid request target"))?;
+    let path_at =
+        offset_in(input, path.as_bytes()).ok_or(Error::MalformedHead("invalid request target"))?;
+    let path_range = path_at..path_at + path.len();
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
+    // The fields' verdict waits until the target is checked, whose fault is reported first.
+    let fields = check_fields(req.headers, version, limits);
 
-    // One pass over the fields for everything framing and the connection need; the map is
-    // built only if someone asks for it.
+    let bytes = buf.split_to(head_len).freeze();
+    let uri = Uri::from_maybe_shared(bytes.slice(path_range))
+        .map_err(|_| Error::MalformedHead("invalid request target"))?;
+    let FieldVerdict {
+        framing,
+        keep_alive,
+        expect_continue,
+    } = fields?;
+    Ok(Some(RequestHead {
+        method,
+        uri,
+        version,
+        framing,
+        keep_alive,
+        expect_continue,
+        fields: RawFields::new(bytes, request_line_len),
+        map: OnceLock::new(),
+    }))
+}
+
+/// What a request's fields say about its body and connection.
+struct FieldVerdict {
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// One pass over the fields for everything framing and the connection need, with the
+/// request-smuggling refusals.
+fn check_fields(
+    fields: &[httparse::Header<'_>],
+    version: Version,
+    limits: &Limits,
+) -> Result<FieldVerdict, Error> {
     let mut hosts = 0usize;
     let mut length = ContentLength::default();
     let mut length_error = None;
@@ -728,7 +803,7 @@ fn parse_request_head(bytes: &Bytes, limits: &Limits) -> Result<RequestHead, Err
     let mut keep_alive_token = false;
     let mut expect_continue = false;
     let mut expect_other = false;
-    for field in req.headers.iter() {
+    for field in fields {
         let name = field.name.as_bytes();
         let value = field.value;
         match name.len() {
@@ -790,33 +865,60 @@ fn parse_request_head(bytes: &Bytes, limits: &Limits) -> Result<RequestHead, Err
     // RFC 9110 §10.1.1: a 1.0 client cannot mean it, and without a body it means nothing.
     let expect_continue =
         expect_continue && version == Version::HTTP_11 && framing != Framing::Empty;
-
-    Ok(RequestHead {
-        method,
-        uri,
-        version,
+    Ok(FieldVerdict {
         framing,
         keep_alive,
         expect_continue,
-        fields: RawFields::new(bytes.clone(), request_line_len),
-        map: OnceLock::new(),
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_lines_in_one_piece_match_the_parts() {
-        for code in 100..1000 {
-            let status = StatusCode::from_u16(code).unwrap();
-            let (mut fast, mut parts) = (BytesMut::new(), BytesMut::new());
-            write_status_line(&mut fast, status);
-            write_status_line_parts(&mut parts, status);
-            assert_eq!(fast, parts, "{code}");
-        }
+/// Whether the scanner, given the head httparse found complete at the front of `buf`
+/// (`len` bytes, a request line of `line_len` bytes with its line ending, then `fields`),
+/// would have found the same end with no fault: within both limits, and every line
+/// ending with CRLF.
+///
+/// httparse's grammar allows no LF inside a line (tokens, target, version and field
+/// values exclude control characters), so the line endings are the only LFs; they are
+/// checked by following the lines end to end: the request line, each field line (its
+/// name starts where the previous line ended; whitespace after its value, then CRLF),
+/// and the empty line, which must end the head.
+fn scanner_agrees(
+    buf: &[u8],
+    len: usize,
+    line_len: usize,
+    fields: &[httparse::Header<'_>],
+    limits: &Limits,
+) -> bool {
+    if len > limits.max_head_size || line_len - 2 > limits.max_request_line {
+        return false;
     }
+    let crlf_at = |i: usize| buf.get(i..i + 2) == Some(b"\r\n");
+    if !crlf_at(line_len - 2) {
+        return false;
+    }
+    let mut next = line_len;
+    for field in fields {
+        if offset_in(buf, field.name.as_bytes()) != Some(next) {
+            return false;
+        }
+        let Some(mut end) = offset_in(buf, field.value).map(|at| at + field.value.len()) else {
+            return false;
+        };
+        while matches!(buf.get(end), Some(b' ' | b'\t')) {
+            end += 1;
+        }
+        if !crlf_at(end) {
+            return false;
+        }
+        next = end + 2;
+    }
+    crlf_at(next) && next + 2 == len
+}
+
+/// Where `part`, a slice httparse returned from `buf`, starts in it.
+fn offset_in(buf: &[u8], part: &[u8]) -> Option<usize> {
+    let at = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+    (at + part.len() <= buf.len()).then_some(at)
 }
 
 /// The least the receive buffer grows by.

@@ -444,7 +444,11 @@ impl Channel {
         let options = &self.site.options;
         let result = {
             let mut cache = self.site.defaults.borrow_mut();
-            let defaults = cache.fields(options.server_header.as_ref(), (options.wall_clock)());
+            let now = match self.st.borrow().round_now {
+                Some(now) => now,
+                None => self.site.time.seconds(),
+            };
+            let defaults = cache.fields(options.server_header.as_ref(), now, options.wall_clock);
             let mut core = self.core.borrow_mut();
             match &headers {
                 ResponseFields::List(list) => core.send_response_head(
@@ -691,8 +695,12 @@ impl Channel {
     /// When the read timer should fire for the connection's state, if at all.
     fn deadline(&self) -> Option<f64> {
         let phase = self.core.borrow().phase();
+        self.deadline_in(phase, &self.st.borrow())
+    }
+
+    /// The deadline for `phase`, with the state already borrowed.
+    fn deadline_in(&self, phase: Phase, st: &State) -> Option<f64> {
         let options = &self.site.options;
-        let st = self.st.borrow();
         match phase {
             Phase::Idle => Some(st.last_activity + options.idle_timeout.as_secs_f64()),
             Phase::ReadingHead => Some(st.head_started + options.header_timeout.as_secs_f64()),
@@ -710,7 +718,7 @@ impl Channel {
     /// connection does not reschedule on every request.
     fn update_timer(&self, now: Option<f64>) {
         let phase = self.core.borrow().phase();
-        {
+        let deadline = {
             let mut st = self.st.borrow_mut();
             if st.gone {
                 return;
@@ -722,16 +730,14 @@ impl Channel {
                 }
             }
             st.last_phase = Some(phase);
-        }
-        let Some(deadline) = self.deadline() else {
-            return;
-        };
-        {
-            let st = self.st.borrow();
+            let Some(deadline) = self.deadline_in(phase, &st) else {
+                return;
+            };
             if st.timer.as_ref().is_some_and(DelayedCall::active) && st.timer_at <= deadline {
                 return;
             }
-        }
+            deadline
+        };
         let now = now.unwrap_or_else(|| self.site.time.seconds());
         let delay = Duration::from_secs_f64((deadline - now).max(0.0));
         let me = self.me.clone();

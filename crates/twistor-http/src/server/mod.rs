@@ -113,10 +113,15 @@ pub(crate) struct SiteInner {
 }
 
 /// The `Server` and `Date` fields every response gets, formatted once a second.
+///
+/// The wall clock is read only when the reactor's clock says its second may be over: a
+/// busy server reads one clock per request, not two. A wall clock stepped meanwhile shows
+/// in `Date` at the latest a second later.
 pub(crate) struct DefaultFieldCache {
-    /// The second `date` and `both` are for: from `start` (inclusive) to `end`.
-    start: SystemTime,
-    end: SystemTime,
+    /// Reactor time (seconds) until which `date` is right.
+    valid_until: f64,
+    /// The wall-clock second `date` shows.
+    secs: Option<u64>,
     date: Vec<u8>,
     /// `server: …\r\ndate: …\r\n`.
     both: Vec<u8>,
@@ -125,9 +130,8 @@ pub(crate) struct DefaultFieldCache {
 impl Default for DefaultFieldCache {
     fn default() -> DefaultFieldCache {
         DefaultFieldCache {
-            // An empty second: the first call fills the cache.
-            start: UNIX_EPOCH,
-            end: UNIX_EPOCH,
+            valid_until: f64::NEG_INFINITY,
+            secs: None,
             date: Vec::new(),
             both: Vec::new(),
         }
@@ -135,26 +139,33 @@ impl Default for DefaultFieldCache {
 }
 
 impl DefaultFieldCache {
-    /// The fields for a response sent at `now` by a server that calls itself `server`.
+    /// The fields for a response sent at reactor time `now` (seconds) by a server that
+    /// calls itself `server`; `wall_clock` is read if the cached second may be over.
     pub(crate) fn fields<'a>(
         &'a mut self,
         server: Option<&'a HeaderValue>,
-        now: SystemTime,
+        now: f64,
+        wall_clock: fn() -> SystemTime,
     ) -> DefaultFields<'a> {
-        if now < self.start || now >= self.end {
-            let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            self.start = UNIX_EPOCH + Duration::from_secs(secs);
-            self.end = self.start + Duration::from_secs(1);
-            self.date = http_date(now).into_bytes();
-            self.both.clear();
-            if let Some(server) = server {
-                self.both.extend_from_slice(b"server: ");
-                self.both.extend_from_slice(server.as_bytes());
+        if now >= self.valid_until {
+            let wall = wall_clock();
+            let since = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+            let secs = since.as_secs();
+            // Right until the wall clock's next second begins.
+            self.valid_until = now + (1.0 - f64::from(since.subsec_nanos()) / 1e9);
+            if self.secs != Some(secs) {
+                self.secs = Some(secs);
+                self.date = http_date(wall).into_bytes();
+                self.both.clear();
+                if let Some(server) = server {
+                    self.both.extend_from_slice(b"server: ");
+                    self.both.extend_from_slice(server.as_bytes());
+                    self.both.extend_from_slice(b"\r\n");
+                }
+                self.both.extend_from_slice(b"date: ");
+                self.both.extend_from_slice(&self.date);
                 self.both.extend_from_slice(b"\r\n");
             }
-            self.both.extend_from_slice(b"date: ");
-            self.both.extend_from_slice(&self.date);
-            self.both.extend_from_slice(b"\r\n");
         }
         DefaultFields {
             server: server.map(HeaderValue::as_bytes),

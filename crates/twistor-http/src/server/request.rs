@@ -68,7 +68,9 @@ impl ResponseFields {
     pub(crate) fn insert(&mut self, name: HeaderName, value: HeaderValue) {
         match self {
             ResponseFields::List(list) => {
-                list.retain(|(n, _)| *n != name);
+                if list.iter().any(|(n, _)| *n == name) {
+                    list.retain(|(n, _)| *n != name);
+                }
                 list.push((name, value));
             }
             ResponseFields::Map(map) => {
