@@ -707,7 +707,7 @@ impl Channel {
             Phase::ReadingBody => {
                 let blocked =
                     st.body_paused || (matches!(st.sink, Sink::Unclaimed) && !st.body_empty);
-                (!blocked).then(|| st.last_activity + options.body_timeout.as_secs_f64())
+                (!blocked).then_some(st.last_activity + options.body_timeout.as_secs_f64())
             }
             _ => None,
         }
