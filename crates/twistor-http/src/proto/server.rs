@@ -232,8 +232,9 @@ impl ServerConnection {
             return;
         }
         // Heads are split off the front of this buffer and live as long as their request,
-        // sharing its memory; room for a few dozen small requests at a time means a new
-        // allocation only every so often, not per request.
+        // sharing its memory; room for several small requests at a time means a new
+        // allocation every so often rather than per request, and an idle connection keeps
+        // at most this much.
         if self.buf.capacity() - self.buf.len() < data.len() {
             self.buf.reserve(data.len().max(READ_BUFFER));
         }
@@ -922,7 +923,7 @@ fn offset_in(buf: &[u8], part: &[u8]) -> Option<usize> {
 }
 
 /// The least the receive buffer grows by.
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 1024;
 
 /// The longest field name `http::HeaderName` takes.
 const MAX_FIELD_NAME: usize = (1 << 16) - 1;
