@@ -43,37 +43,14 @@ pub fn callgrind(launcher: &Launcher, opts: &CountOptions) -> io::Result<()> {
             eprintln!("note: {why}");
             continue;
         }
-        let mut totals = [0u64; 2];
-        for (i, n) in [opts.n1, opts.n2].into_iter().enumerate() {
-            let out = opts
-                .work_dir
-                .join(format!("callgrind.{}.{n}.out", kind.name()));
-            let wrapper = vec![
-                "valgrind".to_owned(),
-                "--tool=callgrind".to_owned(),
-                "-q".to_owned(),
-                format!("--callgrind-out-file={}", out.display()),
-            ];
-            let _ = std::fs::remove_file(&out);
-            let mut server = launcher.start_wrapped(kind, &wrapper, Duration::from_secs(120))?;
-            serve(&server, opts, n)?;
-            // valgrind and its guest share a pid; SIGTERM lets callgrind write its totals.
-            Server::signal(server.pid(), libc::SIGTERM)?;
-            if !server.wait_exit(Duration::from_secs(120)) {
-                return Err(io::Error::other(format!(
-                    "{kind} under callgrind did not exit"
-                )));
-            }
-            let text = std::fs::read_to_string(&out)?;
-            totals[i] = parse_callgrind_total(&text).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "no totals in callgrind output")
-            })?;
-            eprintln!(
-                "callgrind {kind}: {n} round trips, {} instructions",
-                totals[i]
-            );
-        }
-        rows.push((kind, totals[0], totals[1]));
+        let [ir1, ir2] = callgrind_pair(
+            kind.name(),
+            &opts.work_dir,
+            [opts.n1, opts.n2],
+            |wrapper| launcher.start_wrapped(kind, wrapper, Duration::from_secs(120)),
+            |server, n| serve(server, opts, n),
+        )?;
+        rows.push((kind, ir1, ir2));
     }
     let per =
         |(_, a, b): &(ServerKind, u64, u64)| (*b as f64 - *a as f64) / (opts.n2 - opts.n1) as f64;
@@ -184,6 +161,49 @@ pub fn strace(launcher: &Launcher, opts: &CountOptions) -> io::Result<()> {
         opts.conns, opts.size, opts.n1, opts.n2
     );
     write_report(opts, "strace", "System calls per message", &what, &t)
+}
+
+/// Runs a server twice under `valgrind --tool=callgrind`, `serve` putting `n[0]` and then
+/// `n[1]` operations through it, and returns the two runs' total instruction counts.
+///
+/// `start` starts the server under the wrapper command line it is given. The output files
+/// are `work_dir/callgrind.{name}.{n}.out`, kept for `callgrind_annotate`.
+pub fn callgrind_pair(
+    name: &str,
+    work_dir: &Path,
+    n: [u64; 2],
+    start: impl Fn(&[String]) -> io::Result<Server>,
+    serve: impl Fn(&Server, u64) -> io::Result<()>,
+) -> io::Result<[u64; 2]> {
+    let mut totals = [0u64; 2];
+    for (i, n) in n.into_iter().enumerate() {
+        let out = work_dir.join(format!("callgrind.{name}.{n}.out"));
+        let wrapper = vec![
+            "valgrind".to_owned(),
+            "--tool=callgrind".to_owned(),
+            "-q".to_owned(),
+            format!("--callgrind-out-file={}", out.display()),
+        ];
+        let _ = std::fs::remove_file(&out);
+        let mut server = start(&wrapper)?;
+        serve(&server, n)?;
+        // valgrind and its guest share a pid; SIGTERM lets callgrind write its totals.
+        Server::signal(server.pid(), libc::SIGTERM)?;
+        if !server.wait_exit(Duration::from_secs(120)) {
+            return Err(io::Error::other(format!(
+                "{name} under callgrind did not exit"
+            )));
+        }
+        let text = std::fs::read_to_string(&out)?;
+        totals[i] = parse_callgrind_total(&text).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "no totals in callgrind output")
+        })?;
+        eprintln!(
+            "callgrind {name}: {n} operations, {} instructions",
+            totals[i]
+        );
+    }
+    Ok(totals)
 }
 
 /// The total instruction count (`totals:` or else `summary:`) of a callgrind output file.

@@ -161,7 +161,7 @@ pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
         }
         for (si, scenario) in active.iter().enumerate() {
             for rep in 0..opts.repeats {
-                for server in &running {
+                for (server, &kind) in running.iter().zip(&servers) {
                     // Best effort: without it the peak covers the server's life so far.
                     let _ = procfs::reset_peak_rss(server.pid());
                     let mut sample = run_once(server, scenario, opts)?;
@@ -169,7 +169,7 @@ pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
                     eprintln!(
                         "{:>8} {:>9} run {}/{}: {} {}/s, server CPU {} µs/op ({}%)",
                         scenario.name(),
-                        server.kind.name(),
+                        kind.name(),
                         rep + 1,
                         opts.repeats,
                         fmt_num(sample.rate),
@@ -177,7 +177,7 @@ pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
                         fmt_num(sample.cpu_us),
                         fmt_num(sample.cpu_pct),
                     );
-                    samples.entry((si, server.kind)).or_default().push(sample);
+                    samples.entry((si, kind)).or_default().push(sample);
                 }
             }
         }

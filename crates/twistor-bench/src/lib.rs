@@ -1,8 +1,9 @@
 //! twistor-bench: load generators and comparison peers for twistor.
 //!
 //! The `twistor-bench` binary measures twistor's echo server side by side with tokio
-//! (`current_thread` and `multi_thread`), a minimal C epoll loop and Twisted on CPython, in
-//! the same run on the same pinned core, and reports ratios. See the crate's README for the
+//! (`current_thread` and `multi_thread`), a minimal C epoll loop and Twisted on CPython, and
+//! twistor-http's hello world beside hyper, a C responder and `twisted.web`, in the same run
+//! on the same pinned core, and reports ratios. See the crate's README for the
 //! commands and how to read their output. These are benchmarks, not tests: CI may build them
 //! but never times them.
 //!
@@ -21,6 +22,7 @@
 
 pub mod counts;
 pub mod echo;
+pub mod http;
 pub mod load;
 pub mod micro;
 pub mod peers;

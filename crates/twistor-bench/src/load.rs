@@ -5,6 +5,9 @@
 //! - [`stream`]: one connection, the client writes a fixed number of bytes as fast as the
 //!   server echoes them and reads the echo concurrently; MB/s one way.
 //! - [`idle`]: opens many connections, does one round trip on each, and leaves them idle.
+//! - [`http`]: N keep-alive HTTP/1.1 connections, each sending a batch of `depth` identical
+//!   requests in one write (1: one request at a time; 16: pipelined) and waiting for all
+//!   their responses before the next batch; requests per second and batch latency.
 //!
 //! The server's CPU time is read at the edges of the measured window, so connection set-up
 //! and warm-up are not charged to it.
@@ -244,6 +247,338 @@ pub fn idle(addr: SocketAddr, conns: usize, size: usize) -> io::Result<Vec<StdTc
     connect_all(addr, conns, &message)
 }
 
+/// An HTTP load: what each connection sends, and how many requests it keeps in flight.
+#[derive(Debug, Clone)]
+pub struct HttpLoad {
+    /// Concurrent connections.
+    pub conns: usize,
+    /// Requests sent together in one write, whose responses are all awaited before the
+    /// next batch: 1 for one request at a time, 16 for pipelining.
+    pub depth: usize,
+    /// One request, sent as is (it must ask for a keep-alive response framed by
+    /// `Content-Length`).
+    pub request: Vec<u8>,
+}
+
+impl HttpLoad {
+    /// `GET /` with the headers curl sends (`Host`, `User-Agent`, `Accept`), for a server
+    /// at `addr`.
+    pub fn get(addr: SocketAddr, conns: usize, depth: usize) -> HttpLoad {
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: twistor-bench\r\nAccept: */*\r\n\r\n"
+        );
+        HttpLoad {
+            conns,
+            depth: depth.max(1),
+            request: request.into_bytes(),
+        }
+    }
+}
+
+/// Runs `load` against the HTTP server at `addr`.
+///
+/// The result counts requests (responses received); its latency is per batch, from the
+/// batch's write to its last response (with `depth` 1, per request). `server_pid`, when
+/// given, is the process whose CPU time is charged to the window. With [`Limit::Count`],
+/// batches are issued until at least that many requests have been.
+pub fn http(
+    addr: SocketAddr,
+    load: &HttpLoad,
+    limit: Limit,
+    server_pid: Option<u32>,
+) -> io::Result<PingPongResult> {
+    let batch = load.request.repeat(load.depth);
+    let depth = load.depth as u64;
+    let mut streams: Vec<TcpStream> = connect_all_http(addr, load.conns, &load.request)?
+        .into_iter()
+        .map(TcpStream::from_std)
+        .collect();
+    let mut poll = Poll::new()?;
+    for (i, s) in streams.iter_mut().enumerate() {
+        poll.registry()
+            .register(s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+    }
+    let mut state: Vec<HttpConn> = (0..load.conns).map(|_| HttpConn::default()).collect();
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut latencies: Vec<u32> = Vec::with_capacity(1 << 20);
+
+    let (warmup, measure, count) = match limit {
+        Limit::Time { warmup, measure } => (warmup, Some(measure), None),
+        Limit::Count(n) => (Duration::ZERO, None, Some(n)),
+    };
+    let start = Instant::now();
+    let mut in_window = warmup.is_zero();
+    let mut window_start = start;
+    let mut cpu_start = cpu_of(server_pid)?;
+    let mut requests = 0u64;
+    let mut issued = 0u64;
+    let mut outstanding = 0usize;
+
+    for (i, c) in state.iter_mut().enumerate() {
+        if count.is_some_and(|n| issued >= n) {
+            break;
+        }
+        c.send(&mut streams[i], &batch, depth, start)?;
+        issued += depth;
+        outstanding += 1;
+    }
+
+    let mut now = start;
+    loop {
+        if !in_window && now.duration_since(start) >= warmup {
+            in_window = true;
+            window_start = now;
+            cpu_start = cpu_of(server_pid)?;
+        }
+        if in_window && measure.is_some_and(|m| now.duration_since(window_start) >= m) {
+            break;
+        }
+        if outstanding == 0 {
+            break;
+        }
+        poll.poll(&mut events, Some(Duration::from_secs(5)))?;
+        if events.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no response for 5 s: is the server stuck?",
+            ));
+        }
+        now = Instant::now();
+        for event in events.iter() {
+            let i = event.token().0;
+            let (c, s) = (&mut state[i], &mut streams[i]);
+            if event.is_writable() && c.written < batch.len() {
+                c.write_rest(s, &batch)?;
+            }
+            if !event.is_readable() {
+                continue;
+            }
+            if c.read_responses(s, &mut buf)? {
+                outstanding -= 1;
+                if in_window {
+                    requests += depth;
+                    let ns = now.duration_since(c.sent_at).as_nanos();
+                    latencies.push(ns.min(u32::MAX as u128) as u32);
+                }
+                if count.is_none_or(|n| issued < n) {
+                    c.send(s, &batch, depth, now)?;
+                    issued += depth;
+                    outstanding += 1;
+                }
+            }
+        }
+    }
+    let elapsed = now.duration_since(window_start);
+    let server_cpu = match (server_pid, cpu_start) {
+        (Some(pid), Some(before)) => Some(CpuTime::of(pid)?.since(before)),
+        _ => None,
+    };
+    Ok(PingPongResult {
+        round_trips: requests,
+        elapsed,
+        latency: Latency::from_samples(&mut latencies),
+        server_cpu,
+    })
+}
+
+/// Counts complete HTTP/1.1 responses in a byte stream, each framed by `Content-Length`.
+///
+/// It parses only what framing needs: the status line must say `200` and the head must
+/// carry a `Content-Length` (anything else is an error, since every server under test
+/// answers `200 OK` with a length); the body is skipped by its length.
+#[derive(Debug, Default)]
+pub struct ResponseFramer {
+    /// The start of a head whose end has not arrived yet.
+    partial: Vec<u8>,
+    /// Body bytes of the current response still to come.
+    body_left: usize,
+    /// A head was read and its body is in progress.
+    in_body: bool,
+}
+
+impl ResponseFramer {
+    /// Takes the next bytes of the stream and returns how many responses they completed.
+    pub fn feed(&mut self, mut data: &[u8]) -> io::Result<u64> {
+        let mut done = 0;
+        while !data.is_empty() {
+            if self.in_body {
+                let n = self.body_left.min(data.len());
+                self.body_left -= n;
+                data = &data[n..];
+                if self.body_left == 0 {
+                    self.in_body = false;
+                    done += 1;
+                }
+                continue;
+            }
+            let length = if self.partial.is_empty() {
+                let Some(end) = memchr::memmem::find(data, b"\r\n\r\n") else {
+                    self.partial.extend_from_slice(data);
+                    break;
+                };
+                let length = content_length(&data[..end])?;
+                data = &data[end + 4..];
+                length
+            } else {
+                // Look again from just before the old end, where a terminator may straddle.
+                let from = self.partial.len().saturating_sub(3);
+                self.partial.extend_from_slice(data);
+                let Some(end) = memchr::memmem::find(&self.partial[from..], b"\r\n\r\n") else {
+                    break;
+                };
+                let end = from + end;
+                let length = content_length(&self.partial[..end])?;
+                let used = end + 4 - (self.partial.len() - data.len());
+                data = &data[used..];
+                self.partial.clear();
+                length
+            };
+            if length == 0 {
+                done += 1;
+            } else {
+                self.body_left = length;
+                self.in_body = true;
+            }
+        }
+        if self.partial.len() > 64 * 1024 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "response head over 64 KiB",
+            ));
+        }
+        Ok(done)
+    }
+}
+
+/// The `Content-Length` of a `200` response head (without its final CRLFCRLF).
+fn content_length(head: &[u8]) -> io::Result<usize> {
+    let bad = |what: &str| {
+        let shown = String::from_utf8_lossy(&head[..head.len().min(200)]).into_owned();
+        io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {shown:?}"))
+    };
+    let mut lines = head.split(|&b| b == b'\n');
+    let status = lines.next().unwrap_or_default();
+    if !(status.starts_with(b"HTTP/1.1 200 ") || status.starts_with(b"HTTP/1.0 200 ")) {
+        return Err(bad("not a 200 response"));
+    }
+    for line in lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if line[..colon].eq_ignore_ascii_case(b"content-length") {
+            let value = std::str::from_utf8(&line[colon + 1..]).map_err(|_| bad("bad length"))?;
+            return value.trim().parse().map_err(|_| bad("bad Content-Length"));
+        }
+    }
+    Err(bad("no Content-Length"))
+}
+
+/// One connection's HTTP state.
+#[derive(Debug)]
+struct HttpConn {
+    written: usize,
+    /// Responses still due for the batch in flight.
+    awaited: u64,
+    sent_at: Instant,
+    framer: ResponseFramer,
+}
+
+impl Default for HttpConn {
+    fn default() -> HttpConn {
+        HttpConn {
+            written: 0,
+            awaited: 0,
+            sent_at: Instant::now(),
+            framer: ResponseFramer::default(),
+        }
+    }
+}
+
+impl HttpConn {
+    fn send(
+        &mut self,
+        s: &mut TcpStream,
+        batch: &[u8],
+        depth: u64,
+        now: Instant,
+    ) -> io::Result<()> {
+        self.written = 0;
+        self.awaited = depth;
+        self.sent_at = now;
+        self.write_rest(s, batch)
+    }
+
+    fn write_rest(&mut self, s: &mut TcpStream, batch: &[u8]) -> io::Result<()> {
+        while self.written < batch.len() {
+            match s.write(&batch[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what is there; true once every response of the batch is in.
+    fn read_responses(&mut self, s: &mut TcpStream, buf: &mut [u8]) -> io::Result<bool> {
+        loop {
+            match s.read(buf) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    let done = self.framer.feed(&buf[..n])?;
+                    if done > self.awaited {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "more responses than requests",
+                        ));
+                    }
+                    self.awaited -= done;
+                    if n < buf.len() {
+                        return Ok(self.awaited == 0);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(self.awaited == 0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Like [`connect_all`], with one HTTP request and its response on each connection.
+fn connect_all_http(
+    addr: SocketAddr,
+    conns: usize,
+    request: &[u8],
+) -> io::Result<Vec<StdTcpStream>> {
+    let mut out = Vec::with_capacity(conns);
+    let mut buf = vec![0u8; 16 * 1024];
+    for _ in 0..conns {
+        let mut s = StdTcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(request)?;
+        let mut framer = ResponseFramer::default();
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            if framer.feed(&buf[..n])? == 1 {
+                break;
+            }
+        }
+        s.set_read_timeout(None)?;
+        s.set_nonblocking(true)?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
 /// One connection's ping-pong state.
 #[derive(Debug)]
 struct Conn {
@@ -333,4 +668,41 @@ fn connect_all(addr: SocketAddr, conns: usize, message: &[u8]) -> io::Result<Vec
 
 fn cpu_of(pid: Option<u32>) -> io::Result<Option<CpuTime>> {
     pid.map(CpuTime::of).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESPONSE: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\ncontent-length: 14\r\n\r\nHello, world!\n";
+
+    #[test]
+    fn framer_counts_whole_and_split_responses() {
+        let stream = RESPONSE.repeat(3);
+        assert_eq!(ResponseFramer::default().feed(&stream).unwrap(), 3);
+        // Every split point, including inside the CRLFCRLF and the body.
+        for cut in 0..=stream.len() {
+            let mut f = ResponseFramer::default();
+            let n = f.feed(&stream[..cut]).unwrap() + f.feed(&stream[cut..]).unwrap();
+            assert_eq!(n, 3, "cut at {cut}");
+        }
+        let mut f = ResponseFramer::default();
+        let n: u64 = stream.iter().map(|b| f.feed(&[*b]).unwrap()).sum();
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn framer_refuses_what_it_cannot_frame() {
+        let mut f = ResponseFramer::default();
+        assert!(f.feed(b"HTTP/1.1 404 Not Found\r\n\r\n").is_err());
+        let mut f = ResponseFramer::default();
+        assert!(f.feed(b"HTTP/1.1 200 OK\r\nX: y\r\n\r\n").is_err());
+        let mut f = ResponseFramer::default();
+        assert_eq!(
+            f.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .unwrap(),
+            1
+        );
+    }
 }

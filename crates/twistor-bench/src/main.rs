@@ -1,6 +1,7 @@
-//! `twistor-bench`: twistor's echo server against tokio, a C epoll loop and Twisted.
+//! `twistor-bench`: twistor against tokio, hyper, a C epoll loop and Twisted.
 //!
-//! `cargo run --release -p twistor-bench -- echo` runs the suite; `--help` lists the rest.
+//! `cargo run --release -p twistor-bench -- echo` runs the echo suite, `-- http` the HTTP
+//! one; `--help` lists the rest.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use twistor_bench::counts::{self, CountOptions};
 use twistor_bench::echo::{self, EchoOptions, Scenario};
-use twistor_bench::load::{self, Limit};
+use twistor_bench::http::{
+    self, HttpCountOptions, HttpLauncher, HttpOptions, HttpScenario, HttpServerKind,
+};
+use twistor_bench::load::{self, HttpLoad, Limit};
 use twistor_bench::report::{Table, fmt_num, fmt_us};
 use twistor_bench::server::{self, Launcher, ServerKind};
 use twistor_bench::{micro, peers};
@@ -17,7 +21,7 @@ use twistor_bench::{micro, peers};
 #[derive(Parser)]
 #[command(
     name = "twistor-bench",
-    about = "twistor against tokio, a C epoll loop and Twisted"
+    about = "twistor against tokio, hyper, a C epoll loop and Twisted"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,6 +32,11 @@ struct Cli {
 enum Command {
     /// Every echo scenario against every server, interleaved; writes echo.md and echo.svg.
     Echo(EchoArgs),
+    /// HTTP hello world, keep-alive and pipelined, against hyper, C and Twisted; writes
+    /// http.md and http.svg.
+    Http(HttpArgs),
+    /// User-space instructions per HTTP request under valgrind's callgrind.
+    HttpCallgrind(HttpCountArgs),
     /// User-space instructions per round trip at 50×64 B, under valgrind's callgrind.
     Callgrind(CountArgs),
     /// System calls per echoed message at 50×64 B, under strace -c -f.
@@ -50,13 +59,16 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         callbacks: usize,
     },
-    /// Runs one of the echo servers this binary carries: twistor, tokio-ct or tokio-mt.
+    /// Runs one of the servers this binary carries: the echo servers twistor, tokio-ct and
+    /// tokio-mt, the HTTP servers twistor-http, hyper-ct and hyper-ct-pf.
     Serve {
-        /// twistor, tokio-ct or tokio-mt.
+        /// twistor, tokio-ct, tokio-mt, twistor-http, hyper-ct or hyper-ct-pf.
         kind: String,
         /// The port on 127.0.0.1 (0 lets the OS choose).
         port: u16,
     },
+    /// The HTTP load generator alone, against any HTTP server.
+    LoadHttp(LoadHttpArgs),
     /// The load generator alone, against any echo server.
     Load {
         /// The server's address.
@@ -75,6 +87,86 @@ enum Command {
         #[arg(long)]
         core: Option<usize>,
     },
+}
+
+/// The HTTP load generator alone, against any HTTP server.
+#[derive(Args)]
+struct LoadHttpArgs {
+    /// The server's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Requests per write (1: one at a time; 16: pipelined).
+    #[arg(long, default_value_t = 1)]
+    depth: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Pin the load generator to this core.
+    #[arg(long)]
+    core: Option<usize>,
+}
+
+#[derive(Args)]
+struct HttpCommon {
+    /// Where results go (default: bench/results at the workspace root).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The twistor server command, `{port}` standing for the port (default: this binary's
+    /// `serve twistor-http {port}`, a copy of twistor-http's examples/hello_server.rs).
+    #[arg(long)]
+    twistor_cmd: Option<String>,
+    /// Core the load generator is pinned to.
+    #[arg(long, default_value_t = 0)]
+    client_core: usize,
+    /// Core every server is pinned to.
+    #[arg(long, default_value_t = 1)]
+    server_core: usize,
+    /// Pin nothing.
+    #[arg(long)]
+    no_pin: bool,
+    /// Servers to run: twistor, hyper-ct, hyper-ct-pf, c-epoll, twisted (default: all but
+    /// twisted for http-callgrind).
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+}
+
+#[derive(Args)]
+struct HttpArgs {
+    #[command(flatten)]
+    common: HttpCommon,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 2.0)]
+    duration: f64,
+    /// Warm-up seconds before each measured window.
+    #[arg(long, default_value_t = 0.3)]
+    warmup: f64,
+    /// Runs per (scenario, server), interleaved A B C A B C …; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Scenarios to run: keepalive, pipelined (default: both).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// About 20 seconds: 0.5 s runs, 0.1 s warm-up, 1 repeat.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Args)]
+struct HttpCountArgs {
+    #[command(flatten)]
+    common: HttpCommon,
+    /// Requests in the first run.
+    #[arg(long, default_value_t = 20_000)]
+    n1: u64,
+    /// Requests in the second run.
+    #[arg(long, default_value_t = 100_000)]
+    n2: u64,
+    /// Scenarios to count: keepalive, pipelined (default: both).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
 }
 
 #[derive(Args)]
@@ -163,6 +255,9 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Echo(args) => run_echo(args),
+        Command::Http(args) => run_http(args),
+        Command::HttpCallgrind(args) => run_http_callgrind(args),
+        Command::LoadHttp(args) => run_load_http(args),
         Command::Callgrind(args) => {
             let defaults = [ServerKind::Twistor, ServerKind::TokioCt, ServerKind::C];
             let (launcher, opts) = count_setup(args, &defaults)?;
@@ -178,9 +273,14 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             "twistor" => Ok(peers::twistor_echo(port)?),
             "tokio-ct" => Ok(peers::tokio_current_thread(port)?),
             "tokio-mt" => Ok(peers::tokio_multi_thread(port)?),
-            other => {
-                Err(format!("no built-in server {other:?}: twistor, tokio-ct, tokio-mt").into())
-            }
+            "twistor-http" => peers::twistor_http_hello(port),
+            "hyper-ct" => Ok(peers::hyper_current_thread(port, false)?),
+            "hyper-ct-pf" => Ok(peers::hyper_current_thread(port, true)?),
+            other => Err(format!(
+                "no built-in server {other:?}: twistor, tokio-ct, tokio-mt, twistor-http, \
+                 hyper-ct, hyper-ct-pf"
+            )
+            .into()),
         },
         Command::Load {
             addr,
@@ -249,6 +349,132 @@ fn run_echo(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(echo::run(&launcher, &opts)?)
 }
 
+fn run_http(args: HttpArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (duration, warmup, repeats) = if args.quick {
+        (0.5, 0.1, 1)
+    } else {
+        (args.duration, args.warmup, args.repeats)
+    };
+    let scenarios = pick_http_scenarios(&args.scenarios)?;
+    let servers = parse_http_servers(&args.common.servers, &HttpServerKind::ALL)?;
+    let (launcher, out_dir, client_core) = http_setup(&args.common)?;
+    let opts = HttpOptions {
+        duration: Duration::from_secs_f64(duration),
+        warmup: Duration::from_secs_f64(warmup),
+        repeats: repeats.max(1),
+        scenarios,
+        servers,
+        client_core,
+        out_dir,
+    };
+    Ok(http::run(&launcher, &opts)?)
+}
+
+fn run_http_callgrind(args: HttpCountArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.n2 <= args.n1 {
+        return Err("--n2 must be larger than --n1".into());
+    }
+    let scenarios = pick_http_scenarios(&args.scenarios)?;
+    let defaults = [
+        HttpServerKind::Twistor,
+        HttpServerKind::Hyper,
+        HttpServerKind::C,
+    ];
+    let servers = parse_http_servers(&args.common.servers, &defaults)?;
+    let (launcher, out_dir, _) = http_setup(&args.common)?;
+    let opts = HttpCountOptions {
+        servers,
+        n1: args.n1,
+        n2: args.n2,
+        scenarios,
+        work_dir: work_dir(),
+        out_dir,
+    };
+    Ok(http::callgrind(&launcher, &opts)?)
+}
+
+fn run_load_http(args: LoadHttpArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(core) = args.core {
+        server::pin_current_thread(core)?;
+    }
+    server::raise_fd_limit()?;
+    let limit = Limit::Time {
+        warmup: Duration::from_millis(300),
+        measure: Duration::from_secs_f64(args.duration),
+    };
+    let load = HttpLoad::get(args.addr, args.conns, args.depth);
+    let r = load::http(args.addr, &load, limit, None)?;
+    println!(
+        "{} connections × {} requests per write: {} requests/s, p50 {}, p99 {} (per write)",
+        args.conns,
+        args.depth,
+        fmt_num(r.rate()),
+        fmt_us(r.latency.p50_ns),
+        fmt_us(r.latency.p99_ns)
+    );
+    Ok(())
+}
+
+/// Raises the fd limit, pins this process, and prepares the HTTP servers.
+fn http_setup(
+    common: &HttpCommon,
+) -> Result<(HttpLauncher, PathBuf, Option<usize>), Box<dyn std::error::Error>> {
+    server::raise_fd_limit()?;
+    let pin = !common.no_pin && server::cpu_count() >= 2;
+    let (client_core, server_core) = if pin {
+        server::pin_current_thread(common.client_core)?;
+        (Some(common.client_core), Some(common.server_core))
+    } else {
+        (None, None)
+    };
+    let launcher = HttpLauncher::prepare(&work_dir(), common.twistor_cmd.as_deref(), server_core)?;
+    eprintln!("twistor server: {}", launcher.twistor_cmd.join(" "));
+    Ok((launcher, results_dir(common.out.as_ref())?, client_core))
+}
+
+fn pick_http_scenarios(names: &[String]) -> Result<Vec<HttpScenario>, Box<dyn std::error::Error>> {
+    let all = HttpScenario::all();
+    if names.is_empty() {
+        return Ok(all);
+    }
+    names
+        .iter()
+        .map(|name| {
+            all.iter()
+                .find(|s| &s.name() == name)
+                .copied()
+                .ok_or_else(|| format!("unknown scenario {name:?}: keepalive, pipelined").into())
+        })
+        .collect()
+}
+
+fn parse_http_servers(
+    names: &[String],
+    defaults: &[HttpServerKind],
+) -> Result<Vec<HttpServerKind>, Box<dyn std::error::Error>> {
+    if names.is_empty() {
+        return Ok(defaults.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            HttpServerKind::from_name(n).ok_or_else(|| {
+                format!("unknown server {n:?}: twistor, hyper-ct, hyper-ct-pf, c-epoll, twisted")
+                    .into()
+            })
+        })
+        .collect()
+}
+
+/// `out`, or bench/results at the workspace root; created, and made absolute.
+fn results_dir(out: Option<&PathBuf>) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let out = out
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results"));
+    std::fs::create_dir_all(&out)?;
+    Ok(out.canonicalize()?)
+}
+
 fn count_setup(
     args: CountArgs,
     defaults: &[ServerKind],
@@ -287,13 +513,7 @@ fn setup(
     };
     let launcher = Launcher::prepare(&work_dir(), common.twistor_cmd.as_deref(), server_core)?;
     eprintln!("twistor server: {}", launcher.twistor_cmd.join(" "));
-    let out = common
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results"));
-    std::fs::create_dir_all(&out)?;
-    let out = out.canonicalize()?;
-    Ok((launcher, out, client_core))
+    Ok((launcher, results_dir(common.out.as_ref())?, client_core))
 }
 
 /// `target/twistor-bench` next to this binary's profile directory, else a temporary one.

@@ -94,8 +94,8 @@ impl Launcher {
         };
         Ok(Launcher {
             twistor_cmd,
-            c_exe: compile_c(work_dir),
-            twisted: find_twisted(work_dir),
+            c_exe: compile_c(work_dir, "epoll_echo", EPOLL_ECHO_C),
+            twisted: find_twisted(work_dir, "twisted_echo.py", TWISTED_ECHO_PY),
             self_exe,
             server_core,
         })
@@ -168,24 +168,7 @@ impl Launcher {
         let port = free_port()?;
         let mut argv: Vec<String> = wrapper.to_vec();
         argv.extend(self.command_line(kind, port)?);
-        let mut command = Command::new(&argv[0]);
-        command
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        if let Some(core) = self.server_core {
-            pin_command(&mut command, core);
-        }
-        let child = command
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", argv.join(" "))))?;
-        let mut server = Server {
-            kind,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child,
-        };
-        server.wait_ready(ready_timeout)?;
-        Ok(server)
+        Server::spawn(kind.name(), &argv, port, self.server_core, ready_timeout)
     }
 }
 
@@ -193,14 +176,47 @@ impl Launcher {
 /// even when the run fails.
 #[derive(Debug)]
 pub struct Server {
-    /// Which server this is.
-    pub kind: ServerKind,
+    /// Which server this is, by its short name.
+    pub name: &'static str,
     /// Where it listens.
     pub addr: SocketAddr,
     child: Child,
 }
 
 impl Server {
+    /// Runs `argv` (program first), pinned to `core` if given, and waits up to
+    /// `ready_timeout` until it accepts connections on `port` of 127.0.0.1. Its standard
+    /// output is discarded; its standard error is this process's.
+    pub fn spawn(
+        name: &'static str,
+        argv: &[String],
+        port: u16,
+        core: Option<usize>,
+        ready_timeout: Duration,
+    ) -> io::Result<Server> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+        };
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if let Some(core) = core {
+            pin_command(&mut command, core);
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", argv.join(" "))))?;
+        let mut server = Server {
+            name,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+        };
+        server.wait_ready(ready_timeout)?;
+        Ok(server)
+    }
+
     /// The pid of the process started (the wrapper's, when wrapped).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -234,7 +250,7 @@ impl Server {
             if let Some(status) = self.child.try_wait()? {
                 return Err(io::Error::other(format!(
                     "{} exited before listening ({status})",
-                    self.kind
+                    self.name
                 )));
             }
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
@@ -243,7 +259,7 @@ impl Server {
             if Instant::now() > deadline {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("{} did not listen on {} in time", self.kind, self.addr),
+                    format!("{} did not listen on {} in time", self.name, self.addr),
                 ));
             }
             thread::sleep(Duration::from_millis(20));
@@ -346,10 +362,12 @@ fn default_twistor_cmd(self_exe: &Path) -> Vec<String> {
     ]
 }
 
-fn compile_c(work_dir: &Path) -> Result<PathBuf, String> {
-    let source = work_dir.join("epoll_echo.c");
-    let exe = work_dir.join("epoll_echo");
-    std::fs::write(&source, EPOLL_ECHO_C).map_err(|e| format!("writing C source: {e}"))?;
+/// Compiles the C program `source` as `work_dir/name` with `$CC` (else `cc`), or says why
+/// it could not.
+pub fn compile_c(work_dir: &Path, name: &str, source_text: &str) -> Result<PathBuf, String> {
+    let source = work_dir.join(format!("{name}.c"));
+    let exe = work_dir.join(name);
+    std::fs::write(&source, source_text).map_err(|e| format!("writing C source: {e}"))?;
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
         .args(["-O2", "-g", "-o"])
@@ -364,7 +382,14 @@ fn compile_c(work_dir: &Path) -> Result<PathBuf, String> {
     }
 }
 
-fn find_twisted(work_dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+/// Finds a Python with Twisted (`$PYTHON`, else `python3`) and writes `script_text` as
+/// `work_dir/script_name`; returns the interpreter's real path and the script's, or says
+/// why Twisted is skipped.
+pub fn find_twisted(
+    work_dir: &Path,
+    script_name: &str,
+    script_text: &str,
+) -> Result<(PathBuf, PathBuf), String> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     // Ask for the interpreter's real path: `python3` may be a shell shim (pyenv) that
     // valgrind would profile instead of Python.
@@ -382,8 +407,8 @@ fn find_twisted(work_dir: &Path) -> Result<(PathBuf, PathBuf), String> {
         Err(e) => return Err(format!("Twisted skipped: no `{python}` ({e})")),
     };
     let exe = if exe.is_empty() { python } else { exe };
-    let script = work_dir.join("twisted_echo.py");
-    std::fs::write(&script, TWISTED_ECHO_PY).map_err(|e| format!("writing Twisted script: {e}"))?;
+    let script = work_dir.join(script_name);
+    std::fs::write(&script, script_text).map_err(|e| format!("writing Twisted script: {e}"))?;
     Ok((PathBuf::from(exe), script))
 }
 

@@ -13,6 +13,8 @@ use std::rc::Rc;
 
 use twistor::Reactor;
 use twistor::tcp::ListenOptions;
+use twistor_http::http::HeaderValue;
+use twistor_http::http::header::CONTENT_TYPE;
 use twistor_http::server::{Site, handler};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let site = Site::new(
         reactor.clone(),
         handler(|req| {
-            req.set_header("content-type", "text/plain");
+            req.set_header(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             "Hello, world!\n".into()
         }),
     );

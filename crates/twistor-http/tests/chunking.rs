@@ -395,7 +395,8 @@ proptest! {
                 RequestEvent::Head(h) => {
                     prop_assert_eq!(&h.method, &method);
                     prop_assert_eq!(h.uri.to_string(), "/p?q");
-                    prop_assert_eq!(h.headers.get("host").unwrap(), "h:81");
+                    prop_assert_eq!(h.headers().get("host").unwrap(), "h:81");
+                    prop_assert_eq!(h.header("Host"), Some(&b"h:81"[..]));
                 }
                 RequestEvent::Data(d) => got.extend_from_slice(&d),
                 RequestEvent::End(_) => ended = true,

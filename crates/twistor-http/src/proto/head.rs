@@ -1,7 +1,7 @@
 //! What requests and responses share: finding the end of a head, turning httparse's fields
 //! into a `HeaderMap`, reading the framing fields, and writing a head out.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -30,8 +30,52 @@ pub(crate) struct ScanLimits {
 }
 
 impl HeadScanner {
+    /// Whether the scan has not looked at any byte yet.
+    pub fn is_fresh(&self) -> bool {
+        self.pos == 0
+    }
+
     /// Returns the length of the section (final empty line included) once it is complete.
+    ///
+    /// Where no limit can be reached it jumps from line feed to line feed ([`find_lf`]);
+    /// near a limit it walks byte by byte. Either way the outcome is the byte walk's: at
+    /// each byte, the request-line bound first (CR and LF exempt), then the section bound,
+    /// then line-ending rules at an LF.
     pub fn scan(&mut self, buf: &[u8], limits: &ScanLimits) -> Result<Option<usize>, Error> {
+        loop {
+            // No byte below `safe` can break a limit.
+            let safe = self.safe_end(limits);
+            let end = buf.len().min(safe);
+            match find_lf(&buf[..end], self.pos) {
+                Some(i) => {
+                    self.pos = i + 1;
+                    if let Some(len) = self.line_ended(buf, i, limits)? {
+                        return Ok(Some(len));
+                    }
+                }
+                None if end == buf.len() => {
+                    self.pos = self.pos.max(end);
+                    return Ok(None);
+                }
+                None => {
+                    self.pos = self.pos.max(end);
+                    return self.scan_bytewise(buf, limits);
+                }
+            }
+        }
+    }
+
+    /// Where the bytes that cannot break a limit end.
+    #[inline]
+    fn safe_end(&self, limits: &ScanLimits) -> usize {
+        match limits.max_line {
+            Some(max) if !self.first_line_done => max.min(limits.max_head),
+            _ => limits.max_head,
+        }
+    }
+
+    /// The byte walk, from where the scan is.
+    fn scan_bytewise(&mut self, buf: &[u8], limits: &ScanLimits) -> Result<Option<usize>, Error> {
         while self.pos < buf.len() {
             let i = self.pos;
             let b = buf[i];
@@ -47,23 +91,70 @@ impl HeadScanner {
             if i >= limits.max_head {
                 return Err(Error::HeadTooLarge);
             }
-            if b != b'\n' {
-                continue;
-            }
-            let crlf = i > 0 && buf[i - 1] == b'\r';
-            if limits.strict && !crlf {
-                return Err(Error::BareLineFeed);
-            }
-            self.first_line_done = true;
-            // The line just ended is empty if the byte before its terminator ends a line
-            // too (or it is the first line).
-            let start = if crlf { i - 1 } else { i };
-            if start == 0 || buf[start - 1] == b'\n' {
-                return Ok(Some(i + 1));
+            if b == b'\n'
+                && let Some(len) = self.line_ended(buf, i, limits)?
+            {
+                return Ok(Some(len));
             }
         }
         Ok(None)
     }
+
+    /// A line ended with the LF at `i`: checks its ending, and returns the section's length
+    /// if it was the empty line that ends it.
+    #[inline]
+    fn line_ended(
+        &mut self,
+        buf: &[u8],
+        i: usize,
+        limits: &ScanLimits,
+    ) -> Result<Option<usize>, Error> {
+        let crlf = i > 0 && buf[i - 1] == b'\r';
+        if limits.strict && !crlf {
+            return Err(Error::BareLineFeed);
+        }
+        self.first_line_done = true;
+        // The line just ended is empty if the byte before its terminator ends a line
+        // too (or it is the first line).
+        let start = if crlf { i - 1 } else { i };
+        Ok((start == 0 || buf[start - 1] == b'\n').then_some(i + 1))
+    }
+
+    /// The plain byte-by-byte walk `scan` must agree with, from the start.
+    #[cfg(test)]
+    pub fn scan_reference(
+        &mut self,
+        buf: &[u8],
+        limits: &ScanLimits,
+    ) -> Result<Option<usize>, Error> {
+        self.scan_bytewise(buf, limits)
+    }
+}
+
+/// The index of the first LF in `buf` at or after `from`.
+///
+/// Eight bytes at a time: head lines are short (20–40 bytes), where a word-at-a-time loop
+/// beats `memchr`'s vector set-up.
+#[inline]
+pub(crate) fn find_lf(buf: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut i = from;
+    while let Some(word) = buf.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or_default()) ^ LFS;
+        // The lowest byte that is zero in `x` (an LF) sets its high bit here; bytes above
+        // it may be set spuriously, bytes below it never.
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    buf.get(i..)?
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|k| i + k)
 }
 
 /// Drops empty lines before a start line (RFC 9112 §2.2 lets a server ignore them).
@@ -72,16 +163,12 @@ pub(crate) fn skip_leading_empty_lines(buf: &mut BytesMut, strict: bool) -> Resu
     loop {
         match buf.first() {
             Some(b'\r') => match buf.get(1) {
-                Some(b'\n') => {
-                    let _ = buf.split_to(2);
-                }
+                Some(b'\n') => buf.advance(2),
                 Some(_) => return Err(Error::MalformedHead("stray CR")),
                 None => return Ok(false),
             },
             Some(b'\n') if strict => return Err(Error::BareLineFeed),
-            Some(b'\n') => {
-                let _ = buf.split_to(1);
-            }
+            Some(b'\n') => buf.advance(1),
             _ => return Ok(true),
         }
     }
@@ -123,6 +210,90 @@ pub(crate) fn to_header_map(
     Ok(map)
 }
 
+/// A header section as received and already checked by httparse (strict CRLF line endings,
+/// no obs-fold, names that are tokens, values of visible characters): its fields are read
+/// straight from the bytes, without building a `HeaderMap` unless one is asked for.
+#[derive(Clone)]
+pub(crate) struct RawFields {
+    /// The whole head, start line included.
+    head: Bytes,
+    /// Where the first field line starts.
+    start: usize,
+}
+
+impl RawFields {
+    /// The fields of `head`, whose start line (its CRLF included) is `start` bytes long.
+    pub fn new(head: Bytes, start: usize) -> RawFields {
+        debug_assert_eq!(head.get(start.wrapping_sub(1)), Some(&b'\n'));
+        let start = start.min(head.len());
+        RawFields { head, start }
+    }
+
+    /// `(name, value)` pairs in order, values trimmed of surrounding whitespace as httparse
+    /// trims them.
+    pub fn iter(&self) -> RawFieldIter<'_> {
+        RawFieldIter {
+            rest: &self.head[self.start..],
+        }
+    }
+
+    /// The value of the first field named `name` (ASCII case-insensitive).
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The fields as a `HeaderMap`, the values sharing the head's memory.
+    pub fn to_header_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.iter().count());
+        for (name, value) in self.iter() {
+            // httparse checked both against the grammars these follow, so neither fails.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(self.head.slice_ref(value)),
+            ) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+}
+
+impl std::fmt::Debug for RawFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.iter()
+                    .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v))),
+            )
+            .finish()
+    }
+}
+
+/// The fields of a [`RawFields`], in order.
+pub(crate) struct RawFieldIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for RawFieldIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        let lf = find_lf(self.rest, 0)?;
+        let line = &self.rest[..lf];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            self.rest = &[];
+            return None;
+        }
+        self.rest = &self.rest[lf + 1..];
+        let colon = memchr::memchr(b':', line).unwrap_or(line.len());
+        let value = line.get(colon + 1..).unwrap_or_default();
+        Some((&line[..colon], trim_ows(value)))
+    }
+}
+
 /// The elements of a comma-separated list field (RFC 9110 §5.6.1), OWS trimmed, empty
 /// elements skipped as the RFC asks.
 pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -147,7 +318,12 @@ pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> 
     headers
         .get_all(name)
         .iter()
-        .any(|v| list_elements(v.as_bytes()).any(|e| e.eq_ignore_ascii_case(token.as_bytes())))
+        .any(|v| value_has_token(v.as_bytes(), token.as_bytes()))
+}
+
+/// Whether any element of one list field value equals `token` (case-insensitive).
+pub(crate) fn value_has_token(value: &[u8], token: &[u8]) -> bool {
+    list_elements(value).any(|e| e.eq_ignore_ascii_case(token))
 }
 
 /// The message's `Content-Length`, if it has one.
@@ -157,9 +333,23 @@ pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> 
 /// [`Error::ConflictingContentLength`]. Each value must be `1*DIGIT`: no sign, no `0x`, no
 /// inner spaces, no overflow (Twisted's CVE-2022-24801 accepted `+5`).
 pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
-    let mut found: Option<u64> = None;
+    let mut length = ContentLength::default();
     for value in headers.get_all(CONTENT_LENGTH) {
-        let bytes = value.as_bytes();
+        length.add(value.as_bytes())?;
+    }
+    Ok(length.value)
+}
+
+/// Folds `Content-Length` field values, in order, into the one length they agree on.
+#[derive(Debug, Default)]
+pub(crate) struct ContentLength {
+    /// The length so far; `None` until a value is added.
+    pub value: Option<u64>,
+}
+
+impl ContentLength {
+    /// Adds one field value; the first invalid or differing value is the error.
+    pub fn add(&mut self, bytes: &[u8]) -> Result<(), Error> {
         if list_elements(bytes).next().is_none() {
             return Err(Error::InvalidContentLength);
         }
@@ -167,13 +357,13 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> 
         // or leading comma too. Anything else must be digits.
         for element in list_elements(bytes) {
             let n = parse_decimal(element).ok_or(Error::InvalidContentLength)?;
-            match found {
+            match self.value {
                 Some(prev) if prev != n => return Err(Error::ConflictingContentLength),
-                _ => found = Some(n),
+                _ => self.value = Some(n),
             }
         }
+        Ok(())
     }
-    Ok(found)
 }
 
 fn parse_decimal(s: &[u8]) -> Option<u64> {
@@ -202,25 +392,44 @@ pub(crate) enum TransferCoding {
 }
 
 pub(crate) fn transfer_coding(headers: &HeaderMap) -> TransferCoding {
-    let mut fields = headers.get_all(TRANSFER_ENCODING).iter().peekable();
-    if fields.peek().is_none() {
-        return TransferCoding::Absent;
+    let mut coding = TransferCodings::default();
+    for value in headers.get_all(TRANSFER_ENCODING) {
+        coding.add(value.as_bytes());
     }
-    let mut codings = 0usize;
-    let mut chunked_seen = 0usize;
-    let mut last_is_chunked = false;
-    for value in fields {
-        for element in list_elements(value.as_bytes()) {
-            codings += 1;
-            last_is_chunked = element.eq_ignore_ascii_case(b"chunked");
-            chunked_seen += usize::from(last_is_chunked);
+    coding.result()
+}
+
+/// Folds `Transfer-Encoding` field values, in order, into what they say.
+#[derive(Debug, Default)]
+pub(crate) struct TransferCodings {
+    fields: usize,
+    codings: usize,
+    chunked_seen: usize,
+    last_is_chunked: bool,
+}
+
+impl TransferCodings {
+    /// Adds one field value.
+    pub fn add(&mut self, value: &[u8]) {
+        self.fields += 1;
+        for element in list_elements(value) {
+            self.codings += 1;
+            self.last_is_chunked = element.eq_ignore_ascii_case(b"chunked");
+            self.chunked_seen += usize::from(self.last_is_chunked);
         }
     }
-    // RFC 9112 §7: chunked must be final and applied once.
-    match (last_is_chunked, chunked_seen, codings) {
-        (true, 1, 1) => TransferCoding::Chunked,
-        (true, 1, _) => TransferCoding::OtherThenChunked,
-        _ => TransferCoding::Invalid,
+
+    /// What the fields added say.
+    pub fn result(&self) -> TransferCoding {
+        if self.fields == 0 {
+            return TransferCoding::Absent;
+        }
+        // RFC 9112 §7: chunked must be final and applied once.
+        match (self.last_is_chunked, self.chunked_seen, self.codings) {
+            (true, 1, 1) => TransferCoding::Chunked,
+            (true, 1, _) => TransferCoding::OtherThenChunked,
+            _ => TransferCoding::Invalid,
+        }
     }
 }
 
@@ -254,24 +463,23 @@ pub(crate) fn write_headers(out: &mut BytesMut, headers: &HeaderMap) {
     }
 }
 
-pub(crate) fn write_decimal(out: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+pub(crate) fn write_content_length(out: &mut BytesMut, mut n: u64) {
+    // Built on the stack and written at once: `content-length: ` + up to 20 digits + CRLF.
+    const PREFIX: &[u8] = b"content-length: ";
+    let mut line = [0u8; PREFIX.len() + 20 + 2];
+    let mut i = line.len() - 2;
+    line[i..].copy_from_slice(b"\r\n");
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        line[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.put_slice(&digits[i..]);
-}
-
-pub(crate) fn write_content_length(out: &mut BytesMut, n: u64) {
-    out.put_slice(b"content-length: ");
-    write_decimal(out, n);
-    out.put_slice(b"\r\n");
+    i -= PREFIX.len();
+    line[i..i + PREFIX.len()].copy_from_slice(PREFIX);
+    out.put_slice(&line[i..]);
 }
 
 #[cfg(test)]
@@ -321,6 +529,101 @@ mod tests {
         let long = [b"GET / HTTP/1.1\r\n".as_slice(), &[b'a'; 60]].concat();
         assert_eq!(scan_all(&long, true), Err(Error::HeadTooLarge));
         assert_eq!(scan_all(b"\r\n", true), Ok(Some(2)));
+    }
+
+    #[test]
+    fn content_length_lines() {
+        for n in [0, 7, 10, 14, 999, 1 << 40, u64::MAX] {
+            let mut out = BytesMut::new();
+            write_content_length(&mut out, n);
+            assert_eq!(&out[..], format!("content-length: {n}\r\n").as_bytes());
+        }
+    }
+
+    #[test]
+    fn find_lf_everywhere() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut buf = vec![b'a'; len];
+                if at < len {
+                    buf[at] = b'\n';
+                }
+                for from in 0..=len {
+                    let want = (at < len && at >= from).then_some(at);
+                    assert_eq!(find_lf(&buf, from), want, "len {len} lf {at} from {from}");
+                }
+            }
+        }
+        // Bytes just above and below LF, and a second LF after the first.
+        assert_eq!(find_lf(b"\x09\x0b\x8a\n\x0a", 0), Some(3));
+        assert_eq!(
+            find_lf(b"\x8a\x8a\x8a\x8a\x8a\x8a\x8a\x8a\x0b\n", 0),
+            Some(9)
+        );
+        assert_eq!(find_lf(b"", 3), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// The line-at-a-time scanner agrees with the byte-at-a-time walk on any input,
+        /// limits and chunking.
+        #[test]
+        fn scanner_matches_bytewise(
+            input in proptest::collection::vec(
+                proptest::sample::select(b"ab \r\n:".to_vec()), 0..120),
+            max_line in proptest::option::of(0usize..40),
+            max_head in 0usize..100,
+            strict in proptest::bool::ANY,
+            cuts in proptest::collection::vec(0usize..120, 0..6),
+        ) {
+            let limits = ScanLimits { max_line, max_head, strict };
+            let mut cuts = cuts;
+            cuts.push(input.len());
+            cuts.sort_unstable();
+            let (mut fast, mut slow) = (HeadScanner::default(), HeadScanner::default());
+            for &cut in &cuts {
+                let cut = cut.min(input.len());
+                let a = fast.scan(&input[..cut], &limits);
+                let b = slow.scan_reference(&input[..cut], &limits);
+                proptest::prop_assert_eq!(&a, &b, "prefix of {}", cut);
+                if !matches!(a, Ok(None)) {
+                    break;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn raw_fields_read_like_httparse() {
+        let head = Bytes::from_static(
+            b"GET / HTTP/1.1\r\nHost: h\r\nX-A:\t a b \t\r\nEmpty:\r\nx-a: 2\r\n\r\n",
+        );
+        let fields = RawFields::new(head.clone(), 16);
+        let got: Vec<(&[u8], &[u8])> = fields.iter().collect();
+        let want: Vec<(&[u8], &[u8])> = vec![
+            (b"Host", b"h"),
+            (b"X-A", b"a b"),
+            (b"Empty", b""),
+            (b"x-a", b"2"),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(fields.get(b"x-a"), Some(&b"a b"[..]));
+        assert_eq!(fields.get(b"HOST"), Some(&b"h"[..]));
+        assert_eq!(fields.get(b"none"), None);
+        let map = fields.to_header_map();
+        assert_eq!(map.len(), 4);
+        assert_eq!(map.get_all("x-a").iter().count(), 2);
+        // The same slices as httparse's.
+        let mut slots = [httparse::EMPTY_HEADER; 8];
+        let mut req = httparse::Request::new(&mut slots);
+        assert!(req.parse(&head).unwrap().is_complete());
+        let parsed: Vec<(&[u8], &[u8])> = req
+            .headers
+            .iter()
+            .map(|h| (h.name.as_bytes(), h.value))
+            .collect();
+        assert_eq!(parsed, want);
     }
 
     #[test]

@@ -44,6 +44,7 @@ mod server;
 
 pub use client::{ClientConnection, ResponseEvent, ResponseHead};
 pub use date::{DateCache, SERVER, http_date};
+pub(crate) use server::DefaultFields;
 pub use server::{Phase, RequestEvent, RequestHead, ServerConnection};
 
 /// Bounds on what a peer may send. The defaults suit a public server.

@@ -11,7 +11,7 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, Response, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use twistor::defer::Failure;
 use twistor::protocol::{CloseReason, Protocol};
 use twistor::reactor::{DelayedCall, panic_message};
@@ -19,7 +19,7 @@ use twistor::tls::TlsTransport;
 use twistor::{Address, Producer, Transport};
 
 use super::log::AccessLogEntry;
-use super::request::{Request, RequestInner};
+use super::request::{Request, RequestInner, ResponseFields};
 use super::{NotFound, Render, Resource, SiteInner, percent_decode};
 use crate::Error;
 use crate::body::BodyReceiver;
@@ -47,6 +47,7 @@ impl HttpChannel {
                 transport: OnceCell::new(),
                 secure: Cell::new(secure),
                 st: RefCell::new(State::default()),
+                spare_headers: RefCell::new(ResponseFields::default()),
                 me: me.clone(),
             }),
         }
@@ -125,6 +126,9 @@ struct State {
     eof: bool,
     gone: bool,
     last_activity: f64,
+    /// The reactor time of the data that started the `process` round in progress, so the
+    /// responses it makes need not read the clock again.
+    round_now: Option<f64>,
     head_started: f64,
     timer: Option<DelayedCall>,
     timer_at: f64,
@@ -139,6 +143,8 @@ pub(crate) struct Channel {
     /// TLS underneath (seen on the transport, or said by the options).
     secure: Cell<bool>,
     st: RefCell<State>,
+    /// An emptied response field list, kept for the next request's response.
+    spare_headers: RefCell<ResponseFields>,
     me: Weak<Channel>,
 }
 
@@ -168,10 +174,14 @@ impl Channel {
                 return;
             }
             st.processing = true;
+            st.round_now = now;
         }
         loop {
             let blocked = {
-                let st = self.st.borrow();
+                let mut st = self.st.borrow_mut();
+                // This poll sees every change made so far; only changes made after it
+                // returns nothing (none: nothing runs in between) would need another round.
+                st.again = false;
                 st.body_paused || (matches!(st.sink, Sink::Unclaimed) && !st.body_empty)
             };
             let event = if blocked {
@@ -196,7 +206,9 @@ impl Channel {
         self.flush_out();
         self.update_reading();
         self.update_timer(now);
-        self.st.borrow_mut().processing = false;
+        let mut st = self.st.borrow_mut();
+        st.processing = false;
+        st.round_now = None;
     }
 
     /// Processes now, or after the round in progress.
@@ -221,13 +233,37 @@ impl Channel {
             UNIX_EPOCH
         };
         let body_empty = head.framing == Framing::Empty;
-        let inner = Rc::new(RequestInner::new(
-            head,
-            self.peer.clone(),
-            self.secure.get(),
-            received,
-            self.me.clone(),
-        ));
+        let secure = self.secure.get();
+        let response_headers = std::mem::take(&mut *self.spare_headers.borrow_mut());
+        // The previous request's allocation is reused when nothing else holds it (no
+        // `Request` clone, no body producer): a keep-alive connection then allocates no
+        // request state per request. The old state is dropped outside any borrow, since
+        // dropping it may run user code (a body receiver).
+        let reusable = self
+            .st
+            .borrow_mut()
+            .request
+            .take_if(|r| Rc::get_mut(r).is_some());
+        let build = |head, response_headers| {
+            Rc::new(RequestInner::new(
+                head,
+                self.peer.clone(),
+                secure,
+                received,
+                response_headers,
+                self.me.clone(),
+            ))
+        };
+        let inner = match reusable {
+            Some(mut previous) => match Rc::get_mut(&mut previous) {
+                Some(slot) => {
+                    slot.reset(head, secure, received, response_headers);
+                    previous
+                }
+                None => build(head, response_headers),
+            },
+            None => build(head, response_headers),
+        };
         {
             let mut st = self.st.borrow_mut();
             st.request = Some(inner.clone());
@@ -374,12 +410,12 @@ impl Channel {
         let Some(transport) = self.transport() else {
             return;
         };
-        loop {
-            let bytes = self.core.borrow_mut().poll_transmit();
-            match bytes {
-                Some(bytes) => transport.write(&bytes),
-                None => break,
-            }
+        // The core's buffer is lent out, not borrowed: writing may run a producer that
+        // calls back into this channel.
+        let mut buf = self.core.borrow_mut().poll_transmit_buf();
+        while let Some(bytes) = buf {
+            transport.write(&bytes);
+            buf = self.core.borrow_mut().recycle_transmit_and_poll(bytes);
         }
         if self.core.borrow().phase() == Phase::Closed {
             let mut st = self.st.borrow_mut();
@@ -392,7 +428,7 @@ impl Channel {
     }
 
     fn start_response(&self, request: &RequestInner) -> bool {
-        let (status, mut headers, size) = {
+        let (status, headers, size) = {
             let mut resp = request.resp.borrow_mut();
             if resp.started {
                 return true;
@@ -406,19 +442,28 @@ impl Channel {
             (resp.status, std::mem::take(&mut resp.headers), size)
         };
         let options = &self.site.options;
-        if let Some(server) = &options.server_header
-            && !headers.contains_key(header::SERVER)
-        {
-            headers.insert(header::SERVER, server.clone());
-        }
-        if !headers.contains_key(header::DATE) {
-            let date = self.site.dates.borrow_mut().header((options.wall_clock)());
-            headers.insert(header::DATE, date);
-        }
-        let mut response = Response::new(());
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        let result = self.core.borrow_mut().send_response(response, size);
+        let result = {
+            let mut cache = self.site.defaults.borrow_mut();
+            let now = match self.st.borrow().round_now {
+                Some(now) => now,
+                None => self.site.time.seconds(),
+            };
+            let defaults = cache.fields(options.server_header.as_ref(), now, options.wall_clock);
+            let mut core = self.core.borrow_mut();
+            match &headers {
+                ResponseFields::List(list) => core.send_response_head(
+                    status,
+                    list.iter().map(|(n, v)| (n, v)),
+                    defaults,
+                    size,
+                ),
+                ResponseFields::Map(map) => {
+                    core.send_response_head(status, map.iter(), defaults, size)
+                }
+            }
+        };
+        // Keep the list's memory for the next request's response.
+        *self.spare_headers.borrow_mut() = headers.recycled();
         if let Err(err) = result {
             tracing::error!("cannot send the response to {}: {err}", request.path());
             self.abort();
@@ -507,7 +552,10 @@ impl Channel {
                 st.sink = Sink::Discard;
             }
             st.body_paused = false;
-            st.last_activity = self.site.time.seconds();
+            st.last_activity = match st.round_now {
+                Some(now) => now,
+                None => self.site.time.seconds(),
+            };
         }
         for waiter in waiters {
             let _ = waiter.callback(());
@@ -647,15 +695,19 @@ impl Channel {
     /// When the read timer should fire for the connection's state, if at all.
     fn deadline(&self) -> Option<f64> {
         let phase = self.core.borrow().phase();
+        self.deadline_in(phase, &self.st.borrow())
+    }
+
+    /// The deadline for `phase`, with the state already borrowed.
+    fn deadline_in(&self, phase: Phase, st: &State) -> Option<f64> {
         let options = &self.site.options;
-        let st = self.st.borrow();
         match phase {
             Phase::Idle => Some(st.last_activity + options.idle_timeout.as_secs_f64()),
             Phase::ReadingHead => Some(st.head_started + options.header_timeout.as_secs_f64()),
             Phase::ReadingBody => {
                 let blocked =
                     st.body_paused || (matches!(st.sink, Sink::Unclaimed) && !st.body_empty);
-                (!blocked).then(|| st.last_activity + options.body_timeout.as_secs_f64())
+                (!blocked).then_some(st.last_activity + options.body_timeout.as_secs_f64())
             }
             _ => None,
         }
@@ -666,7 +718,7 @@ impl Channel {
     /// connection does not reschedule on every request.
     fn update_timer(&self, now: Option<f64>) {
         let phase = self.core.borrow().phase();
-        {
+        let deadline = {
             let mut st = self.st.borrow_mut();
             if st.gone {
                 return;
@@ -678,16 +730,14 @@ impl Channel {
                 }
             }
             st.last_phase = Some(phase);
-        }
-        let Some(deadline) = self.deadline() else {
-            return;
-        };
-        {
-            let st = self.st.borrow();
+            let Some(deadline) = self.deadline_in(phase, &st) else {
+                return;
+            };
             if st.timer.as_ref().is_some_and(DelayedCall::active) && st.timer_at <= deadline {
                 return;
             }
-        }
+            deadline
+        };
         let now = now.unwrap_or_else(|| self.site.time.seconds());
         let delay = Duration::from_secs_f64((deadline - now).max(0.0));
         let me = self.me.clone();
@@ -806,11 +856,7 @@ impl Channel {
         };
         let line = request.map_or_else(|| "-".to_owned(), RequestInner::request_line);
         let time = request.map_or_else(|| (self.site.options.wall_clock)(), |r| r.received);
-        let field = |name| {
-            request
-                .and_then(|r| r.headers.get(name))
-                .map(|v| v.as_bytes())
-        };
+        let field = |name| request.and_then(|r| r.head.header(name));
         log.log(&AccessLogEntry {
             client: &client,
             time,
@@ -826,7 +872,7 @@ impl Channel {
 /// Counts body bytes sent (none go out for HEAD, 204 and 304).
 fn count_sent(request: &RequestInner, n: usize) {
     let mut resp = request.resp.borrow_mut();
-    let bodiless = request.method == http::Method::HEAD
+    let bodiless = request.head.method == http::Method::HEAD
         || resp.status == StatusCode::NO_CONTENT
         || resp.status == StatusCode::NOT_MODIFIED;
     if !bodiless {

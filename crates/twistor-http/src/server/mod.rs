@@ -42,7 +42,7 @@ mod resource;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use twistor::protocol::{Factory, Protocol};
@@ -54,7 +54,7 @@ pub use resource::{
     NotFound, Render, Resource, Tree, error_page, escape_html, handler, method_not_allowed,
 };
 
-use crate::proto::{DateCache, Limits, SERVER};
+use crate::proto::{DefaultFields, Limits, SERVER, http_date};
 
 /// Tuning for a [`Site`]. The defaults suit a public server.
 #[derive(Clone)]
@@ -109,7 +109,70 @@ pub(crate) struct SiteInner {
     root: Rc<dyn Resource>,
     time: Rc<dyn ReactorTime>,
     options: ServerOptions,
-    dates: RefCell<DateCache>,
+    defaults: RefCell<DefaultFieldCache>,
+}
+
+/// The `Server` and `Date` fields every response gets, formatted once a second.
+///
+/// The wall clock is read only when the reactor's clock says its second may be over: a
+/// busy server reads one clock per request, not two. A wall clock stepped meanwhile shows
+/// in `Date` at the latest a second later.
+pub(crate) struct DefaultFieldCache {
+    /// Reactor time (seconds) until which `date` is right.
+    valid_until: f64,
+    /// The wall-clock second `date` shows.
+    secs: Option<u64>,
+    date: Vec<u8>,
+    /// `server: …\r\ndate: …\r\n`.
+    both: Vec<u8>,
+}
+
+impl Default for DefaultFieldCache {
+    fn default() -> DefaultFieldCache {
+        DefaultFieldCache {
+            valid_until: f64::NEG_INFINITY,
+            secs: None,
+            date: Vec::new(),
+            both: Vec::new(),
+        }
+    }
+}
+
+impl DefaultFieldCache {
+    /// The fields for a response sent at reactor time `now` (seconds) by a server that
+    /// calls itself `server`; `wall_clock` is read if the cached second may be over.
+    pub(crate) fn fields<'a>(
+        &'a mut self,
+        server: Option<&'a HeaderValue>,
+        now: f64,
+        wall_clock: fn() -> SystemTime,
+    ) -> DefaultFields<'a> {
+        if now >= self.valid_until {
+            let wall = wall_clock();
+            let since = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+            let secs = since.as_secs();
+            // Right until the wall clock's next second begins.
+            self.valid_until = now + (1.0 - f64::from(since.subsec_nanos()) / 1e9);
+            if self.secs != Some(secs) {
+                self.secs = Some(secs);
+                self.date = http_date(wall).into_bytes();
+                self.both.clear();
+                if let Some(server) = server {
+                    self.both.extend_from_slice(b"server: ");
+                    self.both.extend_from_slice(server.as_bytes());
+                    self.both.extend_from_slice(b"\r\n");
+                }
+                self.both.extend_from_slice(b"date: ");
+                self.both.extend_from_slice(&self.date);
+                self.both.extend_from_slice(b"\r\n");
+            }
+        }
+        DefaultFields {
+            server: server.map(HeaderValue::as_bytes),
+            date: Some(&self.date),
+            both: Some(&self.both),
+        }
+    }
 }
 
 impl Site {
@@ -130,7 +193,7 @@ impl Site {
                 root,
                 time: Rc::new(time),
                 options,
-                dates: RefCell::new(DateCache::default()),
+                defaults: RefCell::new(DefaultFieldCache::default()),
             }),
         }
     }

@@ -36,11 +36,7 @@ pub struct Request {
 }
 
 pub(crate) struct RequestInner {
-    pub(super) method: Method,
-    pub(super) uri: Uri,
-    pub(super) version: Version,
-    pub(super) headers: HeaderMap,
-    pub(super) framing: Framing,
+    pub(super) head: RequestHead,
     pub(super) peer: Address,
     pub(super) secure: bool,
     pub(super) received: SystemTime,
@@ -50,9 +46,97 @@ pub(crate) struct RequestInner {
     pub(super) channel: Weak<Channel>,
 }
 
+/// A response's header fields as they are set: a plain list while they are only set and
+/// then written (the usual case, and cheaper than hashing each into a map), a `HeaderMap`
+/// once someone asks to read or edit them as one.
+#[derive(Debug)]
+pub(crate) enum ResponseFields {
+    /// In the order set; `insert` has removed earlier fields of the same name.
+    List(Vec<(HeaderName, HeaderValue)>),
+    /// As a map.
+    Map(HeaderMap),
+}
+
+impl Default for ResponseFields {
+    fn default() -> ResponseFields {
+        ResponseFields::List(Vec::new())
+    }
+}
+
+impl ResponseFields {
+    /// Sets `name` to `value`, replacing what it had.
+    pub(crate) fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        match self {
+            ResponseFields::List(list) => {
+                if list.iter().any(|(n, _)| *n == name) {
+                    list.retain(|(n, _)| *n != name);
+                }
+                list.push((name, value));
+            }
+            ResponseFields::Map(map) => {
+                map.insert(name, value);
+            }
+        }
+    }
+
+    /// Adds a value to `name`, keeping those it had.
+    pub(crate) fn append(&mut self, name: HeaderName, value: HeaderValue) {
+        match self {
+            ResponseFields::List(list) => list.push((name, value)),
+            ResponseFields::Map(map) => {
+                map.append(name, value);
+            }
+        }
+    }
+
+    /// The fields as a map (made into one from here on).
+    pub(crate) fn map(&mut self) -> &mut HeaderMap {
+        if let ResponseFields::List(list) = self {
+            let mut map = HeaderMap::with_capacity(list.len());
+            for (name, value) in list.drain(..) {
+                map.append(name, value);
+            }
+            *self = ResponseFields::Map(map);
+        }
+        match self {
+            ResponseFields::Map(map) => map,
+            ResponseFields::List(_) => unreachable!("made a map just above"),
+        }
+    }
+
+    /// Emptied, keeping a list's memory for the next response.
+    pub(crate) fn recycled(self) -> ResponseFields {
+        match self {
+            ResponseFields::List(mut list) => {
+                list.clear();
+                ResponseFields::List(list)
+            }
+            ResponseFields::Map(_) => ResponseFields::default(),
+        }
+    }
+}
+
+impl ResponseState {
+    fn new(headers: ResponseFields) -> ResponseState {
+        ResponseState {
+            status: StatusCode::OK,
+            headers,
+            length: None,
+            empty: false,
+            started: false,
+            finished: false,
+            lost: false,
+            bytes: 0,
+            waiters: Vec::new(),
+            pending: None,
+            producer: false,
+        }
+    }
+}
+
 pub(super) struct ResponseState {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub headers: ResponseFields,
     pub length: Option<u64>,
     /// Finished before anything was written or announced: no body at all.
     pub empty: bool,
@@ -74,46 +158,47 @@ impl RequestInner {
         peer: Address,
         secure: bool,
         received: SystemTime,
+        response_headers: ResponseFields,
         channel: Weak<Channel>,
     ) -> RequestInner {
         RequestInner {
-            method: head.method,
-            uri: head.uri,
-            version: head.version,
-            headers: head.headers,
-            framing: head.framing,
+            head,
             peer,
             secure,
             received,
             postpath_at: Cell::new(1),
-            resp: RefCell::new(ResponseState {
-                status: StatusCode::OK,
-                headers: HeaderMap::new(),
-                length: None,
-                empty: false,
-                started: false,
-                finished: false,
-                lost: false,
-                bytes: 0,
-                waiters: Vec::new(),
-                pending: None,
-                producer: false,
-            }),
+            resp: RefCell::new(ResponseState::new(response_headers)),
             channel,
         }
     }
 
+    /// Makes this the state of the next request on the same connection, in place.
+    pub(super) fn reset(
+        &mut self,
+        head: RequestHead,
+        secure: bool,
+        received: SystemTime,
+        response_headers: ResponseFields,
+    ) {
+        self.head = head;
+        self.secure = secure;
+        self.received = received;
+        self.postpath_at.set(1);
+        *self.resp.get_mut() = ResponseState::new(response_headers);
+    }
+
     pub(super) fn path(&self) -> &str {
-        self.uri.path()
+        self.head.uri.path()
     }
 
     /// The request line for the access log.
     pub(super) fn request_line(&self) -> String {
-        let target = self
+        let head = &self.head;
+        let target = head
             .uri
             .path_and_query()
-            .map_or_else(|| self.uri.to_string(), |p| p.as_str().to_owned());
-        format!("{} {} {:?}", self.method, target, self.version)
+            .map_or_else(|| head.uri.to_string(), |p| p.as_str().to_owned());
+        format!("{} {} {:?}", head.method, target, head.version)
     }
 }
 
@@ -130,12 +215,12 @@ impl Request {
 
     /// The method.
     pub fn method(&self) -> &Method {
-        &self.inner.method
+        &self.inner.head.method
     }
 
     /// The request target as sent.
     pub fn uri(&self) -> &Uri {
-        &self.inner.uri
+        &self.inner.head.uri
     }
 
     /// The path, still percent-encoded (`/` for `*` and authority-form targets).
@@ -145,22 +230,26 @@ impl Request {
 
     /// The query string, without its `?`.
     pub fn query(&self) -> Option<&str> {
-        self.inner.uri.query()
+        self.inner.head.uri.query()
     }
 
     /// `HTTP/1.0` or `HTTP/1.1`.
     pub fn version(&self) -> Version {
-        self.inner.version
+        self.inner.head.version
     }
 
     /// The header fields.
     pub fn headers(&self) -> &HeaderMap {
-        &self.inner.headers
+        self.inner.head.headers()
     }
 
     /// A header field's value, if present and text.
     pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
-        self.inner.headers.get(name).and_then(|v| v.to_str().ok())
+        self.inner
+            .head
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
     }
 
     /// The client's address.
@@ -180,7 +269,7 @@ impl Request {
 
     /// The body's framing: [`Framing::Empty`] when there is none.
     pub fn body_framing(&self) -> Framing {
-        self.inner.framing
+        self.inner.head.framing
     }
 
     /// The path segments consumed while finding the resource (Twisted's `prepath`),
@@ -282,12 +371,18 @@ impl Request {
 
     /// Changes the response header fields directly.
     pub fn with_response_headers<R>(&self, f: impl FnOnce(&mut HeaderMap) -> R) -> R {
-        f(&mut self.inner.resp.borrow_mut().headers)
+        f(self.inner.resp.borrow_mut().headers.map())
     }
 
     /// A response header field set so far.
     pub fn response_header(&self, name: impl http::header::AsHeaderName) -> Option<HeaderValue> {
-        self.inner.resp.borrow().headers.get(name).cloned()
+        self.inner
+            .resp
+            .borrow_mut()
+            .headers
+            .map()
+            .get(name)
+            .cloned()
     }
 
     /// Announces the body's length, so it is sent with `Content-Length` rather than
@@ -475,8 +570,8 @@ impl Request {
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
-            .field("method", &self.inner.method)
-            .field("uri", &self.inner.uri)
+            .field("method", &self.inner.head.method)
+            .field("uri", &self.inner.head.uri)
             .field("peer", &self.inner.peer)
             .finish()
     }

@@ -92,7 +92,7 @@ pub fn run_server(limits: Limits, pieces: &[&[u8]], eof: bool) -> ServerRun {
                         method: h.method.to_string(),
                         uri: h.uri.to_string(),
                         version: format!("{:?}", h.version),
-                        headers: fields(&h.headers),
+                        headers: fields(h.headers()),
                         framing: h.framing,
                         keep_alive: h.keep_alive,
                         expect_continue: h.expect_continue,
