@@ -23,7 +23,7 @@ pub const TWISTED_WEB_PY: &str = include_str!("../py/twisted_web.py");
 /// One of the HTTP servers the suite compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HttpServerKind {
-    /// twistor-http's hello world (`examples/hello_server.rs`, or this binary's copy).
+    /// twistor-http's hello world (`examples/hello_world.rs`, or this binary's copy).
     Twistor,
     /// hyper 1.x on a tokio `current_thread` runtime, hyper's defaults.
     Hyper,
@@ -87,7 +87,7 @@ pub struct HttpLauncher {
 impl HttpLauncher {
     /// Prepares every server: compiles the C one and writes the Twisted script under
     /// `work_dir`, and picks the twistor command (`twistor_cmd` if given, else this
-    /// binary's `serve twistor-http`, a copy of twistor-http's `hello_server` example).
+    /// binary's `serve twistor-http`, a copy of twistor-http's `hello_world` example).
     pub fn prepare(
         work_dir: &Path,
         twistor_cmd: Option<&str>,

@@ -115,7 +115,7 @@ struct HttpCommon {
     #[arg(long)]
     out: Option<PathBuf>,
     /// The twistor server command, `{port}` standing for the port (default: this binary's
-    /// `serve twistor-http {port}`, a copy of twistor-http's examples/hello_server.rs).
+    /// `serve twistor-http {port}`, a copy of twistor-http's examples/hello_world.rs).
     #[arg(long)]
     twistor_cmd: Option<String>,
     /// Core the load generator is pinned to.

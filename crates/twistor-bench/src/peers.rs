@@ -4,7 +4,7 @@
 //! with a 4 KiB buffer, `read` then `write_all`. The twistor one is `examples/echo_server.rs`.
 //!
 //! HTTP hello world: hyper 1.x on a tokio `current_thread` runtime, as in hyper's own
-//! hello-world example, and twistor-http's `examples/hello_server.rs`.
+//! hello-world example, and twistor-http's `examples/hello_world.rs`.
 
 use std::convert::Infallible;
 use std::io;
@@ -69,7 +69,7 @@ pub fn hyper_current_thread(port: u16, pipeline_flush: bool) -> io::Result<()> {
         .block_on(hyper_hello(port, pipeline_flush))
 }
 
-/// Runs twistor-http's hello world (a copy of `examples/hello_server.rs`) until killed.
+/// Runs twistor-http's hello world (a copy of `examples/hello_world.rs`) until killed.
 pub fn twistor_http_hello(port: u16) -> Result<(), Box<dyn std::error::Error>> {
     let reactor = Reactor::new()?;
     let site = Site::new(

@@ -19,11 +19,17 @@ const JOBS: u64 = 1_000;
 const POOL: usize = 4;
 const MAX_ROUND_TRIP: Duration = Duration::from_millis(50);
 
-struct Echo;
+/// Echoes; when the pinger hangs up (after the jobs are done), stops the reactor. The
+/// pinger hangs up first so the reactor's shutdown never cuts a round trip short.
+struct Echo(Reactor);
 
 impl Protocol for Echo {
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
         transport.write(data);
+    }
+
+    fn connection_lost(&mut self, _reason: &twistor::CloseReason) {
+        self.0.stop();
     }
 }
 
@@ -55,7 +61,11 @@ fn pinger(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<Duration>>
 fn the_reactor_keeps_answering_while_the_pool_runs_a_thousand_blocking_jobs() {
     let reactor = Reactor::new().unwrap();
     reactor.suggest_thread_pool_size(POOL);
-    let port = reactor.listen_tcp(0, factory(|_| Echo)).unwrap().port();
+    let r = reactor.clone();
+    let port = reactor
+        .listen_tcp(0, factory(move |_| Echo(r.clone())))
+        .unwrap()
+        .port();
 
     let stop = Arc::new(AtomicBool::new(false));
     let client = pinger(port, stop.clone());
@@ -75,14 +85,16 @@ fn the_reactor_keeps_answering_while_the_pool_runs_a_thousand_blocking_jobs() {
     });
     let all = gather_results(jobs, true);
     let results = Rc::new(RefCell::new(None));
-    let (out, r) = (results.clone(), reactor.clone());
+    let (out, done) = (results.clone(), stop.clone());
+    let elapsed = Rc::new(RefCell::new(Duration::ZERO));
+    let took = elapsed.clone();
     all.consume(move |result| {
         *out.borrow_mut() = Some(result);
-        r.stop();
+        *took.borrow_mut() = started.elapsed();
+        done.store(true, Ordering::Release);
     });
     reactor.run().unwrap();
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Release);
+    let elapsed = *elapsed.borrow();
     let round_trips = client.join().expect("pinger thread");
 
     let values = results

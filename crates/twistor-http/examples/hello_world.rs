@@ -2,7 +2,7 @@
 //! The benchmark's HTTP scenarios run this one.
 //!
 //! ```text
-//! cargo run --release -p twistor-http --example hello_server -- 8080
+//! cargo run --release -p twistor-http --example hello_world -- 8080
 //! curl http://127.0.0.1:8080/
 //! ```
 //!
