@@ -1,9 +1,9 @@
 //! twistor: an event-driven networking engine in the model of Python's Twisted.
 //!
 //! A [`Reactor`] waits on sockets, timers, signals and other threads, and dispatches each
-//! event to a callback. A [`Protocol`](protocol::Protocol) handles one connection: it is
+//! event to a callback. A [`Protocol`] handles one connection: it is
 //! told when the connection is made, receives bytes, and answers through its
-//! [`Transport`]. A [`Factory`](protocol::Factory) builds a protocol for each connection.
+//! [`Transport`]. A [`Factory`] builds a protocol for each connection.
 //!
 //! ```no_run
 //! use twistor::protocol::{factory, Protocol};
