@@ -2,9 +2,11 @@
 //! [`TimerQueue`] that both the real reactor and the test kit's `Clock` drive.
 //!
 //! The queue is a binary heap ordered by deadline, then by scheduling order, so inserting
-//! costs O(log n). Cancelling marks the call dead and drops its closure at once (O(1)); dead
-//! heap entries are skipped when they reach the top, and the heap is compacted when they
-//! outnumber the live ones, so a million schedule-then-cancel pairs stay cheap.
+//! costs O(log n). The calls' records live in a slab that reuses its slots, so scheduling
+//! allocates nothing but the closure's box (and nothing for a closure that captures nothing).
+//! Cancelling marks the call dead and drops its closure at once (O(1)); dead heap entries are
+//! skipped when they reach the top, and the heap is compacted when they outnumber the live
+//! ones, so a million schedule-then-cancel pairs stay cheap.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
@@ -69,26 +71,77 @@ enum State {
     Cancelled,
 }
 
-struct Entry {
-    deadline: Cell<u64>,
-    state: Cell<State>,
+/// One delayed call's record in the queue's slab.
+struct Slot {
+    deadline: u64,
+    state: State,
     /// Bumped by `reset`/`delay`, so the heap items pushed before are recognised as stale.
-    generation: Cell<u32>,
-    func: Cell<Option<Box<dyn FnOnce()>>>,
-    queue: Weak<QueueInner>,
+    generation: u32,
+    /// Live [`DelayedCall`] handles naming this slot.
+    handles: u32,
+    /// Heap items naming this slot: the live one, and stale ones `reset`/`delay` left.
+    in_heap: u32,
+    func: Option<Box<dyn FnOnce()>>,
+}
+
+/// The calls' records. A slot is reused once neither a handle nor a heap item names it, so
+/// scheduling allocates nothing once the slab has grown to the number of calls in flight.
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+impl Slab {
+    fn insert(&mut self, slot: Slot) -> u32 {
+        match self.free.pop() {
+            Some(index) => {
+                // A free slot's call has run or was cancelled: its closure is gone already.
+                self.slots[index as usize] = slot;
+                index
+            }
+            None => {
+                let index = u32::try_from(self.slots.len()).expect("under 2^32 delayed calls");
+                self.slots.push(slot);
+                index
+            }
+        }
+    }
+
+    fn slot(&mut self, index: u32) -> &mut Slot {
+        &mut self.slots[index as usize]
+    }
+
+    /// Whether `item` stands for a call still pending at that item's deadline.
+    fn is_live(&self, item: &HeapItem) -> bool {
+        let slot = &self.slots[item.index as usize];
+        slot.state == State::Pending && slot.generation == item.generation
+    }
+
+    /// A heap item naming `index` is gone.
+    fn unref_heap(&mut self, index: u32) {
+        let slot = self.slot(index);
+        slot.in_heap -= 1;
+        if slot.in_heap == 0 && slot.handles == 0 {
+            self.free.push(index);
+        }
+    }
+
+    /// A handle naming `index` is gone.
+    fn unref_handle(&mut self, index: u32) {
+        let slot = self.slot(index);
+        slot.handles -= 1;
+        if slot.in_heap == 0 && slot.handles == 0 {
+            self.free.push(index);
+        }
+    }
 }
 
 struct HeapItem {
     deadline: u64,
     seq: u64,
     generation: u32,
-    entry: Rc<Entry>,
-}
-
-impl HeapItem {
-    fn is_live(&self) -> bool {
-        self.entry.state.get() == State::Pending && self.entry.generation.get() == self.generation
-    }
+    index: u32,
 }
 
 impl PartialEq for HeapItem {
@@ -113,8 +166,11 @@ impl Ord for HeapItem {
     }
 }
 
+/// The queue's state. No borrow of `heap` or `slab` is held while user code runs or a
+/// closure is dropped (a closure may own handles, whose drop borrows the slab).
 struct QueueInner {
     heap: RefCell<BinaryHeap<HeapItem>>,
+    slab: RefCell<Slab>,
     next_seq: Cell<u64>,
     /// Heap items that no longer stand for a pending call.
     dead: Cell<usize>,
@@ -138,6 +194,7 @@ impl TimerQueue {
         TimerQueue {
             inner: Rc::new(QueueInner {
                 heap: RefCell::new(BinaryHeap::new()),
+                slab: RefCell::new(Slab::default()),
                 next_seq: Cell::new(0),
                 dead: Cell::new(0),
                 now: Box::new(now),
@@ -152,15 +209,19 @@ impl TimerQueue {
 
     /// Schedules `f` to run at `deadline` (nanoseconds since the origin).
     pub fn schedule_at(&self, deadline: u64, f: Box<dyn FnOnce()>) -> DelayedCall {
-        let entry = Rc::new(Entry {
-            deadline: Cell::new(deadline),
-            state: Cell::new(State::Pending),
-            generation: Cell::new(0),
-            func: Cell::new(Some(f)),
-            queue: Rc::downgrade(&self.inner),
+        let index = self.inner.slab.borrow_mut().insert(Slot {
+            deadline,
+            state: State::Pending,
+            generation: 0,
+            handles: 1,
+            in_heap: 1,
+            func: Some(f),
         });
-        self.inner.push(&entry);
-        DelayedCall { entry }
+        self.inner.push(deadline, 0, index);
+        DelayedCall {
+            queue: Rc::downgrade(&self.inner),
+            index,
+        }
     }
 
     /// Schedules `f` to run `delay` from now.
@@ -179,32 +240,41 @@ impl TimerQueue {
     /// With `before_seq`, calls scheduled at or after that sequence number are not returned.
     pub fn pop_due(&self, now: u64, before_seq: Option<u64>) -> Option<Box<dyn FnOnce()>> {
         let mut heap = self.inner.heap.borrow_mut();
+        let mut slab = self.inner.slab.borrow_mut();
         loop {
             let top = heap.peek()?;
-            if !top.is_live() {
+            if !slab.is_live(top) {
+                let index = top.index;
                 heap.pop();
                 self.inner.dead.set(self.inner.dead.get() - 1);
+                slab.unref_heap(index);
                 continue;
             }
             if top.deadline > now || before_seq.is_some_and(|limit| top.seq >= limit) {
                 return None;
             }
-            let item = heap.pop().expect("peeked");
-            item.entry.state.set(State::Called);
-            return item.entry.func.take();
+            let index = heap.pop().expect("peeked").index;
+            let slot = slab.slot(index);
+            slot.state = State::Called;
+            let func = slot.func.take();
+            slab.unref_heap(index);
+            return func;
         }
     }
 
     /// The deadline of the earliest pending call, if any.
     pub fn next_deadline(&self) -> Option<u64> {
         let mut heap = self.inner.heap.borrow_mut();
+        let mut slab = self.inner.slab.borrow_mut();
         loop {
             let top = heap.peek()?;
-            if top.is_live() {
+            if slab.is_live(top) {
                 return Some(top.deadline);
             }
+            let index = top.index;
             heap.pop();
             self.inner.dead.set(self.inner.dead.get() - 1);
+            slab.unref_heap(index);
         }
     }
 
@@ -221,26 +291,32 @@ impl TimerQueue {
     /// The pending calls, earliest first (Twisted's `getDelayedCalls`).
     pub fn pending(&self) -> Vec<DelayedCall> {
         let heap = self.inner.heap.borrow();
-        let mut items: Vec<&HeapItem> = heap.iter().filter(|item| item.is_live()).collect();
+        let mut slab = self.inner.slab.borrow_mut();
+        let mut items: Vec<&HeapItem> = heap.iter().filter(|item| slab.is_live(item)).collect();
         items.sort_by(|a, b| b.cmp(a));
         items
             .into_iter()
-            .map(|item| DelayedCall {
-                entry: item.entry.clone(),
+            .map(|item| {
+                slab.slot(item.index).handles += 1;
+                DelayedCall {
+                    queue: Rc::downgrade(&self.inner),
+                    index: item.index,
+                }
             })
             .collect()
     }
 }
 
 impl QueueInner {
-    fn push(&self, entry: &Rc<Entry>) {
+    /// Pushes a heap item for slot `index` (whose `in_heap` already counts it).
+    fn push(&self, deadline: u64, generation: u32, index: u32) {
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 1);
         self.heap.borrow_mut().push(HeapItem {
-            deadline: entry.deadline.get(),
+            deadline,
             seq,
-            generation: entry.generation.get(),
-            entry: entry.clone(),
+            generation,
+            index,
         });
     }
 
@@ -248,104 +324,155 @@ impl QueueInner {
     fn mark_dead(&self) {
         let dead = self.dead.get() + 1;
         self.dead.set(dead);
-        let Ok(mut heap) = self.heap.try_borrow_mut() else {
+        let (Ok(mut heap), Ok(mut slab)) = (self.heap.try_borrow_mut(), self.slab.try_borrow_mut())
+        else {
             return;
         };
         if dead >= COMPACT_MIN_DEAD && dead * 2 > heap.len() {
-            heap.retain(HeapItem::is_live);
+            heap.retain(|item| {
+                let live = slab.is_live(item);
+                if !live {
+                    slab.unref_heap(item.index);
+                }
+                live
+            });
             self.dead.set(0);
         }
     }
 }
 
 /// A handle on a call scheduled with `call_later` (Twisted's `IDelayedCall`).
-#[derive(Clone)]
+///
+/// Handles are cheap to clone; every clone names the same call. A handle does not keep its
+/// clock alive: once the reactor or `Clock` that owns the call is dropped, the call will never
+/// run, the handle reports it as neither active, called nor cancelled, and `cancel`, `reset`
+/// and `delay` return [`Error::ReactorNotRunning`].
 pub struct DelayedCall {
-    entry: Rc<Entry>,
+    queue: Weak<QueueInner>,
+    index: u32,
 }
 
 impl DelayedCall {
     /// Cancels the call. Cancelling a call that already ran or was already cancelled is an
     /// error ([`Error::AlreadyCalled`], [`Error::AlreadyCancelled`]).
     pub fn cancel(&self) -> Result<(), Error> {
-        self.check_pending()?;
-        self.entry.state.set(State::Cancelled);
-        drop(self.entry.func.take());
-        if let Some(queue) = self.entry.queue.upgrade() {
-            queue.mark_dead();
-        }
+        let queue = self.queue()?;
+        let func = {
+            let mut slab = queue.slab.borrow_mut();
+            let slot = slab.slot(self.index);
+            check_pending(slot.state)?;
+            slot.state = State::Cancelled;
+            slot.func.take()
+        };
+        drop(func);
+        queue.mark_dead();
         Ok(())
     }
 
     /// Reschedules the call to run `delay` from now.
     pub fn reset(&self, delay: Duration) -> Result<(), Error> {
-        self.check_pending()?;
-        let Some(queue) = self.entry.queue.upgrade() else {
-            return Err(Error::ReactorNotRunning);
-        };
-        let deadline = (queue.now)().saturating_add(duration_to_nanos(delay));
-        self.move_to(&queue, deadline);
-        Ok(())
+        let queue = self.queue()?;
+        let now = (queue.now)();
+        self.move_to(&queue, |_| now.saturating_add(duration_to_nanos(delay)))
     }
 
     /// Postpones the call by `by`.
     pub fn delay(&self, by: Duration) -> Result<(), Error> {
-        self.check_pending()?;
-        let Some(queue) = self.entry.queue.upgrade() else {
-            return Err(Error::ReactorNotRunning);
-        };
-        let deadline = self
-            .entry
-            .deadline
-            .get()
-            .saturating_add(duration_to_nanos(by));
-        self.move_to(&queue, deadline);
-        Ok(())
+        let queue = self.queue()?;
+        self.move_to(&queue, |deadline| {
+            deadline.saturating_add(duration_to_nanos(by))
+        })
     }
 
     /// Whether the call is still waiting to run.
     pub fn active(&self) -> bool {
-        self.entry.state.get() == State::Pending
+        self.state() == Some(State::Pending)
     }
 
     /// Whether the call has run.
     pub fn called(&self) -> bool {
-        self.entry.state.get() == State::Called
+        self.state() == Some(State::Called)
     }
 
     /// Whether the call was cancelled.
     pub fn cancelled(&self) -> bool {
-        self.entry.state.get() == State::Cancelled
+        self.state() == Some(State::Cancelled)
     }
 
-    /// When the call runs (or ran), in the owning clock's seconds.
+    /// When the call runs (or ran), in the owning clock's seconds (0 once the clock is
+    /// dropped).
     pub fn time(&self) -> f64 {
-        nanos_to_seconds(self.entry.deadline.get())
+        self.queue.upgrade().map_or(0.0, |queue| {
+            nanos_to_seconds(queue.slab.borrow_mut().slot(self.index).deadline)
+        })
     }
 
-    fn check_pending(&self) -> Result<(), Error> {
-        match self.entry.state.get() {
-            State::Pending => Ok(()),
-            State::Called => Err(Error::AlreadyCalled),
-            State::Cancelled => Err(Error::AlreadyCancelled),
+    fn queue(&self) -> Result<Rc<QueueInner>, Error> {
+        self.queue.upgrade().ok_or(Error::ReactorNotRunning)
+    }
+
+    fn state(&self) -> Option<State> {
+        let queue = self.queue.upgrade()?;
+        let state = queue.slab.borrow_mut().slot(self.index).state;
+        Some(state)
+    }
+
+    /// Moves a pending call to the deadline `to` computes from its current one; the heap
+    /// item it had goes stale.
+    fn move_to(&self, queue: &QueueInner, to: impl FnOnce(u64) -> u64) -> Result<(), Error> {
+        let (deadline, generation) = {
+            let mut slab = queue.slab.borrow_mut();
+            let slot = slab.slot(self.index);
+            check_pending(slot.state)?;
+            slot.deadline = to(slot.deadline);
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.in_heap += 1;
+            (slot.deadline, slot.generation)
+        };
+        queue.push(deadline, generation, self.index);
+        queue.mark_dead();
+        Ok(())
+    }
+}
+
+fn check_pending(state: State) -> Result<(), Error> {
+    match state {
+        State::Pending => Ok(()),
+        State::Called => Err(Error::AlreadyCalled),
+        State::Cancelled => Err(Error::AlreadyCancelled),
+    }
+}
+
+impl Clone for DelayedCall {
+    fn clone(&self) -> DelayedCall {
+        if let Some(queue) = self.queue.upgrade() {
+            queue.slab.borrow_mut().slot(self.index).handles += 1;
+        }
+        DelayedCall {
+            queue: self.queue.clone(),
+            index: self.index,
         }
     }
+}
 
-    fn move_to(&self, queue: &Rc<QueueInner>, deadline: u64) {
-        let entry = &self.entry;
-        entry.deadline.set(deadline);
-        entry.generation.set(entry.generation.get().wrapping_add(1));
-        queue.push(entry);
-        queue.mark_dead();
+impl Drop for DelayedCall {
+    fn drop(&mut self) {
+        if let Some(queue) = self.queue.upgrade() {
+            queue.slab.borrow_mut().unref_handle(self.index);
+        }
     }
 }
 
 impl fmt::Debug for DelayedCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DelayedCall")
-            .field("time", &self.time())
-            .field("state", &self.entry.state.get())
-            .finish()
+        match self.state() {
+            Some(state) => f
+                .debug_struct("DelayedCall")
+                .field("time", &self.time())
+                .field("state", &state)
+                .finish(),
+            None => f.write_str("DelayedCall(clock dropped)"),
+        }
     }
 }
 
@@ -455,5 +582,69 @@ mod tests {
         assert!(q.inner.heap.borrow().len() < 5_000);
         assert_eq!(q.pending().len(), 10);
         assert_eq!(q.next_deadline(), Some(9_990));
+    }
+
+    #[test]
+    fn slots_are_reused_once_nothing_names_them() {
+        let (q, _) = queue();
+        for round in 0..100u64 {
+            let calls: Vec<_> = (0..50)
+                .map(|i| q.schedule_at(round * 100 + i, Box::new(|| {})))
+                .collect();
+            for c in &calls[..25] {
+                c.cancel().unwrap();
+            }
+            drop(calls);
+            run_due(&q, round * 100 + 99);
+        }
+        assert!(q.is_empty());
+        let slab = q.inner.slab.borrow();
+        assert!(slab.slots.len() <= 50, "{} slots", slab.slots.len());
+        assert_eq!(slab.free.len(), slab.slots.len(), "every slot free again");
+    }
+
+    #[test]
+    fn a_handle_keeps_its_record_after_the_call_runs() {
+        let (q, _) = queue();
+        let hit = Rc::new(Cell::new(0));
+        let h = hit.clone();
+        let call = q.schedule_at(7, Box::new(move || h.set(h.get() + 1)));
+        let other = call.clone();
+        drop(call);
+        run_due(&q, 7);
+        // A new call must not take the slot `other` still names.
+        let next = q.schedule_at(9, Box::new(|| {}));
+        assert_eq!(hit.get(), 1);
+        assert!(other.called() && !other.active() && !other.cancelled());
+        assert_eq!(other.time(), nanos_to_seconds(7));
+        assert!(matches!(other.cancel(), Err(Error::AlreadyCalled)));
+        assert!(next.active());
+    }
+
+    #[test]
+    fn a_closure_that_owns_its_own_handle_is_dropped_with_the_queue() {
+        struct Flag(Rc<Cell<bool>>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
+        let (q, _) = queue();
+        let dropped = Rc::new(Cell::new(false));
+        let slot: Rc<RefCell<Option<DelayedCall>>> = Rc::new(RefCell::new(None));
+        let (own, flag) = (slot.clone(), Flag(dropped.clone()));
+        let call = q.schedule_at(
+            5,
+            Box::new(move || {
+                let _ = (&own, &flag);
+            }),
+        );
+        *slot.borrow_mut() = Some(call.clone());
+        drop(slot);
+        drop(q);
+        assert!(dropped.get(), "the pending closure went with its queue");
+        assert!(!call.active() && !call.called() && !call.cancelled());
+        assert!(matches!(call.cancel(), Err(Error::ReactorNotRunning)));
+        assert_eq!(format!("{call:?}"), "DelayedCall(clock dropped)");
     }
 }
