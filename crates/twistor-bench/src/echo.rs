@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::load::{self, Limit};
 use crate::procfs::{self, Memory};
 use crate::report::{self, BarGroup, Panel, Table, fmt_num, fmt_ratio, fmt_us};
-use crate::server::{Launcher, Server, ServerKind};
+use crate::server::{Launcher, Server, ServerKind, ServerSet};
 use crate::stats::median;
 
 /// One scenario of the echo suite.
@@ -126,25 +126,9 @@ type Sample = Figures;
 
 /// Runs the suite, prints its tables and writes `echo.md` and `echo.svg` to the output
 /// directory.
-pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
+pub fn run(launcher: &Launcher<ServerKind>, opts: &EchoOptions) -> io::Result<()> {
     let load_before = procfs::load_average();
-    let servers: Vec<ServerKind> = opts
-        .servers
-        .iter()
-        .copied()
-        .filter(|&k| match launcher.unavailable(k) {
-            Some(why) => {
-                eprintln!("note: {why}");
-                false
-            }
-            None => true,
-        })
-        .collect();
-    let mut notes: Vec<String> = opts
-        .servers
-        .iter()
-        .filter_map(|&k| launcher.unavailable(k))
-        .collect();
+    let (servers, mut notes) = launcher.available(&opts.servers);
 
     // Ping-pong and streams share one long-lived process per server; idle needs fresh ones.
     let active: Vec<Scenario> = opts
@@ -285,7 +269,11 @@ struct IdleFigures {
     per_conn: f64,
 }
 
-fn run_idle(launcher: &Launcher, kind: ServerKind, conns: usize) -> io::Result<IdleFigures> {
+fn run_idle(
+    launcher: &Launcher<ServerKind>,
+    kind: ServerKind,
+    conns: usize,
+) -> io::Result<IdleFigures> {
     let server = launcher.start(kind)?;
     // One round trip first so lazily built state (buffers, the first task) is in the base.
     let warm = load::idle(server.addr, 1, 64)?;
@@ -456,7 +444,7 @@ fn chart_panels(
 
 fn markdown(
     opts: &EchoOptions,
-    launcher: &Launcher,
+    launcher: &Launcher<ServerKind>,
     scenarios: &[Scenario],
     main: &Table,
     idle_table: &Table,

@@ -12,7 +12,7 @@ use crate::counts;
 use crate::load::{self, HttpLoad, Limit};
 use crate::procfs::{self, Memory};
 use crate::report::{self, BarGroup, Panel, Table, fmt_num, fmt_ratio, fmt_us};
-use crate::server::{self, Server};
+use crate::server::{Launcher, Server, ServerSet, Start};
 use crate::stats::median;
 
 /// The C HTTP responder's source, compiled at run time with the system's C compiler.
@@ -36,18 +36,19 @@ pub enum HttpServerKind {
     Twisted,
 }
 
-impl HttpServerKind {
-    /// Every server, in the order tables list them.
-    pub const ALL: [HttpServerKind; 5] = [
+impl ServerSet for HttpServerKind {
+    const ALL: &'static [HttpServerKind] = &[
         HttpServerKind::Twistor,
         HttpServerKind::Hyper,
         HttpServerKind::HyperPipelineFlush,
         HttpServerKind::C,
         HttpServerKind::Twisted,
     ];
+    const TWISTOR: HttpServerKind = HttpServerKind::Twistor;
+    const C_PROGRAM: (&'static str, &'static str) = ("epoll_http", EPOLL_HTTP_C);
+    const TWISTED_SCRIPT: (&'static str, &'static str) = ("twisted_web.py", TWISTED_WEB_PY);
 
-    /// The short name used on the command line and in tables.
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             HttpServerKind::Twistor => "twistor",
             HttpServerKind::Hyper => "hyper-ct",
@@ -57,9 +58,24 @@ impl HttpServerKind {
         }
     }
 
-    /// Looks a server up by its short name.
-    pub fn from_name(name: &str) -> Option<HttpServerKind> {
-        HttpServerKind::ALL.into_iter().find(|k| k.name() == name)
+    fn start(self) -> Start {
+        match self {
+            HttpServerKind::Twistor => Start::Twistor,
+            HttpServerKind::Hyper => Start::BuiltIn("hyper-ct"),
+            HttpServerKind::HyperPipelineFlush => Start::BuiltIn("hyper-ct-pf"),
+            HttpServerKind::C => Start::C,
+            HttpServerKind::Twisted => Start::Twisted,
+        }
+    }
+
+    /// This binary's `serve twistor-http`, a copy of twistor-http's `hello_world` example.
+    fn default_twistor_cmd(self_exe: &Path) -> Vec<String> {
+        vec![
+            self_exe.display().to_string(),
+            "serve".into(),
+            "twistor-http".into(),
+            "{port}".into(),
+        ]
     }
 }
 
@@ -70,120 +86,7 @@ impl fmt::Display for HttpServerKind {
 }
 
 /// How to start each HTTP server: resolved once per run.
-#[derive(Debug, Clone)]
-pub struct HttpLauncher {
-    /// The twistor server command, `{port}` standing for the port.
-    pub twistor_cmd: Vec<String>,
-    /// This benchmark binary, for the servers it carries.
-    pub self_exe: PathBuf,
-    /// The compiled C responder, or why there is none.
-    pub c_exe: Result<PathBuf, String>,
-    /// `python3` and the Twisted script, or why Twisted is skipped.
-    pub twisted: Result<(PathBuf, PathBuf), String>,
-    /// The CPU servers are pinned to, if any.
-    pub server_core: Option<usize>,
-}
-
-impl HttpLauncher {
-    /// Prepares every server: compiles the C one and writes the Twisted script under
-    /// `work_dir`, and picks the twistor command (`twistor_cmd` if given, else this
-    /// binary's `serve twistor-http`, a copy of twistor-http's `hello_world` example).
-    pub fn prepare(
-        work_dir: &Path,
-        twistor_cmd: Option<&str>,
-        server_core: Option<usize>,
-    ) -> io::Result<HttpLauncher> {
-        std::fs::create_dir_all(work_dir)?;
-        let self_exe = std::env::current_exe()?;
-        let twistor_cmd = match twistor_cmd {
-            Some(cmd) => cmd.split_whitespace().map(str::to_owned).collect(),
-            None => vec![
-                self_exe.display().to_string(),
-                "serve".into(),
-                "twistor-http".into(),
-                "{port}".into(),
-            ],
-        };
-        Ok(HttpLauncher {
-            twistor_cmd,
-            c_exe: server::compile_c(work_dir, "epoll_http", EPOLL_HTTP_C),
-            twisted: server::find_twisted(work_dir, "twisted_web.py", TWISTED_WEB_PY),
-            self_exe,
-            server_core,
-        })
-    }
-
-    /// The twistor command as reports show it: the program by file name only.
-    pub fn twistor_cmd_display(&self) -> String {
-        let mut args = self.twistor_cmd.clone();
-        if let Some(name) = args
-            .first()
-            .and_then(|p| Path::new(p).file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-        {
-            args[0] = name;
-        }
-        args.join(" ")
-    }
-
-    /// Why `kind` cannot run here, if it cannot.
-    pub fn unavailable(&self, kind: HttpServerKind) -> Option<String> {
-        match kind {
-            HttpServerKind::C => self.c_exe.as_ref().err().cloned(),
-            HttpServerKind::Twisted => self.twisted.as_ref().err().cloned(),
-            _ => None,
-        }
-    }
-
-    /// The command line (program first) that runs `kind` on `port`.
-    pub fn command_line(&self, kind: HttpServerKind, port: u16) -> io::Result<Vec<String>> {
-        let unavailable = |why: &String| io::Error::new(io::ErrorKind::NotFound, why.clone());
-        let exe = self.self_exe.display().to_string();
-        let port = port.to_string();
-        Ok(match kind {
-            HttpServerKind::Twistor => self
-                .twistor_cmd
-                .iter()
-                .map(|a| a.replace("{port}", &port))
-                .collect(),
-            HttpServerKind::Hyper => vec![exe, "serve".into(), "hyper-ct".into(), port],
-            HttpServerKind::HyperPipelineFlush => {
-                vec![exe, "serve".into(), "hyper-ct-pf".into(), port]
-            }
-            HttpServerKind::C => {
-                let c = self.c_exe.as_ref().map_err(unavailable)?;
-                vec![c.display().to_string(), port]
-            }
-            HttpServerKind::Twisted => {
-                let (python, script) = self.twisted.as_ref().map_err(unavailable)?;
-                vec![
-                    python.display().to_string(),
-                    script.display().to_string(),
-                    port,
-                ]
-            }
-        })
-    }
-
-    /// Starts `kind` on a free port, pinned to the server core, and waits until it accepts.
-    pub fn start(&self, kind: HttpServerKind) -> io::Result<Server> {
-        self.start_wrapped(kind, &[], Duration::from_secs(20))
-    }
-
-    /// Starts `kind` under a wrapper command line (e.g. valgrind's), waiting up to
-    /// `ready_timeout` for it to accept.
-    pub fn start_wrapped(
-        &self,
-        kind: HttpServerKind,
-        wrapper: &[String],
-        ready_timeout: Duration,
-    ) -> io::Result<Server> {
-        let port = server::free_port()?;
-        let mut argv: Vec<String> = wrapper.to_vec();
-        argv.extend(self.command_line(kind, port)?);
-        Server::spawn(kind.name(), &argv, port, self.server_core, ready_timeout)
-    }
-}
+pub type HttpLauncher = Launcher<HttpServerKind>;
 
 /// One scenario of the HTTP suite: `conns` keep-alive connections, each sending `depth`
 /// requests per write and waiting for all their responses.
@@ -280,17 +183,7 @@ struct Figures {
 /// directory. Every server started is killed when the run ends, failed or not.
 pub fn run(launcher: &HttpLauncher, opts: &HttpOptions) -> io::Result<()> {
     let load_before = procfs::load_average();
-    let mut notes = Vec::new();
-    let mut servers = Vec::new();
-    for &kind in &opts.servers {
-        match launcher.unavailable(kind) {
-            Some(why) => {
-                eprintln!("note: {why}");
-                notes.push(why);
-            }
-            None => servers.push(kind),
-        }
-    }
+    let (servers, notes) = launcher.available(&opts.servers);
 
     // One long-lived process per server; dropping `running` kills them all.
     let mut running: Vec<Server> = Vec::new();
@@ -756,7 +649,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for kind in HttpServerKind::ALL {
+        for &kind in HttpServerKind::ALL {
             assert_eq!(HttpServerKind::from_name(kind.name()), Some(kind));
         }
         let names: Vec<String> = HttpScenario::all().iter().map(HttpScenario::name).collect();

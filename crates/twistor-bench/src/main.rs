@@ -10,13 +10,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use twistor_bench::counts::{self, CountOptions};
 use twistor_bench::echo::{self, EchoOptions, Scenario};
-use twistor_bench::http::{
-    self, HttpCountOptions, HttpLauncher, HttpOptions, HttpScenario, HttpServerKind,
-};
+use twistor_bench::http::{self, HttpCountOptions, HttpOptions, HttpScenario, HttpServerKind};
 use twistor_bench::load::{self, HttpLoad, Limit};
 use twistor_bench::report::{Table, fmt_num, fmt_us};
-use twistor_bench::server::{self, Launcher, ServerKind};
+use twistor_bench::server::{self, Launcher, ServerKind, ServerSet};
 use twistor_bench::{micro, peers};
+
+/// What the subcommands return: any error ends the run with its message.
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Parser)]
 #[command(
@@ -111,22 +112,12 @@ struct LoadHttpArgs {
 
 #[derive(Args)]
 struct HttpCommon {
-    /// Where results go (default: bench/results at the workspace root).
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    placement: Placement,
     /// The twistor server command, `{port}` standing for the port (default: this binary's
     /// `serve twistor-http {port}`, a copy of twistor-http's examples/hello_world.rs).
     #[arg(long)]
     twistor_cmd: Option<String>,
-    /// Core the load generator is pinned to.
-    #[arg(long, default_value_t = 0)]
-    client_core: usize,
-    /// Core every server is pinned to.
-    #[arg(long, default_value_t = 1)]
-    server_core: usize,
-    /// Pin nothing.
-    #[arg(long)]
-    no_pin: bool,
     /// Servers to run: twistor, hyper-ct, hyper-ct-pf, c-epoll, twisted (default: all but
     /// twisted for http-callgrind).
     #[arg(long, value_delimiter = ',')]
@@ -169,16 +160,12 @@ struct HttpCountArgs {
     scenarios: Vec<String>,
 }
 
+/// Where results go and which cores run what: the options every suite shares.
 #[derive(Args)]
-struct Common {
+struct Placement {
     /// Where results go (default: bench/results at the workspace root).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The twistor server command, `{port}` standing for the port (default: `twist echo
-    /// --listen tcp:{port}` if target/release/twist exists, else `twistor-bench serve
-    /// twistor {port}`, a copy of examples/echo_server.rs).
-    #[arg(long)]
-    twistor_cmd: Option<String>,
     /// Core the load generator is pinned to.
     #[arg(long, default_value_t = 0)]
     client_core: usize,
@@ -188,6 +175,17 @@ struct Common {
     /// Pin nothing.
     #[arg(long)]
     no_pin: bool,
+}
+
+#[derive(Args)]
+struct Common {
+    #[command(flatten)]
+    placement: Placement,
+    /// The twistor server command, `{port}` standing for the port (default: `twist echo
+    /// --listen tcp:{port}` if target/release/twist exists, else `twistor-bench serve
+    /// twistor {port}`, a copy of examples/echo_server.rs).
+    #[arg(long)]
+    twistor_cmd: Option<String>,
 }
 
 #[derive(Args)]
@@ -252,7 +250,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+fn run(command: Command) -> BoxResult<()> {
     match command {
         Command::Echo(args) => run_echo(args),
         Command::Http(args) => run_http(args),
@@ -264,7 +262,7 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             Ok(counts::callgrind(&launcher, &opts)?)
         }
         Command::Strace(args) => {
-            let (launcher, opts) = count_setup(args, &ServerKind::ALL)?;
+            let (launcher, opts) = count_setup(args, ServerKind::ALL)?;
             Ok(counts::strace(&launcher, &opts)?)
         }
         Command::Timers { count, repeats } => run_timers(count, repeats),
@@ -309,7 +307,7 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-fn run_echo(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run_echo(args: EchoArgs) -> BoxResult<()> {
     let (duration, warmup, repeats, stream_mib, idle_conns) = if args.quick {
         (0.5, 0.1, 1, 256, 2_000)
     } else {
@@ -335,8 +333,9 @@ fn run_echo(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         picked
     };
-    let servers = parse_servers(&args.servers, &ServerKind::ALL)?;
-    let (launcher, out_dir, client_core) = setup(&args.common)?;
+    let servers = parse_servers(&args.servers, ServerKind::ALL)?;
+    let (launcher, out_dir, client_core) =
+        setup(&args.common.placement, args.common.twistor_cmd.as_deref())?;
     let opts = EchoOptions {
         duration: Duration::from_secs_f64(duration),
         warmup: Duration::from_secs_f64(warmup),
@@ -349,15 +348,16 @@ fn run_echo(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(echo::run(&launcher, &opts)?)
 }
 
-fn run_http(args: HttpArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run_http(args: HttpArgs) -> BoxResult<()> {
     let (duration, warmup, repeats) = if args.quick {
         (0.5, 0.1, 1)
     } else {
         (args.duration, args.warmup, args.repeats)
     };
     let scenarios = pick_http_scenarios(&args.scenarios)?;
-    let servers = parse_http_servers(&args.common.servers, &HttpServerKind::ALL)?;
-    let (launcher, out_dir, client_core) = http_setup(&args.common)?;
+    let servers = parse_servers(&args.common.servers, HttpServerKind::ALL)?;
+    let (launcher, out_dir, client_core) =
+        setup(&args.common.placement, args.common.twistor_cmd.as_deref())?;
     let opts = HttpOptions {
         duration: Duration::from_secs_f64(duration),
         warmup: Duration::from_secs_f64(warmup),
@@ -370,7 +370,7 @@ fn run_http(args: HttpArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(http::run(&launcher, &opts)?)
 }
 
-fn run_http_callgrind(args: HttpCountArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run_http_callgrind(args: HttpCountArgs) -> BoxResult<()> {
     if args.n2 <= args.n1 {
         return Err("--n2 must be larger than --n1".into());
     }
@@ -380,8 +380,8 @@ fn run_http_callgrind(args: HttpCountArgs) -> Result<(), Box<dyn std::error::Err
         HttpServerKind::Hyper,
         HttpServerKind::C,
     ];
-    let servers = parse_http_servers(&args.common.servers, &defaults)?;
-    let (launcher, out_dir, _) = http_setup(&args.common)?;
+    let servers = parse_servers(&args.common.servers, &defaults)?;
+    let (launcher, out_dir, _) = setup(&args.common.placement, args.common.twistor_cmd.as_deref())?;
     let opts = HttpCountOptions {
         servers,
         n1: args.n1,
@@ -393,7 +393,7 @@ fn run_http_callgrind(args: HttpCountArgs) -> Result<(), Box<dyn std::error::Err
     Ok(http::callgrind(&launcher, &opts)?)
 }
 
-fn run_load_http(args: LoadHttpArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run_load_http(args: LoadHttpArgs) -> BoxResult<()> {
     if let Some(core) = args.core {
         server::pin_current_thread(core)?;
     }
@@ -415,24 +415,7 @@ fn run_load_http(args: LoadHttpArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Raises the fd limit, pins this process, and prepares the HTTP servers.
-fn http_setup(
-    common: &HttpCommon,
-) -> Result<(HttpLauncher, PathBuf, Option<usize>), Box<dyn std::error::Error>> {
-    server::raise_fd_limit()?;
-    let pin = !common.no_pin && server::cpu_count() >= 2;
-    let (client_core, server_core) = if pin {
-        server::pin_current_thread(common.client_core)?;
-        (Some(common.client_core), Some(common.server_core))
-    } else {
-        (None, None)
-    };
-    let launcher = HttpLauncher::prepare(&work_dir(), common.twistor_cmd.as_deref(), server_core)?;
-    eprintln!("twistor server: {}", launcher.twistor_cmd.join(" "));
-    Ok((launcher, results_dir(common.out.as_ref())?, client_core))
-}
-
-fn pick_http_scenarios(names: &[String]) -> Result<Vec<HttpScenario>, Box<dyn std::error::Error>> {
+fn pick_http_scenarios(names: &[String]) -> BoxResult<Vec<HttpScenario>> {
     let all = HttpScenario::all();
     if names.is_empty() {
         return Ok(all);
@@ -448,26 +431,8 @@ fn pick_http_scenarios(names: &[String]) -> Result<Vec<HttpScenario>, Box<dyn st
         .collect()
 }
 
-fn parse_http_servers(
-    names: &[String],
-    defaults: &[HttpServerKind],
-) -> Result<Vec<HttpServerKind>, Box<dyn std::error::Error>> {
-    if names.is_empty() {
-        return Ok(defaults.to_vec());
-    }
-    names
-        .iter()
-        .map(|n| {
-            HttpServerKind::from_name(n).ok_or_else(|| {
-                format!("unknown server {n:?}: twistor, hyper-ct, hyper-ct-pf, c-epoll, twisted")
-                    .into()
-            })
-        })
-        .collect()
-}
-
 /// `out`, or bench/results at the workspace root; created, and made absolute.
-fn results_dir(out: Option<&PathBuf>) -> Result<PathBuf, Box<dyn std::error::Error>> {
+fn results_dir(out: Option<&PathBuf>) -> BoxResult<PathBuf> {
     let out = out
         .cloned()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results"));
@@ -478,12 +443,12 @@ fn results_dir(out: Option<&PathBuf>) -> Result<PathBuf, Box<dyn std::error::Err
 fn count_setup(
     args: CountArgs,
     defaults: &[ServerKind],
-) -> Result<(Launcher, CountOptions), Box<dyn std::error::Error>> {
+) -> BoxResult<(Launcher<ServerKind>, CountOptions)> {
     if args.n2 <= args.n1 {
         return Err("--n2 must be larger than --n1".into());
     }
     let servers = parse_servers(&args.servers, defaults)?;
-    let (launcher, out_dir, _) = setup(&args.common)?;
+    let (launcher, out_dir, _) = setup(&args.common.placement, args.common.twistor_cmd.as_deref())?;
     let work_dir = work_dir();
     Ok((
         launcher,
@@ -499,21 +464,23 @@ fn count_setup(
     ))
 }
 
-/// Raises the fd limit, pins this process, and prepares the servers.
-fn setup(
-    common: &Common,
-) -> Result<(Launcher, PathBuf, Option<usize>), Box<dyn std::error::Error>> {
+/// Raises the fd limit, pins this process, and prepares a suite's servers; returns them
+/// with the results directory and the load generator's core.
+fn setup<K: ServerSet>(
+    placement: &Placement,
+    twistor_cmd: Option<&str>,
+) -> BoxResult<(Launcher<K>, PathBuf, Option<usize>)> {
     server::raise_fd_limit()?;
-    let pin = !common.no_pin && server::cpu_count() >= 2;
+    let pin = !placement.no_pin && server::cpu_count() >= 2;
     let (client_core, server_core) = if pin {
-        server::pin_current_thread(common.client_core)?;
-        (Some(common.client_core), Some(common.server_core))
+        server::pin_current_thread(placement.client_core)?;
+        (Some(placement.client_core), Some(placement.server_core))
     } else {
         (None, None)
     };
-    let launcher = Launcher::prepare(&work_dir(), common.twistor_cmd.as_deref(), server_core)?;
+    let launcher = Launcher::prepare(&work_dir(), twistor_cmd, server_core)?;
     eprintln!("twistor server: {}", launcher.twistor_cmd.join(" "));
-    Ok((launcher, results_dir(common.out.as_ref())?, client_core))
+    Ok((launcher, results_dir(placement.out.as_ref())?, client_core))
 }
 
 /// `target/twistor-bench` next to this binary's profile directory, else a temporary one.
@@ -524,25 +491,22 @@ fn work_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("twistor-bench"))
 }
 
-fn parse_servers(
-    names: &[String],
-    defaults: &[ServerKind],
-) -> Result<Vec<ServerKind>, Box<dyn std::error::Error>> {
+/// The servers named in `names`, or `defaults` when none are.
+fn parse_servers<K: ServerSet>(names: &[String], defaults: &[K]) -> BoxResult<Vec<K>> {
     if names.is_empty() {
         return Ok(defaults.to_vec());
     }
+    let known: Vec<&str> = K::ALL.iter().map(|k| k.name()).collect();
     names
         .iter()
         .map(|n| {
-            ServerKind::from_name(n).ok_or_else(|| {
-                format!("unknown server {n:?}: twistor, tokio-ct, tokio-mt, c-epoll, twisted")
-                    .into()
-            })
+            K::from_name(n)
+                .ok_or_else(|| format!("unknown server {n:?}: {}", known.join(", ")).into())
         })
         .collect()
 }
 
-fn run_timers(count: usize, repeats: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn run_timers(count: usize, repeats: usize) -> BoxResult<()> {
     let mut runs: Vec<Vec<micro::TimerResult>> = Vec::new();
     for _ in 0..repeats.max(1) {
         runs.push(micro::timers(count)?);
@@ -580,7 +544,7 @@ fn run_timers(count: usize, repeats: usize) -> Result<(), Box<dyn std::error::Er
 }
 
 /// Deferred chains, twistor and Twisted in one run; writes `bench/results/deferred.md`.
-fn run_deferred(chains: usize, callbacks: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn run_deferred(chains: usize, callbacks: usize) -> BoxResult<()> {
     let work = std::env::temp_dir().join(format!("twistor-bench-deferred-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let script = work.join("deferred_chains.py");
