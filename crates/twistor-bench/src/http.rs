@@ -2,7 +2,6 @@
 //! `twisted.web`, keep-alive and pipelined, interleaved, medians reported; and the
 //! user-space instructions per request under callgrind.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -10,10 +9,11 @@ use std::time::Duration;
 
 use crate::counts;
 use crate::load::{self, HttpLoad, Limit};
-use crate::procfs::{self, Memory};
-use crate::report::{self, BarGroup, Panel, Table, fmt_num, fmt_ratio, fmt_us};
+use crate::procfs;
+use crate::report::{self, Panel, Table, fmt_num, fmt_ratio, fmt_us};
 use crate::server::{Launcher, Server, ServerSet, Start};
 use crate::stats::median;
+use crate::suite::{self, ByPair, Figures, SuiteOptions, SuiteScenario};
 
 /// The C HTTP responder's source, compiled at run time with the system's C compiler.
 pub const EPOLL_HTTP_C: &str = include_str!("../c/epoll_http.c");
@@ -113,10 +113,12 @@ impl HttpScenario {
             },
         ]
     }
+}
 
+impl SuiteScenario for HttpScenario {
     /// The short name used for `--scenarios` and in tables: `keepalive` and `pipelined`
     /// for the suite's two, `CONNSxDEPTH` otherwise.
-    pub fn name(&self) -> String {
+    fn name(&self) -> String {
         match (self.conns, self.depth) {
             (50, 1) => "keepalive".into(),
             (50, 16) => "pipelined".into(),
@@ -124,8 +126,7 @@ impl HttpScenario {
         }
     }
 
-    /// A longer description for reports.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         if self.depth == 1 {
             format!(
                 "{} keep-alive connections, one request at a time",
@@ -142,42 +143,10 @@ impl HttpScenario {
 }
 
 /// Settings of one run of the HTTP suite.
-#[derive(Debug, Clone)]
-pub struct HttpOptions {
-    /// Measured window of each run.
-    pub duration: Duration,
-    /// Load before each window.
-    pub warmup: Duration,
-    /// How many times each (scenario, server) pair runs, interleaved.
-    pub repeats: usize,
-    /// The scenarios, in order.
-    pub scenarios: Vec<HttpScenario>,
-    /// The servers, in order (twistor first, as the ratios' base).
-    pub servers: Vec<HttpServerKind>,
-    /// The core the load generator runs on, if pinned.
-    pub client_core: Option<usize>,
-    /// Where the Markdown and SVG go.
-    pub out_dir: PathBuf,
-}
+pub type HttpOptions = SuiteOptions<HttpScenario, HttpServerKind>;
 
-/// The medians of one (scenario, server) pair, or one run.
-#[derive(Debug, Clone, Copy, Default)]
-struct Figures {
-    /// Requests per second.
-    rate: f64,
-    /// Median batch latency in ns.
-    p50_ns: u32,
-    /// 99th percentile batch latency in ns.
-    p99_ns: u32,
-    /// Server CPU per request, µs.
-    cpu_us: f64,
-    /// The user-space part of it.
-    user_us: f64,
-    /// Server CPU use over the window, percent of one core.
-    cpu_pct: f64,
-    /// The server's peak RSS during the run, bytes.
-    peak_rss: f64,
-}
+/// The report's and the chart's title.
+const TITLE: &str = "twistor HTTP benchmarks";
 
 /// Runs the suite, prints its table and writes `http.md` and `http.svg` to the output
 /// directory. Every server started is killed when the run ends, failed or not.
@@ -185,41 +154,30 @@ pub fn run(launcher: &HttpLauncher, opts: &HttpOptions) -> io::Result<()> {
     let load_before = procfs::load_average();
     let (servers, notes) = launcher.available(&opts.servers);
 
-    // One long-lived process per server; dropping `running` kills them all.
-    let mut running: Vec<Server> = Vec::new();
-    for &kind in &servers {
-        running.push(launcher.start(kind)?);
-    }
-    let mut samples: BTreeMap<(usize, HttpServerKind), Vec<Figures>> = BTreeMap::new();
-    for (si, scenario) in opts.scenarios.iter().enumerate() {
-        for rep in 0..opts.repeats {
-            for (server, &kind) in running.iter().zip(&servers) {
-                let _ = procfs::reset_peak_rss(server.pid());
-                let mut sample = run_once(server, scenario, opts)?;
-                sample.peak_rss = Memory::of(server.pid())?.peak_rss as f64;
-                eprintln!(
-                    "{:>10} {:>11} run {}/{}: {} req/s, p99 {}, server CPU {} µs/req \
-                     (user {}, {}%)",
-                    scenario.name(),
-                    kind.name(),
-                    rep + 1,
-                    opts.repeats,
-                    fmt_num(sample.rate),
-                    fmt_us(sample.p99_ns),
-                    fmt_num(sample.cpu_us),
-                    fmt_num(sample.user_us),
-                    fmt_num(sample.cpu_pct),
-                );
-                samples.entry((si, kind)).or_default().push(sample);
-            }
-        }
-    }
-    drop(running);
+    let samples = suite::run_interleaved(
+        launcher,
+        &servers,
+        &opts.scenarios,
+        opts.repeats,
+        |server, scenario| run_once(server, scenario, opts),
+        |scenario, kind, rep, sample| {
+            eprintln!(
+                "{:>10} {:>11} run {}/{}: {} req/s, p99 {}, server CPU {} µs/req \
+                 (user {}, {}%)",
+                scenario.name(),
+                kind.name(),
+                rep + 1,
+                opts.repeats,
+                fmt_num(sample.rate),
+                fmt_us(sample.p99_ns),
+                fmt_num(sample.cpu_us),
+                fmt_num(sample.user_us),
+                fmt_num(sample.cpu_pct),
+            );
+        },
+    )?;
 
-    let medians: BTreeMap<(usize, HttpServerKind), Figures> = samples
-        .iter()
-        .map(|(&key, runs)| (key, medians_of(runs)))
-        .collect();
+    let medians = suite::medians(&samples);
     let table = main_table(&opts.scenarios, &servers, &medians);
     let targets = targets_table(&opts.scenarios, &samples, &medians);
     println!("\n{}", table.to_text());
@@ -227,19 +185,12 @@ pub fn run(launcher: &HttpLauncher, opts: &HttpOptions) -> io::Result<()> {
         println!("{}", targets.to_text());
     }
 
-    std::fs::create_dir_all(&opts.out_dir)?;
     let load = (load_before, procfs::load_average());
-    let md = markdown(opts, launcher, &table, &targets, &notes, load);
-    let md_path = opts.out_dir.join("http.md");
-    std::fs::write(&md_path, md)?;
-    let svg_path = opts.out_dir.join("http.svg");
+    let mut md = suite::markdown_head(TITLE, "http", opts, launcher, load);
+    md.push_str(&markdown_body(&opts.scenarios, &table, &targets));
+    md.push_str(&suite::notes_markdown(&notes));
     let panels = chart_panels(&opts.scenarios, &servers, &medians);
-    let series: Vec<String> = servers.iter().map(|k| k.name().to_owned()).collect();
-    let title = format!("twistor HTTP benchmarks, {}", report::today());
-    report::write_svg(&svg_path, &title, &series, &panels)
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    eprintln!("wrote {} and {}", md_path.display(), svg_path.display());
-    Ok(())
+    suite::write_report(&opts.out_dir, "http", &md, TITLE, &servers, &panels)
 }
 
 fn run_once(server: &Server, scenario: &HttpScenario, opts: &HttpOptions) -> io::Result<Figures> {
@@ -263,27 +214,12 @@ fn run_once(server: &Server, scenario: &HttpScenario, opts: &HttpOptions) -> io:
     })
 }
 
-fn medians_of(runs: &[Figures]) -> Figures {
-    let m = |f: &dyn Fn(&Figures) -> f64| {
-        median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
-    };
-    Figures {
-        rate: m(&|s| s.rate),
-        p50_ns: m(&|s| f64::from(s.p50_ns)) as u32,
-        p99_ns: m(&|s| f64::from(s.p99_ns)) as u32,
-        cpu_us: m(&|s| s.cpu_us),
-        user_us: m(&|s| s.user_us),
-        cpu_pct: m(&|s| s.cpu_pct),
-        peak_rss: m(&|s| s.peak_rss),
-    }
-}
-
 fn main_table(
     scenarios: &[HttpScenario],
     servers: &[HttpServerKind],
-    medians: &BTreeMap<(usize, HttpServerKind), Figures>,
+    medians: &ByPair<HttpServerKind, Figures>,
 ) -> Table {
-    let mut t = Table::new(&[
+    let headers = [
         "scenario",
         "server",
         "requests /s",
@@ -295,14 +231,14 @@ fn main_table(
         "rate × twistor",
         "CPU %",
         "peak RSS",
-    ]);
-    for (si, scenario) in scenarios.iter().enumerate() {
-        let base = medians.get(&(si, HttpServerKind::Twistor));
-        for &kind in servers {
-            let Some(f) = medians.get(&(si, kind)) else {
-                continue;
-            };
-            t.push(vec![
+    ];
+    suite::pair_table(
+        &headers,
+        scenarios,
+        servers,
+        medians,
+        |scenario, kind, f, base| {
+            vec![
                 scenario.name(),
                 kind.name().into(),
                 fmt_num(f.rate),
@@ -310,14 +246,12 @@ fn main_table(
                 fmt_us(f.p99_ns),
                 fmt_num(f.cpu_us),
                 fmt_num(f.user_us),
-                fmt_ratio(base.map(|b| f.cpu_us / b.cpu_us)),
-                fmt_ratio(base.map(|b| f.rate / b.rate)),
-                fmt_num(f.cpu_pct),
-                format!("{} MiB", fmt_num(f.peak_rss / 1048576.0)),
-            ]);
-        }
-    }
-    t
+            ]
+            .into_iter()
+            .chain(suite::ratio_cells(f, base))
+            .collect()
+        },
+    )
 }
 
 /// Issue 8's targets, as measured: keep-alive CPU per request against hyper's, pipelined
@@ -328,8 +262,8 @@ fn main_table(
 /// machine's mood), with the spread of those. The verdict goes by the paired median.
 fn targets_table(
     scenarios: &[HttpScenario],
-    samples: &BTreeMap<(usize, HttpServerKind), Vec<Figures>>,
-    medians: &BTreeMap<(usize, HttpServerKind), Figures>,
+    samples: &ByPair<HttpServerKind, Vec<Figures>>,
+    medians: &ByPair<HttpServerKind, Figures>,
 ) -> Table {
     let mut t = Table::new(&[
         "target",
@@ -448,29 +382,9 @@ fn targets_table(
 fn chart_panels(
     scenarios: &[HttpScenario],
     servers: &[HttpServerKind],
-    medians: &BTreeMap<(usize, HttpServerKind), Figures>,
+    medians: &ByPair<HttpServerKind, Figures>,
 ) -> Vec<Panel> {
-    let mut cost = Vec::new();
-    let mut rate = Vec::new();
-    for (si, scenario) in scenarios.iter().enumerate() {
-        let Some(base) = medians.get(&(si, HttpServerKind::Twistor)) else {
-            continue;
-        };
-        let bars = |f: &dyn Fn(&Figures) -> f64| -> Vec<(String, f64)> {
-            servers
-                .iter()
-                .filter_map(|k| medians.get(&(si, *k)).map(|m| (k.name().to_owned(), f(m))))
-                .collect()
-        };
-        cost.push(BarGroup {
-            label: scenario.name(),
-            bars: bars(&|m| m.cpu_us / base.cpu_us),
-        });
-        rate.push(BarGroup {
-            label: scenario.name(),
-            bars: bars(&|m| m.rate / base.rate),
-        });
-    }
+    let (cost, rate) = suite::ratio_groups(scenarios, servers, medians);
     vec![
         Panel {
             title: "server CPU per request, × twistor (lower is better)".into(),
@@ -483,43 +397,10 @@ fn chart_panels(
     ]
 }
 
-fn markdown(
-    opts: &HttpOptions,
-    launcher: &HttpLauncher,
-    table: &Table,
-    targets: &Table,
-    notes: &[String],
-    load: (Option<f64>, Option<f64>),
-) -> String {
-    let mut md = String::new();
-    md.push_str("# twistor HTTP benchmarks\n\n");
-    let fmt_load = |l: Option<f64>| l.map_or("?".into(), |l| format!("{l:.2}"));
-    md.push_str(&format!(
-        "{} · load average {} before, {} after\n\n",
-        report::machine_line(),
-        fmt_load(load.0),
-        fmt_load(load.1)
-    ));
-    md.push_str(&format!(
-        "Command: `twistor-bench http --duration {} --warmup {} --repeats {}` · servers pinned \
-         to core {} · load generator {} · twistor server: `{}`\n\n",
-        opts.duration.as_secs_f64(),
-        opts.warmup.as_secs_f64(),
-        opts.repeats,
-        launcher
-            .server_core
-            .map_or("(not pinned)".into(), |c| c.to_string()),
-        opts.client_core
-            .map_or("not pinned".into(), |c| format!("on core {c}")),
-        launcher.twistor_cmd_display(),
-    ));
-    md.push_str("![chart](http.svg)\n\n");
-    let described: Vec<String> = opts
-        .scenarios
-        .iter()
-        .map(|s| format!("`{}` {}", s.name(), s.describe()))
-        .collect();
-    md.push_str(&format!("Scenarios: {}.\n\n", described.join("; ")));
+/// The report between its head and its notes: the scenarios, the main table and the
+/// targets.
+fn markdown_body(scenarios: &[HttpScenario], table: &Table, targets: &Table) -> String {
+    let mut md = suite::describe_scenarios(scenarios);
     md.push_str(
         "Every request is `GET /` with `Host`, `User-Agent` and `Accept`; every server answers \
          `200 OK`, `Hello, world!\\n` as text/plain with `Date`, `Server` and `Content-Length`. \
@@ -540,12 +421,6 @@ fn markdown(
         );
         md.push_str(&targets.to_markdown());
         md.push('\n');
-    }
-    if !notes.is_empty() {
-        md.push_str("Notes:\n\n");
-        for n in notes {
-            md.push_str(&format!("- {n}\n"));
-        }
     }
     md
 }

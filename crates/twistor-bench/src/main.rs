@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use twistor_bench::counts::{self, CountOptions};
-use twistor_bench::echo::{self, EchoOptions, Scenario};
-use twistor_bench::http::{self, HttpCountOptions, HttpOptions, HttpScenario, HttpServerKind};
+use twistor_bench::echo::{self, Scenario};
+use twistor_bench::http::{self, HttpCountOptions, HttpScenario, HttpServerKind};
 use twistor_bench::load::{self, HttpLoad, Limit};
 use twistor_bench::report::{Table, fmt_num, fmt_us};
 use twistor_bench::server::{self, Launcher, ServerKind, ServerSet};
+use twistor_bench::suite::{SuiteOptions, SuiteScenario};
 use twistor_bench::{micro, peers};
 
 /// What the subcommands return: any error ends the run with its message.
@@ -319,32 +320,15 @@ fn run_echo(args: EchoArgs) -> BoxResult<()> {
             args.idle_conns,
         )
     };
-    let all = Scenario::all(stream_mib << 20, idle_conns);
-    let scenarios = if args.scenarios.is_empty() {
-        all
-    } else {
-        let mut picked = Vec::new();
-        for name in &args.scenarios {
-            let s = all
-                .iter()
-                .find(|s| &s.name() == name)
-                .ok_or_else(|| format!("unknown scenario {name:?}"))?;
-            picked.push(*s);
-        }
-        picked
-    };
+    let scenarios = pick_scenarios(&args.scenarios, Scenario::all(stream_mib << 20, idle_conns))?;
     let servers = parse_servers(&args.servers, ServerKind::ALL)?;
-    let (launcher, out_dir, client_core) =
-        setup(&args.common.placement, args.common.twistor_cmd.as_deref())?;
-    let opts = EchoOptions {
-        duration: Duration::from_secs_f64(duration),
-        warmup: Duration::from_secs_f64(warmup),
-        repeats: repeats.max(1),
+    let (launcher, opts) = suite_setup(
+        &args.common.placement,
+        args.common.twistor_cmd.as_deref(),
+        (duration, warmup, repeats),
         scenarios,
         servers,
-        client_core,
-        out_dir,
-    };
+    )?;
     Ok(echo::run(&launcher, &opts)?)
 }
 
@@ -354,19 +338,15 @@ fn run_http(args: HttpArgs) -> BoxResult<()> {
     } else {
         (args.duration, args.warmup, args.repeats)
     };
-    let scenarios = pick_http_scenarios(&args.scenarios)?;
+    let scenarios = pick_scenarios(&args.scenarios, HttpScenario::all())?;
     let servers = parse_servers(&args.common.servers, HttpServerKind::ALL)?;
-    let (launcher, out_dir, client_core) =
-        setup(&args.common.placement, args.common.twistor_cmd.as_deref())?;
-    let opts = HttpOptions {
-        duration: Duration::from_secs_f64(duration),
-        warmup: Duration::from_secs_f64(warmup),
-        repeats: repeats.max(1),
+    let (launcher, opts) = suite_setup(
+        &args.common.placement,
+        args.common.twistor_cmd.as_deref(),
+        (duration, warmup, repeats),
         scenarios,
         servers,
-        client_core,
-        out_dir,
-    };
+    )?;
     Ok(http::run(&launcher, &opts)?)
 }
 
@@ -374,7 +354,7 @@ fn run_http_callgrind(args: HttpCountArgs) -> BoxResult<()> {
     if args.n2 <= args.n1 {
         return Err("--n2 must be larger than --n1".into());
     }
-    let scenarios = pick_http_scenarios(&args.scenarios)?;
+    let scenarios = pick_scenarios(&args.scenarios, HttpScenario::all())?;
     let defaults = [
         HttpServerKind::Twistor,
         HttpServerKind::Hyper,
@@ -415,18 +395,19 @@ fn run_load_http(args: LoadHttpArgs) -> BoxResult<()> {
     Ok(())
 }
 
-fn pick_http_scenarios(names: &[String]) -> BoxResult<Vec<HttpScenario>> {
-    let all = HttpScenario::all();
+/// The scenarios named in `names`, or all of `all` when none are.
+fn pick_scenarios<S: SuiteScenario + Clone>(names: &[String], all: Vec<S>) -> BoxResult<Vec<S>> {
     if names.is_empty() {
         return Ok(all);
     }
+    let known: Vec<String> = all.iter().map(S::name).collect();
     names
         .iter()
         .map(|name| {
             all.iter()
                 .find(|s| &s.name() == name)
-                .copied()
-                .ok_or_else(|| format!("unknown scenario {name:?}: keepalive, pipelined").into())
+                .cloned()
+                .ok_or_else(|| format!("unknown scenario {name:?}: {}", known.join(", ")).into())
         })
         .collect()
 }
@@ -481,6 +462,28 @@ fn setup<K: ServerSet>(
     let launcher = Launcher::prepare(&work_dir(), twistor_cmd, server_core)?;
     eprintln!("twistor server: {}", launcher.twistor_cmd.join(" "));
     Ok((launcher, results_dir(placement.out.as_ref())?, client_core))
+}
+
+/// Prepares a suite's servers (see [`setup`]) and its settings; `timing` is the measured
+/// seconds, the warm-up seconds and the repeats of each run.
+fn suite_setup<S, K: ServerSet>(
+    placement: &Placement,
+    twistor_cmd: Option<&str>,
+    (duration, warmup, repeats): (f64, f64, usize),
+    scenarios: Vec<S>,
+    servers: Vec<K>,
+) -> BoxResult<(Launcher<K>, SuiteOptions<S, K>)> {
+    let (launcher, out_dir, client_core) = setup(placement, twistor_cmd)?;
+    let opts = SuiteOptions {
+        duration: Duration::from_secs_f64(duration),
+        warmup: Duration::from_secs_f64(warmup),
+        repeats: repeats.max(1),
+        scenarios,
+        servers,
+        client_core,
+        out_dir,
+    };
+    Ok((launcher, opts))
 }
 
 /// `target/twistor-bench` next to this binary's profile directory, else a temporary one.
