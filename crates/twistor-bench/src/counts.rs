@@ -249,16 +249,7 @@ fn write_report(
     table: &Table,
 ) -> io::Result<()> {
     println!("\n{what}\n\n{}", table.to_text());
-    std::fs::create_dir_all(&opts.out_dir)?;
-    let md = format!(
-        "# {title}\n\n{}\n\n{what}\n\n{}",
-        report::machine_line(),
-        table.to_markdown()
-    );
-    let path: &Path = &opts.out_dir.join(format!("{name}.md"));
-    std::fs::write(path, md)?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
+    report::write_table_report(&opts.out_dir, name, title, what, table)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use twistor_bench::counts::{self, CountOptions};
 use twistor_bench::echo::{self, Scenario};
 use twistor_bench::http::{self, HttpCountOptions, HttpScenario, HttpServerKind};
 use twistor_bench::load::{self, HttpLoad, Limit};
-use twistor_bench::report::{Table, fmt_num, fmt_us};
+use twistor_bench::report::{self, Table, fmt_num, fmt_us};
 use twistor_bench::server::{self, Launcher, ServerKind, ServerSet};
 use twistor_bench::suite::{SuiteOptions, SuiteScenario};
 use twistor_bench::{micro, peers};
@@ -533,16 +533,8 @@ fn run_timers(count: usize, repeats: usize) -> BoxResult<()> {
     );
     let table = micro_table(&medians);
     println!("{what}\n\n{}", table.to_text());
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results");
-    std::fs::create_dir_all(&out)?;
-    let path = out.canonicalize()?.join("timers.md");
-    let md = format!(
-        "# Timers\n\n{}\n\n{what}\n\n{}",
-        twistor_bench::report::machine_line(),
-        table.to_markdown()
-    );
-    std::fs::write(&path, md)?;
-    eprintln!("wrote {}", path.display());
+    let out = results_dir(None)?;
+    report::write_table_report(&out, "timers", "Timers", &what, &table)?;
     Ok(())
 }
 
@@ -589,16 +581,8 @@ fn run_deferred(chains: usize, callbacks: usize) -> BoxResult<()> {
         fmt_num(chains as f64)
     );
     println!("{what}\n\n{}", table.to_text());
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results");
-    std::fs::create_dir_all(&out)?;
-    let path = out.canonicalize()?.join("deferred.md");
-    let md = format!(
-        "# Deferred chains\n\n{}\n\n{what}\n\n{}",
-        twistor_bench::report::machine_line(),
-        table.to_markdown()
-    );
-    std::fs::write(&path, md)?;
-    eprintln!("wrote {}", path.display());
+    let out = results_dir(None)?;
+    report::write_table_report(&out, "deferred", "Deferred chains", &what, &table)?;
     Ok(())
 }
 
