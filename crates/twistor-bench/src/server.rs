@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// The C epoll echo server's source, compiled at run time with the system's C compiler.
 pub const EPOLL_ECHO_C: &str = include_str!("../c/epoll_echo.c");
+/// The epoll loop both C servers include, written next to their source before compiling.
+pub const EPOLL_LOOP_H: &str = include_str!("../c/epoll_loop.h");
 /// Twisted's echo server, run with the system's `python3`.
 pub const TWISTED_ECHO_PY: &str = include_str!("../py/twisted_echo.py");
 
@@ -430,12 +432,14 @@ pub fn cpu_count() -> usize {
     if n > 0 { n as usize } else { 1 }
 }
 
-/// Compiles the C program `source` as `work_dir/name` with `$CC` (else `cc`), or says why
-/// it could not.
+/// Compiles the C program `source_text` as `work_dir/name` with `$CC` (else `cc`), with
+/// the shared `epoll_loop.h` beside it, or says why it could not.
 pub fn compile_c(work_dir: &Path, name: &str, source_text: &str) -> Result<PathBuf, String> {
     let source = work_dir.join(format!("{name}.c"));
     let exe = work_dir.join(name);
-    std::fs::write(&source, source_text).map_err(|e| format!("writing C source: {e}"))?;
+    std::fs::write(&source, source_text)
+        .and_then(|()| std::fs::write(work_dir.join("epoll_loop.h"), EPOLL_LOOP_H))
+        .map_err(|e| format!("writing C source: {e}"))?;
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
         .args(["-O2", "-g", "-o"])
