@@ -247,39 +247,17 @@ fn main_table(
     servers: &[ServerKind],
     medians: &ByPair<ServerKind, Figures>,
 ) -> Table {
-    let headers = [
-        "scenario",
-        "server",
-        "rate /s",
-        "p50",
-        "p99",
-        "CPU µs/op",
-        "CPU × twistor",
-        "rate × twistor",
-        "CPU %",
-        "peak RSS",
-    ];
-    suite::pair_table(
-        &headers,
-        scenarios,
-        servers,
-        medians,
-        |scenario, kind, f, base| {
-            let is_stream = matches!(scenario, Scenario::Stream { .. });
-            let latency = |ns: u32| if is_stream { "–".into() } else { fmt_us(ns) };
-            vec![
-                scenario.name(),
-                kind.name().into(),
-                format!("{} {}", fmt_num(f.rate), unit(scenario)),
-                latency(f.p50_ns),
-                latency(f.p99_ns),
-                fmt_num(f.cpu_us),
-            ]
-            .into_iter()
-            .chain(suite::ratio_cells(f, base))
-            .collect()
-        },
-    )
+    let columns = ["rate /s", "p50", "p99", "CPU µs/op"];
+    suite::pair_table(&columns, scenarios, servers, medians, |scenario, f| {
+        let is_stream = matches!(scenario, Scenario::Stream { .. });
+        let latency = |ns: u32| if is_stream { "–".into() } else { fmt_us(ns) };
+        vec![
+            format!("{} {}", fmt_num(f.rate), unit(scenario)),
+            latency(f.p50_ns),
+            latency(f.p99_ns),
+            fmt_num(f.cpu_us),
+        ]
+    })
 }
 
 fn idle_table(

@@ -219,39 +219,16 @@ fn main_table(
     servers: &[HttpServerKind],
     medians: &ByPair<HttpServerKind, Figures>,
 ) -> Table {
-    let headers = [
-        "scenario",
-        "server",
-        "requests /s",
-        "p50",
-        "p99",
-        "CPU µs/req",
-        "of it user",
-        "CPU × twistor",
-        "rate × twistor",
-        "CPU %",
-        "peak RSS",
-    ];
-    suite::pair_table(
-        &headers,
-        scenarios,
-        servers,
-        medians,
-        |scenario, kind, f, base| {
-            vec![
-                scenario.name(),
-                kind.name().into(),
-                fmt_num(f.rate),
-                fmt_us(f.p50_ns),
-                fmt_us(f.p99_ns),
-                fmt_num(f.cpu_us),
-                fmt_num(f.user_us),
-            ]
-            .into_iter()
-            .chain(suite::ratio_cells(f, base))
-            .collect()
-        },
-    )
+    let columns = ["requests /s", "p50", "p99", "CPU µs/req", "of it user"];
+    suite::pair_table(&columns, scenarios, servers, medians, |_, f| {
+        vec![
+            fmt_num(f.rate),
+            fmt_us(f.p50_ns),
+            fmt_us(f.p99_ns),
+            fmt_num(f.cpu_us),
+            fmt_num(f.user_us),
+        ]
+    })
 }
 
 /// Issue 8's targets, as measured: keep-alive CPU per request against hyper's, pipelined

@@ -120,36 +120,38 @@ pub fn medians<K: ServerSet>(samples: &ByPair<K, Vec<Figures>>) -> ByPair<K, Fig
         .collect()
 }
 
-/// A table with `headers` and one row per (scenario, server) pair that has medians, made
-/// by `row(scenario, server, medians, twistor's medians in that scenario)`.
-pub fn pair_table<S, K: ServerSet>(
-    headers: &[&str],
+/// A suite's main table: one row per (scenario, server) pair that has medians, reading
+/// `scenario`, `server`, the suite's own `columns` made by `cells(scenario, medians)`, then
+/// CPU and rate over twistor's, CPU % and peak RSS.
+pub fn pair_table<S: SuiteScenario, K: ServerSet>(
+    columns: &[&str],
     scenarios: &[S],
     servers: &[K],
     medians: &ByPair<K, Figures>,
-    row: impl Fn(&S, K, &Figures, Option<&Figures>) -> Vec<String>,
+    cells: impl Fn(&S, &Figures) -> Vec<String>,
 ) -> Table {
-    let mut t = Table::new(headers);
+    let mut headers = vec!["scenario", "server"];
+    headers.extend_from_slice(columns);
+    headers.extend(["CPU × twistor", "rate × twistor", "CPU %", "peak RSS"]);
+    let mut t = Table::new(&headers);
     for (si, scenario) in scenarios.iter().enumerate() {
         let base = medians.get(&(si, K::TWISTOR));
         for &kind in servers {
-            if let Some(f) = medians.get(&(si, kind)) {
-                t.push(row(scenario, kind, f, base));
-            }
+            let Some(f) = medians.get(&(si, kind)) else {
+                continue;
+            };
+            let mut row = vec![scenario.name(), kind.name().to_owned()];
+            row.extend(cells(scenario, f));
+            row.extend([
+                fmt_ratio(base.map(|b| f.cpu_us / b.cpu_us)),
+                fmt_ratio(base.map(|b| f.rate / b.rate)),
+                fmt_num(f.cpu_pct),
+                format!("{} MiB", fmt_num(f.peak_rss / 1048576.0)),
+            ]);
+            t.push(row);
         }
     }
     t
-}
-
-/// The columns both suites' main tables end with: CPU and rate over twistor's, CPU % and
-/// peak RSS.
-pub fn ratio_cells(f: &Figures, base: Option<&Figures>) -> [String; 4] {
-    [
-        fmt_ratio(base.map(|b| f.cpu_us / b.cpu_us)),
-        fmt_ratio(base.map(|b| f.rate / b.rate)),
-        fmt_num(f.cpu_pct),
-        format!("{} MiB", fmt_num(f.peak_rss / 1048576.0)),
-    ]
 }
 
 /// The chart's bar groups, one per scenario twistor ran in: server CPU per operation and
