@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::load::{self, Limit};
 use crate::procfs;
 use crate::report::{self, Table, fmt_num, fmt_ratio};
-use crate::server::{Launcher, Server, ServerKind};
+use crate::server::{Launcher, Server, ServerKind, ServerSet};
 
 /// Settings shared by the two counters.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ pub struct CountOptions {
 
 /// Counts user-space instructions per round trip under callgrind, prints the table and
 /// writes `callgrind.md`.
-pub fn callgrind(launcher: &Launcher, opts: &CountOptions) -> io::Result<()> {
+pub fn callgrind(launcher: &Launcher<ServerKind>, opts: &CountOptions) -> io::Result<()> {
     let mut rows: Vec<(ServerKind, u64, u64)> = Vec::new();
     for &kind in &opts.servers {
         if let Some(why) = launcher.unavailable(kind) {
@@ -85,7 +85,7 @@ pub fn callgrind(launcher: &Launcher, opts: &CountOptions) -> io::Result<()> {
 
 /// Counts system calls per echoed message under `strace -c -f`, prints the table and the
 /// calls that make it up, and writes `strace.md`.
-pub fn strace(launcher: &Launcher, opts: &CountOptions) -> io::Result<()> {
+pub fn strace(launcher: &Launcher<ServerKind>, opts: &CountOptions) -> io::Result<()> {
     let mut t = Table::new(&[
         "server",
         "syscalls / message",
@@ -249,16 +249,7 @@ fn write_report(
     table: &Table,
 ) -> io::Result<()> {
     println!("\n{what}\n\n{}", table.to_text());
-    std::fs::create_dir_all(&opts.out_dir)?;
-    let md = format!(
-        "# {title}\n\n{}\n\n{what}\n\n{}",
-        report::machine_line(),
-        table.to_markdown()
-    );
-    let path: &Path = &opts.out_dir.join(format!("{name}.md"));
-    std::fs::write(path, md)?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
+    report::write_table_report(&opts.out_dir, name, title, what, table)
 }
 
 #[cfg(test)]

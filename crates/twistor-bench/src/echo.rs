@@ -2,14 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::load::{self, Limit};
 use crate::procfs::{self, Memory};
-use crate::report::{self, BarGroup, Panel, Table, fmt_num, fmt_ratio, fmt_us};
-use crate::server::{Launcher, Server, ServerKind};
-use crate::stats::median;
+use crate::report::{BarGroup, Panel, Table, fmt_num, fmt_ratio, fmt_us};
+use crate::server::{Launcher, Server, ServerKind, ServerSet};
+use crate::suite::{self, ByPair, Figures, SuiteOptions, SuiteScenario};
 
 /// One scenario of the echo suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,10 +56,12 @@ impl Scenario {
             Scenario::Idle { conns: idle_conns },
         ]
     }
+}
 
+impl SuiteScenario for Scenario {
     /// The short name used for `--scenarios` and in tables: `1x64`, `50x64`, `50x4k`,
     /// `1000x64`, `stream`, `idle`.
-    pub fn name(&self) -> String {
+    fn name(&self) -> String {
         match *self {
             Scenario::PingPong { conns, size } if size % 1024 == 0 => {
                 format!("{conns}x{}k", size / 1024)
@@ -71,8 +72,7 @@ impl Scenario {
         }
     }
 
-    /// A longer description for reports.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         match *self {
             Scenario::PingPong { conns, size } => {
                 format!("ping-pong, {conns} connection(s) × {size} B")
@@ -85,66 +85,17 @@ impl Scenario {
     }
 }
 
+/// The report's and the chart's title.
+const TITLE: &str = "twistor echo benchmarks";
+
 /// Settings of one run of the echo suite.
-#[derive(Debug, Clone)]
-pub struct EchoOptions {
-    /// Measured window of each ping-pong run.
-    pub duration: Duration,
-    /// Ping-pong before each window.
-    pub warmup: Duration,
-    /// How many times each (scenario, server) pair runs, interleaved.
-    pub repeats: usize,
-    /// The scenarios, in order.
-    pub scenarios: Vec<Scenario>,
-    /// The servers, in order (twistor first, as the ratios' base).
-    pub servers: Vec<ServerKind>,
-    /// The core the load generator runs on, if pinned.
-    pub client_core: Option<usize>,
-    /// Where the Markdown and SVG go.
-    pub out_dir: PathBuf,
-}
-
-/// The medians of one (scenario, server) pair.
-#[derive(Debug, Clone, Copy, Default)]
-struct Figures {
-    /// Operations per second: round trips, or MB for streams.
-    rate: f64,
-    /// Median latency in ns (ping-pong only).
-    p50_ns: u32,
-    /// 99th percentile latency in ns (ping-pong only).
-    p99_ns: u32,
-    /// Server CPU per operation, µs.
-    cpu_us: f64,
-    /// Server CPU use over the window, percent of one core.
-    cpu_pct: f64,
-    /// The server's peak RSS during the run, bytes.
-    peak_rss: f64,
-}
-
-/// One measured run.
-type Sample = Figures;
+pub type EchoOptions = SuiteOptions<Scenario, ServerKind>;
 
 /// Runs the suite, prints its tables and writes `echo.md` and `echo.svg` to the output
 /// directory.
-pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
+pub fn run(launcher: &Launcher<ServerKind>, opts: &EchoOptions) -> io::Result<()> {
     let load_before = procfs::load_average();
-    let servers: Vec<ServerKind> = opts
-        .servers
-        .iter()
-        .copied()
-        .filter(|&k| match launcher.unavailable(k) {
-            Some(why) => {
-                eprintln!("note: {why}");
-                false
-            }
-            None => true,
-        })
-        .collect();
-    let mut notes: Vec<String> = opts
-        .servers
-        .iter()
-        .filter_map(|&k| launcher.unavailable(k))
-        .collect();
+    let (servers, mut notes) = launcher.available(&opts.servers);
 
     // Ping-pong and streams share one long-lived process per server; idle needs fresh ones.
     let active: Vec<Scenario> = opts
@@ -153,35 +104,30 @@ pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
         .copied()
         .filter(|s| !matches!(s, Scenario::Idle { .. }))
         .collect();
-    let mut samples: BTreeMap<(usize, ServerKind), Vec<Sample>> = BTreeMap::new();
-    if !active.is_empty() {
-        let mut running: Vec<Server> = Vec::new();
-        for &kind in &servers {
-            running.push(launcher.start(kind)?);
-        }
-        for (si, scenario) in active.iter().enumerate() {
-            for rep in 0..opts.repeats {
-                for (server, &kind) in running.iter().zip(&servers) {
-                    // Best effort: without it the peak covers the server's life so far.
-                    let _ = procfs::reset_peak_rss(server.pid());
-                    let mut sample = run_once(server, scenario, opts)?;
-                    sample.peak_rss = Memory::of(server.pid())?.peak_rss as f64;
-                    eprintln!(
-                        "{:>8} {:>9} run {}/{}: {} {}/s, server CPU {} µs/op ({}%)",
-                        scenario.name(),
-                        kind.name(),
-                        rep + 1,
-                        opts.repeats,
-                        fmt_num(sample.rate),
-                        unit(scenario),
-                        fmt_num(sample.cpu_us),
-                        fmt_num(sample.cpu_pct),
-                    );
-                    samples.entry((si, kind)).or_default().push(sample);
-                }
-            }
-        }
-    }
+    let samples = if active.is_empty() {
+        BTreeMap::new()
+    } else {
+        suite::run_interleaved(
+            launcher,
+            &servers,
+            &active,
+            opts.repeats,
+            |server, scenario| run_once(server, scenario, opts),
+            |scenario, kind, rep, sample| {
+                eprintln!(
+                    "{:>8} {:>9} run {}/{}: {} {}/s, server CPU {} µs/op ({}%)",
+                    scenario.name(),
+                    kind.name(),
+                    rep + 1,
+                    opts.repeats,
+                    fmt_num(sample.rate),
+                    unit(scenario),
+                    fmt_num(sample.cpu_us),
+                    fmt_num(sample.cpu_pct),
+                );
+            },
+        )?
+    };
 
     let mut idle: BTreeMap<ServerKind, IdleFigures> = BTreeMap::new();
     for scenario in &opts.scenarios {
@@ -205,11 +151,7 @@ pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
         }
     }
 
-    let medians: BTreeMap<(usize, ServerKind), Figures> = samples
-        .iter()
-        .map(|(&key, runs)| (key, medians_of(runs)))
-        .collect();
-
+    let medians = suite::medians(&samples);
     let main_table = main_table(&active, &servers, &medians);
     let idle_table = idle_table(&servers, &idle, &opts.scenarios);
     println!("\n{}", main_table.to_text());
@@ -217,30 +159,15 @@ pub fn run(launcher: &Launcher, opts: &EchoOptions) -> io::Result<()> {
         println!("{}", idle_table.to_text());
     }
 
-    std::fs::create_dir_all(&opts.out_dir)?;
     let load = (load_before, procfs::load_average());
-    let md = markdown(
-        opts,
-        launcher,
-        &active,
-        &main_table,
-        &idle_table,
-        &notes,
-        load,
-    );
-    let md_path = opts.out_dir.join("echo.md");
-    std::fs::write(&md_path, md)?;
-    let svg_path = opts.out_dir.join("echo.svg");
+    let mut md = suite::markdown_head(TITLE, "echo", opts, launcher, load);
+    md.push_str(&markdown_body(&active, &main_table, &idle_table));
+    md.push_str(&suite::notes_markdown(&notes));
     let panels = chart_panels(&active, &servers, &medians, &idle);
-    let series: Vec<String> = servers.iter().map(|k| k.name().to_owned()).collect();
-    let title = format!("twistor echo benchmarks, {}", report::today());
-    report::write_svg(&svg_path, &title, &series, &panels)
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    eprintln!("wrote {} and {}", md_path.display(), svg_path.display());
-    Ok(())
+    suite::write_report(&opts.out_dir, "echo", &md, TITLE, &servers, &panels)
 }
 
-fn run_once(server: &Server, scenario: &Scenario, opts: &EchoOptions) -> io::Result<Sample> {
+fn run_once(server: &Server, scenario: &Scenario, opts: &EchoOptions) -> io::Result<Figures> {
     match *scenario {
         Scenario::PingPong { conns, size } => {
             let limit = Limit::Time {
@@ -255,7 +182,7 @@ fn run_once(server: &Server, scenario: &Scenario, opts: &EchoOptions) -> io::Res
                 p99_ns: r.latency.p99_ns,
                 cpu_us: cpu.as_secs_f64() * 1e6 / r.round_trips.max(1) as f64,
                 cpu_pct: 100.0 * cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
-                peak_rss: 0.0,
+                ..Figures::default()
             })
         }
         Scenario::Stream { bytes } => {
@@ -267,7 +194,7 @@ fn run_once(server: &Server, scenario: &Scenario, opts: &EchoOptions) -> io::Res
                 p99_ns: 0,
                 cpu_us: cpu.as_secs_f64() * 1e6 / (r.bytes as f64 / 1e6),
                 cpu_pct: 100.0 * cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
-                peak_rss: 0.0,
+                ..Figures::default()
             })
         }
         Scenario::Idle { .. } => Err(io::Error::other("idle runs separately")),
@@ -285,7 +212,11 @@ struct IdleFigures {
     per_conn: f64,
 }
 
-fn run_idle(launcher: &Launcher, kind: ServerKind, conns: usize) -> io::Result<IdleFigures> {
+fn run_idle(
+    launcher: &Launcher<ServerKind>,
+    kind: ServerKind,
+    conns: usize,
+) -> io::Result<IdleFigures> {
     let server = launcher.start(kind)?;
     // One round trip first so lazily built state (buffers, the first task) is in the base.
     let warm = load::idle(server.addr, 1, 64)?;
@@ -304,20 +235,6 @@ fn run_idle(launcher: &Launcher, kind: ServerKind, conns: usize) -> io::Result<I
     })
 }
 
-fn medians_of(runs: &[Sample]) -> Figures {
-    let m = |f: &dyn Fn(&Sample) -> f64| {
-        median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
-    };
-    Figures {
-        rate: m(&|s| s.rate),
-        p50_ns: m(&|s| f64::from(s.p50_ns)) as u32,
-        p99_ns: m(&|s| f64::from(s.p99_ns)) as u32,
-        cpu_us: m(&|s| s.cpu_us),
-        cpu_pct: m(&|s| s.cpu_pct),
-        peak_rss: m(&|s| s.peak_rss),
-    }
-}
-
 fn unit(scenario: &Scenario) -> &'static str {
     match scenario {
         Scenario::Stream { .. } => "MB",
@@ -328,43 +245,19 @@ fn unit(scenario: &Scenario) -> &'static str {
 fn main_table(
     scenarios: &[Scenario],
     servers: &[ServerKind],
-    medians: &BTreeMap<(usize, ServerKind), Figures>,
+    medians: &ByPair<ServerKind, Figures>,
 ) -> Table {
-    let mut t = Table::new(&[
-        "scenario",
-        "server",
-        "rate /s",
-        "p50",
-        "p99",
-        "CPU µs/op",
-        "CPU × twistor",
-        "rate × twistor",
-        "CPU %",
-        "peak RSS",
-    ]);
-    for (si, scenario) in scenarios.iter().enumerate() {
-        let base = medians.get(&(si, ServerKind::Twistor));
-        for &kind in servers {
-            let Some(f) = medians.get(&(si, kind)) else {
-                continue;
-            };
-            let is_stream = matches!(scenario, Scenario::Stream { .. });
-            let latency = |ns: u32| if is_stream { "–".into() } else { fmt_us(ns) };
-            t.push(vec![
-                scenario.name(),
-                kind.name().into(),
-                format!("{} {}", fmt_num(f.rate), unit(scenario)),
-                latency(f.p50_ns),
-                latency(f.p99_ns),
-                fmt_num(f.cpu_us),
-                fmt_ratio(base.map(|b| f.cpu_us / b.cpu_us)),
-                fmt_ratio(base.map(|b| f.rate / b.rate)),
-                fmt_num(f.cpu_pct),
-                format!("{} MiB", fmt_num(f.peak_rss / 1048576.0)),
-            ]);
-        }
-    }
-    t
+    let columns = ["rate /s", "p50", "p99", "CPU µs/op"];
+    suite::pair_table(&columns, scenarios, servers, medians, |scenario, f| {
+        let is_stream = matches!(scenario, Scenario::Stream { .. });
+        let latency = |ns: u32| if is_stream { "–".into() } else { fmt_us(ns) };
+        vec![
+            format!("{} {}", fmt_num(f.rate), unit(scenario)),
+            latency(f.p50_ns),
+            latency(f.p99_ns),
+            fmt_num(f.cpu_us),
+        ]
+    })
 }
 
 fn idle_table(
@@ -406,30 +299,10 @@ fn idle_table(
 fn chart_panels(
     scenarios: &[Scenario],
     servers: &[ServerKind],
-    medians: &BTreeMap<(usize, ServerKind), Figures>,
+    medians: &ByPair<ServerKind, Figures>,
     idle: &BTreeMap<ServerKind, IdleFigures>,
 ) -> Vec<Panel> {
-    let mut cost = Vec::new();
-    let mut rate = Vec::new();
-    for (si, scenario) in scenarios.iter().enumerate() {
-        let Some(base) = medians.get(&(si, ServerKind::Twistor)) else {
-            continue;
-        };
-        let bars = |f: &dyn Fn(&Figures) -> f64| -> Vec<(String, f64)> {
-            servers
-                .iter()
-                .filter_map(|k| medians.get(&(si, *k)).map(|m| (k.name().to_owned(), f(m))))
-                .collect()
-        };
-        cost.push(BarGroup {
-            label: scenario.name(),
-            bars: bars(&|m| m.cpu_us / base.cpu_us),
-        });
-        rate.push(BarGroup {
-            label: scenario.name(),
-            bars: bars(&|m| m.rate / base.rate),
-        });
-    }
+    let (mut cost, rate) = suite::ratio_groups(scenarios, servers, medians);
     if let Some(base) = idle.get(&ServerKind::Twistor) {
         cost.push(BarGroup {
             label: "idle RSS".into(),
@@ -454,46 +327,12 @@ fn chart_panels(
     ]
 }
 
-fn markdown(
-    opts: &EchoOptions,
-    launcher: &Launcher,
-    scenarios: &[Scenario],
-    main: &Table,
-    idle_table: &Table,
-    notes: &[String],
-    load: (Option<f64>, Option<f64>),
-) -> String {
+/// The report between its head and its notes: the scenarios, the main table and the idle
+/// table.
+fn markdown_body(scenarios: &[Scenario], main: &Table, idle_table: &Table) -> String {
     let mut md = String::new();
-    md.push_str("# twistor echo benchmarks\n\n");
-    let fmt_load = |l: Option<f64>| l.map_or("?".into(), |l| format!("{l:.2}"));
-    md.push_str(&format!(
-        "{} · load average {} before, {} after\n\n",
-        report::machine_line(),
-        fmt_load(load.0),
-        fmt_load(load.1)
-    ));
-    md.push_str(&format!(
-        "Command: `twistor-bench echo --duration {} --warmup {} --repeats {}` · servers pinned to \
-         core {} · load generator {} · twistor server: `{}`\n\n",
-        opts.duration.as_secs_f64(),
-        opts.warmup.as_secs_f64(),
-        opts.repeats,
-        launcher
-            .server_core
-            .map_or("(not pinned)".into(), |c| c.to_string()),
-        opts.client_core
-            .map_or("not pinned".into(), |c| format!("on core {c}")),
-        launcher.twistor_cmd_display(),
-    ));
-    md.push_str("![chart](echo.svg)\n\n");
     if !scenarios.is_empty() {
-        md.push_str("Scenarios: ");
-        let described: Vec<String> = scenarios
-            .iter()
-            .map(|s| format!("`{}` {}", s.name(), s.describe()))
-            .collect();
-        md.push_str(&described.join("; "));
-        md.push_str(".\n\n");
+        md.push_str(&suite::describe_scenarios(scenarios));
         md.push_str(
             "Medians of the interleaved repeats. *rate* is round trips (or, for `stream`, MB \
              echoed) per second; *CPU µs/op* is the server's user + system time from \
@@ -513,12 +352,6 @@ fn markdown(
         md.push_str(&idle_table.to_markdown());
         md.push('\n');
     }
-    if !notes.is_empty() {
-        md.push_str("Notes:\n\n");
-        for n in notes {
-            md.push_str(&format!("- {n}\n"));
-        }
-    }
     md
 }
 
@@ -536,17 +369,5 @@ mod tests {
             names,
             ["1x64", "50x64", "50x4k", "1000x64", "stream", "idle"]
         );
-    }
-
-    #[test]
-    fn medians_per_field() {
-        let s = |rate, cpu_us| Figures {
-            rate,
-            cpu_us,
-            ..Figures::default()
-        };
-        let m = medians_of(&[s(1.0, 30.0), s(3.0, 10.0), s(2.0, 20.0)]);
-        assert_eq!(m.rate, 2.0);
-        assert_eq!(m.cpu_us, 20.0);
     }
 }

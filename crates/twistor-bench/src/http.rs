@@ -2,7 +2,6 @@
 //! `twisted.web`, keep-alive and pipelined, interleaved, medians reported; and the
 //! user-space instructions per request under callgrind.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -10,10 +9,11 @@ use std::time::Duration;
 
 use crate::counts;
 use crate::load::{self, HttpLoad, Limit};
-use crate::procfs::{self, Memory};
-use crate::report::{self, BarGroup, Panel, Table, fmt_num, fmt_ratio, fmt_us};
-use crate::server::{self, Server};
+use crate::procfs;
+use crate::report::{self, Panel, Table, fmt_num, fmt_ratio, fmt_us};
+use crate::server::{Launcher, Server, ServerSet, Start};
 use crate::stats::median;
+use crate::suite::{self, ByPair, Figures, SuiteOptions, SuiteScenario};
 
 /// The C HTTP responder's source, compiled at run time with the system's C compiler.
 pub const EPOLL_HTTP_C: &str = include_str!("../c/epoll_http.c");
@@ -36,18 +36,19 @@ pub enum HttpServerKind {
     Twisted,
 }
 
-impl HttpServerKind {
-    /// Every server, in the order tables list them.
-    pub const ALL: [HttpServerKind; 5] = [
+impl ServerSet for HttpServerKind {
+    const ALL: &'static [HttpServerKind] = &[
         HttpServerKind::Twistor,
         HttpServerKind::Hyper,
         HttpServerKind::HyperPipelineFlush,
         HttpServerKind::C,
         HttpServerKind::Twisted,
     ];
+    const TWISTOR: HttpServerKind = HttpServerKind::Twistor;
+    const C_PROGRAM: (&'static str, &'static str) = ("epoll_http", EPOLL_HTTP_C);
+    const TWISTED_SCRIPT: (&'static str, &'static str) = ("twisted_web.py", TWISTED_WEB_PY);
 
-    /// The short name used on the command line and in tables.
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             HttpServerKind::Twistor => "twistor",
             HttpServerKind::Hyper => "hyper-ct",
@@ -57,9 +58,24 @@ impl HttpServerKind {
         }
     }
 
-    /// Looks a server up by its short name.
-    pub fn from_name(name: &str) -> Option<HttpServerKind> {
-        HttpServerKind::ALL.into_iter().find(|k| k.name() == name)
+    fn start(self) -> Start {
+        match self {
+            HttpServerKind::Twistor => Start::Twistor,
+            HttpServerKind::Hyper => Start::BuiltIn("hyper-ct"),
+            HttpServerKind::HyperPipelineFlush => Start::BuiltIn("hyper-ct-pf"),
+            HttpServerKind::C => Start::C,
+            HttpServerKind::Twisted => Start::Twisted,
+        }
+    }
+
+    /// This binary's `serve twistor-http`, a copy of twistor-http's `hello_world` example.
+    fn default_twistor_cmd(self_exe: &Path) -> Vec<String> {
+        vec![
+            self_exe.display().to_string(),
+            "serve".into(),
+            "twistor-http".into(),
+            "{port}".into(),
+        ]
     }
 }
 
@@ -70,120 +86,7 @@ impl fmt::Display for HttpServerKind {
 }
 
 /// How to start each HTTP server: resolved once per run.
-#[derive(Debug, Clone)]
-pub struct HttpLauncher {
-    /// The twistor server command, `{port}` standing for the port.
-    pub twistor_cmd: Vec<String>,
-    /// This benchmark binary, for the servers it carries.
-    pub self_exe: PathBuf,
-    /// The compiled C responder, or why there is none.
-    pub c_exe: Result<PathBuf, String>,
-    /// `python3` and the Twisted script, or why Twisted is skipped.
-    pub twisted: Result<(PathBuf, PathBuf), String>,
-    /// The CPU servers are pinned to, if any.
-    pub server_core: Option<usize>,
-}
-
-impl HttpLauncher {
-    /// Prepares every server: compiles the C one and writes the Twisted script under
-    /// `work_dir`, and picks the twistor command (`twistor_cmd` if given, else this
-    /// binary's `serve twistor-http`, a copy of twistor-http's `hello_world` example).
-    pub fn prepare(
-        work_dir: &Path,
-        twistor_cmd: Option<&str>,
-        server_core: Option<usize>,
-    ) -> io::Result<HttpLauncher> {
-        std::fs::create_dir_all(work_dir)?;
-        let self_exe = std::env::current_exe()?;
-        let twistor_cmd = match twistor_cmd {
-            Some(cmd) => cmd.split_whitespace().map(str::to_owned).collect(),
-            None => vec![
-                self_exe.display().to_string(),
-                "serve".into(),
-                "twistor-http".into(),
-                "{port}".into(),
-            ],
-        };
-        Ok(HttpLauncher {
-            twistor_cmd,
-            c_exe: server::compile_c(work_dir, "epoll_http", EPOLL_HTTP_C),
-            twisted: server::find_twisted(work_dir, "twisted_web.py", TWISTED_WEB_PY),
-            self_exe,
-            server_core,
-        })
-    }
-
-    /// The twistor command as reports show it: the program by file name only.
-    pub fn twistor_cmd_display(&self) -> String {
-        let mut args = self.twistor_cmd.clone();
-        if let Some(name) = args
-            .first()
-            .and_then(|p| Path::new(p).file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-        {
-            args[0] = name;
-        }
-        args.join(" ")
-    }
-
-    /// Why `kind` cannot run here, if it cannot.
-    pub fn unavailable(&self, kind: HttpServerKind) -> Option<String> {
-        match kind {
-            HttpServerKind::C => self.c_exe.as_ref().err().cloned(),
-            HttpServerKind::Twisted => self.twisted.as_ref().err().cloned(),
-            _ => None,
-        }
-    }
-
-    /// The command line (program first) that runs `kind` on `port`.
-    pub fn command_line(&self, kind: HttpServerKind, port: u16) -> io::Result<Vec<String>> {
-        let unavailable = |why: &String| io::Error::new(io::ErrorKind::NotFound, why.clone());
-        let exe = self.self_exe.display().to_string();
-        let port = port.to_string();
-        Ok(match kind {
-            HttpServerKind::Twistor => self
-                .twistor_cmd
-                .iter()
-                .map(|a| a.replace("{port}", &port))
-                .collect(),
-            HttpServerKind::Hyper => vec![exe, "serve".into(), "hyper-ct".into(), port],
-            HttpServerKind::HyperPipelineFlush => {
-                vec![exe, "serve".into(), "hyper-ct-pf".into(), port]
-            }
-            HttpServerKind::C => {
-                let c = self.c_exe.as_ref().map_err(unavailable)?;
-                vec![c.display().to_string(), port]
-            }
-            HttpServerKind::Twisted => {
-                let (python, script) = self.twisted.as_ref().map_err(unavailable)?;
-                vec![
-                    python.display().to_string(),
-                    script.display().to_string(),
-                    port,
-                ]
-            }
-        })
-    }
-
-    /// Starts `kind` on a free port, pinned to the server core, and waits until it accepts.
-    pub fn start(&self, kind: HttpServerKind) -> io::Result<Server> {
-        self.start_wrapped(kind, &[], Duration::from_secs(20))
-    }
-
-    /// Starts `kind` under a wrapper command line (e.g. valgrind's), waiting up to
-    /// `ready_timeout` for it to accept.
-    pub fn start_wrapped(
-        &self,
-        kind: HttpServerKind,
-        wrapper: &[String],
-        ready_timeout: Duration,
-    ) -> io::Result<Server> {
-        let port = server::free_port()?;
-        let mut argv: Vec<String> = wrapper.to_vec();
-        argv.extend(self.command_line(kind, port)?);
-        Server::spawn(kind.name(), &argv, port, self.server_core, ready_timeout)
-    }
-}
+pub type HttpLauncher = Launcher<HttpServerKind>;
 
 /// One scenario of the HTTP suite: `conns` keep-alive connections, each sending `depth`
 /// requests per write and waiting for all their responses.
@@ -210,10 +113,12 @@ impl HttpScenario {
             },
         ]
     }
+}
 
+impl SuiteScenario for HttpScenario {
     /// The short name used for `--scenarios` and in tables: `keepalive` and `pipelined`
     /// for the suite's two, `CONNSxDEPTH` otherwise.
-    pub fn name(&self) -> String {
+    fn name(&self) -> String {
         match (self.conns, self.depth) {
             (50, 1) => "keepalive".into(),
             (50, 16) => "pipelined".into(),
@@ -221,8 +126,7 @@ impl HttpScenario {
         }
     }
 
-    /// A longer description for reports.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         if self.depth == 1 {
             format!(
                 "{} keep-alive connections, one request at a time",
@@ -239,94 +143,41 @@ impl HttpScenario {
 }
 
 /// Settings of one run of the HTTP suite.
-#[derive(Debug, Clone)]
-pub struct HttpOptions {
-    /// Measured window of each run.
-    pub duration: Duration,
-    /// Load before each window.
-    pub warmup: Duration,
-    /// How many times each (scenario, server) pair runs, interleaved.
-    pub repeats: usize,
-    /// The scenarios, in order.
-    pub scenarios: Vec<HttpScenario>,
-    /// The servers, in order (twistor first, as the ratios' base).
-    pub servers: Vec<HttpServerKind>,
-    /// The core the load generator runs on, if pinned.
-    pub client_core: Option<usize>,
-    /// Where the Markdown and SVG go.
-    pub out_dir: PathBuf,
-}
+pub type HttpOptions = SuiteOptions<HttpScenario, HttpServerKind>;
 
-/// The medians of one (scenario, server) pair, or one run.
-#[derive(Debug, Clone, Copy, Default)]
-struct Figures {
-    /// Requests per second.
-    rate: f64,
-    /// Median batch latency in ns.
-    p50_ns: u32,
-    /// 99th percentile batch latency in ns.
-    p99_ns: u32,
-    /// Server CPU per request, µs.
-    cpu_us: f64,
-    /// The user-space part of it.
-    user_us: f64,
-    /// Server CPU use over the window, percent of one core.
-    cpu_pct: f64,
-    /// The server's peak RSS during the run, bytes.
-    peak_rss: f64,
-}
+/// The report's and the chart's title.
+const TITLE: &str = "twistor HTTP benchmarks";
 
 /// Runs the suite, prints its table and writes `http.md` and `http.svg` to the output
 /// directory. Every server started is killed when the run ends, failed or not.
 pub fn run(launcher: &HttpLauncher, opts: &HttpOptions) -> io::Result<()> {
     let load_before = procfs::load_average();
-    let mut notes = Vec::new();
-    let mut servers = Vec::new();
-    for &kind in &opts.servers {
-        match launcher.unavailable(kind) {
-            Some(why) => {
-                eprintln!("note: {why}");
-                notes.push(why);
-            }
-            None => servers.push(kind),
-        }
-    }
+    let (servers, notes) = launcher.available(&opts.servers);
 
-    // One long-lived process per server; dropping `running` kills them all.
-    let mut running: Vec<Server> = Vec::new();
-    for &kind in &servers {
-        running.push(launcher.start(kind)?);
-    }
-    let mut samples: BTreeMap<(usize, HttpServerKind), Vec<Figures>> = BTreeMap::new();
-    for (si, scenario) in opts.scenarios.iter().enumerate() {
-        for rep in 0..opts.repeats {
-            for (server, &kind) in running.iter().zip(&servers) {
-                let _ = procfs::reset_peak_rss(server.pid());
-                let mut sample = run_once(server, scenario, opts)?;
-                sample.peak_rss = Memory::of(server.pid())?.peak_rss as f64;
-                eprintln!(
-                    "{:>10} {:>11} run {}/{}: {} req/s, p99 {}, server CPU {} µs/req \
-                     (user {}, {}%)",
-                    scenario.name(),
-                    kind.name(),
-                    rep + 1,
-                    opts.repeats,
-                    fmt_num(sample.rate),
-                    fmt_us(sample.p99_ns),
-                    fmt_num(sample.cpu_us),
-                    fmt_num(sample.user_us),
-                    fmt_num(sample.cpu_pct),
-                );
-                samples.entry((si, kind)).or_default().push(sample);
-            }
-        }
-    }
-    drop(running);
+    let samples = suite::run_interleaved(
+        launcher,
+        &servers,
+        &opts.scenarios,
+        opts.repeats,
+        |server, scenario| run_once(server, scenario, opts),
+        |scenario, kind, rep, sample| {
+            eprintln!(
+                "{:>10} {:>11} run {}/{}: {} req/s, p99 {}, server CPU {} µs/req \
+                 (user {}, {}%)",
+                scenario.name(),
+                kind.name(),
+                rep + 1,
+                opts.repeats,
+                fmt_num(sample.rate),
+                fmt_us(sample.p99_ns),
+                fmt_num(sample.cpu_us),
+                fmt_num(sample.user_us),
+                fmt_num(sample.cpu_pct),
+            );
+        },
+    )?;
 
-    let medians: BTreeMap<(usize, HttpServerKind), Figures> = samples
-        .iter()
-        .map(|(&key, runs)| (key, medians_of(runs)))
-        .collect();
+    let medians = suite::medians(&samples);
     let table = main_table(&opts.scenarios, &servers, &medians);
     let targets = targets_table(&opts.scenarios, &samples, &medians);
     println!("\n{}", table.to_text());
@@ -334,19 +185,12 @@ pub fn run(launcher: &HttpLauncher, opts: &HttpOptions) -> io::Result<()> {
         println!("{}", targets.to_text());
     }
 
-    std::fs::create_dir_all(&opts.out_dir)?;
     let load = (load_before, procfs::load_average());
-    let md = markdown(opts, launcher, &table, &targets, &notes, load);
-    let md_path = opts.out_dir.join("http.md");
-    std::fs::write(&md_path, md)?;
-    let svg_path = opts.out_dir.join("http.svg");
+    let mut md = suite::markdown_head(TITLE, "http", opts, launcher, load);
+    md.push_str(&markdown_body(&opts.scenarios, &table, &targets));
+    md.push_str(&suite::notes_markdown(&notes));
     let panels = chart_panels(&opts.scenarios, &servers, &medians);
-    let series: Vec<String> = servers.iter().map(|k| k.name().to_owned()).collect();
-    let title = format!("twistor HTTP benchmarks, {}", report::today());
-    report::write_svg(&svg_path, &title, &series, &panels)
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    eprintln!("wrote {} and {}", md_path.display(), svg_path.display());
-    Ok(())
+    suite::write_report(&opts.out_dir, "http", &md, TITLE, &servers, &panels)
 }
 
 fn run_once(server: &Server, scenario: &HttpScenario, opts: &HttpOptions) -> io::Result<Figures> {
@@ -370,61 +214,21 @@ fn run_once(server: &Server, scenario: &HttpScenario, opts: &HttpOptions) -> io:
     })
 }
 
-fn medians_of(runs: &[Figures]) -> Figures {
-    let m = |f: &dyn Fn(&Figures) -> f64| {
-        median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
-    };
-    Figures {
-        rate: m(&|s| s.rate),
-        p50_ns: m(&|s| f64::from(s.p50_ns)) as u32,
-        p99_ns: m(&|s| f64::from(s.p99_ns)) as u32,
-        cpu_us: m(&|s| s.cpu_us),
-        user_us: m(&|s| s.user_us),
-        cpu_pct: m(&|s| s.cpu_pct),
-        peak_rss: m(&|s| s.peak_rss),
-    }
-}
-
 fn main_table(
     scenarios: &[HttpScenario],
     servers: &[HttpServerKind],
-    medians: &BTreeMap<(usize, HttpServerKind), Figures>,
+    medians: &ByPair<HttpServerKind, Figures>,
 ) -> Table {
-    let mut t = Table::new(&[
-        "scenario",
-        "server",
-        "requests /s",
-        "p50",
-        "p99",
-        "CPU µs/req",
-        "of it user",
-        "CPU × twistor",
-        "rate × twistor",
-        "CPU %",
-        "peak RSS",
-    ]);
-    for (si, scenario) in scenarios.iter().enumerate() {
-        let base = medians.get(&(si, HttpServerKind::Twistor));
-        for &kind in servers {
-            let Some(f) = medians.get(&(si, kind)) else {
-                continue;
-            };
-            t.push(vec![
-                scenario.name(),
-                kind.name().into(),
-                fmt_num(f.rate),
-                fmt_us(f.p50_ns),
-                fmt_us(f.p99_ns),
-                fmt_num(f.cpu_us),
-                fmt_num(f.user_us),
-                fmt_ratio(base.map(|b| f.cpu_us / b.cpu_us)),
-                fmt_ratio(base.map(|b| f.rate / b.rate)),
-                fmt_num(f.cpu_pct),
-                format!("{} MiB", fmt_num(f.peak_rss / 1048576.0)),
-            ]);
-        }
-    }
-    t
+    let columns = ["requests /s", "p50", "p99", "CPU µs/req", "of it user"];
+    suite::pair_table(&columns, scenarios, servers, medians, |_, f| {
+        vec![
+            fmt_num(f.rate),
+            fmt_us(f.p50_ns),
+            fmt_us(f.p99_ns),
+            fmt_num(f.cpu_us),
+            fmt_num(f.user_us),
+        ]
+    })
 }
 
 /// Issue 8's targets, as measured: keep-alive CPU per request against hyper's, pipelined
@@ -435,8 +239,8 @@ fn main_table(
 /// machine's mood), with the spread of those. The verdict goes by the paired median.
 fn targets_table(
     scenarios: &[HttpScenario],
-    samples: &BTreeMap<(usize, HttpServerKind), Vec<Figures>>,
-    medians: &BTreeMap<(usize, HttpServerKind), Figures>,
+    samples: &ByPair<HttpServerKind, Vec<Figures>>,
+    medians: &ByPair<HttpServerKind, Figures>,
 ) -> Table {
     let mut t = Table::new(&[
         "target",
@@ -555,29 +359,9 @@ fn targets_table(
 fn chart_panels(
     scenarios: &[HttpScenario],
     servers: &[HttpServerKind],
-    medians: &BTreeMap<(usize, HttpServerKind), Figures>,
+    medians: &ByPair<HttpServerKind, Figures>,
 ) -> Vec<Panel> {
-    let mut cost = Vec::new();
-    let mut rate = Vec::new();
-    for (si, scenario) in scenarios.iter().enumerate() {
-        let Some(base) = medians.get(&(si, HttpServerKind::Twistor)) else {
-            continue;
-        };
-        let bars = |f: &dyn Fn(&Figures) -> f64| -> Vec<(String, f64)> {
-            servers
-                .iter()
-                .filter_map(|k| medians.get(&(si, *k)).map(|m| (k.name().to_owned(), f(m))))
-                .collect()
-        };
-        cost.push(BarGroup {
-            label: scenario.name(),
-            bars: bars(&|m| m.cpu_us / base.cpu_us),
-        });
-        rate.push(BarGroup {
-            label: scenario.name(),
-            bars: bars(&|m| m.rate / base.rate),
-        });
-    }
+    let (cost, rate) = suite::ratio_groups(scenarios, servers, medians);
     vec![
         Panel {
             title: "server CPU per request, × twistor (lower is better)".into(),
@@ -590,43 +374,10 @@ fn chart_panels(
     ]
 }
 
-fn markdown(
-    opts: &HttpOptions,
-    launcher: &HttpLauncher,
-    table: &Table,
-    targets: &Table,
-    notes: &[String],
-    load: (Option<f64>, Option<f64>),
-) -> String {
-    let mut md = String::new();
-    md.push_str("# twistor HTTP benchmarks\n\n");
-    let fmt_load = |l: Option<f64>| l.map_or("?".into(), |l| format!("{l:.2}"));
-    md.push_str(&format!(
-        "{} · load average {} before, {} after\n\n",
-        report::machine_line(),
-        fmt_load(load.0),
-        fmt_load(load.1)
-    ));
-    md.push_str(&format!(
-        "Command: `twistor-bench http --duration {} --warmup {} --repeats {}` · servers pinned \
-         to core {} · load generator {} · twistor server: `{}`\n\n",
-        opts.duration.as_secs_f64(),
-        opts.warmup.as_secs_f64(),
-        opts.repeats,
-        launcher
-            .server_core
-            .map_or("(not pinned)".into(), |c| c.to_string()),
-        opts.client_core
-            .map_or("not pinned".into(), |c| format!("on core {c}")),
-        launcher.twistor_cmd_display(),
-    ));
-    md.push_str("![chart](http.svg)\n\n");
-    let described: Vec<String> = opts
-        .scenarios
-        .iter()
-        .map(|s| format!("`{}` {}", s.name(), s.describe()))
-        .collect();
-    md.push_str(&format!("Scenarios: {}.\n\n", described.join("; ")));
+/// The report between its head and its notes: the scenarios, the main table and the
+/// targets.
+fn markdown_body(scenarios: &[HttpScenario], table: &Table, targets: &Table) -> String {
+    let mut md = suite::describe_scenarios(scenarios);
     md.push_str(
         "Every request is `GET /` with `Host`, `User-Agent` and `Accept`; every server answers \
          `200 OK`, `Hello, world!\\n` as text/plain with `Date`, `Server` and `Content-Length`. \
@@ -647,12 +398,6 @@ fn markdown(
         );
         md.push_str(&targets.to_markdown());
         md.push('\n');
-    }
-    if !notes.is_empty() {
-        md.push_str("Notes:\n\n");
-        for n in notes {
-            md.push_str(&format!("- {n}\n"));
-        }
     }
     md
 }
@@ -756,7 +501,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for kind in HttpServerKind::ALL {
+        for &kind in HttpServerKind::ALL {
             assert_eq!(HttpServerKind::from_name(kind.name()), Some(kind));
         }
         let names: Vec<String> = HttpScenario::all().iter().map(HttpScenario::name).collect();

@@ -30,3 +30,4 @@ pub mod procfs;
 pub mod report;
 pub mod server;
 pub mod stats;
+pub mod suite;

@@ -68,16 +68,44 @@ pub fn ping_pong(
     server_pid: Option<u32>,
 ) -> io::Result<PingPongResult> {
     let message = vec![b'x'; size];
-    let mut streams: Vec<TcpStream> = connect_all(addr, conns, &message)?
-        .into_iter()
-        .map(TcpStream::from_std)
-        .collect();
+    let streams = connect_all(addr, conns, &message)?;
+    let state = (0..conns).map(|_| Conn::new(&message)).collect();
+    closed_loop(streams, state, 1, limit, server_pid, "no echo for 5 s")
+}
+
+/// One connection's side of a closed loop: send something, wait for all of its answer,
+/// send again.
+trait Exchange {
+    /// Starts the next exchange at `now`.
+    fn send(&mut self, s: &mut TcpStream, now: Instant) -> io::Result<()>;
+
+    /// Writes what the socket did not take yet, if anything.
+    fn write_rest(&mut self, s: &mut TcpStream) -> io::Result<()>;
+
+    /// Reads what is there; true once the whole answer of the exchange is in.
+    fn read_answer(&mut self, s: &mut TcpStream, buf: &mut [u8]) -> io::Result<bool>;
+
+    /// When the exchange in flight started.
+    fn sent_at(&self) -> Instant;
+}
+
+/// Drives `state[i]` on `streams[i]`, one exchange in flight per connection, each counting
+/// `ops` operations, until `limit`; `silence` says what did not come when the server
+/// stays quiet for 5 s.
+fn closed_loop<C: Exchange>(
+    streams: Vec<StdTcpStream>,
+    mut state: Vec<C>,
+    ops: u64,
+    limit: Limit,
+    server_pid: Option<u32>,
+    silence: &str,
+) -> io::Result<PingPongResult> {
+    let mut streams: Vec<TcpStream> = streams.into_iter().map(TcpStream::from_std).collect();
     let mut poll = Poll::new()?;
     for (i, s) in streams.iter_mut().enumerate() {
         poll.registry()
             .register(s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
     }
-    let mut state: Vec<Conn> = (0..conns).map(|_| Conn::default()).collect();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
     let mut latencies: Vec<u32> = Vec::with_capacity(1 << 20);
@@ -90,7 +118,7 @@ pub fn ping_pong(
     let mut in_window = warmup.is_zero();
     let mut window_start = start;
     let mut cpu_start = cpu_of(server_pid)?;
-    let mut round_trips = 0u64;
+    let mut done = 0u64;
     let mut issued = 0u64;
     let mut outstanding = 0usize;
 
@@ -98,8 +126,8 @@ pub fn ping_pong(
         if count.is_some_and(|n| issued >= n) {
             break;
         }
-        c.send(&mut streams[i], &message, start)?;
-        issued += 1;
+        c.send(&mut streams[i], start)?;
+        issued += ops;
         outstanding += 1;
     }
 
@@ -120,41 +148,38 @@ pub fn ping_pong(
         if events.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "no echo for 5 s: is the server stuck?",
+                format!("{silence}: is the server stuck?"),
             ));
         }
         now = Instant::now();
         for event in events.iter() {
             let i = event.token().0;
             let (c, s) = (&mut state[i], &mut streams[i]);
-            if event.is_writable() && c.written < size {
-                c.write_rest(s, &message)?;
+            if event.is_writable() {
+                c.write_rest(s)?;
             }
             if !event.is_readable() {
                 continue;
             }
-            if c.read_echo(s, &mut buf, size)? {
+            if c.read_answer(s, &mut buf)? {
                 outstanding -= 1;
                 if in_window {
-                    round_trips += 1;
-                    let ns = now.duration_since(c.sent_at).as_nanos();
+                    done += ops;
+                    let ns = now.duration_since(c.sent_at()).as_nanos();
                     latencies.push(ns.min(u32::MAX as u128) as u32);
                 }
                 if count.is_none_or(|n| issued < n) {
-                    c.send(s, &message, now)?;
-                    issued += 1;
+                    c.send(s, now)?;
+                    issued += ops;
                     outstanding += 1;
                 }
             }
         }
     }
     let elapsed = now.duration_since(window_start);
-    let server_cpu = match (server_pid, cpu_start) {
-        (Some(pid), Some(before)) => Some(CpuTime::of(pid)?.since(before)),
-        _ => None,
-    };
+    let server_cpu = cpu_since(server_pid, cpu_start)?;
     Ok(PingPongResult {
-        round_trips,
+        round_trips: done,
         elapsed,
         latency: Latency::from_samples(&mut latencies),
         server_cpu,
@@ -229,14 +254,10 @@ pub fn stream(addr: SocketAddr, total: u64, server_pid: Option<u32>) -> io::Resu
         }
     }
     let elapsed = start.elapsed();
-    let server_cpu = match (server_pid, cpu_start) {
-        (Some(pid), Some(before)) => Some(CpuTime::of(pid)?.since(before)),
-        _ => None,
-    };
     Ok(StreamResult {
         bytes: received,
         elapsed,
-        server_cpu,
+        server_cpu: cpu_since(server_pid, cpu_start)?,
     })
 }
 
@@ -289,97 +310,18 @@ pub fn http(
 ) -> io::Result<PingPongResult> {
     let batch = load.request.repeat(load.depth);
     let depth = load.depth as u64;
-    let mut streams: Vec<TcpStream> = connect_all_http(addr, load.conns, &load.request)?
-        .into_iter()
-        .map(TcpStream::from_std)
+    let streams = connect_all_http(addr, load.conns, &load.request)?;
+    let state = (0..load.conns)
+        .map(|_| HttpConn::new(&batch, depth))
         .collect();
-    let mut poll = Poll::new()?;
-    for (i, s) in streams.iter_mut().enumerate() {
-        poll.registry()
-            .register(s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-    }
-    let mut state: Vec<HttpConn> = (0..load.conns).map(|_| HttpConn::default()).collect();
-    let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut latencies: Vec<u32> = Vec::with_capacity(1 << 20);
-
-    let (warmup, measure, count) = match limit {
-        Limit::Time { warmup, measure } => (warmup, Some(measure), None),
-        Limit::Count(n) => (Duration::ZERO, None, Some(n)),
-    };
-    let start = Instant::now();
-    let mut in_window = warmup.is_zero();
-    let mut window_start = start;
-    let mut cpu_start = cpu_of(server_pid)?;
-    let mut requests = 0u64;
-    let mut issued = 0u64;
-    let mut outstanding = 0usize;
-
-    for (i, c) in state.iter_mut().enumerate() {
-        if count.is_some_and(|n| issued >= n) {
-            break;
-        }
-        c.send(&mut streams[i], &batch, depth, start)?;
-        issued += depth;
-        outstanding += 1;
-    }
-
-    let mut now = start;
-    loop {
-        if !in_window && now.duration_since(start) >= warmup {
-            in_window = true;
-            window_start = now;
-            cpu_start = cpu_of(server_pid)?;
-        }
-        if in_window && measure.is_some_and(|m| now.duration_since(window_start) >= m) {
-            break;
-        }
-        if outstanding == 0 {
-            break;
-        }
-        poll.poll(&mut events, Some(Duration::from_secs(5)))?;
-        if events.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no response for 5 s: is the server stuck?",
-            ));
-        }
-        now = Instant::now();
-        for event in events.iter() {
-            let i = event.token().0;
-            let (c, s) = (&mut state[i], &mut streams[i]);
-            if event.is_writable() && c.written < batch.len() {
-                c.write_rest(s, &batch)?;
-            }
-            if !event.is_readable() {
-                continue;
-            }
-            if c.read_responses(s, &mut buf)? {
-                outstanding -= 1;
-                if in_window {
-                    requests += depth;
-                    let ns = now.duration_since(c.sent_at).as_nanos();
-                    latencies.push(ns.min(u32::MAX as u128) as u32);
-                }
-                if count.is_none_or(|n| issued < n) {
-                    c.send(s, &batch, depth, now)?;
-                    issued += depth;
-                    outstanding += 1;
-                }
-            }
-        }
-    }
-    let elapsed = now.duration_since(window_start);
-    let server_cpu = match (server_pid, cpu_start) {
-        (Some(pid), Some(before)) => Some(CpuTime::of(pid)?.since(before)),
-        _ => None,
-    };
-    Ok(PingPongResult {
-        round_trips: requests,
-        elapsed,
-        latency: Latency::from_samples(&mut latencies),
-        server_cpu,
-    })
+    closed_loop(
+        streams,
+        state,
+        depth,
+        limit,
+        server_pid,
+        "no response for 5 s",
+    )
 }
 
 /// Counts complete HTTP/1.1 responses in a byte stream, each framed by `Content-Length`.
@@ -477,7 +419,11 @@ fn content_length(head: &[u8]) -> io::Result<usize> {
 
 /// One connection's HTTP state.
 #[derive(Debug)]
-struct HttpConn {
+struct HttpConn<'a> {
+    /// The requests sent together.
+    batch: &'a [u8],
+    /// How many requests `batch` holds.
+    depth: u64,
     written: usize,
     /// Responses still due for the batch in flight.
     awaited: u64,
@@ -485,9 +431,11 @@ struct HttpConn {
     framer: ResponseFramer,
 }
 
-impl Default for HttpConn {
-    fn default() -> HttpConn {
+impl HttpConn<'_> {
+    fn new(batch: &[u8], depth: u64) -> HttpConn<'_> {
         HttpConn {
+            batch,
+            depth,
             written: 0,
             awaited: 0,
             sent_at: Instant::now(),
@@ -496,34 +444,20 @@ impl Default for HttpConn {
     }
 }
 
-impl HttpConn {
-    fn send(
-        &mut self,
-        s: &mut TcpStream,
-        batch: &[u8],
-        depth: u64,
-        now: Instant,
-    ) -> io::Result<()> {
+impl Exchange for HttpConn<'_> {
+    fn send(&mut self, s: &mut TcpStream, now: Instant) -> io::Result<()> {
         self.written = 0;
-        self.awaited = depth;
+        self.awaited = self.depth;
         self.sent_at = now;
-        self.write_rest(s, batch)
+        self.write_rest(s)
     }
 
-    fn write_rest(&mut self, s: &mut TcpStream, batch: &[u8]) -> io::Result<()> {
-        while self.written < batch.len() {
-            match s.write(&batch[self.written..]) {
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+    fn write_rest(&mut self, s: &mut TcpStream) -> io::Result<()> {
+        write_from(s, self.batch, &mut self.written)
     }
 
     /// Reads what is there; true once every response of the batch is in.
-    fn read_responses(&mut self, s: &mut TcpStream, buf: &mut [u8]) -> io::Result<bool> {
+    fn read_answer(&mut self, s: &mut TcpStream, buf: &mut [u8]) -> io::Result<bool> {
         loop {
             match s.read(buf) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -546,6 +480,23 @@ impl HttpConn {
             }
         }
     }
+
+    fn sent_at(&self) -> Instant {
+        self.sent_at
+    }
+}
+
+/// Writes `data` from `*written` on until done or the socket is full, advancing `*written`.
+fn write_from(s: &mut TcpStream, data: &[u8], written: &mut usize) -> io::Result<()> {
+    while *written < data.len() {
+        match s.write(&data[*written..]) {
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Like [`connect_all`], with one HTTP request and its response on each connection.
@@ -554,13 +505,8 @@ fn connect_all_http(
     conns: usize,
     request: &[u8],
 ) -> io::Result<Vec<StdTcpStream>> {
-    let mut out = Vec::with_capacity(conns);
     let mut buf = vec![0u8; 16 * 1024];
-    for _ in 0..conns {
-        let mut s = StdTcpStream::connect(addr)?;
-        s.set_nodelay(true)?;
-        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    connect_each(addr, conns, |s| {
         s.write_all(request)?;
         let mut framer = ResponseFramer::default();
         loop {
@@ -569,27 +515,26 @@ fn connect_all_http(
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             if framer.feed(&buf[..n])? == 1 {
-                break;
+                return Ok(());
             }
         }
-        s.set_read_timeout(None)?;
-        s.set_nonblocking(true)?;
-        out.push(s);
-    }
-    Ok(out)
+    })
 }
 
 /// One connection's ping-pong state.
 #[derive(Debug)]
-struct Conn {
+struct Conn<'a> {
+    /// The message sent, whose echo is awaited.
+    message: &'a [u8],
     written: usize,
     received: usize,
     sent_at: Instant,
 }
 
-impl Default for Conn {
-    fn default() -> Conn {
+impl Conn<'_> {
+    fn new(message: &[u8]) -> Conn<'_> {
         Conn {
+            message,
             written: 0,
             received: 0,
             sent_at: Instant::now(),
@@ -597,28 +542,21 @@ impl Default for Conn {
     }
 }
 
-impl Conn {
-    fn send(&mut self, s: &mut TcpStream, message: &[u8], now: Instant) -> io::Result<()> {
+impl Exchange for Conn<'_> {
+    fn send(&mut self, s: &mut TcpStream, now: Instant) -> io::Result<()> {
         self.written = 0;
         self.received = 0;
         self.sent_at = now;
-        self.write_rest(s, message)
+        self.write_rest(s)
     }
 
-    fn write_rest(&mut self, s: &mut TcpStream, message: &[u8]) -> io::Result<()> {
-        while self.written < message.len() {
-            match s.write(&message[self.written..]) {
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+    fn write_rest(&mut self, s: &mut TcpStream) -> io::Result<()> {
+        write_from(s, self.message, &mut self.written)
     }
 
     /// Reads what is there; true once the whole echo of the current message is in.
-    fn read_echo(&mut self, s: &mut TcpStream, buf: &mut [u8], size: usize) -> io::Result<bool> {
+    fn read_answer(&mut self, s: &mut TcpStream, buf: &mut [u8]) -> io::Result<bool> {
+        let size = self.message.len();
         loop {
             match s.read(buf) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -643,27 +581,51 @@ impl Conn {
             }
         }
     }
+
+    fn sent_at(&self) -> Instant {
+        self.sent_at
+    }
 }
 
 /// Connects one at a time, each finishing one blocking round trip of `message` before the
 /// next connect, so no server's accept queue (Twisted's default backlog is 50) overflows.
 /// The streams come back non-blocking.
 fn connect_all(addr: SocketAddr, conns: usize, message: &[u8]) -> io::Result<Vec<StdTcpStream>> {
-    let mut out = Vec::with_capacity(conns);
     let mut echo = vec![0u8; message.len()];
+    connect_each(addr, conns, |s| {
+        s.write_all(message)?;
+        s.read_exact(&mut echo)
+    })
+}
+
+/// Opens `conns` connections to `addr` one at a time, running the blocking `handshake` on
+/// each before the next connect; the streams come back non-blocking.
+fn connect_each(
+    addr: SocketAddr,
+    conns: usize,
+    mut handshake: impl FnMut(&mut StdTcpStream) -> io::Result<()>,
+) -> io::Result<Vec<StdTcpStream>> {
+    let mut out = Vec::with_capacity(conns);
     for _ in 0..conns {
         let mut s = StdTcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         // Close with RST: thousands of connections per run would otherwise sit in TIME_WAIT.
         socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(message)?;
-        s.read_exact(&mut echo)?;
+        handshake(&mut s)?;
         s.set_read_timeout(None)?;
         s.set_nonblocking(true)?;
         out.push(s);
     }
     Ok(out)
+}
+
+/// The server's CPU time since `before`, when there is a server to ask.
+fn cpu_since(pid: Option<u32>, before: Option<CpuTime>) -> io::Result<Option<CpuTime>> {
+    match (pid, before) {
+        (Some(pid), Some(before)) => Ok(Some(CpuTime::of(pid)?.since(before))),
+        _ => Ok(None),
+    }
 }
 
 fn cpu_of(pid: Option<u32>) -> io::Result<Option<CpuTime>> {

@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use twistor_bench::counts::{self, CountOptions};
-use twistor_bench::echo::{self, EchoOptions, Scenario};
-use twistor_bench::http::{
-    self, HttpCountOptions, HttpLauncher, HttpOptions, HttpScenario, HttpServerKind,
-};
+use twistor_bench::echo::{self, Scenario};
+use twistor_bench::http::{self, HttpCountOptions, HttpScenario, HttpServerKind};
 use twistor_bench::load::{self, HttpLoad, Limit};
-use twistor_bench::report::{Table, fmt_num, fmt_us};
-use twistor_bench::server::{self, Launcher, ServerKind};
+use twistor_bench::report::{self, Table, fmt_num, fmt_us};
+use twistor_bench::server::{self, Launcher, ServerKind, ServerSet};
+use twistor_bench::suite::{SuiteOptions, SuiteScenario};
 use twistor_bench::{micro, peers};
+
+/// What the subcommands return: any error ends the run with its message.
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Parser)]
 #[command(
@@ -111,22 +113,12 @@ struct LoadHttpArgs {
 
 #[derive(Args)]
 struct HttpCommon {
-    /// Where results go (default: bench/results at the workspace root).
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    placement: Placement,
     /// The twistor server command, `{port}` standing for the port (default: this binary's
     /// `serve twistor-http {port}`, a copy of twistor-http's examples/hello_world.rs).
     #[arg(long)]
     twistor_cmd: Option<String>,
-    /// Core the load generator is pinned to.
-    #[arg(long, default_value_t = 0)]
-    client_core: usize,
-    /// Core every server is pinned to.
-    #[arg(long, default_value_t = 1)]
-    server_core: usize,
-    /// Pin nothing.
-    #[arg(long)]
-    no_pin: bool,
     /// Servers to run: twistor, hyper-ct, hyper-ct-pf, c-epoll, twisted (default: all but
     /// twisted for http-callgrind).
     #[arg(long, value_delimiter = ',')]
@@ -169,16 +161,12 @@ struct HttpCountArgs {
     scenarios: Vec<String>,
 }
 
+/// Where results go and which cores run what: the options every suite shares.
 #[derive(Args)]
-struct Common {
+struct Placement {
     /// Where results go (default: bench/results at the workspace root).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The twistor server command, `{port}` standing for the port (default: `twist echo
-    /// --listen tcp:{port}` if target/release/twist exists, else `twistor-bench serve
-    /// twistor {port}`, a copy of examples/echo_server.rs).
-    #[arg(long)]
-    twistor_cmd: Option<String>,
     /// Core the load generator is pinned to.
     #[arg(long, default_value_t = 0)]
     client_core: usize,
@@ -188,6 +176,17 @@ struct Common {
     /// Pin nothing.
     #[arg(long)]
     no_pin: bool,
+}
+
+#[derive(Args)]
+struct Common {
+    #[command(flatten)]
+    placement: Placement,
+    /// The twistor server command, `{port}` standing for the port (default: `twist echo
+    /// --listen tcp:{port}` if target/release/twist exists, else `twistor-bench serve
+    /// twistor {port}`, a copy of examples/echo_server.rs).
+    #[arg(long)]
+    twistor_cmd: Option<String>,
 }
 
 #[derive(Args)]
@@ -252,7 +251,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+fn run(command: Command) -> BoxResult<()> {
     match command {
         Command::Echo(args) => run_echo(args),
         Command::Http(args) => run_http(args),
@@ -264,7 +263,7 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             Ok(counts::callgrind(&launcher, &opts)?)
         }
         Command::Strace(args) => {
-            let (launcher, opts) = count_setup(args, &ServerKind::ALL)?;
+            let (launcher, opts) = count_setup(args, ServerKind::ALL)?;
             Ok(counts::strace(&launcher, &opts)?)
         }
         Command::Timers { count, repeats } => run_timers(count, repeats),
@@ -309,7 +308,7 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-fn run_echo(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run_echo(args: EchoArgs) -> BoxResult<()> {
     let (duration, warmup, repeats, stream_mib, idle_conns) = if args.quick {
         (0.5, 0.1, 1, 256, 2_000)
     } else {
@@ -321,67 +320,48 @@ fn run_echo(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>> {
             args.idle_conns,
         )
     };
-    let all = Scenario::all(stream_mib << 20, idle_conns);
-    let scenarios = if args.scenarios.is_empty() {
-        all
-    } else {
-        let mut picked = Vec::new();
-        for name in &args.scenarios {
-            let s = all
-                .iter()
-                .find(|s| &s.name() == name)
-                .ok_or_else(|| format!("unknown scenario {name:?}"))?;
-            picked.push(*s);
-        }
-        picked
-    };
-    let servers = parse_servers(&args.servers, &ServerKind::ALL)?;
-    let (launcher, out_dir, client_core) = setup(&args.common)?;
-    let opts = EchoOptions {
-        duration: Duration::from_secs_f64(duration),
-        warmup: Duration::from_secs_f64(warmup),
-        repeats: repeats.max(1),
+    let scenarios = pick_scenarios(&args.scenarios, Scenario::all(stream_mib << 20, idle_conns))?;
+    let servers = parse_servers(&args.servers, ServerKind::ALL)?;
+    let (launcher, opts) = suite_setup(
+        &args.common.placement,
+        args.common.twistor_cmd.as_deref(),
+        (duration, warmup, repeats),
         scenarios,
         servers,
-        client_core,
-        out_dir,
-    };
+    )?;
     Ok(echo::run(&launcher, &opts)?)
 }
 
-fn run_http(args: HttpArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run_http(args: HttpArgs) -> BoxResult<()> {
     let (duration, warmup, repeats) = if args.quick {
         (0.5, 0.1, 1)
     } else {
         (args.duration, args.warmup, args.repeats)
     };
-    let scenarios = pick_http_scenarios(&args.scenarios)?;
-    let servers = parse_http_servers(&args.common.servers, &HttpServerKind::ALL)?;
-    let (launcher, out_dir, client_core) = http_setup(&args.common)?;
-    let opts = HttpOptions {
-        duration: Duration::from_secs_f64(duration),
-        warmup: Duration::from_secs_f64(warmup),
-        repeats: repeats.max(1),
+    let scenarios = pick_scenarios(&args.scenarios, HttpScenario::all())?;
+    let servers = parse_servers(&args.common.servers, HttpServerKind::ALL)?;
+    let (launcher, opts) = suite_setup(
+        &args.common.placement,
+        args.common.twistor_cmd.as_deref(),
+        (duration, warmup, repeats),
         scenarios,
         servers,
-        client_core,
-        out_dir,
-    };
+    )?;
     Ok(http::run(&launcher, &opts)?)
 }
 
-fn run_http_callgrind(args: HttpCountArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run_http_callgrind(args: HttpCountArgs) -> BoxResult<()> {
     if args.n2 <= args.n1 {
         return Err("--n2 must be larger than --n1".into());
     }
-    let scenarios = pick_http_scenarios(&args.scenarios)?;
+    let scenarios = pick_scenarios(&args.scenarios, HttpScenario::all())?;
     let defaults = [
         HttpServerKind::Twistor,
         HttpServerKind::Hyper,
         HttpServerKind::C,
     ];
-    let servers = parse_http_servers(&args.common.servers, &defaults)?;
-    let (launcher, out_dir, _) = http_setup(&args.common)?;
+    let servers = parse_servers(&args.common.servers, &defaults)?;
+    let (launcher, out_dir, _) = setup(&args.common.placement, args.common.twistor_cmd.as_deref())?;
     let opts = HttpCountOptions {
         servers,
         n1: args.n1,
@@ -393,7 +373,7 @@ fn run_http_callgrind(args: HttpCountArgs) -> Result<(), Box<dyn std::error::Err
     Ok(http::callgrind(&launcher, &opts)?)
 }
 
-fn run_load_http(args: LoadHttpArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run_load_http(args: LoadHttpArgs) -> BoxResult<()> {
     if let Some(core) = args.core {
         server::pin_current_thread(core)?;
     }
@@ -415,59 +395,25 @@ fn run_load_http(args: LoadHttpArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Raises the fd limit, pins this process, and prepares the HTTP servers.
-fn http_setup(
-    common: &HttpCommon,
-) -> Result<(HttpLauncher, PathBuf, Option<usize>), Box<dyn std::error::Error>> {
-    server::raise_fd_limit()?;
-    let pin = !common.no_pin && server::cpu_count() >= 2;
-    let (client_core, server_core) = if pin {
-        server::pin_current_thread(common.client_core)?;
-        (Some(common.client_core), Some(common.server_core))
-    } else {
-        (None, None)
-    };
-    let launcher = HttpLauncher::prepare(&work_dir(), common.twistor_cmd.as_deref(), server_core)?;
-    eprintln!("twistor server: {}", launcher.twistor_cmd.join(" "));
-    Ok((launcher, results_dir(common.out.as_ref())?, client_core))
-}
-
-fn pick_http_scenarios(names: &[String]) -> Result<Vec<HttpScenario>, Box<dyn std::error::Error>> {
-    let all = HttpScenario::all();
+/// The scenarios named in `names`, or all of `all` when none are.
+fn pick_scenarios<S: SuiteScenario + Clone>(names: &[String], all: Vec<S>) -> BoxResult<Vec<S>> {
     if names.is_empty() {
         return Ok(all);
     }
+    let known: Vec<String> = all.iter().map(S::name).collect();
     names
         .iter()
         .map(|name| {
             all.iter()
                 .find(|s| &s.name() == name)
-                .copied()
-                .ok_or_else(|| format!("unknown scenario {name:?}: keepalive, pipelined").into())
-        })
-        .collect()
-}
-
-fn parse_http_servers(
-    names: &[String],
-    defaults: &[HttpServerKind],
-) -> Result<Vec<HttpServerKind>, Box<dyn std::error::Error>> {
-    if names.is_empty() {
-        return Ok(defaults.to_vec());
-    }
-    names
-        .iter()
-        .map(|n| {
-            HttpServerKind::from_name(n).ok_or_else(|| {
-                format!("unknown server {n:?}: twistor, hyper-ct, hyper-ct-pf, c-epoll, twisted")
-                    .into()
-            })
+                .cloned()
+                .ok_or_else(|| format!("unknown scenario {name:?}: {}", known.join(", ")).into())
         })
         .collect()
 }
 
 /// `out`, or bench/results at the workspace root; created, and made absolute.
-fn results_dir(out: Option<&PathBuf>) -> Result<PathBuf, Box<dyn std::error::Error>> {
+fn results_dir(out: Option<&PathBuf>) -> BoxResult<PathBuf> {
     let out = out
         .cloned()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results"));
@@ -478,12 +424,12 @@ fn results_dir(out: Option<&PathBuf>) -> Result<PathBuf, Box<dyn std::error::Err
 fn count_setup(
     args: CountArgs,
     defaults: &[ServerKind],
-) -> Result<(Launcher, CountOptions), Box<dyn std::error::Error>> {
+) -> BoxResult<(Launcher<ServerKind>, CountOptions)> {
     if args.n2 <= args.n1 {
         return Err("--n2 must be larger than --n1".into());
     }
     let servers = parse_servers(&args.servers, defaults)?;
-    let (launcher, out_dir, _) = setup(&args.common)?;
+    let (launcher, out_dir, _) = setup(&args.common.placement, args.common.twistor_cmd.as_deref())?;
     let work_dir = work_dir();
     Ok((
         launcher,
@@ -499,21 +445,45 @@ fn count_setup(
     ))
 }
 
-/// Raises the fd limit, pins this process, and prepares the servers.
-fn setup(
-    common: &Common,
-) -> Result<(Launcher, PathBuf, Option<usize>), Box<dyn std::error::Error>> {
+/// Raises the fd limit, pins this process, and prepares a suite's servers; returns them
+/// with the results directory and the load generator's core.
+fn setup<K: ServerSet>(
+    placement: &Placement,
+    twistor_cmd: Option<&str>,
+) -> BoxResult<(Launcher<K>, PathBuf, Option<usize>)> {
     server::raise_fd_limit()?;
-    let pin = !common.no_pin && server::cpu_count() >= 2;
+    let pin = !placement.no_pin && server::cpu_count() >= 2;
     let (client_core, server_core) = if pin {
-        server::pin_current_thread(common.client_core)?;
-        (Some(common.client_core), Some(common.server_core))
+        server::pin_current_thread(placement.client_core)?;
+        (Some(placement.client_core), Some(placement.server_core))
     } else {
         (None, None)
     };
-    let launcher = Launcher::prepare(&work_dir(), common.twistor_cmd.as_deref(), server_core)?;
+    let launcher = Launcher::prepare(&work_dir(), twistor_cmd, server_core)?;
     eprintln!("twistor server: {}", launcher.twistor_cmd.join(" "));
-    Ok((launcher, results_dir(common.out.as_ref())?, client_core))
+    Ok((launcher, results_dir(placement.out.as_ref())?, client_core))
+}
+
+/// Prepares a suite's servers (see [`setup`]) and its settings; `timing` is the measured
+/// seconds, the warm-up seconds and the repeats of each run.
+fn suite_setup<S, K: ServerSet>(
+    placement: &Placement,
+    twistor_cmd: Option<&str>,
+    (duration, warmup, repeats): (f64, f64, usize),
+    scenarios: Vec<S>,
+    servers: Vec<K>,
+) -> BoxResult<(Launcher<K>, SuiteOptions<S, K>)> {
+    let (launcher, out_dir, client_core) = setup(placement, twistor_cmd)?;
+    let opts = SuiteOptions {
+        duration: Duration::from_secs_f64(duration),
+        warmup: Duration::from_secs_f64(warmup),
+        repeats: repeats.max(1),
+        scenarios,
+        servers,
+        client_core,
+        out_dir,
+    };
+    Ok((launcher, opts))
 }
 
 /// `target/twistor-bench` next to this binary's profile directory, else a temporary one.
@@ -524,25 +494,22 @@ fn work_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("twistor-bench"))
 }
 
-fn parse_servers(
-    names: &[String],
-    defaults: &[ServerKind],
-) -> Result<Vec<ServerKind>, Box<dyn std::error::Error>> {
+/// The servers named in `names`, or `defaults` when none are.
+fn parse_servers<K: ServerSet>(names: &[String], defaults: &[K]) -> BoxResult<Vec<K>> {
     if names.is_empty() {
         return Ok(defaults.to_vec());
     }
+    let known: Vec<&str> = K::ALL.iter().map(|k| k.name()).collect();
     names
         .iter()
         .map(|n| {
-            ServerKind::from_name(n).ok_or_else(|| {
-                format!("unknown server {n:?}: twistor, tokio-ct, tokio-mt, c-epoll, twisted")
-                    .into()
-            })
+            K::from_name(n)
+                .ok_or_else(|| format!("unknown server {n:?}: {}", known.join(", ")).into())
         })
         .collect()
 }
 
-fn run_timers(count: usize, repeats: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn run_timers(count: usize, repeats: usize) -> BoxResult<()> {
     let mut runs: Vec<Vec<micro::TimerResult>> = Vec::new();
     for _ in 0..repeats.max(1) {
         runs.push(micro::timers(count)?);
@@ -566,21 +533,13 @@ fn run_timers(count: usize, repeats: usize) -> Result<(), Box<dyn std::error::Er
     );
     let table = micro_table(&medians);
     println!("{what}\n\n{}", table.to_text());
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results");
-    std::fs::create_dir_all(&out)?;
-    let path = out.canonicalize()?.join("timers.md");
-    let md = format!(
-        "# Timers\n\n{}\n\n{what}\n\n{}",
-        twistor_bench::report::machine_line(),
-        table.to_markdown()
-    );
-    std::fs::write(&path, md)?;
-    eprintln!("wrote {}", path.display());
+    let out = results_dir(None)?;
+    report::write_table_report(&out, "timers", "Timers", &what, &table)?;
     Ok(())
 }
 
 /// Deferred chains, twistor and Twisted in one run; writes `bench/results/deferred.md`.
-fn run_deferred(chains: usize, callbacks: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn run_deferred(chains: usize, callbacks: usize) -> BoxResult<()> {
     let work = std::env::temp_dir().join(format!("twistor-bench-deferred-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let script = work.join("deferred_chains.py");
@@ -622,16 +581,8 @@ fn run_deferred(chains: usize, callbacks: usize) -> Result<(), Box<dyn std::erro
         fmt_num(chains as f64)
     );
     println!("{what}\n\n{}", table.to_text());
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results");
-    std::fs::create_dir_all(&out)?;
-    let path = out.canonicalize()?.join("deferred.md");
-    let md = format!(
-        "# Deferred chains\n\n{}\n\n{what}\n\n{}",
-        twistor_bench::report::machine_line(),
-        table.to_markdown()
-    );
-    std::fs::write(&path, md)?;
-    eprintln!("wrote {}", path.display());
+    let out = results_dir(None)?;
+    report::write_table_report(&out, "deferred", "Deferred chains", &what, &table)?;
     Ok(())
 }
 

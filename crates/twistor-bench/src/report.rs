@@ -2,6 +2,7 @@
 //! and a line saying when and on what the figures were taken.
 
 use std::fmt::Write as _;
+use std::io;
 use std::path::Path;
 
 use plotters::prelude::*;
@@ -235,6 +236,27 @@ pub fn write_svg(
             .draw()?;
     }
     root.present()?;
+    Ok(())
+}
+
+/// Writes a one-table report to `dir/{name}.md` (creating `dir`): the `# {title}` heading,
+/// the machine line, `what` the table shows, and the table; says where on standard error.
+pub fn write_table_report(
+    dir: &Path,
+    name: &str,
+    title: &str,
+    what: &str,
+    table: &Table,
+) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let md = format!(
+        "# {title}\n\n{}\n\n{what}\n\n{}",
+        machine_line(),
+        table.to_markdown()
+    );
+    let path = dir.join(format!("{name}.md"));
+    std::fs::write(&path, md)?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -11,8 +12,49 @@ use std::time::{Duration, Instant};
 
 /// The C epoll echo server's source, compiled at run time with the system's C compiler.
 pub const EPOLL_ECHO_C: &str = include_str!("../c/epoll_echo.c");
+/// The epoll loop both C servers include, written next to their source before compiling.
+pub const EPOLL_LOOP_H: &str = include_str!("../c/epoll_loop.h");
 /// Twisted's echo server, run with the system's `python3`.
 pub const TWISTED_ECHO_PY: &str = include_str!("../py/twisted_echo.py");
+
+/// How one server of a suite is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The twistor command (`--twistor-cmd`, else the suite's default).
+    Twistor,
+    /// This binary's `serve NAME PORT`.
+    BuiltIn(&'static str),
+    /// The suite's C program, compiled at run time.
+    C,
+    /// The suite's Twisted script, run with the system's Python.
+    Twisted,
+}
+
+/// The servers one suite compares: what [`Launcher`] needs to know to start them.
+pub trait ServerSet: Copy + Eq + Ord + fmt::Debug + fmt::Display + 'static {
+    /// Every server, in the order tables list them.
+    const ALL: &'static [Self];
+    /// twistor's server, the base of every ratio.
+    const TWISTOR: Self;
+    /// The C program: its name (of the executable, and with `.c` of the source) and source.
+    const C_PROGRAM: (&'static str, &'static str);
+    /// The Twisted script: its file name and text.
+    const TWISTED_SCRIPT: (&'static str, &'static str);
+
+    /// The short name used on the command line and in tables.
+    fn name(self) -> &'static str;
+
+    /// How this server is started.
+    fn start(self) -> Start;
+
+    /// The twistor command when none is given, `{port}` standing for the port.
+    fn default_twistor_cmd(self_exe: &Path) -> Vec<String>;
+
+    /// Looks a server up by its short name.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.name() == name)
+    }
+}
 
 /// One of the echo servers the suite compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,18 +71,19 @@ pub enum ServerKind {
     Twisted,
 }
 
-impl ServerKind {
-    /// Every server, in the order tables list them.
-    pub const ALL: [ServerKind; 5] = [
+impl ServerSet for ServerKind {
+    const ALL: &'static [ServerKind] = &[
         ServerKind::Twistor,
         ServerKind::TokioCt,
         ServerKind::TokioMt,
         ServerKind::C,
         ServerKind::Twisted,
     ];
+    const TWISTOR: ServerKind = ServerKind::Twistor;
+    const C_PROGRAM: (&'static str, &'static str) = ("epoll_echo", EPOLL_ECHO_C);
+    const TWISTED_SCRIPT: (&'static str, &'static str) = ("twisted_echo.py", TWISTED_ECHO_PY);
 
-    /// The short name used on the command line and in tables.
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             ServerKind::Twistor => "twistor",
             ServerKind::TokioCt => "tokio-ct",
@@ -50,9 +93,35 @@ impl ServerKind {
         }
     }
 
-    /// Looks a server up by its short name.
-    pub fn from_name(name: &str) -> Option<ServerKind> {
-        ServerKind::ALL.into_iter().find(|k| k.name() == name)
+    fn start(self) -> Start {
+        match self {
+            ServerKind::Twistor => Start::Twistor,
+            ServerKind::TokioCt => Start::BuiltIn("tokio-ct"),
+            ServerKind::TokioMt => Start::BuiltIn("tokio-mt"),
+            ServerKind::C => Start::C,
+            ServerKind::Twisted => Start::Twisted,
+        }
+    }
+
+    /// `twist echo` next to this binary if built, else this binary's `serve twistor`.
+    fn default_twistor_cmd(self_exe: &Path) -> Vec<String> {
+        if let Some(dir) = self_exe.parent() {
+            let twist = dir.join("twist");
+            if twist.is_file() {
+                return vec![
+                    twist.display().to_string(),
+                    "echo".into(),
+                    "--listen".into(),
+                    "tcp:{port}".into(),
+                ];
+            }
+        }
+        vec![
+            self_exe.display().to_string(),
+            "serve".into(),
+            "twistor".into(),
+            "{port}".into(),
+        ]
     }
 }
 
@@ -62,12 +131,13 @@ impl fmt::Display for ServerKind {
     }
 }
 
-/// How to start each server: resolved once per run (compiling the C server, finding Python).
+/// How to start each server of a suite: resolved once per run (compiling the C server,
+/// finding Python).
 #[derive(Debug, Clone)]
-pub struct Launcher {
+pub struct Launcher<K: ServerSet> {
     /// The twistor server command, `{port}` standing for the port.
     pub twistor_cmd: Vec<String>,
-    /// This benchmark binary, for the tokio servers it carries.
+    /// This benchmark binary, for the servers it carries.
     pub self_exe: PathBuf,
     /// The compiled C server, or why there is none.
     pub c_exe: Result<PathBuf, String>,
@@ -75,29 +145,33 @@ pub struct Launcher {
     pub twisted: Result<(PathBuf, PathBuf), String>,
     /// The CPU servers are pinned to, if any.
     pub server_core: Option<usize>,
+    kinds: PhantomData<K>,
 }
 
-impl Launcher {
+impl<K: ServerSet> Launcher<K> {
     /// Prepares every server: compiles the C one and writes the Twisted script under
-    /// `work_dir`, and picks the twistor command (`twistor_cmd` if given, else `twist echo`
-    /// next to this binary if built, else this binary's `serve twistor`).
+    /// `work_dir`, and picks the twistor command (`twistor_cmd` if given, else the suite's
+    /// default, [`ServerSet::default_twistor_cmd`]).
     pub fn prepare(
         work_dir: &Path,
         twistor_cmd: Option<&str>,
         server_core: Option<usize>,
-    ) -> io::Result<Launcher> {
+    ) -> io::Result<Launcher<K>> {
         std::fs::create_dir_all(work_dir)?;
         let self_exe = std::env::current_exe()?;
         let twistor_cmd = match twistor_cmd {
             Some(cmd) => cmd.split_whitespace().map(str::to_owned).collect(),
-            None => default_twistor_cmd(&self_exe),
+            None => K::default_twistor_cmd(&self_exe),
         };
+        let (c_name, c_source) = K::C_PROGRAM;
+        let (script_name, script_text) = K::TWISTED_SCRIPT;
         Ok(Launcher {
             twistor_cmd,
-            c_exe: compile_c(work_dir, "epoll_echo", EPOLL_ECHO_C),
-            twisted: find_twisted(work_dir, "twisted_echo.py", TWISTED_ECHO_PY),
+            c_exe: compile_c(work_dir, c_name, c_source),
+            twisted: find_twisted(work_dir, script_name, script_text),
             self_exe,
             server_core,
+            kinds: PhantomData,
         })
     }
 
@@ -115,32 +189,48 @@ impl Launcher {
     }
 
     /// Why `kind` cannot run here, if it cannot.
-    pub fn unavailable(&self, kind: ServerKind) -> Option<String> {
-        match kind {
-            ServerKind::C => self.c_exe.as_ref().err().cloned(),
-            ServerKind::Twisted => self.twisted.as_ref().err().cloned(),
-            _ => None,
+    pub fn unavailable(&self, kind: K) -> Option<String> {
+        match kind.start() {
+            Start::C => self.c_exe.as_ref().err().cloned(),
+            Start::Twisted => self.twisted.as_ref().err().cloned(),
+            Start::Twistor | Start::BuiltIn(_) => None,
         }
     }
 
+    /// Splits `kinds` into those that can run here, in order, and the reasons the others
+    /// cannot (each also printed as a note).
+    pub fn available(&self, kinds: &[K]) -> (Vec<K>, Vec<String>) {
+        let mut servers = Vec::new();
+        let mut notes = Vec::new();
+        for &kind in kinds {
+            match self.unavailable(kind) {
+                Some(why) => {
+                    eprintln!("note: {why}");
+                    notes.push(why);
+                }
+                None => servers.push(kind),
+            }
+        }
+        (servers, notes)
+    }
+
     /// The command line (program first) that runs `kind` on `port`.
-    pub fn command_line(&self, kind: ServerKind, port: u16) -> io::Result<Vec<String>> {
+    pub fn command_line(&self, kind: K, port: u16) -> io::Result<Vec<String>> {
         let unavailable = |why: &String| io::Error::new(io::ErrorKind::NotFound, why.clone());
         let exe = self.self_exe.display().to_string();
         let port = port.to_string();
-        Ok(match kind {
-            ServerKind::Twistor => self
+        Ok(match kind.start() {
+            Start::Twistor => self
                 .twistor_cmd
                 .iter()
                 .map(|a| a.replace("{port}", &port))
                 .collect(),
-            ServerKind::TokioCt => vec![exe, "serve".into(), "tokio-ct".into(), port],
-            ServerKind::TokioMt => vec![exe, "serve".into(), "tokio-mt".into(), port],
-            ServerKind::C => {
+            Start::BuiltIn(name) => vec![exe, "serve".into(), name.into(), port],
+            Start::C => {
                 let c = self.c_exe.as_ref().map_err(unavailable)?;
                 vec![c.display().to_string(), port]
             }
-            ServerKind::Twisted => {
+            Start::Twisted => {
                 let (python, script) = self.twisted.as_ref().map_err(unavailable)?;
                 vec![
                     python.display().to_string(),
@@ -152,7 +242,7 @@ impl Launcher {
     }
 
     /// Starts `kind` on a free port, pinned to the server core, and waits until it accepts.
-    pub fn start(&self, kind: ServerKind) -> io::Result<Server> {
+    pub fn start(&self, kind: K) -> io::Result<Server> {
         self.start_wrapped(kind, &[], Duration::from_secs(20))
     }
 
@@ -161,7 +251,7 @@ impl Launcher {
     /// `ready_timeout` for the server to accept.
     pub fn start_wrapped(
         &self,
-        kind: ServerKind,
+        kind: K,
         wrapper: &[String],
         ready_timeout: Duration,
     ) -> io::Result<Server> {
@@ -342,32 +432,14 @@ pub fn cpu_count() -> usize {
     if n > 0 { n as usize } else { 1 }
 }
 
-fn default_twistor_cmd(self_exe: &Path) -> Vec<String> {
-    if let Some(dir) = self_exe.parent() {
-        let twist = dir.join("twist");
-        if twist.is_file() {
-            return vec![
-                twist.display().to_string(),
-                "echo".into(),
-                "--listen".into(),
-                "tcp:{port}".into(),
-            ];
-        }
-    }
-    vec![
-        self_exe.display().to_string(),
-        "serve".into(),
-        "twistor".into(),
-        "{port}".into(),
-    ]
-}
-
-/// Compiles the C program `source` as `work_dir/name` with `$CC` (else `cc`), or says why
-/// it could not.
+/// Compiles the C program `source_text` as `work_dir/name` with `$CC` (else `cc`), with
+/// the shared `epoll_loop.h` beside it, or says why it could not.
 pub fn compile_c(work_dir: &Path, name: &str, source_text: &str) -> Result<PathBuf, String> {
     let source = work_dir.join(format!("{name}.c"));
     let exe = work_dir.join(name);
-    std::fs::write(&source, source_text).map_err(|e| format!("writing C source: {e}"))?;
+    std::fs::write(&source, source_text)
+        .and_then(|()| std::fs::write(work_dir.join("epoll_loop.h"), EPOLL_LOOP_H))
+        .map_err(|e| format!("writing C source: {e}"))?;
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
         .args(["-O2", "-g", "-o"])
@@ -418,7 +490,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for kind in ServerKind::ALL {
+        for &kind in ServerKind::ALL {
             assert_eq!(ServerKind::from_name(kind.name()), Some(kind));
         }
         assert_eq!(ServerKind::from_name("nginx"), None);
