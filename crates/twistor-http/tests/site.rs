@@ -520,3 +520,61 @@ fn refused_request_gets_its_status_and_the_connection_closes() {
         assert!(c.st.disconnecting());
     }
 }
+
+thread_local! {
+    /// The wall clock of `moving_time`, in seconds since the epoch.
+    static WALL: Cell<u64> = const { Cell::new(784_111_777) };
+}
+
+fn moving_time() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(WALL.with(Cell::get))
+}
+
+/// A site whose `/slow` handler takes five seconds of reactor and wall time to answer.
+fn slow_site() -> (Site, Clock) {
+    let clock = Clock::new();
+    let c2 = clock.clone();
+    let mut o = options();
+    o.wall_clock = moving_time;
+    let site = Site::with_options(
+        clock.as_time(),
+        handler(move |req| {
+            if req.path() == "/slow" {
+                c2.advance(Duration::from_secs(5));
+                WALL.with(|w| w.set(w.get() + 5));
+            }
+            "x".into()
+        }),
+        o,
+    );
+    (site, clock)
+}
+
+#[test]
+fn date_is_read_when_the_response_starts_not_when_its_request_arrived() {
+    let (site, _clock) = slow_site();
+    let mut c = Conn::new(&site);
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(c.take().contains(DATE));
+    c.send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    let out = c.take();
+    assert!(
+        out.contains("date: Sun, 06 Nov 1994 08:49:42 GMT\r\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn idle_timeout_counts_from_the_end_of_a_slow_response() {
+    let (site, clock) = slow_site();
+    let mut c = Conn::new(&site);
+    c.send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    c.take();
+    clock.advance(Duration::from_secs(59));
+    assert!(
+        !c.st.disconnecting(),
+        "the idle clock starts when the response is done, five seconds after the request"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert!(c.st.disconnecting());
+}

@@ -77,7 +77,7 @@ impl Protocol for HttpChannel {
             }
             core.handle_data(data);
         }
-        chan.process(Some(now));
+        chan.process();
     }
 
     fn read_connection_lost(&mut self, _transport: &Transport) {
@@ -85,7 +85,7 @@ impl Protocol for HttpChannel {
         // the exchange in progress is over).
         self.channel.st.borrow_mut().eof = true;
         self.channel.core.borrow_mut().handle_eof();
-        self.channel.process(None);
+        self.channel.process();
     }
 
     fn connection_lost(&mut self, _reason: &CloseReason) {
@@ -126,9 +126,6 @@ struct State {
     eof: bool,
     gone: bool,
     last_activity: f64,
-    /// The reactor time of the data that started the `process` round in progress, so the
-    /// responses it makes need not read the clock again.
-    round_now: Option<f64>,
     head_started: f64,
     timer: Option<DelayedCall>,
     timer_at: f64,
@@ -163,7 +160,7 @@ impl Channel {
 
     /// Parses and dispatches everything the core has, then writes, and adjusts reading
     /// and the timer.
-    fn process(&self, now: Option<f64>) {
+    fn process(&self) {
         {
             let mut st = self.st.borrow_mut();
             if st.processing {
@@ -174,7 +171,6 @@ impl Channel {
                 return;
             }
             st.processing = true;
-            st.round_now = now;
         }
         loop {
             let blocked = {
@@ -205,10 +201,9 @@ impl Channel {
         }
         self.flush_out();
         self.update_reading();
-        self.update_timer(now);
-        let mut st = self.st.borrow_mut();
-        st.processing = false;
-        st.round_now = None;
+        // The clock is read afresh: the round's handlers may have run a while.
+        self.update_timer(None);
+        self.st.borrow_mut().processing = false;
     }
 
     /// Processes now, or after the round in progress.
@@ -221,7 +216,7 @@ impl Channel {
             st.processing
         };
         if !processing {
-            self.process(None);
+            self.process();
         }
     }
 
@@ -444,10 +439,8 @@ impl Channel {
         let options = &self.site.options;
         let result = {
             let mut cache = self.site.defaults.borrow_mut();
-            let now = match self.st.borrow().round_now {
-                Some(now) => now,
-                None => self.site.time.seconds(),
-            };
+            // Read now, not at the start of the round: a handler may have run a while.
+            let now = self.site.time.seconds();
             let defaults = cache.fields(options.server_header.as_ref(), now, options.wall_clock);
             let mut core = self.core.borrow_mut();
             match &headers {
@@ -552,10 +545,7 @@ impl Channel {
                 st.sink = Sink::Discard;
             }
             st.body_paused = false;
-            st.last_activity = match st.round_now {
-                Some(now) => now,
-                None => self.site.time.seconds(),
-            };
+            st.last_activity = self.site.time.seconds();
         }
         for waiter in waiters {
             let _ = waiter.callback(());
