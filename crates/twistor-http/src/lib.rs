@@ -39,6 +39,7 @@ pub mod error;
 pub mod proto;
 pub mod proxy;
 pub mod server;
+mod sink;
 pub mod static_files;
 
 pub use error::Error;

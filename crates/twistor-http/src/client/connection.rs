@@ -20,6 +20,7 @@ use super::{Body, BodyWriter};
 use crate::Error;
 use crate::body::BodyReceiver;
 use crate::proto::{BodySize, ClientConnection, Framing, Limits, ResponseEvent, ResponseHead};
+use crate::sink::Sink;
 
 /// The protocol of a pooled connection.
 pub(crate) struct ClientProtocol {
@@ -51,21 +52,6 @@ impl Protocol for ClientProtocol {
     fn connection_lost(&mut self, reason: &CloseReason) {
         self.conn.lost(reason);
     }
-}
-
-/// What becomes of the response body.
-#[derive(Default)]
-enum Sink {
-    /// No response head yet.
-    #[default]
-    Waiting,
-    /// Nobody asked for it yet: reading waits.
-    Unclaimed,
-    Receiver(Option<Box<dyn BodyReceiver>>),
-    /// Ended before anyone asked.
-    Ended(Option<Result<HeaderMap, Error>>),
-    /// Its handle was dropped unread (the connection is closed), or it was delivered.
-    Done,
 }
 
 #[derive(Default)]
@@ -152,7 +138,7 @@ impl Conn {
             let mut st = self.st.borrow_mut();
             st.busy = true;
             st.response = Some(d.clone());
-            st.sink = Sink::Waiting;
+            st.sink = Sink::Idle;
             st.request_done = false;
             st.response_done = false;
             st.body_empty = false;
@@ -260,7 +246,7 @@ impl Conn {
         loop {
             let blocked = {
                 let st = self.st.borrow();
-                st.paused || (matches!(st.sink, Sink::Unclaimed) && !st.body_empty)
+                st.paused || (st.sink.unclaimed() && !st.body_empty)
             };
             let event = if blocked {
                 Ok(None)
@@ -274,7 +260,7 @@ impl Conn {
                 Ok(Some(ResponseEvent::End(trailers))) => {
                     // The connection goes back to the pool before the receiver hears of
                     // the end, so a request made from its callback can reuse it.
-                    let receiver = self.take_receiver_at_end(Ok(trailers));
+                    let receiver = self.st.borrow_mut().sink.end(Ok(trailers));
                     self.st.borrow_mut().response_done = true;
                     self.maybe_done();
                     if let Some((mut receiver, result)) = receiver {
@@ -322,64 +308,16 @@ impl Conn {
     }
 
     fn body_data(&self, data: Bytes) {
-        let receiver = {
-            let mut st = self.st.borrow_mut();
-            match &mut st.sink {
-                Sink::Receiver(r) => r.take(),
-                _ => None,
-            }
-        };
+        let receiver = self.st.borrow_mut().sink.take_receiver();
         if let Some(mut receiver) = receiver {
             receiver.data_received(data);
-            let mut st = self.st.borrow_mut();
-            if let Sink::Receiver(slot @ None) = &mut st.sink {
-                *slot = Some(receiver);
-            }
-        }
-    }
-
-    /// At the body's end: the receiver to tell (taken out), or the end kept for later.
-    #[allow(clippy::type_complexity)]
-    fn take_receiver_at_end(
-        &self,
-        result: Result<HeaderMap, Error>,
-    ) -> Option<(Box<dyn BodyReceiver>, Result<HeaderMap, Error>)> {
-        let mut st = self.st.borrow_mut();
-        match std::mem::take(&mut st.sink) {
-            Sink::Receiver(r) => {
-                st.sink = Sink::Done;
-                r.map(|r| (r, result))
-            }
-            Sink::Unclaimed => {
-                st.sink = Sink::Ended(Some(result));
-                None
-            }
-            other => {
-                st.sink = other;
-                None
-            }
+            self.st.borrow_mut().sink.put_back(receiver);
         }
     }
 
     fn body_end(&self, result: Result<HeaderMap, Error>) {
-        let receiver = {
-            let mut st = self.st.borrow_mut();
-            match std::mem::take(&mut st.sink) {
-                Sink::Receiver(r) => {
-                    st.sink = Sink::Done;
-                    r
-                }
-                Sink::Unclaimed => {
-                    st.sink = Sink::Ended(Some(result));
-                    return;
-                }
-                other => {
-                    st.sink = other;
-                    None
-                }
-            }
-        };
-        if let Some(mut receiver) = receiver {
+        let receiver = self.st.borrow_mut().sink.end(result);
+        if let Some((mut receiver, result)) = receiver {
             receiver.body_finished(result);
         }
     }
@@ -390,21 +328,7 @@ impl Conn {
             if st.generation != generation {
                 Some((receiver, Err(Error::InvalidState("this response is over"))))
             } else {
-                match &mut st.sink {
-                    Sink::Unclaimed => {
-                        st.sink = Sink::Receiver(Some(receiver));
-                        None
-                    }
-                    Sink::Ended(result) => {
-                        let result = result.take().unwrap_or_else(|| Ok(HeaderMap::new()));
-                        st.sink = Sink::Done;
-                        Some((receiver, result))
-                    }
-                    _ => Some((
-                        receiver,
-                        Err(Error::InvalidState("the body is already being delivered")),
-                    )),
-                }
+                st.sink.claim(receiver)
             }
         };
         if let Some((mut receiver, result)) = ended {
@@ -466,7 +390,7 @@ impl Conn {
         };
         let want = {
             let st = self.st.borrow();
-            !(st.paused || (matches!(st.sink, Sink::Unclaimed) && !st.body_empty))
+            !(st.paused || (st.sink.unclaimed() && !st.body_empty))
         };
         let mut st = self.st.borrow_mut();
         if st.reading_paused == want {
@@ -494,7 +418,7 @@ impl Conn {
             let mut st = self.st.borrow_mut();
             st.busy = false;
             st.served += 1;
-            st.sink = Sink::Waiting;
+            st.sink = Sink::Idle;
             if let Some(t) = st.timer.take()
                 && t.active()
             {
@@ -608,7 +532,7 @@ impl Conn {
             if !st.busy || st.closed {
                 return;
             }
-            let waiting_on_us = st.paused || matches!(st.sink, Sink::Unclaimed);
+            let waiting_on_us = st.paused || st.sink.unclaimed();
             (st.last_progress + timeout.as_secs_f64(), waiting_on_us)
         };
         let now = self.time.seconds();

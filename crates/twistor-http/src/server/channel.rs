@@ -24,6 +24,7 @@ use super::{NotFound, Render, Resource, SiteInner, percent_decode};
 use crate::Error;
 use crate::body::BodyReceiver;
 use crate::proto::{BodySize, Framing, Phase, RequestEvent, ServerConnection};
+use crate::sink::Sink;
 
 /// How many received bytes may wait in the core (pipelined requests) while a response is
 /// being produced before reading from the socket stops. Reading on a little keeps a
@@ -93,24 +94,6 @@ impl Protocol for HttpChannel {
     }
 }
 
-/// What becomes of the current request's body.
-#[derive(Default)]
-enum Sink {
-    /// No request yet.
-    #[default]
-    None,
-    /// Nobody asked for it yet: reading waits (the resource may still ask).
-    Unclaimed,
-    /// Going to a receiver (`None` while it is being called).
-    Receiver(Option<Box<dyn BodyReceiver>>),
-    /// The response finished without asking: read and dropped.
-    Discard,
-    /// The body ended before anyone asked for it.
-    Ended(Option<Result<HeaderMap, Error>>),
-    /// Delivered in full.
-    Done,
-}
-
 #[derive(Default)]
 struct State {
     /// The latest request whose head arrived.
@@ -178,7 +161,7 @@ impl Channel {
                 // This poll sees every change made so far; only changes made after it
                 // returns nothing (none: nothing runs in between) would need another round.
                 st.again = false;
-                st.body_paused || (matches!(st.sink, Sink::Unclaimed) && !st.body_empty)
+                st.body_paused || (st.sink.unclaimed() && !st.body_empty)
             };
             let event = if blocked {
                 Ok(None)
@@ -316,49 +299,16 @@ impl Channel {
     }
 
     fn body_data(&self, data: Bytes) {
-        let receiver = {
-            let mut st = self.st.borrow_mut();
-            match &mut st.sink {
-                Sink::Receiver(r) => r.take(),
-                _ => None,
-            }
-        };
+        let receiver = self.st.borrow_mut().sink.take_receiver();
         if let Some(mut receiver) = receiver {
             receiver.data_received(data);
-            self.put_back(receiver);
-        }
-    }
-
-    fn put_back(&self, receiver: Box<dyn BodyReceiver>) {
-        let mut st = self.st.borrow_mut();
-        if let Sink::Receiver(slot @ None) = &mut st.sink {
-            *slot = Some(receiver);
+            self.st.borrow_mut().sink.put_back(receiver);
         }
     }
 
     fn body_end(&self, result: Result<HeaderMap, Error>) {
-        let receiver = {
-            let mut st = self.st.borrow_mut();
-            match std::mem::take(&mut st.sink) {
-                Sink::Receiver(r) => {
-                    st.sink = Sink::Done;
-                    r
-                }
-                Sink::Unclaimed => {
-                    st.sink = Sink::Ended(Some(result));
-                    return;
-                }
-                other => {
-                    st.sink = if matches!(other, Sink::None) {
-                        Sink::None
-                    } else {
-                        Sink::Done
-                    };
-                    None
-                }
-            }
-        };
-        if let Some(mut receiver) = receiver {
+        let receiver = self.st.borrow_mut().sink.end(result);
+        if let Some((mut receiver, result)) = receiver {
             receiver.body_finished(result);
         }
     }
@@ -374,7 +324,7 @@ impl Channel {
                 if let (Some(status), false) = (err.status(), r.resp.borrow().started) {
                     self.log_access(Some(r), status.as_u16(), 0);
                 }
-                if matches!(self.st.borrow().sink, Sink::Receiver(_)) {
+                if self.st.borrow().sink.receiving() {
                     self.body_end(Err(err.clone()));
                 }
                 self.mark_lost(r);
@@ -386,7 +336,7 @@ impl Channel {
                 if let (Some(status), false) = (err.status(), answered_body) {
                     self.log_access(None, status.as_u16(), 0);
                 }
-                if matches!(self.st.borrow().sink, Sink::Receiver(_)) {
+                if self.st.borrow().sink.receiving() {
                     self.body_end(Err(err.clone()));
                 }
             }
@@ -541,7 +491,7 @@ impl Channel {
         self.log_access(Some(request), status.as_u16(), bytes);
         {
             let mut st = self.st.borrow_mut();
-            if matches!(st.sink, Sink::Unclaimed) {
+            if st.sink.unclaimed() {
                 st.sink = Sink::Discard;
             }
             st.body_paused = false;
@@ -597,30 +547,7 @@ impl Channel {
             )));
             return;
         }
-        let ended = {
-            let mut st = self.st.borrow_mut();
-            match &mut st.sink {
-                Sink::Unclaimed => {
-                    st.sink = Sink::Receiver(Some(receiver));
-                    None
-                }
-                Sink::Ended(result) => {
-                    let result = result.take().unwrap_or_else(|| Ok(HeaderMap::new()));
-                    st.sink = Sink::Done;
-                    Some((receiver, result))
-                }
-                Sink::Discard => Some((
-                    receiver,
-                    Err(Error::InvalidState(
-                        "the body was dropped: the response finished first",
-                    )),
-                )),
-                _ => Some((
-                    receiver,
-                    Err(Error::InvalidState("the body is already being delivered")),
-                )),
-            }
-        };
+        let ended = self.st.borrow_mut().sink.claim(receiver);
         if let Some((mut receiver, result)) = ended {
             receiver.body_finished(result);
             return;
@@ -664,7 +591,7 @@ impl Channel {
         let want = {
             let core = self.core.borrow();
             let st = self.st.borrow();
-            let blocked = st.body_paused || (matches!(st.sink, Sink::Unclaimed) && !st.body_empty);
+            let blocked = st.body_paused || (st.sink.unclaimed() && !st.body_empty);
             !blocked
                 && !st.closing
                 && (core.wants_read() || core.buffered() < PIPELINE_BUFFER)
@@ -695,8 +622,7 @@ impl Channel {
             Phase::Idle => Some(st.last_activity + options.idle_timeout.as_secs_f64()),
             Phase::ReadingHead => Some(st.head_started + options.header_timeout.as_secs_f64()),
             Phase::ReadingBody => {
-                let blocked =
-                    st.body_paused || (matches!(st.sink, Sink::Unclaimed) && !st.body_empty);
+                let blocked = st.body_paused || (st.sink.unclaimed() && !st.body_empty);
                 (!blocked).then_some(st.last_activity + options.body_timeout.as_secs_f64())
             }
             _ => None,
@@ -775,7 +701,7 @@ impl Channel {
         }
         if phase == Phase::ReadingBody {
             if let Some(r) = &request {
-                if matches!(self.st.borrow().sink, Sink::Receiver(_)) {
+                if self.st.borrow().sink.receiving() {
                     self.body_end(Err(Error::Timeout));
                 }
                 if !r.resp.borrow().finished {
@@ -827,10 +753,10 @@ impl Channel {
         {
             let _ = timer.cancel();
         }
-        if matches!(self.st.borrow().sink, Sink::Receiver(_)) {
+        if self.st.borrow().sink.receiving() {
             self.body_end(Err(Error::ConnectionLost("the client went away".into())));
         }
-        self.st.borrow_mut().sink = Sink::None;
+        self.st.borrow_mut().sink = Sink::Idle;
         if let Some(r) = request {
             self.mark_lost(&r);
         }
