@@ -78,17 +78,7 @@ fn curl_through_portforward_to_python_http_server() {
     std::fs::create_dir_all(&dir).unwrap();
     let body: String = (0..5000).map(|i| format!("line {i}\n")).collect();
     std::fs::write(dir.join("index.txt"), &body).unwrap();
-    let mut cmd = Command::new("python3");
-    cmd.args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
-        .current_dir(&dir);
-    let mut http = ChildGuard::spawn(cmd);
-    let line = http.line_containing("Serving HTTP");
-    let http_port: u16 = line
-        .split_whitespace()
-        .skip_while(|w| *w != "port")
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let (_http, http_port) = ChildGuard::python_http_server(&dir);
     let dest = format!("127.0.0.1:{http_port}");
     let (_forward, port) = start(&["portforward", "--dest", &dest]);
     let out = Command::new("curl")

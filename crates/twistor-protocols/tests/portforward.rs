@@ -188,18 +188,7 @@ fn curl_through_the_proxy_to_python_http_server() {
     let body: String = (0..2000).map(|i| format!("line {i}\n")).collect();
     std::fs::write(dir.join("hello.txt"), &body).unwrap();
 
-    let mut cmd = Command::new("python3");
-    cmd.args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
-        .current_dir(&dir);
-    let mut http = ChildGuard::spawn(cmd);
-    let line = http.line_containing("Serving HTTP");
-    // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-    let http_port: u16 = line
-        .split_whitespace()
-        .skip_while(|w| *w != "port")
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let (_http, http_port) = ChildGuard::python_http_server(&dir);
 
     let (_reactor, port) = ReactorThread::start(move |reactor| {
         let proxy = ProxyFactory::new(reactor.clone(), "127.0.0.1", http_port);

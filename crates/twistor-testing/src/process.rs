@@ -77,6 +77,23 @@ impl ChildGuard {
         trailing_number(&line).unwrap_or_else(|| panic!("no port in {line:?}"))
     }
 
+    /// Starts `python3 -m http.server` on a port the OS picks, serving `dir`; returns the
+    /// guard and the port (read from its "Serving HTTP on 127.0.0.1 port N ..." line).
+    pub fn python_http_server(dir: &std::path::Path) -> (ChildGuard, u16) {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+            .current_dir(dir);
+        let mut server = ChildGuard::spawn(cmd);
+        let line = server.line_containing("Serving HTTP");
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        (server, port)
+    }
+
     /// Sends a signal.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
