@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tls_support::TestCa;
+use tls_support::{Leaf, TestCa};
 use twistor::endpoints::{client_from_string, connect_protocol, server_from_string};
 use twistor::protocol::factory;
 use twistor::tls::TlsTransport;
@@ -49,22 +49,28 @@ fn watched() -> Reactor {
     reactor
 }
 
-#[test]
-fn ssl_server_and_tls_client_from_strings() {
-    let ca = TestCa::new("endpoints");
-    let leaf = ca.leaf("server", "localhost", &["localhost"]);
-    let reactor = watched();
+/// An `Echo` listening on `ssl:0` on loopback with `leaf`'s key and certificate, from the
+/// endpoint string.
+fn listen_ssl_echo(reactor: &Reactor, leaf: &Leaf) -> twistor::ListeningPort {
     let server = format!(
         "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
         leaf.key_path.display(),
         leaf.cert_path.display()
     );
-    let port = server_from_string(&reactor, &server)
+    server_from_string(reactor, &server)
         .unwrap()
         .listen(factory(|_| Echo))
         .try_result()
         .unwrap()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn ssl_server_and_tls_client_from_strings() {
+    let ca = TestCa::new("endpoints");
+    let leaf = ca.leaf("server", "localhost", &["localhost"]);
+    let reactor = watched();
+    let port = listen_ssl_echo(&reactor, &leaf);
     let client = format!(
         "tls:localhost:{}:trustRoots={}",
         port.port(),
@@ -94,17 +100,7 @@ fn an_untrusted_server_fails_the_connection() {
     let other = TestCa::new("endpoints-other");
     let leaf = ca.leaf("server", "localhost", &["localhost"]);
     let reactor = watched();
-    let server = format!(
-        "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
-        leaf.key_path.display(),
-        leaf.cert_path.display()
-    );
-    let port = server_from_string(&reactor, &server)
-        .unwrap()
-        .listen(factory(|_| Echo))
-        .try_result()
-        .unwrap()
-        .unwrap();
+    let port = listen_ssl_echo(&reactor, &leaf);
     let client = format!(
         "tls:localhost:{}:trustRoots={}",
         port.port(),
