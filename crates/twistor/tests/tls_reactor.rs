@@ -22,6 +22,23 @@ struct OneClient {
     lost: Rc<RefCell<Option<CloseReason>>>,
 }
 
+impl OneClient {
+    /// A client factory for one `protocol`, and where it records how the connection ended.
+    #[allow(clippy::type_complexity)]
+    fn new(
+        reactor: &Reactor,
+        protocol: impl Protocol,
+    ) -> (Rc<OneClient>, Rc<RefCell<Option<CloseReason>>>) {
+        let lost = Rc::new(RefCell::new(None));
+        let client = Rc::new(OneClient {
+            reactor: reactor.clone(),
+            protocol: RefCell::new(Some(Box::new(protocol))),
+            lost: lost.clone(),
+        });
+        (client, lost)
+    }
+}
+
 impl Factory for OneClient {
     fn build_protocol(&self, _addr: &Address) -> Option<Box<dyn Protocol>> {
         self.protocol.borrow_mut().take()
@@ -52,12 +69,7 @@ fn run_pair<S: Protocol>(
     let port = reactor
         .listen_ssl(0, factory(move |_| server_app()), server_config)
         .unwrap();
-    let lost = Rc::new(RefCell::new(None));
-    let client = Rc::new(OneClient {
-        reactor: reactor.clone(),
-        protocol: RefCell::new(Some(Box::new(client_app))),
-        lost: lost.clone(),
-    });
+    let (client, lost) = OneClient::new(&reactor, client_app);
     reactor
         .connect_ssl("127.0.0.1", port.port(), client, client_config)
         .unwrap();
@@ -190,15 +202,13 @@ fn start_tls_mid_conversation() {
             }),
         )
         .unwrap();
-    let lost = Rc::new(RefCell::new(None));
-    let client = Rc::new(OneClient {
-        reactor: reactor.clone(),
-        protocol: RefCell::new(Some(Box::new(StartTls {
+    let (client, lost) = OneClient::new(
+        &reactor,
+        StartTls {
             client: Some(ca.client_config("localhost")),
             ..StartTls::new(&clog)
-        }))),
-        lost: lost.clone(),
-    });
+        },
+    );
     reactor.connect_tcp("127.0.0.1", port.port(), client);
     let r = reactor.clone();
     reactor.call_later(Duration::from_secs(20), move || r.stop());
@@ -376,12 +386,7 @@ fn producers_run_through_tls() {
         )
         .unwrap();
     let clog = log();
-    let lost = Rc::new(RefCell::new(None));
-    let client = Rc::new(OneClient {
-        reactor: reactor.clone(),
-        protocol: RefCell::new(Some(Box::new(Recorder::new(&clog)))),
-        lost: lost.clone(),
-    });
+    let (client, lost) = OneClient::new(&reactor, Recorder::new(&clog));
     reactor
         .connect_ssl(
             "127.0.0.1",
@@ -458,17 +463,15 @@ fn pausing_reading_over_tcp() {
         .listen_ssl(0, factory(|_| Sender), ca.server_config())
         .unwrap();
     let clog = log();
-    let lost = Rc::new(RefCell::new(None));
-    let client = Rc::new(OneClient {
-        reactor: reactor.clone(),
-        protocol: RefCell::new(Some(Box::new(SlowReader {
+    let (client, lost) = OneClient::new(
+        &reactor,
+        SlowReader {
             log: clog.clone(),
             reactor: reactor.clone(),
             next_pause: 1024 * 1024,
             pauses: 0,
-        }))),
-        lost: lost.clone(),
-    });
+        },
+    );
     reactor
         .connect_ssl(
             "127.0.0.1",
@@ -584,12 +587,7 @@ fn pull_producer_closing_from_resume_over_plain_tcp() {
     let reactor = Reactor::new().unwrap();
     let port = reactor.listen_tcp(0, factory(|_| PullServer)).unwrap();
     let clog = log();
-    let lost = Rc::new(RefCell::new(None));
-    let client = Rc::new(OneClient {
-        reactor: reactor.clone(),
-        protocol: RefCell::new(Some(Box::new(Recorder::new(&clog)))),
-        lost: lost.clone(),
-    });
+    let (client, lost) = OneClient::new(&reactor, Recorder::new(&clog));
     reactor.connect_tcp("127.0.0.1", port.port(), client);
     let r = reactor.clone();
     reactor.call_later(Duration::from_secs(20), move || r.stop());
