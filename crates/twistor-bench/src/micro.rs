@@ -160,13 +160,13 @@ pub fn deferred_chains(
                 Ok(o) if o.status.success() => {
                     for line in String::from_utf8_lossy(&o.stdout).lines() {
                         let mut parts = line.split_whitespace();
-                        if let (Some(shape), Some(ns)) = (parts.next(), parts.next()) {
-                            if let Ok(ns) = ns.parse::<f64>() {
-                                out.push(ChainResult {
-                                    name: format!("Twisted, {}", shape.replace('-', " ")),
-                                    ns_per_callback: ns,
-                                });
-                            }
+                        if let (Some(shape), Some(ns)) = (parts.next(), parts.next())
+                            && let Ok(ns) = ns.parse::<f64>()
+                        {
+                            out.push(ChainResult {
+                                name: format!("Twisted, {}", shape.replace('-', " ")),
+                                ns_per_callback: ns,
+                            });
                         }
                     }
                 }

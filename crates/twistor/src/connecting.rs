@@ -96,11 +96,11 @@ impl StreamConnector {
         if let Some(timeout) = self.timeout_after {
             let me = self.me.clone();
             let call = reactor.call_later(timeout, move || {
-                if let Some(c) = me.upgrade() {
-                    if c.attempt.get() == attempt {
-                        let addr = c.destination_string();
-                        c.fail(Error::ConnectTimeout { addr });
-                    }
+                if let Some(c) = me.upgrade()
+                    && c.attempt.get() == attempt
+                {
+                    let addr = c.destination_string();
+                    c.fail(Error::ConnectTimeout { addr });
                 }
             });
             *self.timeout.borrow_mut() = Some(call);

@@ -364,10 +364,10 @@ impl DatagramPort {
             let _ = std::fs::remove_file(path);
         }
         let protocol = self.protocol.borrow_mut().take();
-        if let Some(mut protocol) = protocol {
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.stop_protocol())) {
-                tracing::error!("stop_protocol panicked: {}", panic_message(&*panic));
-            }
+        if let Some(mut protocol) = protocol
+            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.stop_protocol()))
+        {
+            tracing::error!("stop_protocol panicked: {}", panic_message(&*panic));
         }
     }
 

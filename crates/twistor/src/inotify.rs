@@ -377,12 +377,12 @@ impl Notifier {
             callback,
             root: root.unwrap_or(wd),
         };
-        if let Some(old) = self.watches.borrow_mut().insert(wd, watch) {
-            if old.path != path {
-                // The same inode under another name (a hard link, or a directory moved):
-                // the newest name wins.
-                self.by_path.borrow_mut().remove(&old.path);
-            }
+        if let Some(old) = self.watches.borrow_mut().insert(wd, watch)
+            && old.path != path
+        {
+            // The same inode under another name (a hard link, or a directory moved):
+            // the newest name wins.
+            self.by_path.borrow_mut().remove(&old.path);
         }
         self.by_path.borrow_mut().insert(path.to_path_buf(), wd);
         Ok(WatchId(wd))

@@ -492,13 +492,13 @@ impl PipeWriter {
             self.stop_producer();
             return;
         }
-        if !core.has(BLOCKED) {
-            if let Err(err) = self.write_buffered() {
-                self.out.borrow_mut().clear();
-                core.close(reactor, CloseReason::Lost(Error::io(err)));
-                self.stop_producer();
-                return;
-            }
+        if !core.has(BLOCKED)
+            && let Err(err) = self.write_buffered()
+        {
+            self.out.borrow_mut().clear();
+            core.close(reactor, CloseReason::Lost(Error::io(err)));
+            self.stop_producer();
+            return;
         }
         self.run_producer();
         if core.has(CLOSED) || self.buffered() > 0 {

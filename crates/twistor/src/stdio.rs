@@ -324,11 +324,10 @@ impl StdioInner {
         };
         self.transport.borrow_mut().take();
         let protocol = self.protocol.borrow_mut().take();
-        if let Some(mut protocol) = protocol {
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.connection_lost(&reason)))
-            {
-                tracing::error!("connection_lost panicked: {}", panic_message(&*panic));
-            }
+        if let Some(mut protocol) = protocol
+            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.connection_lost(&reason)))
+        {
+            tracing::error!("connection_lost panicked: {}", panic_message(&*panic));
         }
     }
 }

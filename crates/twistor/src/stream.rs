@@ -369,11 +369,11 @@ impl StreamConnection {
             self.close(reactor, reason);
             return;
         }
-        if !self.has(WRITE_BLOCKED) {
-            if let Err(err) = self.send_buffered() {
-                self.close(reactor, CloseReason::Lost(Error::io(err)));
-                return;
-            }
+        if !self.has(WRITE_BLOCKED)
+            && let Err(err) = self.send_buffered()
+        {
+            self.close(reactor, CloseReason::Lost(Error::io(err)));
+            return;
         }
         let buffered = self.out.borrow().len();
         self.run_producer(buffered);
@@ -626,11 +626,10 @@ impl StreamConnection {
             slot.producer.stop_producing();
         }
         let protocol = self.protocol.borrow_mut().take();
-        if let Some(mut protocol) = protocol {
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.connection_lost(&reason)))
-            {
-                tracing::error!("connection_lost panicked: {}", panic_message(&*panic));
-            }
+        if let Some(mut protocol) = protocol
+            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.connection_lost(&reason)))
+        {
+            tracing::error!("connection_lost panicked: {}", panic_message(&*panic));
         }
         if let Some(owner) = &self.owner {
             owner.connection_lost(&reason);

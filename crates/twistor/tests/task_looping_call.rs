@@ -230,10 +230,10 @@ fn a_zero_interval_runs_once_per_reactor_turn() {
     let (r, m) = (runs.clone(), me.clone());
     let lc = LoopingCall::new(reactor.clone(), move || {
         r.set(r.get() + 1);
-        if r.get() == 5 {
-            if let Some(lc) = m.borrow_mut().take() {
-                lc.stop().unwrap();
-            }
+        if r.get() == 5
+            && let Some(lc) = m.borrow_mut().take()
+        {
+            lc.stop().unwrap();
         }
     });
     *me.borrow_mut() = Some(lc.clone());

@@ -500,11 +500,11 @@ impl Protocol for Upgrader {
                 start_tls(transport, config).unwrap();
                 self.upgraded = true;
             }
-        } else if data == b"GO\n" {
-            if let Some(config) = &self.client {
-                start_tls(transport, config).unwrap();
-                self.upgraded = true;
-            }
+        } else if data == b"GO\n"
+            && let Some(config) = &self.client
+        {
+            start_tls(transport, config).unwrap();
+            self.upgraded = true;
         }
     }
 

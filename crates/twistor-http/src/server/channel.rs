@@ -699,14 +699,14 @@ impl Channel {
             };
             self.log_access(current, StatusCode::REQUEST_TIMEOUT.as_u16(), 0);
         }
-        if phase == Phase::ReadingBody {
-            if let Some(r) = &request {
-                if self.st.borrow().sink.receiving() {
-                    self.body_end(Err(Error::Timeout));
-                }
-                if !r.resp.borrow().finished {
-                    self.mark_lost(r);
-                }
+        if phase == Phase::ReadingBody
+            && let Some(r) = &request
+        {
+            if self.st.borrow().sink.receiving() {
+                self.body_end(Err(Error::Timeout));
+            }
+            if !r.resp.borrow().finished {
+                self.mark_lost(r);
             }
         }
         self.st.borrow_mut().closing = true;

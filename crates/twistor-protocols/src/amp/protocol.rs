@@ -286,10 +286,8 @@ impl Amp {
         b.insert(ERROR_CODE, code);
         b.insert(ERROR_DESCRIPTION, description);
         self.send(&b);
-        if close {
-            if let Some(t) = self.transport() {
-                t.lose_connection();
-            }
+        if close && let Some(t) = self.transport() {
+            t.lose_connection();
         }
     }
 

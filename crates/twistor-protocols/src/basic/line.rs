@@ -382,10 +382,10 @@ impl Producer for LineControl {
             pump.pump();
         }
         // Delivering held lines may have paused again.
-        if !self.state.paused.get() {
-            if let Some(t) = self.transport() {
-                t.resume_producing();
-            }
+        if !self.state.paused.get()
+            && let Some(t) = self.transport()
+        {
+            t.resume_producing();
         }
     }
 

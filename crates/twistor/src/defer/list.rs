@@ -237,10 +237,10 @@ pub fn race<T: 'static>(deferreds: impl IntoIterator<Item = Deferred<T>>) -> Def
                         return Outcome::Consumed;
                     }
                     for (i, loser) in weak.iter().enumerate() {
-                        if i != index {
-                            if let Some(loser) = loser.upgrade() {
-                                loser.cancel();
-                            }
+                        if i != index
+                            && let Some(loser) = loser.upgrade()
+                        {
+                            loser.cancel();
                         }
                     }
                     let _ = out.callback((index, value));

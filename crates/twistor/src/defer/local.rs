@@ -27,10 +27,10 @@ pub(crate) fn reactor_local<T: 'static>(reactor: &Reactor, make: impl FnOnce() -
             .find(|(owner, ty, _)| owner.ptr_eq(&key) && *ty == TypeId::of::<T>())
             .and_then(|(_, _, value)| value.upgrade())
     });
-    if let Some(found) = found {
-        if let Ok(value) = found.downcast::<T>() {
-            return value;
-        }
+    if let Some(found) = found
+        && let Ok(value) = found.downcast::<T>()
+    {
+        return value;
     }
     let value = make();
     let erased: Rc<dyn Any> = value.clone();

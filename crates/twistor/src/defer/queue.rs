@@ -76,10 +76,10 @@ impl<T: 'static> DeferredQueue<T> {
         if let Some(item) = item {
             return Ok(Deferred::succeeded(item));
         }
-        if let Some(backlog) = self.inner.backlog {
-            if self.inner.waiting.borrow().len() >= backlog {
-                return Err(DeferredError::QueueUnderflow);
-            }
+        if let Some(backlog) = self.inner.backlog
+            && self.inner.waiting.borrow().len() >= backlog
+        {
+            return Err(DeferredError::QueueUnderflow);
         }
         let weak: Weak<QueueInner<T>> = Rc::downgrade(&self.inner);
         let d = Deferred::with_canceller(move |d| {

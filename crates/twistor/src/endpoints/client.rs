@@ -132,10 +132,10 @@ pub(crate) struct Announce {
 impl Protocol for Announce {
     fn make_connection(&mut self, transport: &Transport) {
         self.inner.make_connection(transport);
-        if let Some(d) = self.deferred.take() {
-            if !d.called() {
-                let _ = d.callback(transport.clone());
-            }
+        if let Some(d) = self.deferred.take()
+            && !d.called()
+        {
+            let _ = d.callback(transport.clone());
         }
     }
 

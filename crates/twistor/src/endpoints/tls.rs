@@ -95,10 +95,10 @@ impl ClientEndpoint for TlsClientEndpoint {
         // The lower connection's own result only matters if it failed.
         let fail = d.clone();
         connected.consume(move |result| {
-            if let Err(failure) = result {
-                if !fail.called() {
-                    let _ = fail.errback(failure);
-                }
+            if let Err(failure) = result
+                && !fail.called()
+            {
+                let _ = fail.errback(failure);
             }
         });
         if !d.called() {

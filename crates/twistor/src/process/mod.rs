@@ -859,10 +859,10 @@ impl ProcessInner {
         };
         self.ended.set(true);
         let protocol = self.protocol.borrow_mut().take();
-        if let Some(mut protocol) = protocol {
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.process_ended(&status))) {
-                tracing::error!("process_ended panicked: {}", panic_message(&*panic));
-            }
+        if let Some(mut protocol) = protocol
+            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.process_ended(&status)))
+        {
+            tracing::error!("process_ended panicked: {}", panic_message(&*panic));
         }
     }
 }

@@ -636,10 +636,10 @@ impl ResolvesServerCert for SniResolver {
             if let Some(key) = self.exact.get(&name) {
                 return Some(key.clone());
             }
-            if let Some((_, parent)) = name.split_once('.') {
-                if let Some(key) = self.wildcard.get(parent) {
-                    return Some(key.clone());
-                }
+            if let Some((_, parent)) = name.split_once('.')
+                && let Some(key) = self.wildcard.get(parent)
+            {
+                return Some(key.clone());
             }
         }
         self.default.clone()

@@ -364,10 +364,10 @@ impl TlsTransport {
         if self.has(PENDING | READ_PAUSED | PROCESSING) {
             self.pending_in.borrow_mut().extend_from_slice(data);
             self.set(PENDING);
-            if self.has(READ_PAUSED) {
-                if let Some(lower) = self.lower() {
-                    lower.pause_producing();
-                }
+            if self.has(READ_PAUSED)
+                && let Some(lower) = self.lower()
+            {
+                lower.pause_producing();
             }
             return;
         }
@@ -615,10 +615,10 @@ impl TlsTransport {
         let held = std::mem::take(&mut *self.pending_in.borrow_mut());
         self.unset(PENDING);
         self.process(&held);
-        if !self.has(READ_PAUSED | PENDING) {
-            if let Some(lower) = self.lower() {
-                lower.resume_producing();
-            }
+        if !self.has(READ_PAUSED | PENDING)
+            && let Some(lower) = self.lower()
+        {
+            lower.resume_producing();
         }
     }
 }
@@ -739,11 +739,11 @@ impl TransportImpl for TlsTransport {
             slot.held.set(true);
             slot.producer.pause_producing();
         }
-        if let Some(lower) = self.lower() {
-            if let Err(err) = lower.register_producer(Forwarder(slot), streaming) {
-                self.producer.borrow_mut().take();
-                return Err(err);
-            }
+        if let Some(lower) = self.lower()
+            && let Err(err) = lower.register_producer(Forwarder(slot), streaming)
+        {
+            self.producer.borrow_mut().take();
+            return Err(err);
         }
         Ok(())
     }
