@@ -65,6 +65,14 @@ pub enum Failure {
     Runtime(String),
 }
 
+/// Parses a command-line duration: a non-negative number of seconds, such as `10` or `0.5`.
+pub fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("expected a number of seconds, such as 10 or 0.5, got {text:?}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

@@ -1,6 +1,7 @@
 //! `twist portforward`: forward every connection to a fixed destination.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use twistor::Reactor;
 use twistor::endpoints::server_from_string;
@@ -23,6 +24,11 @@ pub struct Options {
     /// Where to forward connections: HOST:PORT (`[ADDR]:PORT` for an IPv6 address).
     #[arg(long = "dest", value_name = "HOST:PORT")]
     dest: String,
+
+    /// Once one side of a forwarded connection is gone, how many seconds the other side
+    /// may take to send what is queued for it before it is cut.
+    #[arg(long = "drain-timeout", value_name = "SECONDS", default_value = "10", value_parser = crate::parse_seconds)]
+    drain_timeout: Duration,
 }
 
 /// Splits `HOST:PORT` or `[IPV6]:PORT`.
@@ -54,7 +60,9 @@ pub fn run(options: Options) -> Result<(), Failure> {
         .map(|text| server_from_string(&reactor, text))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure::Usage(e.to_string()))?;
-    let proxy: Rc<dyn twistor::Factory> = ProxyFactory::new(reactor.clone(), &host, port);
+    let forward = ProxyFactory::new(reactor.clone(), &host, port);
+    forward.set_drain_timeout(options.drain_timeout);
+    let proxy: Rc<dyn twistor::Factory> = forward;
     for endpoint in &endpoints {
         if let Some(Err(failure)) = endpoint.listen(proxy.clone()).try_result() {
             return Err(Failure::Runtime(failure.to_string()));

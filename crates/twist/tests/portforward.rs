@@ -94,3 +94,93 @@ fn curl_through_portforward_to_python_http_server() {
     );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), body);
 }
+
+/// How many sockets process `pid` has open (the listening socket and both ends of each
+/// forwarded connection; pipes and the like, opened as the reactor starts, are not counted).
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// Opens `n` connections to `port` and writes to each until the kernel takes no more (the
+/// path behind it is backed up), reading nothing; returns them.
+fn clients_that_write_without_reading(port: u16, n: usize) -> Vec<TcpStream> {
+    let mut conns: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut refused_in_a_row = vec![0u32; n];
+    // A few refusals in a row, a little apart, say the whole path is full, not just our
+    // socket's buffer at one instant.
+    while refused_in_a_row.iter().any(|&r| r < 20) {
+        for (c, refused) in conns.iter_mut().zip(&mut refused_in_a_row) {
+            match c.write(&chunk) {
+                Ok(_) => *refused = 0,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => *refused += 1,
+                Err(e) => panic!("write failed: {e}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    conns
+}
+
+/// Waits (up to `limit`) until `pid` has `fds` sockets open; returns how long it took.
+fn wait_for_fds(pid: u32, fds: usize, limit: Duration) -> Result<Duration, usize> {
+    let start = std::time::Instant::now();
+    loop {
+        let now = open_fds(pid);
+        if now <= fds {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return Err(now);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn clients_that_wrote_without_reading_and_died_leave_no_connection_behind() {
+    // Through an echo: once the clients are gone the forwarder reads (and drops) what the
+    // echo sends back, so the echo reads again and the queue to it drains.
+    let (_echo, echo_port) = start(&["echo"]);
+    let dest = format!("127.0.0.1:{echo_port}");
+    let (forward, port) = start(&["portforward", "--dest", &dest, "--drain-timeout", "2"]);
+    let baseline = open_fds(forward.id());
+    let clients = clients_that_write_without_reading(port, 20);
+    assert!(
+        open_fds(forward.id()) >= baseline + 40,
+        "both sides of each are open"
+    );
+    drop(clients);
+    let took = wait_for_fds(forward.id(), baseline, Duration::from_secs(30))
+        .unwrap_or_else(|left| panic!("{left} sockets still open (baseline {baseline})"));
+    assert!(took < Duration::from_secs(10), "closed after {took:?}");
+
+    // To a destination that never reads (its connections wait in the listen backlog):
+    // what is queued for it can never go, so the drain timeout cuts it.
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest = format!("127.0.0.1:{}", sink.local_addr().unwrap().port());
+    let (forward, port) = start(&["portforward", "--dest", &dest, "--drain-timeout", "1"]);
+    let baseline = open_fds(forward.id());
+    let clients = clients_that_write_without_reading(port, 20);
+    // They die with a reset, as a process killed with unread data does (here nothing came
+    // back to leave unread, so the reset is asked for).
+    for c in &clients {
+        socket2::SockRef::from(c)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+    drop(clients);
+    let took = wait_for_fds(forward.id(), baseline, Duration::from_secs(30))
+        .unwrap_or_else(|left| panic!("{left} sockets still open (baseline {baseline})"));
+    assert!(took < Duration::from_secs(10), "closed after {took:?}");
+}

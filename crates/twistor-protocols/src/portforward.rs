@@ -7,6 +7,13 @@
 //! the proxy's memory stays bounded whatever the speeds. A half-close on one side is passed
 //! on to the other.
 //!
+//! When one side is lost, the other is closed after sending what is queued for it, but it
+//! is given only [`DEFAULT_DRAIN_TIMEOUT`] (or the time set with
+//! [`ProxyFactory::set_drain_timeout`]) to do so, and is read from (and what it sends thrown
+//! away) meanwhile. A peer that neither reads nor stops writing — a client that wrote
+//! without reading and died, leaving the destination blocked writing to us while we wait to
+//! write to it — would otherwise hold both the connection and its queued bytes for ever.
+//!
 //! ```no_run
 //! use twistor::Reactor;
 //! use twistor_protocols::portforward::ProxyFactory;
@@ -17,42 +24,64 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 
 use twistor::tcp::{ConnectOptions, ReactorTcp};
 use twistor::{
-    Address, ClientFactory, CloseReason, Connector, Error, Factory, Protocol, Transport,
+    Address, ClientFactory, CloseReason, Connector, DelayedCall, Error, Factory, Protocol,
+    ReactorTime, Transport,
 };
+
+/// How long the surviving side of a forwarded connection may take to send what is queued
+/// for it once the other side is gone, before it is aborted.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the proxy needs of a reactor: connecting, and timers (for the drain timeout).
+/// Implemented for every type that has both, such as `Reactor` and the test kit's
+/// `MemoryReactor`.
+pub trait ProxyReactor: ReactorTcp + ReactorTime {}
+
+impl<T: ReactorTcp + ReactorTime> ProxyReactor for T {}
 
 /// A factory whose connections are forwarded to `host:port` (Twisted's `ProxyFactory`).
 pub struct ProxyFactory {
-    tcp: Rc<dyn ReactorTcp>,
+    reactor: Rc<dyn ProxyReactor>,
     host: String,
     port: u16,
     options: ConnectOptions,
+    drain_timeout: Cell<Duration>,
 }
 
 impl ProxyFactory {
     /// Forwards each connection to `host:port` (a name or address), connecting with
     /// `reactor` (a `Reactor`, or the test kit's `MemoryReactor`).
-    pub fn new(reactor: impl ReactorTcp + 'static, host: &str, port: u16) -> Rc<ProxyFactory> {
+    pub fn new(reactor: impl ProxyReactor + 'static, host: &str, port: u16) -> Rc<ProxyFactory> {
         ProxyFactory::with_options(reactor, host, port, ConnectOptions::default())
     }
 
     /// Like [`new`](ProxyFactory::new), with a connect timeout and bind address.
     pub fn with_options(
-        reactor: impl ReactorTcp + 'static,
+        reactor: impl ProxyReactor + 'static,
         host: &str,
         port: u16,
         options: ConnectOptions,
     ) -> Rc<ProxyFactory> {
         Rc::new(ProxyFactory {
-            tcp: Rc::new(reactor),
+            reactor: Rc::new(reactor),
             host: host.to_string(),
             port,
             options,
+            drain_timeout: Cell::new(DEFAULT_DRAIN_TIMEOUT),
         })
+    }
+
+    /// Sets how long the surviving side of a connection may take to send what is queued
+    /// for it once the other side is gone (default [`DEFAULT_DRAIN_TIMEOUT`]); after that it
+    /// is aborted. Applies to connections made from then on.
+    pub fn set_drain_timeout(&self, timeout: Duration) {
+        self.drain_timeout.set(timeout);
     }
 
     /// Where connections are forwarded.
@@ -64,8 +93,14 @@ impl ProxyFactory {
 impl Factory for ProxyFactory {
     fn build_protocol(&self, _addr: &Address) -> Option<Box<dyn Protocol>> {
         Some(Box::new(ProxyServer {
-            link: Rc::new(Link::default()),
-            tcp: self.tcp.clone(),
+            link: Rc::new(Link {
+                reactor: self.reactor.clone(),
+                drain_timeout: self.drain_timeout.get(),
+                server: RefCell::default(),
+                client: RefCell::default(),
+                connector: RefCell::default(),
+                drain_timer: RefCell::default(),
+            }),
             host: self.host.clone(),
             port: self.port,
             options: self.options.clone(),
@@ -74,11 +109,14 @@ impl Factory for ProxyFactory {
 }
 
 /// The two ends of one forwarded connection.
-#[derive(Default)]
 struct Link {
+    reactor: Rc<dyn ProxyReactor>,
+    drain_timeout: Duration,
     server: RefCell<Option<Transport>>,
     client: RefCell<Option<Transport>>,
     connector: RefCell<Option<Connector>>,
+    /// Aborts the surviving side if it has not closed in time.
+    drain_timer: RefCell<Option<DelayedCall>>,
 }
 
 impl Link {
@@ -89,12 +127,52 @@ impl Link {
     fn client(&self) -> Option<Transport> {
         self.client.borrow().clone()
     }
+
+    /// One side is gone: close `survivor` once it has sent what is queued for it, or abort
+    /// it when the drain timeout passes first. It is read from meanwhile (what it sends has
+    /// nowhere to go and is dropped), so a peer blocked writing to us can read again.
+    fn close_survivor(self: &Rc<Self>, survivor: &Transport, survivor_is_server: bool) {
+        survivor.unregister_producer();
+        survivor.resume_producing();
+        survivor.lose_connection();
+        let link = Rc::downgrade(self);
+        let timer = self.reactor.call_later_boxed(
+            self.drain_timeout,
+            Box::new(move || {
+                let Some(link) = link.upgrade() else {
+                    return;
+                };
+                let still_open = if survivor_is_server {
+                    link.server()
+                } else {
+                    link.client()
+                };
+                if let Some(transport) = still_open {
+                    tracing::debug!(
+                        "port forward: {} did not take its last {} bytes in time; aborting",
+                        transport.peer(),
+                        transport.buffered()
+                    );
+                    transport.abort_connection();
+                }
+            }),
+        );
+        *self.drain_timer.borrow_mut() = Some(timer);
+    }
+
+    /// The survivor is gone too: its drain timer has nothing left to do.
+    fn cancel_drain_timer(&self) {
+        if let Some(timer) = self.drain_timer.borrow_mut().take()
+            && timer.active()
+        {
+            let _ = timer.cancel();
+        }
+    }
 }
 
 /// The incoming side (Twisted's `ProxyServer`).
 struct ProxyServer {
     link: Rc<Link>,
-    tcp: Rc<dyn ReactorTcp>,
     host: String,
     port: u16,
     options: ConnectOptions,
@@ -108,9 +186,12 @@ impl Protocol for ProxyServer {
         let client_factory = Rc::new(ProxyClientFactory {
             link: self.link.clone(),
         });
-        let connector =
-            self.tcp
-                .connect_tcp_with(&self.host, self.port, client_factory, self.options.clone());
+        let connector = self.link.reactor.connect_tcp_with(
+            &self.host,
+            self.port,
+            client_factory,
+            self.options.clone(),
+        );
         *self.link.connector.borrow_mut() = Some(connector);
     }
 
@@ -128,11 +209,9 @@ impl Protocol for ProxyServer {
 
     fn connection_lost(&mut self, _reason: &CloseReason) {
         self.link.server.borrow_mut().take();
+        self.link.cancel_drain_timer();
         match self.link.client() {
-            Some(client) => {
-                client.unregister_producer();
-                client.lose_connection();
-            }
+            Some(client) => self.link.close_survivor(&client, false),
             None => {
                 if let Some(connector) = self.link.connector.borrow_mut().take() {
                     connector.disconnect();
@@ -209,9 +288,9 @@ impl Protocol for ProxyClient {
     fn connection_lost(&mut self, _reason: &CloseReason) {
         self.link.client.borrow_mut().take();
         self.link.connector.borrow_mut().take();
+        self.link.cancel_drain_timer();
         if let Some(server) = self.link.server() {
-            server.unregister_producer();
-            server.lose_connection();
+            self.link.close_survivor(&server, true);
         }
     }
 }

@@ -14,9 +14,10 @@ use std::time::Duration;
 use common::{ReactorThread, client, round_trip};
 use twistor::protocol::factory;
 use twistor::tcp::ListenOptions;
-use twistor::{CloseReason, Protocol, Reactor, Transport};
+use twistor::{Address, CloseReason, Factory, Protocol, Reactor, Transport};
 use twistor_protocols::portforward::ProxyFactory;
 use twistor_testing::process::{ChildGuard, have};
+use twistor_testing::{MemoryReactor, ProducerState, StringTransport};
 
 fn local() -> ListenOptions {
     ListenOptions::default().interface([127, 0, 0, 1].into())
@@ -260,4 +261,79 @@ fn eof_arriving_while_paused_is_seen_after_resume() {
         1005,
         "5 bytes, then connection_lost before the reactor stops"
     );
+}
+
+/// A proxy on the test kit's reactor with both sides on `StringTransport`s: returns the
+/// incoming side's protocol and transport, the outgoing side's, and the reactor.
+fn wired_in_memory(
+    drain: Duration,
+) -> (
+    Box<dyn Protocol>,
+    StringTransport,
+    Box<dyn Protocol>,
+    StringTransport,
+    MemoryReactor,
+) {
+    let reactor = MemoryReactor::new();
+    let proxy = ProxyFactory::new(reactor.clone(), "destination", 80);
+    proxy.set_drain_timeout(drain);
+    let peer = Address::Memory("client".into());
+    let mut server = proxy.build_protocol(&peer).unwrap();
+    let incoming = StringTransport::new();
+    server.make_connection(&incoming.transport());
+    let call = reactor.tcp_clients().pop().expect("the proxy connects out");
+    let mut client = call.factory.build_protocol(&peer).unwrap();
+    let outgoing = StringTransport::new();
+    client.make_connection(&outgoing.transport());
+    (server, incoming, client, outgoing, reactor)
+}
+
+#[test]
+fn a_destination_that_never_drains_is_aborted_at_the_drain_timeout() {
+    let (mut server, incoming, _client, outgoing, reactor) =
+        wired_in_memory(Duration::from_secs(5));
+    server.data_received(&incoming.transport(), b"queued for the destination");
+    outgoing.transport().pause_producing();
+    // The client dies (it wrote without reading, and was reset).
+    server.connection_lost(&CloseReason::Lost(twistor::Error::io(
+        std::io::ErrorKind::ConnectionReset.into(),
+    )));
+    assert!(
+        outgoing.disconnecting(),
+        "the destination is closed after a flush"
+    );
+    assert_eq!(
+        outgoing.producer_state(),
+        ProducerState::Producing,
+        "and read from meanwhile, so a destination blocked writing to us can go on"
+    );
+    reactor.advance(Duration::from_millis(4_900));
+    assert!(!outgoing.aborted(), "it has until the drain timeout");
+    reactor.advance(Duration::from_millis(200));
+    assert!(outgoing.aborted(), "then it is cut");
+}
+
+#[test]
+fn a_client_that_never_drains_is_aborted_when_the_destination_goes() {
+    let (_server, incoming, mut client, outgoing, reactor) =
+        wired_in_memory(Duration::from_secs(2));
+    client.data_received(&outgoing.transport(), b"queued for the client");
+    client.connection_lost(&CloseReason::Done);
+    assert!(incoming.disconnecting());
+    reactor.advance(Duration::from_secs(2));
+    assert!(incoming.aborted());
+}
+
+#[test]
+fn a_survivor_that_closes_in_time_is_not_aborted_and_leaves_no_timer() {
+    let (mut server, incoming, mut client, outgoing, reactor) =
+        wired_in_memory(Duration::from_secs(5));
+    server.connection_lost(&CloseReason::Done);
+    assert_eq!(reactor.clock().delayed_calls().len(), 1);
+    // The destination took the last bytes and closed.
+    client.connection_lost(&CloseReason::Done);
+    assert!(reactor.clock().delayed_calls().is_empty());
+    reactor.advance(Duration::from_secs(10));
+    assert!(!outgoing.aborted());
+    assert!(!incoming.aborted());
 }

@@ -329,6 +329,17 @@ impl StreamConnection {
         }
     }
 
+    /// Epoll reported an error while reading was paused: close with the socket's error.
+    #[cold]
+    fn broken_while_paused(self: &Rc<Self>, reactor: &Reactor) {
+        let err = match self.with_sock(|s| s.take_error()) {
+            Ok(Some(err)) => err,
+            Ok(None) => io::Error::from(io::ErrorKind::ConnectionReset),
+            Err(err) => err,
+        };
+        self.close(reactor, CloseReason::Lost(Error::io(err)));
+    }
+
     /// The peer closed its sending side.
     fn read_eof(self: &Rc<Self>, reactor: &Reactor, transport: &Transport) {
         self.set(READ_EOF);
@@ -804,6 +815,13 @@ impl Source for StreamConnection {
         }
         if readiness.read_closed || readiness.error {
             self.set(PEER_CLOSED);
+        }
+        if readiness.error && self.has(READ_PAUSED) {
+            // The connection is broken (reset, or timed out): a paused protocol would
+            // otherwise not hear of it until it resumed, which a proxy waiting for the
+            // other side may never do, and the connection would be held for ever.
+            self.broken_while_paused(reactor);
+            return;
         }
         if readiness.readable || readiness.read_closed || readiness.error {
             self.unset(READ_PENDING);

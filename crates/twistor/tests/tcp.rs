@@ -390,6 +390,43 @@ fn peer_reset_mid_write_is_one_connection_lost() {
 }
 
 #[test]
+fn a_reset_reaches_a_protocol_that_paused_reading() {
+    // A paused protocol (a proxy waiting for the other side to drain) must still hear that
+    // its peer is gone; else the connection, and whatever waits on it, is held for ever.
+    let reactor = watched_reactor();
+    let log: Log = Rc::default();
+    struct Paused(Log, Reactor);
+    impl Protocol for Paused {
+        fn connection_made(&mut self, t: &Transport) {
+            t.pause_producing();
+            self.0.borrow_mut().push("made".into());
+        }
+        fn data_received(&mut self, _: &Transport, _: &[u8]) {
+            self.0.borrow_mut().push("data".into());
+        }
+        fn connection_lost(&mut self, reason: &CloseReason) {
+            self.0.borrow_mut().push(match reason {
+                CloseReason::Lost(_) => "lost".into(),
+                other => format!("{other:?}"),
+            });
+            self.1.stop();
+        }
+    }
+    let (l, r) = (log.clone(), reactor.clone());
+    let port = local_listen(&reactor, factory(move |_| Paused(l.clone(), r.clone())));
+    let addr: SocketAddr = ([127, 0, 0, 1], port.port()).into();
+    thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"never read").unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    });
+    reactor.run().unwrap();
+    assert_eq!(*log.borrow(), ["made", "lost"]);
+}
+
+#[test]
 fn a_panicking_protocol_costs_only_its_connection() {
     let reactor = watched_reactor();
     struct Fragile;
