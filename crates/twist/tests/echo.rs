@@ -272,14 +272,10 @@ fn echoes_standard_input_and_exits() {
     );
 }
 
-#[test]
-fn serves_tls_to_openssl_s_client() {
-    if !have("openssl", &["version"]) {
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("twist-ssl-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// Makes a key and a self-signed certificate for `localhost` in `dir` with openssl.
+fn self_signed_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
     let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
     let made = Command::new("openssl")
         .args([
@@ -296,6 +292,60 @@ fn serves_tls_to_openssl_s_client() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
+    (key, cert)
+}
+
+#[test]
+fn a_client_stalled_mid_handshake_is_cut_at_the_handshake_timeout() {
+    if !have("openssl", &["version"]) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("twist-ssl-stall-{}", std::process::id()));
+    let (key, cert) = self_signed_certificate(&dir);
+    let mut cmd = twist();
+    cmd.args([
+        "echo",
+        "--listen",
+        &format!(
+            "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1:handshakeTimeout=1",
+            key.display(),
+            cert.display()
+        ),
+    ]);
+    let mut server = ChildGuard::spawn(cmd);
+    let line = server.err_line_containing("starting on");
+    let port: u16 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The start of a ClientHello record, then nothing.
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = match stalled.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(n) => panic!("{n} bytes from a server that should have hung up"),
+    };
+    let waited = start.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(closed, "the server hung up");
+    assert!(
+        waited < Duration::from_secs(10),
+        "cut after {waited:?}, not at the 1 s handshake timeout"
+    );
+}
+
+#[test]
+fn serves_tls_to_openssl_s_client() {
+    if !have("openssl", &["version"]) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("twist-ssl-{}", std::process::id()));
+    let (key, cert) = self_signed_certificate(&dir);
     let mut cmd = twist();
     cmd.args([
         "echo",

@@ -79,6 +79,11 @@ pub enum Error {
     /// TLS failed: a bad certificate, a handshake failure, a malformed record, an alert from
     /// the peer, or a connection closed without `close_notify`.
     Tls(String),
+    /// The TLS handshake did not complete within the configured time.
+    TlsHandshakeTimeout {
+        /// The time it had.
+        after: std::time::Duration,
+    },
     /// A key, certificate or trust-root file could not be used; `path` says which.
     TlsFile {
         /// The file (or directory) that was being loaded.
@@ -132,6 +137,9 @@ impl fmt::Display for Error {
             Error::ProtocolPanicked(msg) => write!(f, "protocol callback panicked: {msg}"),
             Error::Unsupported(what) => write!(f, "not supported by this transport: {what}"),
             Error::Tls(msg) => write!(f, "TLS error: {msg}"),
+            Error::TlsHandshakeTimeout { after } => {
+                write!(f, "the TLS handshake did not complete in {after:?}")
+            }
             Error::TlsFile { path, problem } => write!(f, "{}: {problem}", path.display()),
             Error::Io(err) => err.fmt(f),
         }

@@ -5,6 +5,7 @@ mod tls_support;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 
 use tls_support::{Recorder, SharedLog, TestCa, log, pattern, tls_error};
 use twistor::tls::{
@@ -13,7 +14,7 @@ use twistor::tls::{
 };
 use twistor::transport::Producer;
 use twistor::{CloseReason, Error, Protocol, Transport};
-use twistor_testing::{ConnectedPair, StringTransport};
+use twistor_testing::{Clock, ConnectedPair, StringTransport};
 
 fn server(config: &ServerTlsConfig, app: impl Protocol) -> TlsProtocol {
     TlsProtocol::server(config, Box::new(app)).unwrap()
@@ -777,4 +778,70 @@ fn system_roots() {
         let config = ClientTlsConfig::new("example.com").unwrap();
         assert!(config.rustls_config().is_ok());
     }
+}
+
+#[test]
+fn a_handshake_that_stalls_is_aborted_at_the_timeout() {
+    let ca = TestCa::new("stall");
+    let clock = Clock::new();
+    let slog = log();
+    let config = ca
+        .server_config()
+        .with_handshake_timeout(Some(Duration::from_secs(30)));
+    let lower = StringTransport::new();
+    let mut s = server(&config, Recorder::new(&slog)).with_clock(clock.clone());
+    s.make_connection(&lower.transport());
+    // Half a ClientHello, then nothing.
+    s.data_received(&lower.transport(), &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+    clock.advance(Duration::from_millis(29_900));
+    assert!(!lower.aborted(), "the client has 30 s");
+    clock.advance(Duration::from_millis(200));
+    assert!(lower.aborted(), "then it is cut, without waiting to flush");
+    // The lower transport reports its close; the protocol hears why.
+    s.connection_lost(&CloseReason::Aborted);
+    match &slog.borrow().lost {
+        Some(CloseReason::Lost(Error::TlsHandshakeTimeout { after })) => {
+            assert_eq!(*after, Duration::from_secs(30))
+        }
+        other => panic!("expected a handshake timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_completed_handshake_leaves_no_timer_and_no_limit() {
+    let ca = TestCa::new("in-time");
+    let clock = Clock::new();
+    let (slog, clog) = (log(), log());
+    let mut pair = ConnectedPair::new(
+        server(&ca.server_config(), Recorder::new(&slog).echo()).with_clock(clock.clone()),
+        client(
+            &ca.client_config("localhost"),
+            Recorder::new(&clog).greeting(b"quick"),
+        )
+        .with_clock(clock.clone()),
+    );
+    assert_eq!(
+        clock.delayed_calls().len(),
+        2,
+        "both sides time the handshake"
+    );
+    pair.pump();
+    assert_eq!(clog.borrow().data, b"quick");
+    assert!(clock.delayed_calls().is_empty());
+    clock.advance(Duration::from_secs(3600));
+    assert!(
+        !pair.closed(),
+        "an idle connection is not the handshake's business"
+    );
+}
+
+#[test]
+fn no_handshake_timeout_when_turned_off() {
+    let ca = TestCa::new("no-limit");
+    let clock = Clock::new();
+    let config = ca.server_config().with_handshake_timeout(None);
+    let lower = StringTransport::new();
+    let mut s = server(&config, Recorder::new(&log())).with_clock(clock.clone());
+    s.make_connection(&lower.transport());
+    assert!(clock.delayed_calls().is_empty());
 }

@@ -150,8 +150,9 @@ pub fn wrapped_description(d: &Description) -> &str {
 /// - `unix:PATH[:mode=OCTAL][:backlog=N][:lockfile=0|1]` — a Unix socket (`@NAME` for
 ///   Linux's abstract namespace);
 /// - `ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem][:extraCertChain=CHAIN.pem]
-///   [:interface=ADDR][:backlog=N]` — TLS over TCP (without `certKey`, the certificate is
-///   read from the key file);
+///   [:interface=ADDR][:backlog=N][:handshakeTimeout=SECONDS]` — TLS over TCP (without
+///   `certKey`, the certificate is read from the key file; a client that has not completed
+///   the handshake in `handshakeTimeout`, 30 s by default, 0 for none, is cut);
 /// - `systemd:domain=INET|INET6|UNIX:index=N` (or `name=NAME`) — a socket passed by
 ///   systemd socket activation;
 /// - `stdio:` — this process's standard input and output, as one connection.
@@ -188,8 +189,9 @@ pub fn server_from_string(reactor: &Reactor, text: &str) -> Result<Box<dyn Serve
 ///   name's addresses are raced (see [`HostnameEndpoint`]);
 /// - `unix:PATH[:timeout=SECONDS]` — a Unix socket (`@NAME` for an abstract name);
 /// - `tls:HOST:PORT[:trustRoots=DIR_OR_FILE][:certificate=CERT.pem][:privateKey=KEY.pem]
-///   [:timeout=SECONDS][:bindAddress=ADDR]` (or `ssl:`) — TLS over TCP; the server's
-///   certificate is checked for HOST against the system's roots, or `trustRoots`.
+///   [:timeout=SECONDS][:bindAddress=ADDR][:handshakeTimeout=SECONDS]` (or `ssl:`) — TLS
+///   over TCP; the server's certificate is checked for HOST against the system's roots, or
+///   `trustRoots`.
 ///
 /// Type names are case-insensitive, as in Twisted.
 pub fn client_from_string(reactor: &Reactor, text: &str) -> Result<Box<dyn ClientEndpoint>, Error> {
@@ -299,9 +301,11 @@ fn ssl_server(reactor: &Reactor, d: &Description) -> Result<Box<dyn ServerEndpoi
             "extraCertChain",
             "interface",
             "backlog",
+            "handshakeTimeout",
         ],
     )?;
     let port = d.port(0, "port")?;
+    let handshake = handshake_timeout(d)?;
     let key = d
         .kwargs
         .get("privateKey")
@@ -311,7 +315,8 @@ fn ssl_server(reactor: &Reactor, d: &Description) -> Result<Box<dyn ServerEndpoi
         d.kwargs.get("certKey").map(String::as_str),
         d.kwargs.get("extraCertChain").map(String::as_str),
     )
-    .map_err(|e| d.error(e.to_string()))?;
+    .map_err(|e| d.error(e.to_string()))?
+    .with_handshake_timeout(handshake);
     let interface = match d.kwargs.get("interface").map(String::as_str) {
         None | Some("") => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         Some(text) => text
@@ -339,12 +344,15 @@ fn tls_client(reactor: &Reactor, d: &Description) -> Result<Box<dyn ClientEndpoi
             "privateKey",
             "timeout",
             "bindAddress",
+            "handshakeTimeout",
         ],
     )?;
     let tcp = tcp_client_endpoint(reactor, d)?;
     let host = d.required(0, "host")?;
     let problem = |e: Error| d.error(e.to_string());
-    let mut config = crate::tls::ClientTlsConfig::new(host).map_err(problem)?;
+    let mut config = crate::tls::ClientTlsConfig::new(host)
+        .map_err(problem)?
+        .with_handshake_timeout(handshake_timeout(d)?);
     if let Some(roots) = d.kwargs.get("trustRoots").or(d.kwargs.get("caCertsDir")) {
         config = config.with_trust_roots(roots).map_err(problem)?;
     }
@@ -412,6 +420,21 @@ fn unix_address_named(d: &Description, name: &str) -> Result<UnixAddress, Error>
 }
 
 /// The `timeout=SECONDS` option (default 30 seconds).
+/// `handshakeTimeout=SECONDS` (`0` for none); the default is
+/// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::tls::DEFAULT_HANDSHAKE_TIMEOUT).
+fn handshake_timeout(d: &Description) -> Result<Option<Duration>, Error> {
+    match d.kwargs.get("handshakeTimeout") {
+        None => Ok(Some(crate::tls::DEFAULT_HANDSHAKE_TIMEOUT)),
+        Some(text) => match text.parse::<f64>() {
+            Ok(0.0) => Ok(None),
+            Ok(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+            _ => Err(d.error(format!(
+                "handshakeTimeout must be a number of seconds (0 for none), got {text:?}"
+            ))),
+        },
+    }
+}
+
 fn timeout(d: &Description) -> Result<Option<Duration>, Error> {
     match d.kwargs.get("timeout") {
         None => Ok(Some(crate::tcp::DEFAULT_CONNECT_TIMEOUT)),
@@ -534,6 +557,11 @@ mod tests {
         assert!(client_err("tcp:example.com").contains("missing port"));
         assert!(client_err("tcp::80").contains("missing host"));
         assert!(client_err("tcp:h:80:timeout=soon").contains("timeout must be"));
+        assert!(client_err("tls:h:443:handshakeTimeout=-1").contains("handshakeTimeout must"));
+        assert!(
+            server_err("ssl:443:privateKey=k.pem:handshakeTimeout=soon")
+                .contains("handshakeTimeout must")
+        );
         assert!(client_err("tcp:h:80:bindAddress=me").contains("bindAddress"));
         assert!(client_err("carrier:h:80").contains("unknown endpoint type \"carrier\""));
     }

@@ -11,6 +11,7 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -21,6 +22,11 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::error::Error;
+
+/// How long a TLS handshake may take, from the connection to its end, unless the
+/// configuration says otherwise (nginx's `ssl_handshake_timeout` is 60 s; a client that
+/// stalls mid-handshake otherwise holds its connection for ever).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A TLS protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -290,6 +296,7 @@ pub struct ServerTlsConfig {
     alpn: Vec<Vec<u8>>,
     versions: Vec<TlsVersion>,
     client_auth: ClientAuth,
+    handshake_timeout: Option<Duration>,
     built: Arc<OnceLock<Arc<rustls::ServerConfig>>>,
 }
 
@@ -312,6 +319,7 @@ impl ServerTlsConfig {
             alpn: Vec::new(),
             versions: vec![TlsVersion::Tls13, TlsVersion::Tls12],
             client_auth: ClientAuth::None,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             built: Arc::new(OnceLock::new()),
         }
     }
@@ -365,6 +373,19 @@ impl ServerTlsConfig {
     pub fn request_client_certificate(mut self, roots: TrustRoots) -> ServerTlsConfig {
         self.client_auth = ClientAuth::Optional(roots);
         self.rebuilt()
+    }
+
+    /// Sets how long a client has to complete the handshake before the connection is
+    /// aborted (default [`DEFAULT_HANDSHAKE_TIMEOUT`]; `None`: no limit). The connection's
+    /// protocol then gets `connection_lost` with [`Error::TlsHandshakeTimeout`].
+    pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> ServerTlsConfig {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long a client has to complete the handshake.
+    pub fn handshake_timeout(&self) -> Option<Duration> {
+        self.handshake_timeout
     }
 
     /// The rustls configuration, built on first use and shared by all clones of this
@@ -467,6 +488,7 @@ pub struct ClientTlsConfig {
     alpn: Vec<Vec<u8>>,
     versions: Vec<TlsVersion>,
     accept_any_certificate: bool,
+    handshake_timeout: Option<Duration>,
     built: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
 }
 
@@ -483,6 +505,7 @@ impl ClientTlsConfig {
             alpn: Vec::new(),
             versions: vec![TlsVersion::Tls13, TlsVersion::Tls12],
             accept_any_certificate: false,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             built: Arc::new(OnceLock::new()),
         })
     }
@@ -544,6 +567,19 @@ impl ClientTlsConfig {
     pub fn dangerous_accept_any_certificate(mut self) -> ClientTlsConfig {
         self.accept_any_certificate = true;
         self.rebuilt()
+    }
+
+    /// Sets how long the server has to complete the handshake before the connection is
+    /// aborted (default [`DEFAULT_HANDSHAKE_TIMEOUT`]; `None`: no limit). The protocol then
+    /// gets `connection_lost` with [`Error::TlsHandshakeTimeout`].
+    pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> ClientTlsConfig {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long the server has to complete the handshake.
+    pub fn handshake_timeout(&self) -> Option<Duration> {
+        self.handshake_timeout
     }
 
     /// The name the server is expected to have.

@@ -16,6 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 
@@ -24,7 +25,7 @@ use crate::address::Address;
 use crate::error::Error;
 use crate::flags::Flags;
 use crate::protocol::{CloseReason, Protocol};
-use crate::reactor::WeakReactor;
+use crate::reactor::{DelayedCall, ReactorTime, WeakReactor};
 use crate::stream::StreamConnection;
 use crate::transport::{Producer, ProtocolWrapper, Transport, TransportImpl};
 
@@ -101,6 +102,12 @@ pub struct TlsTransport {
     requested_name: Option<String>,
     /// Told the close reason just before the wrapped protocol is (client factories report it).
     close_sink: Option<Rc<RefCell<Option<CloseReason>>>>,
+    /// How long the handshake may take.
+    handshake_timeout: Option<Duration>,
+    /// Aborts the connection if the handshake has not completed in time.
+    handshake_timer: RefCell<Option<DelayedCall>>,
+    /// The clock for the handshake timer, if not the lower connection's reactor.
+    time: RefCell<Option<Rc<dyn ReactorTime>>>,
 }
 
 /// The protocol that runs on the lower transport and drives a [`TlsTransport`]. Made by the
@@ -118,7 +125,13 @@ impl TlsProtocol {
         app: Box<dyn Protocol>,
     ) -> Result<TlsProtocol, Error> {
         let conn = super::new_connection(&super::TlsConfig::Server(config.clone()))?;
-        Ok(TlsProtocol::new(conn, Some(app), None, None))
+        Ok(TlsProtocol::new(
+            conn,
+            Some(app),
+            None,
+            None,
+            config.handshake_timeout(),
+        ))
     }
 
     /// TLS client side around `app`.
@@ -132,6 +145,7 @@ impl TlsProtocol {
             Some(app),
             Some(config.server_name()),
             None,
+            config.handshake_timeout(),
         ))
     }
 
@@ -140,10 +154,19 @@ impl TlsProtocol {
         app: Option<Box<dyn Protocol>>,
         requested_name: Option<String>,
         close_sink: Option<Rc<RefCell<Option<CloseReason>>>>,
+        handshake_timeout: Option<Duration>,
     ) -> TlsProtocol {
         TlsProtocol {
-            tls: TlsTransport::new(conn, app, requested_name, close_sink),
+            tls: TlsTransport::new(conn, app, requested_name, close_sink, handshake_timeout),
         }
+    }
+
+    /// Times the handshake on `time` instead of the lower connection's reactor (needed
+    /// when the lower transport has none, such as the test kit's in-memory pairs, and for
+    /// tests on a fake clock). Call it before the connection is made.
+    pub fn with_clock(self, time: impl ReactorTime + 'static) -> TlsProtocol {
+        *self.tls.time.borrow_mut() = Some(Rc::new(time));
+        self
     }
 
     pub(crate) fn from_transport(tls: Rc<TlsTransport>) -> TlsProtocol {
@@ -189,6 +212,7 @@ impl TlsTransport {
         app: Option<Box<dyn Protocol>>,
         requested_name: Option<String>,
         close_sink: Option<Rc<RefCell<Option<CloseReason>>>>,
+        handshake_timeout: Option<Duration>,
     ) -> Rc<TlsTransport> {
         // Memory stays bounded by the lower transport's producers, not by refusing writes.
         conn.set_buffer_limit(None);
@@ -205,6 +229,9 @@ impl TlsTransport {
             reactor: RefCell::new(None),
             requested_name,
             close_sink,
+            handshake_timeout,
+            handshake_timer: RefCell::new(None),
+            time: RefCell::new(None),
         })
     }
 
@@ -287,6 +314,64 @@ impl TlsTransport {
         };
         *self.reactor.borrow_mut() = reactor;
         *self.lower.borrow_mut() = Some(lower.clone());
+        self.start_handshake_timer();
+    }
+
+    /// Starts timing the handshake, if it has a time limit and a clock to time it on.
+    fn start_handshake_timer(&self) {
+        let Some(timeout) = self.handshake_timeout else {
+            return;
+        };
+        if self.has(HANDSHAKE_DONE) || self.handshake_timer.borrow().is_some() {
+            return;
+        }
+        let me = self.me.clone();
+        let fire: Box<dyn FnOnce()> = Box::new(move || {
+            if let Some(tls) = me.upgrade() {
+                tls.handshake_timed_out(timeout);
+            }
+        });
+        let explicit = self.time.borrow().clone();
+        let call = match explicit {
+            Some(time) => time.call_later_boxed(timeout, fire),
+            None => match self
+                .reactor
+                .borrow()
+                .as_ref()
+                .and_then(WeakReactor::upgrade)
+            {
+                Some(reactor) => reactor.call_later_boxed(timeout, fire),
+                None => return,
+            },
+        };
+        *self.handshake_timer.borrow_mut() = Some(call);
+    }
+
+    fn cancel_handshake_timer(&self) {
+        if let Some(timer) = self.handshake_timer.borrow_mut().take()
+            && timer.active()
+        {
+            let _ = timer.cancel();
+        }
+    }
+
+    /// The handshake took too long: abort (a peer that stalls may not read either, so
+    /// nothing is flushed).
+    fn handshake_timed_out(&self, after: Duration) {
+        self.handshake_timer.borrow_mut().take();
+        if self.has(HANDSHAKE_DONE | FAILED | CLOSED | ABORTED) {
+            return;
+        }
+        let peer = self
+            .lower()
+            .map(|l| l.peer().to_string())
+            .unwrap_or_default();
+        tracing::debug!("TLS handshake with {peer} did not complete in {after:?}; aborting");
+        self.set(FAILED);
+        *self.error.borrow_mut() = Some(Error::TlsHandshakeTimeout { after });
+        if let Some(lower) = self.lower() {
+            lower.abort_connection();
+        }
     }
 
     /// Installs the wrapped protocol (`start_tls`, once the lower transport lets go of it).
@@ -463,6 +548,7 @@ impl TlsTransport {
             return;
         }
         self.set(HANDSHAKE_DONE);
+        self.cancel_handshake_timer();
         self.flush_tls();
         self.dispatch_app(|p, t| p.handshake_completed(t));
         let producer = self.producer.borrow().clone();
@@ -509,8 +595,11 @@ impl TlsTransport {
             return;
         }
         self.set(CLOSED);
+        self.cancel_handshake_timer();
+        // Our own failures abort the lower connection too; only the wrapped protocol's
+        // `abort_connection` makes the close an abort.
         let reason = match self.error.borrow_mut().take() {
-            Some(err) if !matches!(reason, CloseReason::Aborted) => CloseReason::Lost(err),
+            Some(err) if !self.has(ABORTED) => CloseReason::Lost(err),
             _ => reason.clone(),
         };
         let producer = self.producer.borrow_mut().take();

@@ -53,8 +53,11 @@ mod layer;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
-pub use config::{ClientTlsConfig, Identity, ServerTlsConfig, TlsVersion, TrustRoots};
+pub use config::{
+    ClientTlsConfig, DEFAULT_HANDSHAKE_TIMEOUT, Identity, ServerTlsConfig, TlsVersion, TrustRoots,
+};
 pub use layer::{TlsProtocol, TlsTransport};
 /// The rustls version twistor is built with, for its types (configurations, certificates).
 pub use rustls;
@@ -132,11 +135,11 @@ impl From<&ServerTlsConfig> for TlsConfig {
 pub fn start_tls(transport: &Transport, config: impl Into<TlsConfig>) -> Result<Transport, Error> {
     let config = config.into();
     let conn = new_connection(&config)?;
-    let requested_name = match &config {
-        TlsConfig::Client(client) => Some(client.server_name()),
-        TlsConfig::Server(_) => None,
+    let (requested_name, handshake_timeout) = match &config {
+        TlsConfig::Client(client) => (Some(client.server_name()), client.handshake_timeout()),
+        TlsConfig::Server(server) => (None, server.handshake_timeout()),
     };
-    let tls = TlsTransport::new(conn, None, requested_name, None);
+    let tls = TlsTransport::new(conn, None, requested_name, None, handshake_timeout);
     tls.attach(transport);
     let layer = tls.clone();
     transport.wrap_protocol(move |app| {
@@ -170,6 +173,7 @@ pub(crate) fn new_connection(config: &TlsConfig) -> Result<rustls::Connection, E
 pub struct TlsServerFactory {
     inner: Rc<dyn Factory>,
     config: Arc<rustls::ServerConfig>,
+    handshake_timeout: Option<Duration>,
 }
 
 impl TlsServerFactory {
@@ -179,6 +183,7 @@ impl TlsServerFactory {
         Ok(Rc::new(TlsServerFactory {
             inner,
             config: config.rustls_config()?,
+            handshake_timeout: config.handshake_timeout(),
         }))
     }
 }
@@ -192,6 +197,7 @@ impl Factory for TlsServerFactory {
                 Some(app),
                 None,
                 None,
+                self.handshake_timeout,
             ))),
             Err(err) => {
                 tracing::error!("cannot start TLS for {addr}: {err}");
@@ -224,6 +230,7 @@ pub struct TlsClientFactory {
     inner: Rc<dyn ClientFactory>,
     config: Arc<rustls::ClientConfig>,
     server_name: rustls::pki_types::ServerName<'static>,
+    handshake_timeout: Option<Duration>,
     /// The close reason of the connection that is ending, as the TLS layer saw it.
     last_close: Rc<RefCell<Option<CloseReason>>>,
 }
@@ -236,6 +243,7 @@ impl TlsClientFactory {
             inner,
             config: config.rustls_config()?,
             server_name: config.rustls_server_name(),
+            handshake_timeout: config.handshake_timeout(),
             last_close: Rc::new(RefCell::new(None)),
         }))
     }
@@ -250,6 +258,7 @@ impl Factory for TlsClientFactory {
                 Some(app),
                 Some(self.server_name.to_str().into_owned()),
                 Some(self.last_close.clone()),
+                self.handshake_timeout,
             ))),
             Err(err) => {
                 tracing::error!("cannot start TLS to {addr}: {err}");
