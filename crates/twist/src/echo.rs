@@ -70,6 +70,7 @@ pub fn run(options: Options) -> Result<(), Failure> {
     let echo_factory: Rc<dyn twistor::Factory> = factory(|_addr| Echo);
     // Serving only standard I/O, the service is done when that connection is.
     let stdio_only = endpoints.iter().all(|e| e.describe() == "stdio:");
+    let mut ports = Vec::new();
     for endpoint in &endpoints {
         let factory = if endpoint.describe() == "stdio:" && stdio_only {
             let r = reactor.clone();
@@ -78,9 +79,12 @@ pub fn run(options: Options) -> Result<(), Failure> {
             echo_factory.clone()
         };
         // Listening on these endpoints completes at once; a failure is known here.
-        if let Some(Err(failure)) = endpoint.listen(factory).try_result() {
-            return Err(Failure::Runtime(failure.to_string()));
+        match endpoint.listen(factory).try_result() {
+            Some(Ok(port)) => ports.push(port),
+            Some(Err(failure)) => return Err(Failure::Runtime(failure.to_string())),
+            None => {}
         }
     }
+    crate::shutdown::drain_on_shutdown(&reactor, ports, || {});
     reactor.run().map_err(|e| Failure::Runtime(e.to_string()))
 }

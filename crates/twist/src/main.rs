@@ -7,6 +7,7 @@
 
 mod echo;
 mod portforward;
+mod shutdown;
 mod web;
 
 use std::process::ExitCode;
@@ -21,6 +22,11 @@ struct Cli {
     /// How much to log (to standard error).
     #[arg(long, value_enum, default_value_t = LogLevel::Info, global = true)]
     log_level: LogLevel,
+
+    /// On SIGTERM or SIGINT, how many seconds open connections get to finish before they
+    /// are closed (listeners close at once; a second signal closes everything at once).
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds, global = true)]
+    shutdown_timeout: std::time::Duration,
 
     #[command(subcommand)]
     service: Service,
@@ -82,6 +88,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     twistor_protocols::haproxy::register();
+    shutdown::set_grace(cli.shutdown_timeout);
     let result = match cli.service {
         Service::Echo(options) => echo::run(options),
         Service::Portforward(options) => portforward::run(options),

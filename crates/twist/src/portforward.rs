@@ -63,11 +63,15 @@ pub fn run(options: Options) -> Result<(), Failure> {
     let forward = ProxyFactory::new(reactor.clone(), &host, port);
     forward.set_drain_timeout(options.drain_timeout);
     let proxy: Rc<dyn twistor::Factory> = forward;
+    let mut ports = Vec::new();
     for endpoint in &endpoints {
-        if let Some(Err(failure)) = endpoint.listen(proxy.clone()).try_result() {
-            return Err(Failure::Runtime(failure.to_string()));
+        match endpoint.listen(proxy.clone()).try_result() {
+            Some(Ok(port)) => ports.push(port),
+            Some(Err(failure)) => return Err(Failure::Runtime(failure.to_string())),
+            None => {}
         }
     }
+    crate::shutdown::drain_on_shutdown(&reactor, ports, || {});
     tracing::info!("forwarding to {host}:{port}");
     reactor.run().map_err(|e| Failure::Runtime(e.to_string()))
 }

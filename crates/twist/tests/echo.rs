@@ -94,6 +94,84 @@ fn echoes_and_stops_on_sigterm() {
     assert!(status.success(), "{status}");
 }
 
+/// A connected client with a read timeout, that has had one echo back (so the server has
+/// accepted it and is serving it).
+fn echoing_client(port: u16) -> TcpStream {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(b"hello").unwrap();
+    let mut back = [0u8; 5];
+    c.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"hello");
+    c
+}
+
+/// Waits until `port` refuses connections (the listener is closed).
+fn wait_until_refused(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_closes_the_listener_and_lets_open_connections_finish() {
+    let (mut server, port) = start_echo("", |_| {});
+    let mut open = echoing_client(port);
+    server.signal(libc::SIGTERM);
+    let line = server.err_line_containing("waiting up to");
+    assert!(line.contains("10 s for 1 connection"), "{line}");
+    wait_until_refused(port);
+    // The connection that was open is still served...
+    open.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    open.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here");
+    // ...and once it closes, the server is done.
+    drop(open);
+    let (status, _) = server.wait();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_second_sigterm_closes_open_connections_at_once() {
+    let (mut server, port) = start_echo("", |_| {});
+    let mut open = echoing_client(port);
+    server.signal(libc::SIGTERM);
+    wait_until_refused(port);
+    server.signal(libc::SIGTERM);
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(open.read(&mut buf), Ok(0) | Err(_)),
+        "the open connection is closed"
+    );
+    let (status, _) = server.wait();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn open_connections_are_closed_when_the_shutdown_timeout_passes() {
+    let (mut server, port) = start_echo("", |cmd| {
+        cmd.args(["--shutdown-timeout", "0.5"]);
+    });
+    let mut open = echoing_client(port);
+    let start = std::time::Instant::now();
+    server.signal(libc::SIGTERM);
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(open.read(&mut buf), Ok(0) | Err(_)),
+        "the open connection is closed"
+    );
+    let (status, _) = server.wait();
+    assert!(status.success(), "{status}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "closed after {:?}",
+        start.elapsed()
+    );
+}
+
 #[test]
 fn ten_thousand_concurrent_connections_each_get_their_echo() {
     const N: usize = 10_000;

@@ -173,6 +173,53 @@ fn before_shutdown_work_delays_the_rest_of_shutdown() {
 }
 
 #[test]
+fn stop_now_abandons_before_shutdown_work() {
+    let reactor = Reactor::new().unwrap();
+    let log: Log = Rc::default();
+    let l = log.clone();
+    reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
+        push(&l, "before");
+        // Work that never completes (a grace period for connections that never end).
+        Some(Box::pin(std::future::pending::<()>()))
+    });
+    for (phase, name) in [(Phase::During, "during"), (Phase::After, "after")] {
+        let l = log.clone();
+        reactor.add_system_event_trigger(phase, SystemEvent::Shutdown, move || {
+            push(&l, name);
+            None
+        });
+    }
+    let (l, r) = (log.clone(), reactor.clone());
+    reactor.call_when_running(move || {
+        r.stop();
+        let (l, r) = (l.clone(), r.clone());
+        r.clone().call_soon(move || {
+            push(&l, "stop now");
+            r.stop_now();
+        });
+    });
+    reactor.run().unwrap();
+    assert_eq!(*log.borrow(), ["before", "stop now", "during", "after"]);
+    // The next run waits for its before-shutdown work again, until cut again.
+    let (l, r) = (log.clone(), reactor.clone());
+    reactor.call_when_running(move || {
+        push(&l, "second run");
+        let (l, r2) = (l.clone(), r.clone());
+        r.call_later(Duration::from_millis(1), move || {
+            push(&l, "stop now");
+            r2.stop_now();
+        });
+        r.stop();
+    });
+    log.borrow_mut().clear();
+    reactor.run().unwrap();
+    assert_eq!(
+        *log.borrow(),
+        ["second run", "before", "stop now", "during", "after"]
+    );
+}
+
+#[test]
 fn triggers_can_be_removed() {
     let reactor = Reactor::new().unwrap();
     let hit = Rc::new(Cell::new(false));

@@ -96,6 +96,8 @@ pub(crate) struct Inner {
     exit: Cell<bool>,
     signals: RefCell<Option<SignalPipe>>,
     signal_handlers: RefCell<HashMap<libc::c_int, Vec<SignalHandler>>>,
+    /// Set by `stop_now`: the shutdown stops waiting for `before` work.
+    cut: Rc<Cut>,
 }
 
 impl Drop for Inner {
@@ -131,6 +133,7 @@ impl Reactor {
             exit: Cell::new(false),
             signals: RefCell::new(None),
             signal_handlers: RefCell::new(HashMap::new()),
+            cut: Rc::new(Cut::default()),
         });
         let reactor = Reactor { inner };
         reactor.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, {
@@ -156,6 +159,7 @@ impl Reactor {
         }
         inner.stopping.set(false);
         inner.exit.set(false);
+        inner.cut.reset();
         let installed = std::thread::current().name() == Some("main")
             && inner.signals.borrow().is_none()
             && match self.install_signal_handlers() {
@@ -196,6 +200,18 @@ impl Reactor {
                 r.inner.exit.set(true);
             })
         });
+    }
+
+    /// Stops the reactor without waiting: like [`stop`](Reactor::stop), but work that
+    /// `before` shutdown triggers handed back (a grace period for connections to finish,
+    /// say) is no longer waited for, and connections are dropped at once. A second SIGINT
+    /// or SIGTERM during a shutdown does this.
+    pub fn stop_now(&self) {
+        if !self.inner.in_run.get() {
+            return;
+        }
+        self.stop();
+        self.inner.cut.fire();
     }
 
     /// Whether the reactor has started up and is not shutting down.
@@ -419,8 +435,9 @@ impl Reactor {
         if pending.is_empty() {
             rest();
         } else {
+            let cut = (event == SystemEvent::Shutdown).then(|| self.inner.cut.clone());
             self.spawn_task(async move {
-                JoinAll { pending }.await;
+                JoinAll { pending, cut }.await;
                 rest();
             });
         }
@@ -566,8 +583,16 @@ impl Reactor {
                 run_guarded("signal handler", || handler());
             }
             if signal == libc::SIGINT || signal == libc::SIGTERM {
-                tracing::info!("Received {}, shutting down.", signal_name(signal));
-                self.stop();
+                if self.inner.stopping.get() {
+                    tracing::info!(
+                        "Received {} again, closing every connection now.",
+                        signal_name(signal)
+                    );
+                    self.stop_now();
+                } else {
+                    tracing::info!("Received {}, shutting down.", signal_name(signal));
+                    self.stop();
+                }
             }
         }
     }
@@ -639,15 +664,24 @@ impl IoBuffers {
     }
 }
 
-/// Waits for every future in `pending`.
+/// Waits for every future in `pending`, or until `cut` fires.
 struct JoinAll {
     pending: Vec<PendingWork>,
+    cut: Option<Rc<Cut>>,
 }
 
 impl Future for JoinAll {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(cut) = &self.cut {
+            if cut.fired.get() {
+                // The work is abandoned: dropped here, with whatever it holds.
+                self.pending.clear();
+                return Poll::Ready(());
+            }
+            *cut.waker.borrow_mut() = Some(cx.waker().clone());
+        }
         self.pending
             .retain_mut(|work| work.as_mut().poll(cx).is_pending());
         if self.pending.is_empty() {
@@ -655,6 +689,27 @@ impl Future for JoinAll {
         } else {
             Poll::Pending
         }
+    }
+}
+
+/// `stop_now`'s signal to a shutdown waiting for `before` work.
+#[derive(Default)]
+struct Cut {
+    fired: Cell<bool>,
+    waker: RefCell<Option<std::task::Waker>>,
+}
+
+impl Cut {
+    fn fire(&self) {
+        self.fired.set(true);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn reset(&self) {
+        self.fired.set(false);
+        self.waker.borrow_mut().take();
     }
 }
 
