@@ -59,7 +59,7 @@ impl Protocol for StopWhenDone {
 
 /// Listens on every description, then runs until SIGINT or SIGTERM.
 pub fn run(options: Options) -> Result<(), Failure> {
-    let reactor = Reactor::new().map_err(|e| Failure::Runtime(format!("cannot start: {e}")))?;
+    let reactor = crate::service_reactor()?;
     // Check every description before listening on any, so a typo fails fast.
     let endpoints = options
         .listen

@@ -71,6 +71,18 @@ pub enum Failure {
     Runtime(String),
 }
 
+/// The reactor a service runs on, already owning SIGINT and SIGTERM: a signal that comes
+/// as soon as the service says it is listening then stops it gracefully instead of killing
+/// the process.
+pub fn service_reactor() -> Result<twistor::Reactor, Failure> {
+    let reactor =
+        twistor::Reactor::new().map_err(|e| Failure::Runtime(format!("cannot start: {e}")))?;
+    reactor
+        .install_signal_handlers()
+        .map_err(|e| Failure::Runtime(format!("cannot handle signals: {e}")))?;
+    Ok(reactor)
+}
+
 /// Parses a command-line duration: a non-negative number of seconds, such as `10` or `0.5`.
 pub fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
     text.parse::<f64>()

@@ -3,7 +3,6 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use twistor::Reactor;
 use twistor::endpoints::server_from_string;
 use twistor_protocols::portforward::ProxyFactory;
 
@@ -53,7 +52,7 @@ fn parse_dest(dest: &str) -> Result<(String, u16), String> {
 /// Listens on every description and forwards to the destination until SIGINT or SIGTERM.
 pub fn run(options: Options) -> Result<(), Failure> {
     let (host, port) = parse_dest(&options.dest).map_err(Failure::Usage)?;
-    let reactor = Reactor::new().map_err(|e| Failure::Runtime(format!("cannot start: {e}")))?;
+    let reactor = crate::service_reactor()?;
     let endpoints = options
         .listen
         .iter()
