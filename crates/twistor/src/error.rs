@@ -76,14 +76,13 @@ pub enum Error {
     ProtocolPanicked(String),
     /// The operation is not supported by this transport.
     Unsupported(&'static str),
-    /// TLS failed: a bad certificate, a handshake failure, a malformed record, an alert from
-    /// the peer, or a connection closed without `close_notify`.
-    Tls(String),
-    /// The TLS handshake did not complete within the configured time.
-    TlsHandshakeTimeout {
-        /// The time it had.
-        after: std::time::Duration,
-    },
+    /// A TLS connection failed: a refused certificate, an alert from the peer, a malformed
+    /// record, a handshake that timed out, a connection closed without `close_notify`...
+    /// [`TlsError`](crate::tls::TlsError) says which.
+    Tls(crate::tls::TlsError),
+    /// A TLS configuration could not be built: no usable key or certificate, a key that
+    /// does not match its certificate, an invalid server name, no versions enabled...
+    TlsConfig(String),
     /// A key, certificate or trust-root file could not be used; `path` says which.
     TlsFile {
         /// The file (or directory) that was being loaded.
@@ -136,10 +135,8 @@ impl fmt::Display for Error {
             }
             Error::ProtocolPanicked(msg) => write!(f, "protocol callback panicked: {msg}"),
             Error::Unsupported(what) => write!(f, "not supported by this transport: {what}"),
-            Error::Tls(msg) => write!(f, "TLS error: {msg}"),
-            Error::TlsHandshakeTimeout { after } => {
-                write!(f, "the TLS handshake did not complete in {after:?}")
-            }
+            Error::Tls(err) => write!(f, "TLS error: {err}"),
+            Error::TlsConfig(problem) => write!(f, "TLS configuration error: {problem}"),
             Error::TlsFile { path, problem } => write!(f, "{}: {problem}", path.display()),
             Error::Io(err) => err.fmt(f),
         }
@@ -153,8 +150,15 @@ impl std::error::Error for Error {
                 Some(&**source)
             }
             Error::Io(err) => Some(&**err),
+            Error::Tls(err) => Some(err),
             _ => None,
         }
+    }
+}
+
+impl From<crate::tls::TlsError> for Error {
+    fn from(err: crate::tls::TlsError) -> Error {
+        Error::Tls(err)
     }
 }
 

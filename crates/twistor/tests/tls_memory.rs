@@ -7,10 +7,10 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use tls_support::{Recorder, SharedLog, TestCa, log, pattern, tls_error};
+use tls_support::{Recorder, SharedLog, TestCa, log, pattern, tls_error, tls_failure};
 use twistor::tls::{
-    ClientTlsConfig, Identity, ServerTlsConfig, TlsProtocol, TlsTransport, TlsVersion, TrustRoots,
-    start_tls,
+    AlertDescription, ClientTlsConfig, Identity, ServerTlsConfig, TlsError, TlsProtocol,
+    TlsTransport, TlsVersion, TrustRoots, start_tls,
 };
 use twistor::transport::Producer;
 use twistor::{CloseReason, Error, Protocol, Transport};
@@ -208,11 +208,33 @@ fn untrusted_certificate_is_refused() {
     pair.pump();
     let err = tls_error(&clog.borrow().lost);
     assert!(err.contains("certificate verification failed"), "{err}");
-    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(
+        tls_failure(&clog.borrow().lost).is_unknown_issuer(),
+        "{err}"
+    );
     assert_eq!(clog.borrow().handshakes, 0);
     assert!(slog.borrow().data.is_empty(), "nothing was sent to them");
     let serr = tls_error(&slog.borrow().lost);
     assert!(serr.contains("alert"), "{serr}");
+}
+
+#[test]
+fn an_expired_certificate_is_refused_and_says_so() {
+    let ca = TestCa::new("expired-ca");
+    let (slog, clog) = (log(), log());
+    let expired = ServerTlsConfig::new(ca.expired_leaf("old").identity());
+    let mut pair = ConnectedPair::new(
+        server(&expired, Recorder::new(&slog)),
+        client(&ca.client_config("localhost"), Recorder::new(&clog)),
+    );
+    pair.pump();
+    let failure = tls_failure(&clog.borrow().lost);
+    assert!(failure.is_expired_certificate(), "{failure}");
+    assert!(!failure.is_unknown_issuer());
+    assert!(matches!(
+        tls_failure(&slog.borrow().lost),
+        TlsError::AlertReceived(AlertDescription::CertificateExpired)
+    ));
 }
 
 #[test]
@@ -800,7 +822,7 @@ fn a_handshake_that_stalls_is_aborted_at_the_timeout() {
     // The lower transport reports its close; the protocol hears why.
     s.connection_lost(&CloseReason::Aborted);
     match &slog.borrow().lost {
-        Some(CloseReason::Lost(Error::TlsHandshakeTimeout { after })) => {
+        Some(CloseReason::Lost(Error::Tls(TlsError::HandshakeTimeout { after }))) => {
             assert_eq!(*after, Duration::from_secs(30))
         }
         other => panic!("expected a handshake timeout, got {other:?}"),

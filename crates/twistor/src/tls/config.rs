@@ -112,10 +112,10 @@ impl Identity {
     /// An identity from PEM text: the private key, and the certificate chain (leaf first).
     pub fn from_pem(private_key: &[u8], certificate_chain: &[u8]) -> Result<Identity, Error> {
         let key = PrivateKeyDer::from_pem_slice(private_key)
-            .map_err(|e| Error::Tls(format!("no usable private key in PEM text: {e}")))?;
+            .map_err(|e| Error::TlsConfig(format!("no usable private key in PEM text: {e}")))?;
         let chain = CertificateDer::pem_slice_iter(certificate_chain)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Tls(format!("malformed certificate PEM: {e}")))?;
+            .map_err(|e| Error::TlsConfig(format!("malformed certificate PEM: {e}")))?;
         Identity::from_der(chain, key)
     }
 
@@ -126,14 +126,14 @@ impl Identity {
         key: PrivateKeyDer<'static>,
     ) -> Result<Identity, Error> {
         if chain.is_empty() {
-            return Err(Error::Tls("no certificate found".into()));
+            return Err(Error::TlsConfig("no certificate found".into()));
         }
         let certified = CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider())
             .map_err(|e| match e {
                 rustls::Error::InconsistentKeys(_) => {
-                    Error::Tls("the private key does not match the certificate".into())
+                    Error::TlsConfig("the private key does not match the certificate".into())
                 }
-                other => Error::Tls(format!("unusable private key: {other}")),
+                other => Error::TlsConfig(format!("unusable private key: {other}")),
             })?;
         Ok(Identity {
             chain,
@@ -174,7 +174,9 @@ impl TrustRoots {
                 Some(err) => format!(": {err}"),
                 None => String::new(),
             };
-            return Err(Error::Tls(format!("no system trust roots found{why}")));
+            return Err(Error::TlsConfig(format!(
+                "no system trust roots found{why}"
+            )));
         }
         Ok(TrustRoots {
             store: Arc::new(store),
@@ -226,9 +228,9 @@ impl TrustRoots {
     pub fn from_pem(pem: &[u8]) -> Result<TrustRoots, Error> {
         let certs = CertificateDer::pem_slice_iter(pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Tls(format!("malformed certificate PEM: {e}")))?;
+            .map_err(|e| Error::TlsConfig(format!("malformed certificate PEM: {e}")))?;
         if certs.is_empty() {
-            return Err(Error::Tls("no certificates in PEM text".into()));
+            return Err(Error::TlsConfig("no certificates in PEM text".into()));
         }
         TrustRoots::from_der(certs)
     }
@@ -241,7 +243,7 @@ impl TrustRoots {
         for cert in certs {
             store
                 .add(cert)
-                .map_err(|e| Error::Tls(format!("unusable CA certificate: {e}")))?;
+                .map_err(|e| Error::TlsConfig(format!("unusable CA certificate: {e}")))?;
         }
         Ok(TrustRoots {
             store: Arc::new(store),
@@ -377,7 +379,7 @@ impl ServerTlsConfig {
 
     /// Sets how long a client has to complete the handshake before the connection is
     /// aborted (default [`DEFAULT_HANDSHAKE_TIMEOUT`]; `None`: no limit). The connection's
-    /// protocol then gets `connection_lost` with [`Error::TlsHandshakeTimeout`].
+    /// protocol then gets `connection_lost` with [`TlsError::HandshakeTimeout`](super::TlsError::HandshakeTimeout).
     pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> ServerTlsConfig {
         self.handshake_timeout = timeout;
         self
@@ -406,14 +408,14 @@ impl ServerTlsConfig {
 
     fn build(&self) -> Result<rustls::ServerConfig, Error> {
         if self.default.is_none() && self.by_name.is_empty() {
-            return Err(Error::Tls(
+            return Err(Error::TlsConfig(
                 "a TLS server needs at least one certificate".into(),
             ));
         }
         let versions = rustls_versions(&self.versions)?;
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&versions)
-            .map_err(|e| Error::Tls(format!("unusable TLS versions: {e}")))?;
+            .map_err(|e| Error::TlsConfig(format!("unusable TLS versions: {e}")))?;
         let builder = match &self.client_auth {
             ClientAuth::None => builder.with_no_client_auth(),
             ClientAuth::Optional(roots) | ClientAuth::Required(roots) => {
@@ -424,7 +426,7 @@ impl ServerTlsConfig {
                 }
                 let verifier = verifier
                     .build()
-                    .map_err(|e| Error::Tls(format!("unusable client CA roots: {e}")))?;
+                    .map_err(|e| Error::TlsConfig(format!("unusable client CA roots: {e}")))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -497,7 +499,7 @@ impl ClientTlsConfig {
     /// trusting the system's roots.
     pub fn new(server_name: &str) -> Result<ClientTlsConfig, Error> {
         let server_name = ServerName::try_from(server_name.to_string())
-            .map_err(|_| Error::Tls(format!("invalid TLS server name {server_name:?}")))?;
+            .map_err(|_| Error::TlsConfig(format!("invalid TLS server name {server_name:?}")))?;
         Ok(ClientTlsConfig {
             server_name,
             roots: None,
@@ -571,7 +573,7 @@ impl ClientTlsConfig {
 
     /// Sets how long the server has to complete the handshake before the connection is
     /// aborted (default [`DEFAULT_HANDSHAKE_TIMEOUT`]; `None`: no limit). The protocol then
-    /// gets `connection_lost` with [`Error::TlsHandshakeTimeout`].
+    /// gets `connection_lost` with [`TlsError::HandshakeTimeout`](super::TlsError::HandshakeTimeout).
     pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> ClientTlsConfig {
         self.handshake_timeout = timeout;
         self
@@ -611,7 +613,7 @@ impl ClientTlsConfig {
         let versions = rustls_versions(&self.versions)?;
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&versions)
-            .map_err(|e| Error::Tls(format!("unusable TLS versions: {e}")))?;
+            .map_err(|e| Error::TlsConfig(format!("unusable TLS versions: {e}")))?;
         let builder = if self.accept_any_certificate {
             builder
                 .dangerous()
@@ -626,7 +628,7 @@ impl ClientTlsConfig {
         let mut config = match &self.identity {
             Some(identity) => builder
                 .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
-                .map_err(|e| Error::Tls(format!("unusable client certificate: {e}")))?,
+                .map_err(|e| Error::TlsConfig(format!("unusable client certificate: {e}")))?,
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = self.alpn.clone();
@@ -651,7 +653,7 @@ fn rustls_versions(
     versions: &[TlsVersion],
 ) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, Error> {
     if versions.is_empty() {
-        return Err(Error::Tls("no TLS versions enabled".into()));
+        return Err(Error::TlsConfig("no TLS versions enabled".into()));
     }
     Ok(versions.iter().map(|v| v.rustls()).collect())
 }

@@ -16,11 +16,13 @@ use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 
 use super::config::TlsVersion;
+use super::error::TlsError;
 use crate::address::Address;
 use crate::error::Error;
 use crate::flags::Flags;
@@ -368,7 +370,7 @@ impl TlsTransport {
             .unwrap_or_default();
         tracing::debug!("TLS handshake with {peer} did not complete in {after:?}; aborting");
         self.set(FAILED);
-        *self.error.borrow_mut() = Some(Error::TlsHandshakeTimeout { after });
+        *self.error.borrow_mut() = Some(Error::Tls(TlsError::HandshakeTimeout { after }));
         if let Some(lower) = self.lower() {
             lower.abort_connection();
         }
@@ -478,7 +480,7 @@ impl TlsTransport {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(err) => {
-                    self.fail(Error::Tls(format!("cannot read TLS records: {err}")));
+                    self.fail(Error::Tls(TlsError::Io(Arc::new(err))));
                     return;
                 }
             }
@@ -582,11 +584,11 @@ impl TlsTransport {
             return;
         }
         let why = if self.has(HANDSHAKE_DONE) {
-            "the peer closed the connection without sending TLS close_notify"
+            TlsError::Truncated
         } else {
-            "the peer closed the connection during the TLS handshake"
+            TlsError::ClosedDuringHandshake
         };
-        self.fail(Error::Tls(why.into()));
+        self.fail(Error::Tls(why));
     }
 
     /// The lower connection is gone: tell the producer and the wrapped protocol.
@@ -663,7 +665,7 @@ impl TlsTransport {
             data.iter().try_for_each(|chunk| writer.write_all(chunk))
         };
         if let Err(err) = written {
-            self.fail(Error::Tls(format!("cannot encrypt: {err}")));
+            self.fail(Error::Tls(TlsError::Io(Arc::new(err))));
             return;
         }
         self.flush_tls();
@@ -969,15 +971,7 @@ impl Drop for FlagGuard<'_> {
 
 /// A rustls error as an engine error, saying plainly what went wrong.
 fn tls_error(err: rustls::Error) -> Error {
-    match err {
-        rustls::Error::InvalidCertificate(cert) => {
-            Error::Tls(format!("certificate verification failed: {cert}"))
-        }
-        rustls::Error::AlertReceived(alert) => {
-            Error::Tls(format!("the peer sent a TLS alert: {alert:?}"))
-        }
-        other => Error::Tls(other.to_string()),
-    }
+    Error::Tls(TlsError::from_rustls(err))
 }
 
 impl crate::flags::Flags for TlsTransport {

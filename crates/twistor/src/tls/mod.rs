@@ -48,6 +48,7 @@
 //! ```
 
 mod config;
+mod error;
 mod layer;
 
 use std::cell::RefCell;
@@ -58,6 +59,7 @@ use std::time::Duration;
 pub use config::{
     ClientTlsConfig, DEFAULT_HANDSHAKE_TIMEOUT, Identity, ServerTlsConfig, TlsVersion, TrustRoots,
 };
+pub use error::{AlertDescription, CertificateError, TlsError};
 pub use layer::{TlsProtocol, TlsTransport};
 /// The rustls version twistor is built with, for its types (configurations, certificates).
 pub use rustls;
@@ -157,12 +159,12 @@ pub(crate) fn new_connection(config: &TlsConfig) -> Result<rustls::Connection, E
         TlsConfig::Client(client) => {
             let conn =
                 rustls::ClientConnection::new(client.rustls_config()?, client.rustls_server_name())
-                    .map_err(|e| Error::Tls(format!("cannot start a TLS client: {e}")))?;
+                    .map_err(|e| Error::TlsConfig(format!("cannot start a TLS client: {e}")))?;
             Ok(rustls::Connection::Client(conn))
         }
         TlsConfig::Server(server) => {
             let conn = rustls::ServerConnection::new(server.rustls_config()?)
-                .map_err(|e| Error::Tls(format!("cannot start a TLS server: {e}")))?;
+                .map_err(|e| Error::TlsConfig(format!("cannot start a TLS server: {e}")))?;
             Ok(rustls::Connection::Server(conn))
         }
     }

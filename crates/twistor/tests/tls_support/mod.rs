@@ -92,11 +92,30 @@ impl TestCa {
 
     /// A certificate with common name `cn` valid for `names`, in `FILE.key` and `FILE.crt`.
     pub fn leaf(&self, file: &str, cn: &str, names: &[&str]) -> Leaf {
+        self.leaf_with(file, cn, names, |_| {})
+    }
+
+    /// A certificate for `localhost` that expired in 2001.
+    pub fn expired_leaf(&self, file: &str) -> Leaf {
+        self.leaf_with(file, "localhost", &["localhost"], |params| {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        })
+    }
+
+    fn leaf_with(
+        &self,
+        file: &str,
+        cn: &str,
+        names: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
+        adjust(&mut params);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let key_path = self.dir.path().join(format!("{file}.key"));
         let cert_path = self.dir.path().join(format!("{file}.crt"));
@@ -232,8 +251,13 @@ impl Protocol for Recorder {
 
 /// The message of a `CloseReason::Lost(Error::Tls(_))`, or a panic saying what it was.
 pub fn tls_error(reason: &Option<CloseReason>) -> String {
+    tls_failure(reason).to_string()
+}
+
+/// The `TlsError` of a `CloseReason::Lost(Error::Tls(_))`, or a panic saying what it was.
+pub fn tls_failure(reason: &Option<CloseReason>) -> twistor::tls::TlsError {
     match reason {
-        Some(CloseReason::Lost(twistor::Error::Tls(msg))) => msg.clone(),
+        Some(CloseReason::Lost(twistor::Error::Tls(err))) => err.clone(),
         other => panic!("expected a TLS error, got {other:?}"),
     }
 }
