@@ -31,6 +31,7 @@ pub mod defer;
 pub mod endpoints;
 pub mod error;
 pub mod inotify;
+pub mod log;
 pub mod port;
 pub mod process;
 pub mod protocol;

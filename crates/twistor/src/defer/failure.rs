@@ -131,6 +131,26 @@ impl Failure {
         matches!(self.downcast_ref(), Some(DeferredError::Cancelled))
     }
 
+    /// Whether this failure is a [`DeferredError::TimedOut`]: the Deferred did not fire
+    /// within the time given to [`add_timeout`](super::Deferred::add_timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor::defer::Deferred;
+    /// use twistor_testing::Clock;
+    ///
+    /// let clock = Clock::new();
+    /// let d: Deferred<u32> = Deferred::new();
+    /// d.add_timeout(Duration::from_secs(5), &clock);
+    /// clock.advance(Duration::from_secs(5));
+    /// let failure = d.try_result().unwrap().unwrap_err();
+    /// assert!(failure.is_timed_out());
+    /// assert!(!failure.is_cancelled());
+    /// ```
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self.downcast_ref(), Some(DeferredError::TimedOut(_)))
+    }
+
     /// This failure as a standard error (display and source chain kept).
     pub fn into_error(self) -> FailureError {
         FailureError(self)
