@@ -189,8 +189,21 @@ impl fmt::Debug for Failure {
 }
 
 /// A [`Failure`] as a `std::error::Error` (see [`Failure::into_error`]).
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output is the message and where the failure was made, so a `main` that
+/// returns one with `?` prints `Error: <message>` and the place, not a struct dump (`{:#?}`
+/// gives the structure).
+#[derive(Clone)]
 pub struct FailureError(pub Failure);
+
+impl fmt::Debug for FailureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return f.debug_tuple("FailureError").field(&self.0).finish();
+        }
+        write!(f, "{}\n  at {}", self.0, self.0.location())
+    }
+}
 
 impl fmt::Display for FailureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -384,6 +397,14 @@ mod tests {
         let b = a.clone().context("ctx");
         assert_eq!(a.to_string(), "x");
         assert_eq!(b.to_string(), "ctx: x");
+    }
+
+    #[test]
+    fn a_boxed_failure_debugs_as_its_message_and_place() {
+        let boxed: Box<dyn StdError> = Failure::msg("refused").context("fetching").into();
+        let shown = format!("{boxed:?}");
+        assert!(shown.starts_with("fetching: refused\n  at "), "{shown}");
+        assert!(shown.contains("failure.rs"), "{shown}");
     }
 
     #[test]
