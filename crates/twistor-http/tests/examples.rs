@@ -9,7 +9,13 @@ use twistor_testing::process::{ChildGuard, have};
 /// A command running one of this crate's examples (cargo builds them for `cargo test`).
 fn example(name: &str) -> Command {
     let exe = std::env::current_exe().unwrap();
-    let path: PathBuf = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    let path: PathBuf = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
     assert!(path.exists(), "{} is not built", path.display());
     Command::new(path)
 }
@@ -28,13 +34,19 @@ fn closed_port() -> u16 {
 
 fn have_python() -> bool {
     let present = have("python3", &["--version"]);
-    assert!(present || std::env::var_os("CI").is_none(), "python3 is missing");
+    assert!(
+        present || std::env::var_os("CI").is_none(),
+        "python3 is missing"
+    );
     present
 }
 
 /// A directory with one file in it.
 fn site_dir(name: &str, body: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("twistor-http-examples-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "twistor-http-examples-{name}-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("page.txt"), body).unwrap();
     dir
@@ -95,10 +107,20 @@ fn web_tree_serves_get_post_and_static_files_to_curl() {
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(curl(&[&format!("{base}/hello")]), "Hello, world!\n");
-    assert_eq!(curl(&["--data-binary", "ping", &format!("{base}/echo")]), "ping");
-    assert_eq!(curl(&[&format!("{base}/static/page.txt")]), "a static file\n");
+    assert_eq!(
+        curl(&["--data-binary", "ping", &format!("{base}/echo")]),
+        "ping"
+    );
+    assert_eq!(
+        curl(&[&format!("{base}/static/page.txt")]),
+        "a static file\n"
+    );
     let status = |args: &[&str]| curl(&[&["-o", "/dev/null", "-w", "%{http_code}"], args].concat());
-    assert_eq!(status(&[&format!("{base}/echo")]), "405", "GET on a POST-only resource");
+    assert_eq!(
+        status(&[&format!("{base}/echo")]),
+        "405",
+        "GET on a POST-only resource"
+    );
     assert_eq!(status(&[&format!("{base}/nothing")]), "404");
     server.signal(SIGTERM);
     assert!(server.wait().0.success());

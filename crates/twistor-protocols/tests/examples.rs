@@ -11,7 +11,13 @@ use twistor_testing::process::ChildGuard;
 /// A command running one of this crate's examples (cargo builds them for `cargo test`).
 fn example(name: &str) -> Command {
     let exe = std::env::current_exe().unwrap();
-    let path: PathBuf = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    let path: PathBuf = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
     assert!(path.exists(), "{} is not built", path.display());
     Command::new(path)
 }

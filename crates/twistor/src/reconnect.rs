@@ -411,7 +411,7 @@ mod tests {
         assert_eq!(shown(0.1), "0.1");
         assert_eq!(shown(0.0042), "0.004");
         assert_eq!(shown(1.0), "1");
-        assert_eq!(shown(2.718_281), "2.72");
+        assert_eq!(shown(std::f64::consts::E), "2.72");
         assert_eq!(shown(3600.0), "3600");
     }
 }

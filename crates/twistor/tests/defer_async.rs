@@ -2,7 +2,7 @@
 //! (`spawn`, `ensure_deferred`), cancelling a spawned future, `sleep`, `react`, and
 //! awaiting a connection through an endpoint.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;

@@ -1,8 +1,6 @@
 //! The reactor's thread pool: lazy start, size limit, results and failures back on the
 //! reactor thread, blocking calls into the reactor, and draining at shutdown.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
