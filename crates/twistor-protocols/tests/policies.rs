@@ -44,7 +44,7 @@ fn timeout_mixin_set_reset_cancel_and_hook() {
     let clock = Clock::new();
     let fired = Rc::new(Cell::new(0));
     let f = fired.clone();
-    let t = TimeoutMixin::new(clock.as_time(), move || f.set(f.get() + 1));
+    let t = TimeoutMixin::new(clock.clone(), move || f.set(f.get() + 1));
     assert_eq!(t.set_timeout(Some(secs(5.0))), None);
     clock.advance(secs(4.0));
     t.reset_timeout();
@@ -75,7 +75,7 @@ fn idle_timeout_closes_quiet_connections_and_traffic_resets_it() {
     let clock = Clock::new();
     let f = WrappingFactory::new(
         factory(|_| Echo),
-        IdleTimeout::new(clock.as_time(), secs(10.0)),
+        IdleTimeout::new(clock.clone(), secs(10.0)),
     );
     let (mut p, st) = connect(&*f, "192.0.2.1").unwrap();
     clock.advance(secs(9.0));
@@ -130,7 +130,7 @@ fn throttling_holds_reads_for_the_excess_then_resumes() {
         read_limit: Some(100),
         ..Default::default()
     };
-    let f = WrappingFactory::new(factory(|_| Echo), Throttling::new(clock.as_time(), options));
+    let f = WrappingFactory::new(factory(|_| Echo), Throttling::new(clock.clone(), options));
     let (mut p, st) = connect(&*f, "192.0.2.1").unwrap();
     p.data_received(&st.transport(), &[b'x'; 300]);
     assert_eq!(st.producer_state(), ProducerState::Producing);
@@ -164,7 +164,7 @@ fn throttle_and_the_protocols_own_pause_combine() {
             n: 0,
             producer: pr.clone(),
         }),
-        Throttling::new(clock.as_time(), options),
+        Throttling::new(clock.clone(), options),
     );
     let (mut p, st) = connect(&*f, "192.0.2.1").unwrap();
     p.data_received(&st.transport(), b"pause");
@@ -193,7 +193,7 @@ fn throttling_holds_the_protocols_producer_for_writes() {
             n: 500,
             producer: pr.clone(),
         }),
-        Throttling::new(clock.as_time(), options),
+        Throttling::new(clock.clone(), options),
     );
     let (_p, st) = connect(&*f, "192.0.2.1").unwrap();
     assert_eq!(st.value().len(), 500);
@@ -215,7 +215,7 @@ fn throttling_max_connections() {
         max_connections: Some(2),
         ..Default::default()
     };
-    let f = WrappingFactory::new(factory(|_| Echo), Throttling::new(clock.as_time(), options));
+    let f = WrappingFactory::new(factory(|_| Echo), Throttling::new(clock.clone(), options));
     let (mut a, _) = connect(&*f, "192.0.2.1").unwrap();
     let _b = connect(&*f, "192.0.2.2").unwrap();
     assert!(connect(&*f, "192.0.2.3").is_none());

@@ -86,7 +86,9 @@ impl Clock {
         self.inner.queue.pending()
     }
 
-    /// This clock as the trait object that timer users accept.
+    /// This clock as a shared trait object. Rarely needed: APIs that keep a clock take
+    /// `impl ReactorTime + 'static` (pass `clock.clone()`), and those that only read it take
+    /// `&dyn ReactorTime` (pass `&clock`).
     pub fn as_time(&self) -> Rc<dyn ReactorTime> {
         Rc::new(self.clone())
     }

@@ -117,6 +117,14 @@ impl ChildGuard {
         panic!("child {} did not exit", self.child.id());
     }
 
+    /// The rest of standard error, up to its end: call it after [`wait`](ChildGuard::wait).
+    pub fn rest_of_stderr(&mut self) -> Vec<String> {
+        self.stderr
+            .take()
+            .map(|rx| rx.iter().collect())
+            .unwrap_or_default()
+    }
+
     /// CPU time the child has used so far (user + system), from `/proc/PID/stat`.
     pub fn cpu_time(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))

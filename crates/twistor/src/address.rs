@@ -52,6 +52,35 @@ impl Address {
         }
     }
 
+    /// The host, as Twisted's `address.host` gives it: the IP address of a TCP or UDP
+    /// address (`127.0.0.1`, `::1`), the name of a [`Hostname`](Address::Hostname).
+    /// `None` for Unix sockets, pipes and in-memory transports, which have no host.
+    ///
+    /// ```
+    /// use twistor::Address;
+    ///
+    /// let peer = Address::Tcp("127.0.0.1:4321".parse().unwrap());
+    /// assert_eq!(peer.host().as_deref(), Some("127.0.0.1"));
+    /// assert_eq!(peer.port(), Some(4321));
+    /// assert_eq!(Address::Pipe.host(), None);
+    /// ```
+    pub fn host(&self) -> Option<String> {
+        match self {
+            Address::Tcp(a) | Address::Udp(a) => Some(a.ip().to_string()),
+            Address::Hostname { host, .. } => Some(host.clone()),
+            _ => None,
+        }
+    }
+
+    /// The port of a TCP, UDP or host-name address; `None` for the others.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Address::Tcp(a) | Address::Udp(a) => Some(a.port()),
+            Address::Hostname { port, .. } => Some(*port),
+            _ => None,
+        }
+    }
+
     /// The IP socket address, for TCP and UDP addresses.
     pub fn socket_addr(&self) -> Option<SocketAddr> {
         match self {

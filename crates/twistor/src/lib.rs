@@ -5,6 +5,10 @@
 //! told when the connection is made, receives bytes, and answers through its
 //! [`Transport`]. A [`Factory`] builds a protocol for each connection.
 //!
+//! Coming from Twisted? `docs/guide.md` (the `twistor-guide` crate's documentation) maps
+//! each Twisted idiom to its twistor counterpart, with examples that are compiled and run.
+//! [`log::init`] sets up logging in one line.
+//!
 //! ```no_run
 //! use twistor::protocol::{factory, Protocol};
 //! use twistor::{Reactor, Transport};
@@ -31,6 +35,7 @@ pub mod defer;
 pub mod endpoints;
 pub mod error;
 pub mod inotify;
+pub mod log;
 pub mod port;
 pub mod process;
 pub mod protocol;

@@ -2,12 +2,14 @@
 //! `ReconnectingClientFactory`).
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::fmt;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use crate::address::Address;
 use crate::connector::Connector;
 use crate::error::Error;
+use crate::log::report_warn;
 use crate::protocol::{ClientFactory, CloseReason, Factory, Protocol};
 use crate::reactor::{DelayedCall, ReactorTime};
 
@@ -80,8 +82,52 @@ impl Backoff {
 /// protocol); Twisted leaves that to the application, which must call `resetDelay` itself —
 /// turn [`reset_on_connect`](ReconnectingClientFactory::reset_on_connect) off for that
 /// behaviour.
+///
+/// The protocols it builds reach it through a [`ReconnectControl`] (Twisted's
+/// `self.factory.stopTrying()` inside a protocol): build the wrapped factory with
+/// [`with_control`](ReconnectingClientFactory::with_control).
+///
+/// ```
+/// use twistor::protocol::{factory, Protocol};
+/// use twistor::reconnect::{Backoff, ReconnectControl, ReconnectingClientFactory};
+/// use twistor::{Reactor, Transport};
+///
+/// struct Client {
+///     retry: ReconnectControl,
+/// }
+///
+/// impl Protocol for Client {
+///     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+///         if data == b"bye\n" {
+///             self.retry.stop_trying(); // do not come back
+///             transport.lose_connection();
+///         }
+///     }
+/// }
+///
+/// let reactor = Reactor::new()?;
+/// let retrying = ReconnectingClientFactory::with_control(reactor.clone(), Backoff::default(), |retry| {
+///     factory(move |_addr| Client { retry: retry.clone() })
+/// });
+/// reactor.connect_tcp("localhost", 8000, retrying);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct ReconnectingClientFactory<F> {
     inner: F,
+    retry: Rc<Retry>,
+}
+
+/// A handle on a [`ReconnectingClientFactory`]'s retrying, for the protocols it builds and
+/// anyone else: stop it, reset it, look at it. Cheap to clone; it does not keep the factory
+/// alive (once the factory is gone, its methods do nothing and report a factory that
+/// stopped trying).
+#[derive(Clone)]
+pub struct ReconnectControl {
+    retry: Weak<Retry>,
+}
+
+/// The retry state, shared by the factory and its controls.
+struct Retry {
     clock: Rc<dyn ReactorTime>,
     backoff: Backoff,
     delay: Cell<f64>,
@@ -95,14 +141,23 @@ pub struct ReconnectingClientFactory<F> {
 
 impl<F: ClientFactory> ReconnectingClientFactory<F> {
     /// Wraps `inner`, scheduling retries on `clock` (the reactor, or a test `Clock`).
-    pub fn new(inner: F, clock: Rc<dyn ReactorTime>, backoff: Backoff) -> Rc<Self> {
+    pub fn new(inner: F, clock: impl ReactorTime + 'static, backoff: Backoff) -> Rc<Self> {
+        ReconnectingClientFactory::with_control(clock, backoff, |_| inner)
+    }
+
+    /// Builds the wrapped factory with `build`, which gets a [`ReconnectControl`] on the
+    /// new factory to hand to the protocols it makes.
+    pub fn with_control(
+        clock: impl ReactorTime + 'static,
+        backoff: Backoff,
+        build: impl FnOnce(ReconnectControl) -> F,
+    ) -> Rc<Self> {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
             | 1;
-        Rc::new(ReconnectingClientFactory {
-            inner,
-            clock,
+        let retry = Rc::new(Retry {
+            clock: Rc::new(clock),
             delay: Cell::new(backoff.initial_delay),
             backoff,
             retries: Cell::new(0),
@@ -111,6 +166,13 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
             call: RefCell::new(None),
             connector: RefCell::new(None),
             rng: Cell::new(seed),
+        });
+        let control = ReconnectControl {
+            retry: Rc::downgrade(&retry),
+        };
+        Rc::new(ReconnectingClientFactory {
+            inner: build(control),
+            retry,
         })
     }
 
@@ -119,41 +181,104 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
         &self.inner
     }
 
+    /// A handle on this factory's retrying.
+    pub fn control(&self) -> ReconnectControl {
+        ReconnectControl {
+            retry: Rc::downgrade(&self.retry),
+        }
+    }
+
     /// Whether a successful connection resets the delay (default true).
     pub fn reset_on_connect(&self, enabled: bool) {
-        self.reset_on_connect.set(enabled);
+        self.retry.reset_on_connect.set(enabled);
     }
 
     /// Seeds the jitter's random numbers, for reproducible tests.
     pub fn seed(&self, seed: u64) {
-        self.rng.set(seed | 1);
+        self.retry.rng.set(seed | 1);
     }
 
     /// The delay the last retry was scheduled with (or the initial delay), in seconds.
     pub fn delay(&self) -> f64 {
-        self.delay.get()
+        self.retry.delay.get()
     }
 
     /// How many retries have been made since the last reset.
     pub fn retries(&self) -> u32 {
-        self.retries.get()
+        self.retry.retries.get()
     }
 
     /// Whether the factory will retry after the next failure or loss.
     pub fn continue_trying(&self) -> bool {
-        self.continue_trying.get()
+        self.retry.continue_trying.get()
     }
 
     /// Schedules the next attempt on `connector` after the next delay (Twisted's `retry`).
     pub fn retry(&self, connector: &Connector) {
+        self.retry.retry(connector, self.inner.log_prefix());
+    }
+
+    /// Stops retrying: cancels a scheduled retry and any attempt under way.
+    pub fn stop_trying(&self) {
+        self.retry.stop_trying();
+    }
+
+    /// Back to the initial delay and zero retries, and trying again (Twisted's
+    /// `resetDelay`).
+    pub fn reset_delay(&self) {
+        self.retry.reset_delay();
+    }
+}
+
+impl ReconnectControl {
+    /// Stops retrying: cancels a scheduled retry and any attempt under way (Twisted's
+    /// `stopTrying`). A connection that is up stays up; when it ends, no retry follows.
+    pub fn stop_trying(&self) {
+        if let Some(retry) = self.retry.upgrade() {
+            retry.stop_trying();
+        }
+    }
+
+    /// Back to the initial delay and zero retries, and trying again (Twisted's
+    /// `resetDelay`).
+    pub fn reset_delay(&self) {
+        if let Some(retry) = self.retry.upgrade() {
+            retry.reset_delay();
+        }
+    }
+
+    /// Whether the factory will retry after the next failure or loss.
+    pub fn continue_trying(&self) -> bool {
+        self.retry
+            .upgrade()
+            .is_some_and(|retry| retry.continue_trying.get())
+    }
+
+    /// How many retries have been made since the last reset.
+    pub fn retries(&self) -> u32 {
+        self.retry.upgrade().map_or(0, |retry| retry.retries.get())
+    }
+}
+
+impl fmt::Debug for ReconnectControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReconnectControl")
+            .field("continue_trying", &self.continue_trying())
+            .field("retries", &self.retries())
+            .finish()
+    }
+}
+
+impl Retry {
+    fn retry(&self, connector: &Connector, log_prefix: &str) {
         if !self.continue_trying.get() {
             return;
         }
         let retries = self.retries.get() + 1;
         self.retries.set(retries);
         if self.backoff.max_retries.is_some_and(|max| retries > max) {
-            tracing::info!(
-                "Abandoning {:?} after {} retries.",
+            report_warn!(
+                "Abandoning {} after {} retries.",
                 connector.destination(),
                 retries - 1
             );
@@ -164,11 +289,7 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
             delay = (delay + self.next_normal() * delay * self.backoff.jitter).max(0.0);
         }
         self.delay.set(delay);
-        tracing::info!(
-            "{} will retry in {} seconds",
-            self.inner.log_prefix(),
-            delay as u64
-        );
+        tracing::info!("{log_prefix} will retry in {} seconds", Seconds(delay));
         let target = connector.clone();
         let call = self
             .clock
@@ -178,8 +299,7 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
         *self.call.borrow_mut() = Some(call);
     }
 
-    /// Stops retrying: cancels a scheduled retry and any attempt under way.
-    pub fn stop_trying(&self) {
+    fn stop_trying(&self) {
         if let Some(call) = self.call.borrow_mut().take() {
             let _ = call.cancel();
         }
@@ -191,9 +311,7 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
         }
     }
 
-    /// Back to the initial delay and zero retries, and trying again (Twisted's
-    /// `resetDelay`).
-    pub fn reset_delay(&self) {
+    fn reset_delay(&self) {
         self.delay.set(self.backoff.initial_delay);
         self.retries.set(0);
         self.call.borrow_mut().take();
@@ -217,9 +335,30 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
     }
 }
 
+/// A delay in seconds as a person reads it: `0.35`, `2.72`, `3600` (not `0` for a
+/// sub-second delay).
+struct Seconds(f64);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digits = match self.0 {
+            s if s >= 100.0 => 0,
+            s if s >= 1.0 => 2,
+            _ => 3,
+        };
+        let text = format!("{:.*}", digits, self.0);
+        let text = if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            &text
+        };
+        f.write_str(text)
+    }
+}
+
 impl<F: ClientFactory> Factory for ReconnectingClientFactory<F> {
     fn build_protocol(&self, addr: &Address) -> Option<Box<dyn Protocol>> {
-        if self.reset_on_connect.get() {
+        if self.retry.reset_on_connect.get() {
             self.reset_delay();
         }
         self.inner.build_protocol(addr)
@@ -240,23 +379,39 @@ impl<F: ClientFactory> Factory for ReconnectingClientFactory<F> {
 
 impl<F: ClientFactory> ClientFactory for ReconnectingClientFactory<F> {
     fn started_connecting(&self, connector: &Connector) {
-        *self.connector.borrow_mut() = Some(connector.clone());
+        *self.retry.connector.borrow_mut() = Some(connector.clone());
         self.inner.started_connecting(connector)
     }
 
     fn client_connection_failed(&self, connector: &Connector, reason: &Error) {
         self.inner.client_connection_failed(connector, reason);
-        if self.continue_trying.get() {
-            *self.connector.borrow_mut() = Some(connector.clone());
+        if self.continue_trying() {
+            *self.retry.connector.borrow_mut() = Some(connector.clone());
             self.retry(connector);
         }
     }
 
     fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
         self.inner.client_connection_lost(connector, reason);
-        if self.continue_trying.get() {
-            *self.connector.borrow_mut() = Some(connector.clone());
+        if self.continue_trying() {
+            *self.retry.connector.borrow_mut() = Some(connector.clone());
             self.retry(connector);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seconds;
+
+    #[test]
+    fn delays_read_as_seconds() {
+        let shown = |s: f64| Seconds(s).to_string();
+        assert_eq!(shown(0.35), "0.35");
+        assert_eq!(shown(0.1), "0.1");
+        assert_eq!(shown(0.0042), "0.004");
+        assert_eq!(shown(1.0), "1");
+        assert_eq!(shown(std::f64::consts::E), "2.72");
+        assert_eq!(shown(3600.0), "3600");
     }
 }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::defer::local::reactor_local;
 use crate::defer::{Deferred, DeferredError, Failure};
+use crate::error::Error;
+use crate::log::report_error;
 use crate::reactor::{DelayedCall, Phase, Reactor, ReactorTime, SystemEvent, panic_message};
 
 // ---- sleep, defer_later -----------------------------------------------------------------
@@ -356,7 +358,7 @@ impl LoopInner {
             Some(d) => {
                 let _ = d.errback(failure);
             }
-            None => tracing::error!("LoopingCall failed after it was stopped: {failure}"),
+            None => report_error!("LoopingCall failed after it was stopped: {failure}"),
         }
     }
 
@@ -859,8 +861,9 @@ impl std::error::Error for SystemExit {}
 
 /// Runs `main` on a new reactor and exits the process when it completes (Twisted's
 /// `task.react`): with status 0 if it succeeded, the status of a [`SystemExit`] error, or
-/// 1 after logging any other failure. If the reactor is stopped first (Ctrl-C), `main` is
-/// dropped and the status is 0, as in Twisted.
+/// 1 after reporting any other failure (on standard error when no logging is set up; see
+/// [`log`](crate::log)). If the reactor is stopped first (Ctrl-C), `main` is dropped and
+/// the status is 0, as in Twisted.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -889,40 +892,38 @@ where
     let reactor = match Reactor::new() {
         Ok(reactor) => reactor,
         Err(err) => {
-            tracing::error!("could not create the reactor: {err}");
+            report_error!("could not create the reactor: {err}");
             return 1;
         }
     };
-    let status = Rc::new(Cell::new(0));
-    let (r, s) = (reactor.clone(), status.clone());
-    reactor.call_when_running(move || {
-        let d = r.spawn(main(r.clone()));
-        // Stopped from outside: drop the main future rather than leave it hanging.
-        let pending = d.clone();
-        let trigger = r.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
-            pending.cancel();
-            None
-        });
-        let stopper = r.clone();
-        d.consume(move |result| {
-            s.set(match result {
-                Ok(()) => 0,
-                Err(failure) => match failure.find::<SystemExit>() {
-                    Some(SystemExit(code)) => *code,
-                    None if failure.is_cancelled() => s.get(),
-                    None => {
-                        tracing::error!("main function failed: {failure}");
-                        1
-                    }
-                },
-            });
-            stopper.remove_system_event_trigger(trigger);
-            stopper.stop();
-        });
-    });
-    if let Err(err) = reactor.run() {
-        tracing::error!("reactor failed: {err}");
-        return 1;
+    let r = reactor.clone();
+    // `main` itself is called once the reactor runs, as Twisted's `react` does.
+    match reactor.run_until(async move { main(r).await }) {
+        Ok(Ok(())) => 0,
+        Ok(Err(failure)) => match failure.find::<SystemExit>() {
+            Some(SystemExit(code)) => *code,
+            None => {
+                report_failure("main function failed", &failure);
+                1
+            }
+        },
+        // Stopped from outside before `main` completed.
+        Err(Error::ShuttingDown) => 0,
+        Err(err) => {
+            report_error!("reactor failed: {err}");
+            1
+        }
     }
-    status.get()
+}
+
+/// Reports `failure` at error level, with where it was made.
+fn report_failure(what: &str, failure: &Failure) {
+    if crate::log::unobserved() {
+        crate::log::print(
+            "error",
+            format_args!("{what}: {failure}\n  at {}", failure.location()),
+        );
+    } else {
+        tracing::error!(at = %failure.location(), "{what}: {failure}");
+    }
 }

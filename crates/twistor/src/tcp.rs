@@ -103,6 +103,19 @@ impl Reactor {
         self.listen_tcp_with(port, factory, ListenOptions::default())
     }
 
+    /// Listens for TCP connections on `port` (0 lets the OS choose) on the loopback
+    /// interface, 127.0.0.1, so only this machine can connect (Twisted's
+    /// `listenTCP(port, factory, interface="127.0.0.1")`). For another interface, use
+    /// [`listen_tcp_with`](Reactor::listen_tcp_with) and [`ListenOptions::interface`].
+    pub fn listen_tcp_local(
+        &self,
+        port: u16,
+        factory: Rc<dyn Factory>,
+    ) -> Result<ListeningPort, Error> {
+        let options = ListenOptions::default().interface(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        self.listen_tcp_with(port, factory, options)
+    }
+
     /// Listens for TCP connections on `port` with the given interface, backlog and options.
     pub fn listen_tcp_with(
         &self,

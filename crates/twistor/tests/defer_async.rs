@@ -2,7 +2,7 @@
 //! (`spawn`, `ensure_deferred`), cancelling a spawned future, `sleep`, `react`, and
 //! awaiting a connection through an endpoint.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -30,20 +30,6 @@ impl Wake for CountingWaker {
 
 fn poll<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
     Pin::new(f).poll(&mut Context::from_waker(waker))
-}
-
-/// Runs the reactor until `d` has fired, then returns its result.
-fn run_until<T: 'static>(reactor: &Reactor, d: &Deferred<T>) -> Result<T, Failure> {
-    let stop = reactor.clone();
-    let out = Rc::new(RefCell::new(None));
-    let o = out.clone();
-    d.consume(move |r| {
-        *o.borrow_mut() = Some(r);
-        stop.stop();
-    });
-    reactor.run().unwrap();
-    let result = out.borrow_mut().take();
-    result.expect("the Deferred fired")
 }
 
 #[test]
@@ -93,7 +79,7 @@ fn spawn_runs_a_future_and_fires_with_its_output() {
         Ok(n + succeed(1).await?)
     });
     assert!(!d.called(), "the future starts on the next turn");
-    assert_eq!(run_until(&reactor, &d).unwrap(), 21);
+    assert_eq!(reactor.run_until(d).unwrap().unwrap(), 21);
 }
 
 #[test]
@@ -103,7 +89,7 @@ fn a_failing_future_fails_its_deferred_and_question_mark_converts_errors() {
         let n: u32 = "not a number".parse()?;
         Ok(n)
     });
-    let failure = run_until(&reactor, &d).unwrap_err();
+    let failure = reactor.run_until(d).unwrap().unwrap_err();
     assert!(failure.check::<std::num::ParseIntError>());
 }
 
@@ -131,7 +117,7 @@ fn cancelling_a_spawned_deferred_drops_the_future() {
     });
     let victim = d.clone();
     reactor.call_later(Duration::from_millis(5), move || victim.cancel());
-    let failure = run_until(&reactor, &d).unwrap_err();
+    let failure = reactor.run_until(d).unwrap().unwrap_err();
     assert!(failure.is_cancelled());
     assert!(dropped.get());
     assert!(!reached_end.get());
@@ -202,7 +188,7 @@ fn connecting_is_awaitable() {
         transport.lose_connection();
         Ok(got)
     });
-    assert_eq!(run_until(&reactor, &d).unwrap(), b"ping");
+    assert_eq!(reactor.run_until(d).unwrap().unwrap(), b"ping");
 }
 
 #[test]
@@ -214,7 +200,7 @@ fn a_refused_connection_fails_the_deferred() {
         listener.local_addr().unwrap().port()
     };
     let d = connect_protocol(&HostnameEndpoint::new(&reactor, "127.0.0.1", port), Echo);
-    let failure = run_until(&reactor, &d).unwrap_err();
+    let failure = reactor.run_until(d).unwrap().unwrap_err();
     assert!(
         matches!(
             failure.downcast_ref(),

@@ -247,3 +247,119 @@ fn timestamp_server_stamps_like_ctime() {
             .ends_with("127.0.0.1")
     );
 }
+
+/// A port nothing listens on: bind one, note it, close it.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn errors_are_printed_without_any_logging_set_up() {
+    let mut child = ChildGuard::spawn({
+        let mut c = example("errors_shown");
+        c.arg(closed_port().to_string());
+        c
+    });
+    let (status, _) = child.wait();
+    let stderr = child.rest_of_stderr();
+    assert_eq!(status.code(), Some(1), "react exits 1: {stderr:?}");
+    assert_eq!(stderr.len(), 4, "{stderr:?}");
+    assert_eq!(
+        stderr[0],
+        "error: Unhandled error in Deferred: nobody handled this"
+    );
+    assert!(stderr[1].starts_with("  at ") && stderr[1].contains("errors_shown.rs"));
+    assert!(
+        stderr[2].starts_with("error: main function failed: connection refused by 127.0.0.1:"),
+        "{stderr:?}"
+    );
+    assert!(stderr[3].starts_with("  at "), "says where: {stderr:?}");
+}
+
+#[test]
+fn with_log_init_errors_go_through_the_log_once() {
+    let mut child = ChildGuard::spawn({
+        let mut c = example("errors_shown");
+        c.arg(closed_port().to_string()).arg("--log");
+        c.env_remove("RUST_LOG");
+        c
+    });
+    let (status, _) = child.wait();
+    let stderr = child.rest_of_stderr();
+    assert_eq!(status.code(), Some(1));
+    let count = |needle: &str| stderr.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        count("Unhandled error in Deferred: nobody handled this"),
+        1,
+        "{stderr:?}"
+    );
+    assert_eq!(
+        count("main function failed: connection refused"),
+        1,
+        "{stderr:?}"
+    );
+    assert!(
+        stderr.iter().all(|l| !l.starts_with("error: ")),
+        "not printed a second time: {stderr:?}"
+    );
+    assert!(
+        stderr
+            .iter()
+            .filter(|l| l.contains("failed"))
+            .all(|l| l.contains("ERROR")),
+        "formatted by the subscriber: {stderr:?}"
+    );
+}
+
+#[test]
+fn thread_timeout_answers_or_times_out() {
+    let mut quick = ChildGuard::spawn({
+        let mut c = example("thread_timeout");
+        c.args(["1", "10000"]);
+        c
+    });
+    assert_eq!(quick.line(), "answer: 42");
+    assert!(quick.wait().0.success());
+    let mut slow = ChildGuard::spawn({
+        let mut c = example("thread_timeout");
+        c.args(["1000", "50"]);
+        c
+    });
+    assert_eq!(slow.line(), "timed out after 50 ms");
+    assert!(slow.wait().0.success());
+}
+
+#[test]
+fn reconnecting_client_comes_back_until_told_bye() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let mut client = ChildGuard::spawn({
+        let mut c = example("reconnecting_client");
+        c.arg(port.to_string());
+        c
+    });
+    let hello = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(read_exactly(s, 6), b"hello\n");
+    };
+    // First connection: drop it; the client comes back.
+    let (mut first, _) = server.accept().unwrap();
+    hello(&mut first);
+    first.write_all(b"see you\n").unwrap();
+    drop(first);
+    assert_eq!(client.line(), "server said: see you");
+    let (mut second, _) = server.accept().unwrap();
+    hello(&mut second);
+    second.write_all(b"bye\n").unwrap();
+    assert_eq!(client.line(), "server said: bye");
+    // It closes, stops trying and exits.
+    assert_eq!(read_to_end(&mut second), b"");
+    let (status, _) = client.wait();
+    assert!(status.success());
+    server.set_nonblocking(true).unwrap();
+    assert!(server.accept().is_err(), "no third attempt");
+}

@@ -22,7 +22,7 @@ fn setup(
     twistor::Connector,
 ) {
     let reactor = MemoryReactor::new();
-    let f = ReconnectingClientFactory::new(factory(|_| Idle), reactor.clock().as_time(), backoff);
+    let f = ReconnectingClientFactory::new(factory(|_| Idle), reactor.clock().clone(), backoff);
     let connector =
         reactor.connect_tcp_with("example.com", 80, f.clone(), ConnectOptions::default());
     f.started_connecting(&connector);

@@ -1,8 +1,6 @@
 //! The reactor's thread pool: lazy start, size limit, results and failures back on the
 //! reactor thread, blocking calls into the reactor, and draining at shutdown.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -12,20 +10,6 @@ use twistor::Reactor;
 use twistor::defer::{Deferred, DeferredError, Failure, gather_results};
 use twistor::task::sleep;
 use twistor::threads::{ThreadPool, blocking_call_from_thread};
-
-/// Runs the reactor until `d` has fired, then returns its result.
-fn run_until<T: 'static>(reactor: &Reactor, d: &Deferred<T>) -> Result<T, Failure> {
-    let stop = reactor.clone();
-    let out = Rc::new(RefCell::new(None));
-    let o = out.clone();
-    d.consume(move |r| {
-        *o.borrow_mut() = Some(r);
-        stop.stop();
-    });
-    reactor.run().unwrap();
-    let result = out.borrow_mut().take();
-    result.expect("the Deferred fired")
-}
 
 /// A gate pool jobs wait at until the test opens it.
 #[derive(Clone, Default)]
@@ -63,7 +47,7 @@ fn defer_to_thread_runs_off_the_reactor_thread_and_answers_on_it() {
     let d = reactor
         .defer_to_thread(move || thread::current().id() != here)
         .map(move |off_thread| (off_thread, thread::current().id() == here));
-    assert_eq!(run_until(&reactor, &d).unwrap(), (true, true));
+    assert_eq!(reactor.run_until(d).unwrap().unwrap(), (true, true));
 }
 
 #[test]
@@ -80,7 +64,7 @@ fn failures_and_panics_in_jobs_fail_their_deferreds() {
         ],
         true,
     );
-    assert_eq!(run_until(&reactor, &both).unwrap(), [true, true]);
+    assert_eq!(reactor.run_until(both).unwrap().unwrap(), [true, true]);
     assert_eq!(
         failed.try_result().map(|r| r.is_err()),
         None,
@@ -112,7 +96,7 @@ fn the_pool_starts_lazily_and_never_exceeds_its_size() {
     assert_eq!(pool.queued(), 4);
     gate.open();
     let all = gather_results(jobs, true);
-    run_until(&reactor, &all).unwrap();
+    reactor.run_until(all).unwrap().unwrap();
     assert_eq!(peak.load(Ordering::SeqCst), 2);
 }
 
@@ -145,7 +129,7 @@ fn a_pool_thread_can_wait_for_the_reactor() {
         })
         .map(|n| n + 1)
     });
-    assert_eq!(run_until(&reactor, &d).unwrap(), 42);
+    assert_eq!(reactor.run_until(d).unwrap().unwrap(), 42);
 }
 
 #[test]
@@ -167,7 +151,7 @@ fn blocking_calls_carry_failures_back() {
             .unwrap_err()
             .to_string()
     });
-    assert_eq!(run_until(&reactor, &d).unwrap(), "no");
+    assert_eq!(reactor.run_until(d).unwrap().unwrap(), "no");
 }
 
 #[test]
@@ -214,7 +198,7 @@ fn shutdown_lets_queued_jobs_finish_then_joins_the_threads() {
 fn the_pool_works_again_when_the_reactor_runs_again() {
     let reactor = Reactor::new().unwrap();
     let first = reactor.defer_to_thread(|| 1);
-    assert_eq!(run_until(&reactor, &first).unwrap(), 1);
+    assert_eq!(reactor.run_until(first).unwrap().unwrap(), 1);
     let second = reactor.defer_to_thread(|| 2);
-    assert_eq!(run_until(&reactor, &second).unwrap(), 2);
+    assert_eq!(reactor.run_until(second).unwrap().unwrap(), 2);
 }

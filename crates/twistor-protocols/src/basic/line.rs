@@ -125,6 +125,82 @@ impl Lines<'_> {
     pub fn control(&self) -> LineControl {
         self.control.clone()
     }
+
+    /// A handle that sends lines on this connection from anywhere: another connection's
+    /// callback (a chat server's broadcast), a timer, a Deferred. It adds the delimiter in
+    /// force when it sends.
+    pub fn sender(&self) -> LineSender {
+        LineSender {
+            transport: self.transport.clone(),
+            control: self.control.clone(),
+        }
+    }
+}
+
+/// Sends lines on one [`LineReceiver`]'s connection, delimiter included, from outside its
+/// callbacks; made by [`Lines::sender`]. Cheap to clone. Once the connection is gone,
+/// sending does nothing.
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+/// use twistor::Protocol;
+/// use twistor_protocols::basic::{LineHandler, LineReceiver, LineSender, Lines};
+/// use twistor_testing::StringTransport;
+///
+/// /// Sends every line it gets to everyone in the room (itself included).
+/// struct Member(Rc<RefCell<Vec<LineSender>>>);
+///
+/// impl LineHandler for Member {
+///     fn connection_made(&mut self, lines: &mut Lines<'_>) {
+///         self.0.borrow_mut().push(lines.sender());
+///     }
+///     fn line_received(&mut self, _lines: &mut Lines<'_>, line: &[u8]) {
+///         for member in self.0.borrow().iter() {
+///             member.send_line(line);
+///         }
+///     }
+/// }
+///
+/// let room = Rc::new(RefCell::new(Vec::new()));
+/// let (alice, bob) = (StringTransport::new(), StringTransport::new());
+/// let mut a = LineReceiver::new(Member(room.clone()));
+/// let mut b = LineReceiver::new(Member(room.clone()));
+/// a.make_connection(&alice.transport());
+/// b.make_connection(&bob.transport());
+/// a.data_received(&alice.transport(), b"hi bob\r\n");
+/// assert_eq!(bob.value(), b"hi bob\r\n");
+/// ```
+#[derive(Clone)]
+pub struct LineSender {
+    transport: Transport,
+    control: LineControl,
+}
+
+impl LineSender {
+    /// Writes `line` followed by the connection's delimiter.
+    pub fn send_line(&self, line: &[u8]) {
+        let delimiter = self.control.state.delimiter.borrow();
+        self.transport.write_sequence(&[line, &delimiter]);
+    }
+
+    /// The connection's transport (to close it, or write raw bytes).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Whether both name the same connection.
+    pub fn same_connection(&self, other: &LineSender) -> bool {
+        self.transport.ptr_eq(&other.transport)
+    }
+}
+
+impl std::fmt::Debug for LineSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineSender")
+            .field("peer", &self.transport.peer())
+            .finish()
+    }
 }
 
 /// Splits received bytes into lines, or hands them over raw: the sans-IO core of
@@ -345,6 +421,8 @@ pub struct LineControl {
 
 struct ControlState {
     paused: Cell<bool>,
+    /// The delimiter in force, for [`LineSender`]s (the buffer has its own copy).
+    delimiter: RefCell<Rc<[u8]>>,
     transport: RefCell<Option<Transport>>,
     /// Runs the receiver's delivery loop (set once the receiver exists).
     pump: RefCell<Option<std::rc::Weak<dyn Pump>>>,
@@ -412,6 +490,7 @@ impl<H: LineHandler> LineReceiver<H> {
         let control = LineControl {
             state: Rc::new(ControlState {
                 paused: Cell::new(false),
+                delimiter: RefCell::new(Rc::from(buffer.delimiter())),
                 transport: RefCell::new(None),
                 pump: RefCell::new(None),
             }),
@@ -495,7 +574,7 @@ impl<H: LineHandler> Shared<H> {
                     true
                 }
             };
-            apply(&mut core.buffer, requests);
+            apply(&mut core.buffer, requests, &self.control);
             if too_long && transport.disconnecting() {
                 return;
             }
@@ -503,9 +582,10 @@ impl<H: LineHandler> Shared<H> {
     }
 }
 
-fn apply(buffer: &mut LineBuffer, requests: Requests) {
+fn apply(buffer: &mut LineBuffer, requests: Requests, control: &LineControl) {
     if let Some(delimiter) = requests.delimiter {
         buffer.set_delimiter(&delimiter);
+        *control.state.delimiter.borrow_mut() = Rc::from(buffer.delimiter());
     }
     if let Some(max) = requests.max_length {
         buffer.set_max_length(max);
@@ -539,7 +619,7 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
                 requests: &mut requests,
             };
             core.handler.connection_made(&mut lines);
-            apply(&mut core.buffer, requests);
+            apply(&mut core.buffer, requests, &self.shared.control);
         }
         self.shared.deliver();
     }

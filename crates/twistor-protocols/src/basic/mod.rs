@@ -13,7 +13,7 @@ mod strings;
 pub use file_sender::{CHUNK_SIZE, FileSender, Transform};
 pub use line::{
     DEFAULT_DELIMITER, DEFAULT_MAX_LINE_LENGTH, Frame, LineBuffer, LineControl, LineHandler,
-    LineReceiver, Lines,
+    LineReceiver, LineSender, Lines,
 };
 pub use line_only::{LineOnlyHandler, LineOnlyReceiver, LineWriter};
 pub use strings::{

@@ -53,7 +53,8 @@ enum Direction {
 
 impl Throttling {
     /// Throttles with `options`, timing on `clock`.
-    pub fn new(clock: Rc<dyn ReactorTime>, options: ThrottlingOptions) -> Throttling {
+    pub fn new(clock: impl ReactorTime + 'static, options: ThrottlingOptions) -> Throttling {
+        let clock: Rc<dyn ReactorTime> = Rc::new(clock);
         Throttling {
             options,
             state: Rc::new_cyclic(|me| State {

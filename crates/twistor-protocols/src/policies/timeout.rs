@@ -23,7 +23,7 @@ use super::wrapper::{Connection, Policy};
 ///
 /// let clock = Clock::new();
 /// let st = StringTransport::new();
-/// let timeout = TimeoutMixin::closing(clock.as_time(), &st.transport());
+/// let timeout = TimeoutMixin::closing(clock.clone(), &st.transport());
 /// timeout.set_timeout(Some(Duration::from_secs(10)));
 /// clock.advance(Duration::from_secs(9));
 /// timeout.reset_timeout(); // activity
@@ -45,7 +45,15 @@ struct TimeoutState {
 
 impl TimeoutMixin {
     /// A timer (not yet set) that runs `on_timeout` when it runs out.
-    pub fn new(clock: Rc<dyn ReactorTime>, on_timeout: impl Fn() + 'static) -> TimeoutMixin {
+    pub fn new(clock: impl ReactorTime + 'static, on_timeout: impl Fn() + 'static) -> TimeoutMixin {
+        TimeoutMixin::on_shared_clock(Rc::new(clock), on_timeout)
+    }
+
+    /// `new` on a clock already shared (no second `Rc` around it).
+    fn on_shared_clock(
+        clock: Rc<dyn ReactorTime>,
+        on_timeout: impl Fn() + 'static,
+    ) -> TimeoutMixin {
         TimeoutMixin {
             state: Rc::new(TimeoutState {
                 clock,
@@ -57,9 +65,13 @@ impl TimeoutMixin {
     }
 
     /// A timer whose hook closes `transport` (Twisted's default `timeoutConnection`).
-    pub fn closing(clock: Rc<dyn ReactorTime>, transport: &Transport) -> TimeoutMixin {
+    pub fn closing(clock: impl ReactorTime + 'static, transport: &Transport) -> TimeoutMixin {
+        TimeoutMixin::closing_on_shared_clock(Rc::new(clock), transport)
+    }
+
+    fn closing_on_shared_clock(clock: Rc<dyn ReactorTime>, transport: &Transport) -> TimeoutMixin {
         let transport = transport.clone();
-        TimeoutMixin::new(clock, move || {
+        TimeoutMixin::on_shared_clock(clock, move || {
             tracing::info!("connection from {} timed out", transport.peer());
             transport.lose_connection();
         })
@@ -156,9 +168,9 @@ pub struct IdleTimeout {
 
 impl IdleTimeout {
     /// Closes a connection after `period` without traffic, on `clock`.
-    pub fn new(clock: Rc<dyn ReactorTime>, period: Duration) -> IdleTimeout {
+    pub fn new(clock: impl ReactorTime + 'static, period: Duration) -> IdleTimeout {
         IdleTimeout {
-            clock,
+            clock: Rc::new(clock),
             period,
             timers: RefCell::new(HashMap::new()),
         }
@@ -176,7 +188,7 @@ impl Policy for IdleTimeout {
         let Some(real) = conn.real_transport() else {
             return;
         };
-        let timer = TimeoutMixin::closing(self.clock.clone(), &real);
+        let timer = TimeoutMixin::closing_on_shared_clock(self.clock.clone(), &real);
         timer.set_timeout(Some(self.period));
         self.timers.borrow_mut().insert(conn.id(), timer);
     }

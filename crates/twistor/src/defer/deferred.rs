@@ -467,7 +467,10 @@ impl<T: 'static> Deferred<T> {
         match action {
             Action::Canceller(canceller) => {
                 if let Err(panic) = catch_unwind(AssertUnwindSafe(|| canceller(self))) {
-                    tracing::error!("Deferred canceller panicked: {}", panic_message(&*panic));
+                    crate::log::report_error!(
+                        "Deferred canceller panicked: {}",
+                        panic_message(&*panic)
+                    );
                 }
                 if !self.called() {
                     let _ = self.errback(DeferredError::Cancelled);
@@ -855,10 +858,20 @@ impl<T: 'static> Drop for Core<T> {
 }
 
 fn log_unhandled(failure: &Failure) {
-    tracing::error!(
-        at = %failure.location(),
-        "Unhandled error in Deferred: {failure}"
-    );
+    if crate::log::unobserved() {
+        crate::log::print(
+            "error",
+            format_args!(
+                "Unhandled error in Deferred: {failure}\n  at {}",
+                failure.location()
+            ),
+        );
+    } else {
+        tracing::error!(
+            at = %failure.location(),
+            "Unhandled error in Deferred: {failure}"
+        );
+    }
 }
 
 thread_local! {

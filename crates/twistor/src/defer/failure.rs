@@ -131,6 +131,26 @@ impl Failure {
         matches!(self.downcast_ref(), Some(DeferredError::Cancelled))
     }
 
+    /// Whether this failure is a [`DeferredError::TimedOut`]: the Deferred did not fire
+    /// within the time given to [`add_timeout`](super::Deferred::add_timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor::defer::Deferred;
+    /// use twistor_testing::Clock;
+    ///
+    /// let clock = Clock::new();
+    /// let d: Deferred<u32> = Deferred::new();
+    /// d.add_timeout(Duration::from_secs(5), &clock);
+    /// clock.advance(Duration::from_secs(5));
+    /// let failure = d.try_result().unwrap().unwrap_err();
+    /// assert!(failure.is_timed_out());
+    /// assert!(!failure.is_cancelled());
+    /// ```
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self.downcast_ref(), Some(DeferredError::TimedOut(_)))
+    }
+
     /// This failure as a standard error (display and source chain kept).
     pub fn into_error(self) -> FailureError {
         FailureError(self)
@@ -169,8 +189,21 @@ impl fmt::Debug for Failure {
 }
 
 /// A [`Failure`] as a `std::error::Error` (see [`Failure::into_error`]).
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output is the message and where the failure was made, so a `main` that
+/// returns one with `?` prints `Error: <message>` and the place, not a struct dump (`{:#?}`
+/// gives the structure).
+#[derive(Clone)]
 pub struct FailureError(pub Failure);
+
+impl fmt::Debug for FailureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return f.debug_tuple("FailureError").field(&self.0).finish();
+        }
+        write!(f, "{}\n  at {}", self.0, self.0.location())
+    }
+}
 
 impl fmt::Display for FailureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -364,6 +397,14 @@ mod tests {
         let b = a.clone().context("ctx");
         assert_eq!(a.to_string(), "x");
         assert_eq!(b.to_string(), "ctx: x");
+    }
+
+    #[test]
+    fn a_boxed_failure_debugs_as_its_message_and_place() {
+        let boxed: Box<dyn StdError> = Failure::msg("refused").context("fetching").into();
+        let shown = format!("{boxed:?}");
+        assert!(shown.starts_with("fetching: refused\n  at "), "{shown}");
+        assert!(shown.contains("failure.rs"), "{shown}");
     }
 
     #[test]

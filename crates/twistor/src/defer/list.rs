@@ -53,6 +53,67 @@ pub enum ListOutcome<T> {
     },
 }
 
+/// The results in list order (for [`ListOutcome::First`], the one value).
+///
+/// ```
+/// use twistor::defer::{DeferredList, Failure, fail, succeed};
+///
+/// let list = DeferredList::new([succeed(1), fail(Failure::msg("no")), succeed(3)])
+///     .consume_errors(true)
+///     .into_deferred();
+/// let outcome = list.try_result().unwrap().unwrap();
+/// let values: Vec<i32> = (&outcome).into_iter().filter_map(|r| r.ok()).copied().collect();
+/// assert_eq!(values, [1, 3]);
+/// for result in outcome {
+///     if let Err(failure) = result {
+///         assert_eq!(failure.to_string(), "no");
+///     }
+/// }
+/// ```
+impl<T> IntoIterator for ListOutcome<T> {
+    type Item = Result<T, Failure>;
+    type IntoIter = std::vec::IntoIter<Result<T, Failure>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            ListOutcome::All(results) => results.into_iter(),
+            ListOutcome::First { value, .. } => vec![Ok(value)].into_iter(),
+        }
+    }
+}
+
+impl<'a, T> IntoIterator for &'a ListOutcome<T> {
+    type Item = Result<&'a T, &'a Failure>;
+    type IntoIter = ListOutcomeIter<'a, T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            ListOutcome::All(results) => ListOutcomeIter::All(results.iter()),
+            ListOutcome::First { value, .. } => ListOutcomeIter::First(Some(value)),
+        }
+    }
+}
+
+/// Iterates over a borrowed [`ListOutcome`]'s results.
+#[derive(Debug)]
+pub enum ListOutcomeIter<'a, T> {
+    /// Over [`ListOutcome::All`].
+    All(std::slice::Iter<'a, Result<T, Failure>>),
+    /// Over [`ListOutcome::First`]: its value, once.
+    First(Option<&'a T>),
+}
+
+impl<'a, T> Iterator for ListOutcomeIter<'a, T> {
+    type Item = Result<&'a T, &'a Failure>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            ListOutcomeIter::All(iter) => iter.next().map(Result::as_ref),
+            ListOutcomeIter::First(value) => value.take().map(Ok),
+        }
+    }
+}
+
 impl<T: 'static> DeferredList<T> {
     /// A list over `deferreds`, waiting for all of them, not consuming errors.
     pub fn new(deferreds: impl IntoIterator<Item = Deferred<T>>) -> DeferredList<T> {

@@ -83,6 +83,6 @@ mod queue;
 pub use deferred::{Deferred, WeakDeferred, fail, succeed};
 pub use failure::{DeferredError, Failure, FailureError, FailureGroup, FirstError};
 pub use future::ensure_deferred;
-pub use list::{DeferredList, ListOutcome, gather_results, race};
+pub use list::{DeferredList, ListOutcome, ListOutcomeIter, gather_results, race};
 pub use lock::{DeferredLock, DeferredSemaphore};
 pub use queue::DeferredQueue;

@@ -91,14 +91,14 @@ impl HostnameEndpoint {
     /// `MemoryReactor` and a fake resolver).
     pub fn with_parts(
         tcp: Rc<dyn ReactorTcp>,
-        clock: Rc<dyn ReactorTime>,
+        clock: impl ReactorTime + 'static,
         resolver: Rc<dyn Resolver>,
         host: &str,
         port: u16,
     ) -> HostnameEndpoint {
         HostnameEndpoint {
             tcp,
-            clock,
+            clock: Rc::new(clock),
             resolver,
             host: host.to_string(),
             port,

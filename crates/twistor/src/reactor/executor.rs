@@ -229,7 +229,7 @@ impl Executor {
             Ok(Poll::Ready(())) => true,
             Ok(Poll::Pending) => false,
             Err(panic) => {
-                tracing::error!("task panicked: {}", panic_message(&*panic));
+                crate::log::report_error!("task panicked: {}", panic_message(&*panic));
                 true
             }
         };

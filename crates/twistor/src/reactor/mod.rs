@@ -92,6 +92,10 @@ pub(crate) struct Inner {
     in_run: Cell<bool>,
     /// Startup has completed and shutdown has not begun (Twisted's `reactor.running`).
     running: Cell<bool>,
+    /// Startup triggers are under way (`run` has begun, `running` is not yet true).
+    starting: Cell<bool>,
+    /// `stop()` was called before or during startup: shut down as soon as startup ends.
+    stop_requested: Cell<bool>,
     stopping: Cell<bool>,
     exit: Cell<bool>,
     signals: RefCell<Option<SignalPipe>>,
@@ -129,6 +133,8 @@ impl Reactor {
             triggers: Triggers::default(),
             in_run: Cell::new(false),
             running: Cell::new(false),
+            starting: Cell::new(false),
+            stop_requested: Cell::new(false),
             stopping: Cell::new(false),
             exit: Cell::new(false),
             signals: RefCell::new(None),
@@ -150,6 +156,8 @@ impl Reactor {
 
     /// Runs the loop until [`stop`](Reactor::stop) and the shutdown triggers complete.
     ///
+    /// The startup triggers run first; a `stop()` made before `run` (or during startup) is
+    /// honoured once they have: the reactor then shuts down at once, as Twisted's does.
     /// On the main thread, SIGINT and SIGTERM are handled for the duration: they stop the
     /// reactor gracefully. Fails if this reactor is already running.
     pub fn run(&self) -> Result<(), Error> {
@@ -160,6 +168,7 @@ impl Reactor {
         inner.stopping.set(false);
         inner.exit.set(false);
         inner.cut.reset();
+        inner.starting.set(true);
         let installed = std::thread::current().name() == Some("main")
             && inner.signals.borrow().is_none()
             && match self.install_signal_handlers() {
@@ -171,12 +180,19 @@ impl Reactor {
             };
         let this = self.clone();
         self.call_soon(move || {
-            this.fire_system_event(SystemEvent::Startup, |r| r.inner.running.set(true))
+            this.fire_system_event(SystemEvent::Startup, |r| {
+                r.inner.running.set(true);
+                r.inner.starting.set(false);
+                if r.inner.stop_requested.replace(false) {
+                    r.stop();
+                }
+            })
         });
         while !inner.exit.get() {
             self.iterate();
         }
         inner.running.set(false);
+        inner.starting.set(false);
         inner.in_run.set(false);
         if installed {
             self.uninstall_signal_handlers();
@@ -184,13 +200,89 @@ impl Reactor {
         Ok(())
     }
 
+    /// Runs the loop until `future` completes, then stops the reactor and returns the
+    /// future's output (the reactor can be run again afterwards). A [`Deferred`] is a
+    /// future: its output is its `Result<T, Failure>`, hence `run_until(d)??` in a `main`
+    /// that returns `Result<_, Box<dyn Error>>`.
+    ///
+    /// The future is first polled once the reactor is running (after the startup
+    /// triggers). When it completes the reactor stops as [`stop`](Reactor::stop) does:
+    /// the shutdown triggers run, listening ports close and connections still open are
+    /// dropped (their protocols get `connection_lost` with
+    /// [`Error::ShuttingDown`]), so nothing started for the future outlives the call. If
+    /// the reactor is stopped first (`stop()`, Ctrl-C), the future is dropped when
+    /// shutdown begins and this returns [`Error::ShuttingDown`]. Fails with
+    /// [`Error::AlreadyRunning`] inside a running reactor: `await` there instead.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor::Reactor;
+    /// use twistor::task::defer_later;
+    ///
+    /// let reactor = Reactor::new()?;
+    /// let answer = defer_later(&reactor, Duration::from_millis(1), || Ok(42));
+    /// assert_eq!(reactor.run_until(answer)??, 42);
+    /// // Any future will do, and the reactor runs again.
+    /// let sum = reactor.run_until(async { 20 + 22 })?;
+    /// assert_eq!(sum, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// [`Deferred`]: crate::defer::Deferred
+    pub fn run_until<F>(&self, future: F) -> Result<F::Output, Error>
+    where
+        F: IntoFuture,
+        F::IntoFuture: 'static,
+        F::Output: 'static,
+    {
+        if self.inner.in_run.get() {
+            return Err(Error::AlreadyRunning);
+        }
+        let output: Rc<RefCell<Option<F::Output>>> = Rc::new(RefCell::new(None));
+        let task: Rc<RefCell<Option<TaskHandle>>> = Rc::new(RefCell::new(None));
+        let future = future.into_future();
+        let (this, slot, handle) = (self.clone(), output.clone(), task.clone());
+        self.call_when_running(move || {
+            let stopper = this.clone();
+            let spawned = this.spawn_task(async move {
+                let value = future.await;
+                *slot.borrow_mut() = Some(value);
+                stopper.stop();
+            });
+            *handle.borrow_mut() = Some(spawned);
+        });
+        // Stopped from elsewhere: drop the future before connections close under it.
+        let abort = task.clone();
+        let trigger =
+            self.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
+                if let Some(task) = abort.borrow_mut().take() {
+                    task.abort();
+                }
+                None
+            });
+        let ran = self.run();
+        self.remove_system_event_trigger(trigger);
+        if let Some(task) = task.borrow_mut().take() {
+            task.abort();
+        }
+        ran?;
+        let value = output.borrow_mut().take();
+        value.ok_or(Error::ShuttingDown)
+    }
+
     /// Stops the reactor: the shutdown triggers run (`before` work is waited for, `during`
-    /// closes ports and connections), then [`run`](Reactor::run) returns. Calling it when
-    /// the reactor is not running, or is already stopping, does nothing.
+    /// closes ports and connections), then [`run`](Reactor::run) returns. Called before
+    /// `run` or during startup, it takes effect once startup completes (so `run` starts up
+    /// and shuts down at once). Calling it when the reactor is already stopping does
+    /// nothing.
     pub fn stop(&self) {
         let inner = &*self.inner;
-        if !inner.in_run.get() || inner.stopping.replace(true) {
-            tracing::debug!("stop() ignored: the reactor is not running or already stopping");
+        if !inner.in_run.get() || inner.starting.get() {
+            inner.stop_requested.set(true);
+            return;
+        }
+        if inner.stopping.replace(true) {
+            tracing::debug!("stop() ignored: the reactor is already stopping");
             return;
         }
         let this = self.clone();
@@ -465,7 +557,7 @@ impl Reactor {
         let mut events = inner.events.borrow_mut();
         if let Err(err) = inner.poll.borrow_mut().poll(&mut events, timeout) {
             if err.kind() != io::ErrorKind::Interrupted {
-                tracing::error!("epoll_wait failed: {err}");
+                crate::log::report_error!("epoll_wait failed: {err}");
             }
             return;
         }
@@ -716,7 +808,7 @@ impl Cut {
 /// Runs a callback from the loop, logging a panic instead of unwinding through the reactor.
 fn run_guarded(what: &str, f: impl FnOnce()) {
     if let Err(panic) = catch_unwind(AssertUnwindSafe(f)) {
-        tracing::error!("Unhandled panic in {what}: {}", panic_message(&*panic));
+        crate::log::report_error!("Unhandled panic in {what}: {}", panic_message(&*panic));
     }
 }
 

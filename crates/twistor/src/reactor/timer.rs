@@ -20,6 +20,19 @@ use crate::error::Error;
 /// Anything that can tell the time and run a function later: the reactor, or the test kit's
 /// deterministic `Clock`. Code that schedules work takes one of these, so tests can drive it
 /// without sleeping (Twisted's `IReactorTime`).
+///
+/// # Passing a clock
+///
+/// One convention throughout the crates:
+///
+/// - what **keeps** the clock (a `LoopingCall`, a reconnecting factory, a timeout policy,
+///   an HTTP `Site`) takes `clock: impl ReactorTime + 'static`: pass `reactor.clone()` or
+///   `clock.clone()` (an `Rc<dyn ReactorTime>` you hold works too);
+/// - what only **reads** it or schedules once during the call (`sleep`, `defer_later`,
+///   `Deferred::add_timeout`) takes `clock: &dyn ReactorTime`: pass `&reactor` or `&clock`.
+///
+/// Both handles are cheap to clone (an `Rc` inside), so keeping one costs no more than a
+/// reference, and the caller never wraps anything in an `Rc` first.
 pub trait ReactorTime {
     /// Seconds since this clock's origin. For the reactor the origin is unspecified and the
     /// clock is monotonic; the test `Clock` starts at 0.
