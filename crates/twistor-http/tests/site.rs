@@ -309,7 +309,7 @@ fn continue_is_sent_only_when_the_body_is_asked_for() {
     let out = c.take();
     assert!(!out.contains("100 Continue"), "{out}");
     assert!(out.contains("connection: close\r\n"), "{out}");
-    assert!(c.st.disconnecting());
+    assert!(c.st.write_closed(), "lingering close");
 }
 
 #[test]
@@ -366,7 +366,7 @@ fn header_timeout_is_not_extended_by_trickling_and_answers_408() {
     clock.advance(Duration::from_secs(1));
     let out = c.take();
     assert!(out.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{out}");
-    assert!(c.st.disconnecting());
+    assert!(c.st.write_closed(), "lingering close");
 }
 
 #[test]
@@ -392,7 +392,7 @@ fn body_timeout_answers_408_and_fails_the_receiver() {
     assert!(!c.st.disconnecting(), "each piece restarts the body clock");
     clock.advance(Duration::from_secs(1));
     assert!(c.take().starts_with("HTTP/1.1 408 "));
-    assert!(c.st.disconnecting());
+    assert!(c.st.write_closed(), "lingering close");
     assert_eq!(*ended.borrow(), Some(Err(twistor_http::Error::Timeout)));
 }
 
@@ -517,7 +517,7 @@ fn refused_request_gets_its_status_and_the_connection_closes() {
         c.send(input);
         let out = c.take();
         assert_eq!(&out[9..12], status, "{input:?}: {out}");
-        assert!(c.st.disconnecting());
+        assert!(c.st.write_closed(), "lingering close");
     }
 }
 

@@ -261,6 +261,19 @@ impl ServerConnection {
         }
     }
 
+    /// Takes no more requests (a server shutting down): between requests the connection
+    /// closes at once (bytes of a request not yet complete are dropped); a response not
+    /// started yet gets `Connection: close`, and the connection closes once the response
+    /// in progress is finished.
+    pub fn close_when_done(&mut self) {
+        match self.write {
+            Write::Idle if !matches!(self.read, Read::Body(_)) => self.close(),
+            Write::Done => self.close(),
+            Write::Closed => {}
+            Write::Idle | Write::Waiting | Write::Body(_) => self.exchange.keep_alive = false,
+        }
+    }
+
     /// The next request event, `Ok(None)` when more bytes are needed or the connection is
     /// paused for a response, or the error that ends the connection.
     pub fn poll_event(&mut self) -> Result<Option<RequestEvent>, Error> {
