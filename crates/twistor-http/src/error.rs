@@ -208,6 +208,9 @@ pub enum Lost {
     TimedOut,
     /// The body being sent failed (client side: its producer gave up); the text says why.
     BodyFailed(String),
+    /// Whoever consumed the body stopped it: its own connection went away (a proxy's
+    /// client left), so this one was dropped.
+    Stopped,
 }
 
 impl Lost {
@@ -231,6 +234,7 @@ impl fmt::Display for Lost {
             Lost::Aborted => f.write_str("aborted"),
             Lost::TimedOut => f.write_str("the peer was too slow"),
             Lost::BodyFailed(why) => write!(f, "the body failed: {why}"),
+            Lost::Stopped => f.write_str("the body's consumer went away"),
         }
     }
 }

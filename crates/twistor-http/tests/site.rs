@@ -578,3 +578,31 @@ fn idle_timeout_counts_from_the_end_of_a_slow_response() {
     clock.advance(Duration::from_secs(1));
     assert!(c.st.disconnecting());
 }
+
+#[test]
+fn a_malformed_chunked_trailer_is_a_400() {
+    let root = handler(|req| {
+        let r = req.clone();
+        req.read_body().consume(move |body| {
+            if let Ok(b) = body {
+                r.respond(format!("got {}", b.len()));
+            }
+        });
+        Render::Later
+    });
+    let (site, _clock) = site_with(root);
+    for trailer in [
+        "bad trailer line\r\n\r\n",
+        "x-a: 1\r\nno colon\r\n\r\n",
+        " folded: x\r\n\r\n",
+        "x-a: 1\n\r\n",
+    ] {
+        let mut c = Conn::new(&site);
+        c.send(&format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n{trailer}"
+        ));
+        let out = c.take();
+        assert!(out.starts_with("HTTP/1.1 400 "), "{trailer:?}: {out:?}");
+        assert!(c.st.write_closed(), "lingering close");
+    }
+}

@@ -692,9 +692,7 @@ impl Producer for BodyFlow {
 
     fn stop_producing(&self) {
         if let Some(conn) = self.conn.upgrade() {
-            conn.fail(Error::ConnectionLost(Lost::BodyFailed(
-                "the body's consumer went away".into(),
-            )));
+            conn.fail(Error::ConnectionLost(Lost::Stopped));
         }
     }
 }

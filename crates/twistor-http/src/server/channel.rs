@@ -466,10 +466,12 @@ impl Channel {
                 if let (Some(status), false) = (err.status(), r.resp.borrow().started) {
                     self.log_access(Some(r), status.as_u16(), 0);
                 }
+                // Lost first: a body receiver that answers its failure (a proxy's 502)
+                // must find the error response already owned by the connection.
+                self.mark_lost(r, Lost::Aborted);
                 if self.st.borrow().sink.receiving() {
                     self.body_end(Err(err.clone()));
                 }
-                self.mark_lost(r, Lost::Aborted);
             }
             // The error is in a new request's head, or the body of one already answered.
             None => {
@@ -588,12 +590,19 @@ impl Channel {
         };
         // Keep the list's memory for the next request's response.
         *self.spare_headers.borrow_mut() = headers.recycled();
-        if let Err(err) = result {
-            tracing::error!("cannot send the response to {}: {err}", request.path());
-            self.abort();
-            return false;
+        match result {
+            Ok(()) => true,
+            // The connection ended first (its own error response may be on its way).
+            Err(Error::Closed) => {
+                tracing::debug!("response to {} not sent: connection closed", request.path());
+                false
+            }
+            Err(err) => {
+                tracing::error!("cannot send the response to {}: {err}", request.path());
+                self.abort();
+                false
+            }
         }
-        true
     }
 
     pub(super) fn write(&self, request: &RequestInner, data: &[u8]) {
@@ -932,11 +941,10 @@ impl Channel {
         if phase == Phase::ReadingBody
             && let Some(r) = &request
         {
+            // Lost first, as in `refused`: the 408 is queued already.
+            self.mark_lost(r, Lost::TimedOut);
             if self.st.borrow().sink.receiving() {
                 self.body_end(Err(Error::Timeout));
-            }
-            if !r.resp.borrow().finished {
-                self.mark_lost(r, Lost::TimedOut);
             }
         }
         self.set_closing(phase != Phase::Idle);
@@ -1078,13 +1086,15 @@ impl Channel {
         {
             let _ = timer.cancel();
         }
+        // The request is lost before its body fails, so whoever hears of the failure sees
+        // that the client is gone (a proxy then logs nothing).
+        if let Some(r) = &request {
+            self.mark_lost(r, how.clone());
+        }
         if self.st.borrow().sink.receiving() {
-            self.body_end(Err(Error::ConnectionLost(how.clone())));
+            self.body_end(Err(Error::ConnectionLost(how)));
         }
         self.st.borrow_mut().sink = Sink::Idle;
-        if let Some(r) = request {
-            self.mark_lost(&r, how);
-        }
         self.site.connections.remove(&self.me);
     }
 
