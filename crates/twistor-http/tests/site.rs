@@ -12,7 +12,9 @@ use twistor::protocol::{CloseReason, Protocol};
 use twistor::transport::Producer;
 use twistor_http::Bytes;
 use twistor_http::http::Method;
-use twistor_http::server::{Render, Request, Resource, ServerOptions, Site, Tree, handler};
+use twistor_http::server::{
+    Methods, Render, Request, Resource, ServerOptions, Site, Tree, handler,
+};
 use twistor_testing::{Clock, ProducerState, StringTransport};
 
 fn fixed_time() -> SystemTime {
@@ -157,6 +159,60 @@ fn method_dispatch_and_405_with_allow() {
     assert!(out.contains("allow: POST\r\n"), "{out}");
     c.send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
     assert!(c.take().ends_with("\r\n\r\nposted"));
+}
+
+#[test]
+fn methods_derive_allow_and_options_from_what_they_render() {
+    let posted = Rc::new(Cell::new(0));
+    let p = posted.clone();
+    let root = Tree::new();
+    root.put_child(
+        "post-only",
+        Rc::new(Methods::new().post(move |_| {
+            p.set(p.get() + 1);
+            "posted".into()
+        })),
+    );
+    root.put_child(
+        "both",
+        Rc::new(
+            Methods::new()
+                .get(|_| "got".into())
+                .delete(|_| "deleted".into()),
+        ),
+    );
+    let (site, _clock) = site_with(Rc::new(root));
+    let mut c = Conn::new(&site);
+    let mut ask = |method: &str, path: &str| {
+        c.send(&format!(
+            "{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+        ));
+        c.take()
+    };
+    for method in ["GET", "HEAD", "PUT", "PATCH"] {
+        let out = ask(method, "/post-only");
+        assert!(out.starts_with("HTTP/1.1 405 "), "{method}: {out}");
+        assert!(out.contains("allow: POST, OPTIONS\r\n"), "{method}: {out}");
+    }
+    let out = ask("OPTIONS", "/post-only");
+    assert!(out.starts_with("HTTP/1.1 204 "), "{out}");
+    assert!(out.contains("allow: POST, OPTIONS\r\n"), "{out}");
+    assert_eq!(posted.get(), 0, "no method rendered to find the list");
+    assert!(ask("POST", "/post-only").ends_with("\r\n\r\nposted"));
+    assert_eq!(posted.get(), 1);
+
+    let out = ask("POST", "/both");
+    assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
+    assert!(
+        out.contains("allow: GET, HEAD, DELETE, OPTIONS\r\n"),
+        "{out}"
+    );
+    let out = ask("HEAD", "/both");
+    assert!(out.starts_with("HTTP/1.1 200 ") && out.contains("content-length: 3\r\n"));
+    assert!(out.ends_with("\r\n\r\n"), "no body for HEAD: {out}");
+    assert!(ask("DELETE", "/both").ends_with("\r\n\r\ndeleted"));
+    assert!(ask("OPTIONS", "/both").contains("allow: GET, HEAD, DELETE, OPTIONS\r\n"));
+    assert!(ask("GET", "/both/below").starts_with("HTTP/1.1 404 "));
 }
 
 #[test]

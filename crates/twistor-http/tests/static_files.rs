@@ -346,14 +346,23 @@ fn preconditions_in_the_order_of_rfc_9110() {
         (format!("If-Unmodified-Since: {future}"), 200),
         (format!("If-Unmodified-Since: {old}"), 412),
         ("If-Unmodified-Since: not a date".into(), 200),
-        (format!("If-Match: {etag}\r\nIf-Unmodified-Since: {old}"), 200),
-        (format!("If-Match: \"other\"\r\nIf-Unmodified-Since: {future}"), 412),
+        (
+            format!("If-Match: {etag}\r\nIf-Unmodified-Since: {old}"),
+            200,
+        ),
+        (
+            format!("If-Match: \"other\"\r\nIf-Unmodified-Since: {future}"),
+            412,
+        ),
         // If-None-Match: weak comparison, `*` and lists; then If-Modified-Since.
         ("If-None-Match: *".into(), 304),
         (format!("If-None-Match: W/{etag}"), 304),
         (format!("If-None-Match: \"a\", W/\"b\", {etag}"), 304),
         ("If-None-Match: \"a\", \"b\"".into(), 200),
-        (format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {date}"), 200),
+        (
+            format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {date}"),
+            200,
+        ),
         (format!("If-Modified-Since: {date}"), 304),
         (format!("If-Modified-Since: {old}"), 200),
         // A failed If-Match wins over a matching If-None-Match.
@@ -375,7 +384,11 @@ fn preconditions_in_the_order_of_rfc_9110() {
     }
     // HEAD is judged as GET.
     let mut s = connect(server.port);
-    write!(s, "HEAD /hello.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n").unwrap();
+    write!(
+        s,
+        "HEAD /hello.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n"
+    )
+    .unwrap();
     let (head, _) = read_response(&mut s);
     assert_eq!(status(&head), 304, "{head}");
 }

@@ -61,7 +61,7 @@ use twistor::{Address, ReactorTime};
 pub use log::{AccessLog, AccessLogEntry, combined_log_line};
 pub use request::{BodyProducer, Request};
 pub use resource::{
-    NotFound, Render, Resource, Tree, error_page, escape_html, handler, method_not_allowed,
+    Methods, NotFound, Render, Resource, Tree, error_page, escape_html, handler, method_not_allowed,
 };
 
 use crate::proto::{DefaultFields, Limits, SERVER, http_date};
