@@ -61,6 +61,7 @@ impl HttpChannel {
                 st: RefCell::new(State::default()),
                 spare_headers: RefCell::new(ResponseFields::default()),
                 written: Cell::new(0),
+                output_bound: Cell::new(0),
                 me: me.clone(),
             }),
         }
@@ -265,6 +266,10 @@ pub(crate) struct Channel {
     spare_headers: RefCell<ResponseFields>,
     /// Bytes handed to the transport, for the send timeout's measure of progress.
     written: Cell<u64>,
+    /// `written` minus what the transport's buffer held when it was last asked: while
+    /// `written` is less than the mark beyond it, the buffer cannot be over the mark, and
+    /// the transport need not be asked (a cheap keep-alive path).
+    output_bound: Cell<u64>,
     me: Weak<Channel>,
 }
 
@@ -555,6 +560,12 @@ impl Channel {
         }
     }
 
+    /// Whether the transport may hold more than the mark: what it held when last asked,
+    /// plus what was written since.
+    fn output_may_exceed_mark(&self) -> bool {
+        self.written.get() - self.output_bound.get() > OUTPUT_HIGH_WATER as u64
+    }
+
     fn start_response(&self, request: &RequestInner) -> bool {
         let (status, headers, size) = {
             let mut resp = request.resp.borrow_mut();
@@ -664,15 +675,16 @@ impl Channel {
         if !self.start_response(request) {
             return;
         }
-        let (result, body_unread) = {
+        let (result, reading_body, closed) = {
             let mut core = self.core.borrow_mut();
-            let body_unread = core.phase() == Phase::ReadingBody && !self.st.borrow().body_empty;
-            (core.finish(None), body_unread)
+            let reading_body = core.phase() == Phase::ReadingBody;
+            let result = core.finish(None);
+            (result, reading_body, core.phase() == Phase::Closed)
         };
         if let Err(err) = result {
             tracing::warn!("response to {} ended badly: {err}", request.path());
         }
-        if body_unread && self.core.borrow().phase() == Phase::Closed {
+        if reading_body && closed && !self.st.borrow().body_empty {
             // Answered before the body was all here, and not keeping the connection.
             self.set_closing(true);
         }
@@ -698,9 +710,14 @@ impl Channel {
             st.last_activity = now;
         }
         if let Some(t) = transport
-            && t.buffered() > OUTPUT_HIGH_WATER
+            && self.output_may_exceed_mark()
         {
-            self.block_on_output(t, now);
+            let buffered = t.buffered();
+            self.output_bound
+                .set(self.written.get().saturating_sub(buffered as u64));
+            if buffered > OUTPUT_HIGH_WATER {
+                self.block_on_output(t, now);
+            }
         }
         for waiter in waiters {
             let _ = waiter.callback(());
@@ -829,14 +846,14 @@ impl Channel {
     /// The deadline for `phase`, with the state already borrowed.
     fn deadline_in(&self, phase: Phase, st: &State) -> Option<f64> {
         let options = &self.site.options;
-        let send_deadline = st.send_mark.checked_at + options.send_timeout.as_secs_f64() / 4.0;
+        let send_deadline = || st.send_mark.checked_at + options.send_timeout.as_secs_f64() / 4.0;
         match st.life {
             Life::Gone => None,
             Life::Lingering { since, .. } => Some(
                 (since + options.lingering_time.as_secs_f64())
                     .min(st.last_activity + options.lingering_timeout.as_secs_f64()),
             ),
-            Life::Blocked | Life::Closing { .. } => Some(send_deadline),
+            Life::Blocked | Life::Closing { .. } => Some(send_deadline()),
             Life::Open => match phase {
                 Phase::Idle => Some(st.last_activity + options.idle_timeout.as_secs_f64()),
                 Phase::ReadingHead => Some(st.head_started + options.header_timeout.as_secs_f64()),
@@ -844,7 +861,7 @@ impl Channel {
                     let blocked = st.body_paused || (st.sink.unclaimed() && !st.body_empty);
                     (!blocked).then_some(st.last_activity + options.body_timeout.as_secs_f64())
                 }
-                Phase::Responding | Phase::Closed => Some(send_deadline),
+                Phase::Responding | Phase::Closed => Some(send_deadline()),
             },
         }
     }
