@@ -231,7 +231,7 @@ impl State {
     fn parse_blocked(&self) -> bool {
         self.body_paused
             || (self.sink.unclaimed() && !self.body_empty)
-            || self.life == Life::Blocked
+            || matches!(self.life, Life::Blocked)
     }
 
     /// The invariants the states promise (checked in debug builds).
@@ -535,9 +535,10 @@ impl Channel {
         }
         let linger = match st.life {
             Life::Gone | Life::Lingering { .. } => return,
-            Life::Closing { linger } => linger && !st.eof,
-            Life::Open | Life::Blocked => false,
-        };
+            Life::Closing { linger } => linger,
+            // Answered before the body was all here, and not keeping the connection.
+            Life::Open | Life::Blocked => self.core.borrow().closed_mid_body(),
+        } && !st.eof;
         if linger {
             let now = self.site.time.seconds();
             st.life = Life::Lingering {
@@ -675,18 +676,9 @@ impl Channel {
         if !self.start_response(request) {
             return;
         }
-        let (result, reading_body, closed) = {
-            let mut core = self.core.borrow_mut();
-            let reading_body = core.phase() == Phase::ReadingBody;
-            let result = core.finish(None);
-            (result, reading_body, core.phase() == Phase::Closed)
-        };
+        let result = self.core.borrow_mut().finish(None);
         if let Err(err) = result {
             tracing::warn!("response to {} ended badly: {err}", request.path());
-        }
-        if reading_body && closed && !self.st.borrow().body_empty {
-            // Answered before the body was all here, and not keeping the connection.
-            self.set_closing(true);
         }
         let (status, bytes, waiters) = {
             let mut resp = request.resp.borrow_mut();
@@ -844,6 +836,7 @@ impl Channel {
     }
 
     /// The deadline for `phase`, with the state already borrowed.
+    #[inline]
     fn deadline_in(&self, phase: Phase, st: &State) -> Option<f64> {
         let options = &self.site.options;
         let send_deadline = || st.send_mark.checked_at + options.send_timeout.as_secs_f64() / 4.0;
@@ -873,7 +866,7 @@ impl Channel {
         let phase = self.core.borrow().phase();
         let deadline = {
             let mut st = self.st.borrow_mut();
-            if st.life == Life::Gone {
+            if matches!(st.life, Life::Gone) {
                 return;
             }
             if phase == Phase::ReadingHead && st.last_phase != Some(Phase::ReadingHead) {
