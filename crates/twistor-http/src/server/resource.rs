@@ -190,9 +190,12 @@ pub trait Resource: 'static {
 /// ```
 #[derive(Default)]
 pub struct Methods {
-    handlers: Vec<(Method, Box<dyn Fn(&Request) -> Render>)>,
+    handlers: Vec<(Method, RenderFn)>,
     leaf: bool,
 }
+
+/// How [`Methods`] renders one method.
+type RenderFn = Box<dyn Fn(&Request) -> Render>;
 
 impl Methods {
     /// A resource with no methods yet (it answers everything but `OPTIONS` with 405).
