@@ -258,6 +258,13 @@ fn the_send_timeout_is_an_option_and_covers_a_response_in_flight() {
     pass(&clock, 3);
     assert!(c.slow.aborted.get());
     assert!(request.lost());
+    let failure = request.notify_finish().try_result().unwrap().unwrap_err();
+    assert_eq!(
+        failure.find::<twistor_http::Error>(),
+        Some(&twistor_http::Error::ConnectionLost(
+            twistor_http::error::Lost::TimedOut
+        ))
+    );
 }
 
 #[test]
@@ -357,4 +364,44 @@ fn draining_a_site_without_connections_is_done_at_once() {
     let clock = Clock::new();
     let site = Site::new(clock.as_time(), handler(|_| "x".into()));
     assert!(matches!(site.drain().try_result(), Some(Ok(()))));
+}
+
+#[test]
+fn a_lost_request_says_how_as_a_value() {
+    use twistor_http::Error;
+    use twistor_http::error::Lost;
+    let clock = Clock::new();
+    let kept: Rc<RefCell<Vec<Request>>> = Rc::default();
+    let k = kept.clone();
+    let root = handler(move |req| {
+        k.borrow_mut().push(req.clone());
+        Render::Later
+    });
+    let site = Site::with_options(clock.as_time(), root, ServerOptions::default());
+    let reasons = [
+        CloseReason::Done,
+        CloseReason::Lost(twistor::Error::ShuttingDown),
+    ];
+    for reason in reasons {
+        let mut c = SlowClient::new(&site);
+        c.send(GET);
+        let finished = kept.borrow().last().unwrap().notify_finish();
+        c.p.connection_lost(&reason);
+        let failure = finished.try_result().unwrap().unwrap_err();
+        let err = failure.find::<Error>().unwrap();
+        match reason {
+            CloseReason::Done => assert_eq!(err, &Error::ConnectionLost(Lost::Closed)),
+            _ => {
+                assert!(
+                    matches!(
+                        err,
+                        Error::ConnectionLost(Lost::Failed(twistor::Error::ShuttingDown))
+                    ),
+                    "{err:?}"
+                );
+                let source = std::error::Error::source(err).unwrap();
+                assert!(source.downcast_ref::<twistor::Error>().is_some());
+            }
+        }
+    }
 }
