@@ -37,6 +37,10 @@ impl Connections {
         }
     }
 
+    pub(crate) fn count(&self) -> usize {
+        self.live.borrow().len()
+    }
+
     pub(crate) fn draining(&self) -> bool {
         self.draining.get()
     }

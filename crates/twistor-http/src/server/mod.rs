@@ -249,6 +249,11 @@ impl Site {
         self.inner.connections.drain()
     }
 
+    /// How many connections the site has now.
+    pub fn connection_count(&self) -> usize {
+        self.inner.connections.count()
+    }
+
     /// Whether [`drain`](Site::drain) was called.
     pub fn draining(&self) -> bool {
         self.inner.connections.draining()
