@@ -16,6 +16,8 @@ use twistor_http::server::{Render, Site, handler};
 thread_local! {
     /// The site, on the reactor thread that serves it.
     static SITE: RefCell<Option<Site>> = const { RefCell::new(None) };
+    /// Whether the slow request is being answered.
+    static SLOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Reads until the server closes; true if it did within the read timeout.
@@ -30,6 +32,7 @@ fn a_drained_site_closes_idle_connections_and_finishes_responses_in_flight() {
         let r = reactor.clone();
         let root = handler(move |req| {
             if req.path() == "/slow" {
+                SLOW.with(|s| s.set(true));
                 let req = req.clone();
                 r.call_later(Duration::from_millis(300), move || req.respond("slow"));
                 return Render::Later;
@@ -48,7 +51,8 @@ fn a_drained_site_closes_idle_connections_and_finishes_responses_in_flight() {
     let mut busy = connect(server.port);
     busy.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
-    // Once the slow request has reached the server.
+    // Once the slow request is being answered (a connection whose request has not been
+    // read yet is idle, and would be closed at once).
     let deadline = Instant::now() + Duration::from_secs(5);
     let drained = Arc::new(AtomicBool::new(false));
     loop {
@@ -56,8 +60,7 @@ fn a_drained_site_closes_idle_connections_and_finishes_responses_in_flight() {
         let started = server.on_reactor(move |_| {
             SITE.with(|s| {
                 let site = s.borrow().clone().unwrap();
-                // The connections are both there: drain.
-                let ready = site.connection_count() == 2;
+                let ready = site.connection_count() == 2 && SLOW.with(|s| s.get());
                 if ready {
                     site.drain()
                         .consume(move |r| d.store(r.is_ok(), Ordering::SeqCst));
