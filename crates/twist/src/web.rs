@@ -57,6 +57,12 @@ pub struct Options {
     /// Do not write the access log (combined log format) to standard output.
     #[arg(long)]
     no_access_log: bool,
+
+    /// Drop a client that reads none of its responses for this many seconds (nginx's
+    /// `send_timeout`). Meanwhile, its next pipelined request waits once 64 KiB of
+    /// responses are unsent.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    send_timeout: u64,
 }
 
 /// What each worker serves; `Send`, so each thread builds its own site from it.
@@ -64,6 +70,13 @@ pub struct Options {
 enum Content {
     Files(PathBuf),
     Proxy(String),
+}
+
+/// The site's settings from the command line; `Send`, like [`Content`].
+#[derive(Clone, Copy)]
+struct Tuning {
+    access_log: bool,
+    send_timeout: Duration,
 }
 
 /// Checks the options, listens everywhere, then runs until SIGINT or SIGTERM.
@@ -76,9 +89,13 @@ pub fn run(options: Options) -> Result<(), Failure> {
         (None, Some(path)) => Content::Files(path.clone()),
         (None, None) => Content::Files(PathBuf::from(".")),
     };
+    let tuning = Tuning {
+        access_log: !options.no_access_log,
+        send_timeout: Duration::from_secs(options.send_timeout),
+    };
     let reactor = Reactor::new().map_err(|e| Failure::Runtime(format!("cannot start: {e}")))?;
     // Check everything before listening anywhere, so a typo fails fast.
-    let (site, log) = build_site(&reactor, &content, !options.no_access_log)?;
+    let (site, log) = build_site(&reactor, &content, tuning)?;
     if options.workers == 1 {
         // `ssl:` is read here, so its listeners offer ALPN `http/1.1`; the rest are
         // whatever endpoint types the engine knows.
@@ -108,7 +125,7 @@ pub fn run(options: Options) -> Result<(), Failure> {
         flush_log(&log);
         return result;
     }
-    let result = run_workers(&reactor, site, content, &options);
+    let result = run_workers(&reactor, site, content, tuning, &options);
     flush_log(&log);
     result
 }
@@ -120,6 +137,7 @@ fn run_workers(
     reactor: &Reactor,
     site: Site,
     content: Content,
+    tuning: Tuning,
     options: &Options,
 ) -> Result<(), Failure> {
     let listens = options
@@ -138,10 +156,10 @@ fn run_workers(
     let mut workers: Vec<(ReactorHandle, std::thread::JoinHandle<()>)> = Vec::new();
     for n in 1..options.workers {
         let (tx, rx) = mpsc::channel::<Result<ReactorHandle, String>>();
-        let (content, bound, log) = (content.clone(), bound.clone(), !options.no_access_log);
+        let (content, bound) = (content.clone(), bound.clone());
         let thread = std::thread::Builder::new()
             .name(format!("web-worker-{n}"))
-            .spawn(move || worker(content, bound, log, tx))
+            .spawn(move || worker(content, bound, tuning, tx))
             .map_err(|e| Failure::Runtime(format!("cannot start a worker: {e}")))?;
         match rx.recv() {
             Ok(Ok(handle)) => workers.push((handle, thread)),
@@ -164,7 +182,7 @@ fn run_workers(
 fn worker(
     content: Content,
     bound: Vec<(String, u16)>,
-    log: bool,
+    tuning: Tuning,
     tx: mpsc::Sender<Result<ReactorHandle, String>>,
 ) {
     let reactor = match Reactor::new() {
@@ -174,7 +192,7 @@ fn worker(
             return;
         }
     };
-    let (site, log) = match build_site(&reactor, &content, log) {
+    let (site, log) = match build_site(&reactor, &content, tuning) {
         Ok(built) => built,
         Err(Failure::Usage(e) | Failure::Runtime(e)) => {
             let _ = tx.send(Err(e));
@@ -318,7 +336,7 @@ fn parse_listen(text: &str, reuse_port: bool) -> Result<Listen, Failure> {
 fn build_site(
     reactor: &Reactor,
     content: &Content,
-    log: bool,
+    tuning: Tuning,
 ) -> Result<(Site, Option<Rc<StdoutLog>>), Failure> {
     let root: Rc<dyn Resource> = match content {
         Content::Files(path) => Rc::new(
@@ -330,7 +348,8 @@ fn build_site(
         }
     };
     let mut options = ServerOptions::default();
-    let stdout_log = log.then(|| StdoutLog::new(reactor));
+    options.send_timeout = tuning.send_timeout;
+    let stdout_log = tuning.access_log.then(|| StdoutLog::new(reactor));
     if let Some(l) = &stdout_log {
         options.access_log = Some(l.clone());
     }

@@ -9,7 +9,7 @@ use http::StatusCode;
 /// Errors that come from the peer's bytes say, through [`Error::status`], which status a
 /// server answers with. After any of them the connection is finished: the cores refuse to
 /// parse further, because once framing is in doubt nothing after it can be trusted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// The request line is longer than `Limits::max_request_line` (414).
@@ -61,10 +61,12 @@ pub enum Error {
     InvalidState(&'static str),
     /// The connection is closed or closing; nothing more can be sent or received.
     Closed,
-    /// The connection went away before the message was complete; the text says how.
-    ConnectionLost(String),
-    /// A client could not connect to the server; the text says why.
-    ConnectFailed(String),
+    /// The connection went away before the message was complete; [`Lost`] says how, and
+    /// carries the engine's error when there is one (it is also this error's `source`).
+    ConnectionLost(Lost),
+    /// A client could not connect to the server; the engine's error says why (refused,
+    /// timed out, DNS, TLS…), and is also this error's `source`.
+    ConnectFailed(twistor::Error),
     /// A URL the client was given, or a `Location` it was sent, cannot be used; the text
     /// says why.
     InvalidUrl(String),
@@ -156,4 +158,97 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+/// Errors compare by value; engine errors inside (which have no equality of their own)
+/// compare by their text.
+impl PartialEq for Error {
+    fn eq(&self, other: &Error) -> bool {
+        match (self, other) {
+            (Error::ConnectionLost(a), Error::ConnectionLost(b)) => a == b,
+            (Error::ConnectFailed(a), Error::ConnectFailed(b)) => a.to_string() == b.to_string(),
+            // Every other variant holds only plain values, which `Debug` shows in full.
+            _ => format!("{self:?}") == format!("{other:?}"),
+        }
+    }
+}
+
+impl Eq for Error {}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::ConnectionLost(Lost::Failed(err)) | Error::ConnectFailed(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// How a connection went away before a message was complete: the cause in
+/// [`Error::ConnectionLost`].
+///
+/// ```
+/// use twistor_http::error::{Error, Lost};
+///
+/// fn retry_worthy(err: &Error) -> bool {
+///     matches!(err, Error::ConnectionLost(Lost::Closed | Lost::Failed(_)))
+/// }
+/// assert!(retry_worthy(&Error::ConnectionLost(Lost::Closed)));
+/// assert!(!retry_worthy(&Error::ConnectionLost(Lost::TimedOut)));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Lost {
+    /// The peer closed the connection cleanly (a FIN, TLS `close_notify`).
+    Closed,
+    /// The connection failed: reset by the peer, an I/O or TLS error, the reactor shutting
+    /// down. The engine's error says which.
+    Failed(twistor::Error),
+    /// This side closed it: the peer broke the protocol, or the application aborted.
+    Aborted,
+    /// This side closed it because the peer was too slow (a read or send timeout).
+    TimedOut,
+    /// The body being sent failed (client side: its producer gave up); the text says why.
+    BodyFailed(String),
+    /// Whoever consumed the body stopped it: its own connection went away (a proxy's
+    /// client left), so this one was dropped.
+    Stopped,
+}
+
+impl Lost {
+    /// The cause for a connection that ended with `reason`.
+    pub fn from_close(reason: &twistor::protocol::CloseReason) -> Lost {
+        use twistor::protocol::CloseReason;
+        match reason {
+            CloseReason::Done => Lost::Closed,
+            CloseReason::Aborted => Lost::Aborted,
+            CloseReason::Lost(err) => Lost::Failed(err.clone()),
+            _ => Lost::Failed(twistor::Error::Unsupported("an unknown close reason")),
+        }
+    }
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lost::Closed => f.write_str("the peer closed the connection"),
+            Lost::Failed(err) => write!(f, "{err}"),
+            Lost::Aborted => f.write_str("aborted"),
+            Lost::TimedOut => f.write_str("the peer was too slow"),
+            Lost::BodyFailed(why) => write!(f, "the body failed: {why}"),
+            Lost::Stopped => f.write_str("the body's consumer went away"),
+        }
+    }
+}
+
+/// Causes compare by kind; two engine errors compare by their text (the engine's error
+/// has no equality of its own).
+impl PartialEq for Lost {
+    fn eq(&self, other: &Lost) -> bool {
+        match (self, other) {
+            (Lost::Failed(a), Lost::Failed(b)) => a.to_string() == b.to_string(),
+            (Lost::BodyFailed(a), Lost::BodyFailed(b)) => a == b,
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+impl Eq for Lost {}

@@ -1,37 +1,56 @@
-//! HTTP/1.1 for twistor.
+//! HTTP/1.1 for twistor: a server and a client on the twistor reactor (Twisted's
+//! `twisted.web`), over a sans-IO protocol core.
 //!
-//! Today this crate holds the foundation: [`proto`], a sans-IO HTTP/1.1 core that parses
-//! and writes messages for a server ([`proto::ServerConnection`]) and a client
-//! ([`proto::ClientConnection`]) without touching a socket or a clock. The server (`Site`,
-//! resources) and client (`Agent`) built on the twistor reactor come on top of it.
+//! - [`server`]: a [`Site`](server::Site) serves a tree of [`Resource`](server::Resource)s
+//!   (`twisted.web.server` and `resource`), with keep-alive, pipelining, streamed bodies
+//!   both ways, timeouts, bounded memory whatever the client sends, and a graceful
+//!   [`drain`](server::Site::drain) for shutdown. [`static_files`] serves a directory,
+//!   [`proxy`] forwards to another server.
+//! - [`client`]: an [`Agent`](client::Agent) with a pool of keep-alive connections,
+//!   redirects and gzip (`twisted.web.client.Agent`).
+//! - [`proto`]: the sans-IO core both are built on, which parses and writes messages
+//!   without touching a socket or a clock; use it to put HTTP/1.1 on a transport of your
+//!   own.
 //!
-//! A server connection is fed the bytes it receives, yields request events in order, and
-//! queues the bytes of its responses:
+//! A server and a client in one program:
 //!
 //! ```
-//! use twistor_http::http::Response;
-//! use twistor_http::proto::{BodySize, Limits, RequestEvent, ServerConnection};
+//! use std::net::{IpAddr, Ipv4Addr};
+//! use std::rc::Rc;
+//! use std::time::Duration;
+//! use twistor::Reactor;
+//! use twistor::tcp::ListenOptions;
+//! use twistor_http::client::Agent;
+//! use twistor_http::server::{Methods, Site, Tree};
 //!
-//! let mut conn = ServerConnection::new(Limits::default());
-//! conn.handle_data(b"GET /hello HTTP/1.1\r\nHost: example.com\r\n\r\n");
-//! while let Some(event) = conn.poll_event()? {
-//!     match event {
-//!         RequestEvent::Head(head) => assert_eq!(head.uri.path(), "/hello"),
-//!         RequestEvent::Data(_) => {}
-//!         RequestEvent::End(_trailers) => {
-//!             conn.send_response(Response::new(()), BodySize::Length(6))?;
-//!             conn.send_data(b"hello\n")?;
-//!             conn.finish(None)?;
-//!         }
-//!     }
-//! }
-//! let sent = conn.poll_transmit().expect("a response");
-//! assert_eq!(&sent[..], b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nhello\n");
-//! # Ok::<(), twistor_http::Error>(())
+//! let reactor = Reactor::new()?;
+//! let root = Tree::new();
+//! root.put_child("hello", Rc::new(Methods::new().get(|req| {
+//!     req.set_header("content-type", "text/plain");
+//!     "Hello, world!\n".into()
+//! })));
+//! let site = Site::new(reactor.clone(), Rc::new(root));
+//! let localhost = ListenOptions::default().interface(IpAddr::V4(Ipv4Addr::LOCALHOST));
+//! let port = reactor.listen_tcp_with(0, Rc::new(site), localhost)?.port();
+//!
+//! let agent = Agent::new(&reactor);
+//! let r = reactor.clone();
+//! let fetched = reactor.spawn(async move {
+//!     let url = format!("http://127.0.0.1:{port}/hello");
+//!     let body = async { agent.get(&url).await?.read_body().await }.await;
+//!     r.stop();
+//!     body
+//! });
+//! // A safety net, should anything above go wrong.
+//! let r = reactor.clone();
+//! reactor.call_later(Duration::from_secs(10), move || r.stop());
+//! reactor.run()?;
+//! assert_eq!(&fetched.try_result().expect("fetched")?[..], b"Hello, world!\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! A peer that breaks the rules gets the status it earned (400, 413, 414, 431…) and a
-//! closed connection; see [`Error`].
+//! A peer that breaks the rules gets the status it earned (400, 408, 413, 414, 431…) and
+//! a closed connection; see [`Error`].
 
 pub mod body;
 pub mod client;

@@ -25,12 +25,13 @@
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode, Uri};
-use twistor::Reactor;
 use twistor::defer::Failure;
+use twistor::{Producer, Reactor};
 
 use crate::Error;
 use crate::body::BodyReceiver;
 use crate::client::{Agent, AgentOptions, Body, BodyWriter, Response};
+use crate::error::Lost;
 use crate::proto::Framing;
 use crate::server::{Render, Request, Resource, error_page};
 
@@ -173,6 +174,20 @@ fn relay(client: &Request, response: Response) {
     if client.lost() {
         return;
     }
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // What follows is another protocol, which this proxy does not relay: the upstream
+        // connection is dropped and the client told the gateway failed.
+        tracing::warn!("proxy: upstream for {} switched protocols", client.path());
+        response.body_flow().stop_producing();
+        if let Render::Body(body) = error_page(
+            client,
+            StatusCode::BAD_GATEWAY,
+            "The upstream server switched protocols, which this proxy does not relay.",
+        ) {
+            client.respond(body);
+        }
+        return;
+    }
     client.set_status(response.status());
     let headers = without_hop_by_hop(response.headers());
     let length = response
@@ -248,6 +263,11 @@ impl BodyReceiver for Backward {
     fn body_finished(&mut self, result: Result<HeaderMap, Error>) {
         match result {
             Ok(_) => self.client.finish(),
+            // The client went away, and the upstream body was stopped for it: routine,
+            // and one warning per client that leaves would flood the log.
+            Err(e @ Error::ConnectionLost(Lost::Stopped)) => {
+                tracing::debug!("proxy: client for {} went away: {e}", self.client.path());
+            }
             Err(e) => {
                 tracing::warn!("proxy: upstream body for {} broke: {e}", self.client.path());
                 self.client.abort();

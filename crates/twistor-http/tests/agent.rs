@@ -240,10 +240,19 @@ fn refused_connections_and_bad_urls_fail_cleanly() {
         l.local_addr().unwrap().port()
     };
     let err = run(|r| Agent::new(r).get(&format!("http://127.0.0.1:{port}/"))).unwrap_err();
+    // The engine's error is kept as a value to match, and as the source.
+    let found = err.find::<Error>();
     assert!(
-        matches!(err.find::<Error>(), Some(Error::ConnectFailed(_))),
+        matches!(
+            found,
+            Some(Error::ConnectFailed(
+                twistor::Error::ConnectionRefused { .. }
+            ))
+        ),
         "{err}"
     );
+    let source = std::error::Error::source(found.unwrap()).expect("a source");
+    assert!(source.downcast_ref::<twistor::Error>().is_some());
     let err = run(|r| Agent::new(r).get("ftp://example.com/")).unwrap_err();
     assert!(
         matches!(err.find::<Error>(), Some(Error::InvalidUrl(_))),

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use support::{Server, connect, exchange_until_close, read_response};
@@ -234,4 +234,32 @@ fn a_client_that_half_closes_still_gets_its_answers() {
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("\r\n\r\nslow"), "{out}");
     assert!(out.ends_with("\r\n\r\nanswer for /next"), "{out}");
+}
+
+#[test]
+fn a_client_still_sending_a_body_too_large_reads_the_413() {
+    let server = limited_server();
+    let mut s = connect(server.port);
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 4000000\r\n\r\n")
+        .unwrap();
+    // The client sends its whole body before it looks for an answer, as many do.
+    let piece = [b'x'; 16 * 1024];
+    let mut sent = 0;
+    while sent < 4_000_000 {
+        match s.write(&piece) {
+            Ok(n) => sent += n,
+            Err(e) => panic!("the server reset the connection after {sent} bytes: {e}"),
+        }
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read failed after {} bytes: {e}", out.len()),
+        }
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
 }

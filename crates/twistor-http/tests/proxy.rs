@@ -12,7 +12,7 @@ use std::time::Duration;
 use support::{Server, TempDir, connect, exchange_until_close, field, read_response};
 use twistor_http::body::from_fn;
 use twistor_http::proxy::ReverseProxy;
-use twistor_http::server::{Render, Site, Tree, handler};
+use twistor_http::server::{Render, ServerOptions, Site, Tree, handler};
 use twistor_testing::process::{ChildGuard, have};
 
 /// A backend that describes each request, streams `/big` (32 MiB), and sums uploads.
@@ -68,10 +68,14 @@ fn backend() -> Server {
 }
 
 fn proxy_to(url: String) -> Server {
+    proxy_with(url, ServerOptions::default)
+}
+
+fn proxy_with(url: String, options: fn() -> ServerOptions) -> Server {
     Server::start(move |reactor| {
         let root = Tree::new();
         root.put_child("api", Rc::new(ReverseProxy::new(reactor, &url).unwrap()));
-        Site::new(reactor.clone(), Rc::new(root))
+        Site::with_options(reactor.clone(), Rc::new(root), options())
     })
 }
 
@@ -202,4 +206,119 @@ fn proxy_in_front_of_python_http_server() {
         .unwrap();
     let (head, _) = read_response(&mut s);
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
+
+#[test]
+fn a_request_body_that_times_out_through_the_proxy_is_a_408() {
+    let back = backend();
+    let proxy = proxy_with(format!("http://127.0.0.1:{}/v1", back.port), || {
+        let mut options = ServerOptions::default();
+        options.body_timeout = Duration::from_millis(300);
+        options
+    });
+    let (response, closed) = exchange_until_close(
+        proxy.port,
+        b"POST /api/upload HTTP/1.1\r\nHost: f\r\nContent-Length: 100\r\n\r\nonly ten b",
+    );
+    assert!(response.starts_with("HTTP/1.1 408 "), "{response:?}");
+    assert!(closed);
+}
+
+#[test]
+fn a_malformed_chunked_trailer_through_the_proxy_is_a_400() {
+    let back = backend();
+    let proxy = proxy_to(format!("http://127.0.0.1:{}/v1", back.port));
+    let (response, closed) = exchange_until_close(
+        proxy.port,
+        b"POST /api/upload HTTP/1.1\r\nHost: f\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n0\r\nbad trailer\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response:?}");
+    assert!(closed);
+}
+
+#[test]
+fn an_upstream_101_is_a_502() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    let answer = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap();
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nraw bytes")
+            .unwrap();
+        // Held open until the proxy gives up on it.
+        let _ = s.read(&mut buf);
+    });
+    let proxy = proxy_to(format!("http://127.0.0.1:{port}/"));
+    let (response, closed) = exchange_until_close(
+        proxy.port,
+        b"GET /api/x HTTP/1.1\r\nHost: f\r\nConnection: close\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 502 "), "{response:?}");
+    assert!(closed);
+    answer.join().unwrap();
+}
+
+/// What the reactor thread logs, for a test to read.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_client_leaving_mid_response_is_logged_at_debug_not_warn() {
+    let back = backend();
+    let log = LogBuffer::default();
+    let writer = log.clone();
+    let url = format!("http://127.0.0.1:{}/v1", back.port);
+    let proxy = Server::start(move |reactor| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // For the reactor thread's whole life.
+        std::mem::forget(tracing::subscriber::set_default(subscriber));
+        let root = Tree::new();
+        root.put_child("api", Rc::new(ReverseProxy::new(reactor, &url).unwrap()));
+        Site::new(reactor.clone(), Rc::new(root))
+    });
+    for _ in 0..3 {
+        let mut s = connect(proxy.port);
+        s.write_all(b"GET /api/big HTTP/1.1\r\nHost: f\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 65536];
+        let mut got = 0;
+        while got < 1 << 20 {
+            got += s.read(&mut buf).unwrap();
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.text().matches("client for /api/big went away").count() < 3
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = log.text();
+    assert!(!text.contains("WARN"), "{text}");
+    assert_eq!(
+        text.matches("client for /api/big went away").count(),
+        3,
+        "{text}"
+    );
 }

@@ -12,7 +12,9 @@ use twistor::protocol::{CloseReason, Protocol};
 use twistor::transport::Producer;
 use twistor_http::Bytes;
 use twistor_http::http::Method;
-use twistor_http::server::{Render, Request, Resource, ServerOptions, Site, Tree, handler};
+use twistor_http::server::{
+    Methods, Render, Request, Resource, ServerOptions, Site, Tree, handler,
+};
 use twistor_testing::{Clock, ProducerState, StringTransport};
 
 fn fixed_time() -> SystemTime {
@@ -157,6 +159,60 @@ fn method_dispatch_and_405_with_allow() {
     assert!(out.contains("allow: POST\r\n"), "{out}");
     c.send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
     assert!(c.take().ends_with("\r\n\r\nposted"));
+}
+
+#[test]
+fn methods_derive_allow_and_options_from_what_they_render() {
+    let posted = Rc::new(Cell::new(0));
+    let p = posted.clone();
+    let root = Tree::new();
+    root.put_child(
+        "post-only",
+        Rc::new(Methods::new().post(move |_| {
+            p.set(p.get() + 1);
+            "posted".into()
+        })),
+    );
+    root.put_child(
+        "both",
+        Rc::new(
+            Methods::new()
+                .get(|_| "got".into())
+                .delete(|_| "deleted".into()),
+        ),
+    );
+    let (site, _clock) = site_with(Rc::new(root));
+    let mut c = Conn::new(&site);
+    let mut ask = |method: &str, path: &str| {
+        c.send(&format!(
+            "{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+        ));
+        c.take()
+    };
+    for method in ["GET", "HEAD", "PUT", "PATCH"] {
+        let out = ask(method, "/post-only");
+        assert!(out.starts_with("HTTP/1.1 405 "), "{method}: {out}");
+        assert!(out.contains("allow: POST, OPTIONS\r\n"), "{method}: {out}");
+    }
+    let out = ask("OPTIONS", "/post-only");
+    assert!(out.starts_with("HTTP/1.1 204 "), "{out}");
+    assert!(out.contains("allow: POST, OPTIONS\r\n"), "{out}");
+    assert_eq!(posted.get(), 0, "no method rendered to find the list");
+    assert!(ask("POST", "/post-only").ends_with("\r\n\r\nposted"));
+    assert_eq!(posted.get(), 1);
+
+    let out = ask("POST", "/both");
+    assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
+    assert!(
+        out.contains("allow: GET, HEAD, DELETE, OPTIONS\r\n"),
+        "{out}"
+    );
+    let out = ask("HEAD", "/both");
+    assert!(out.starts_with("HTTP/1.1 200 ") && out.contains("content-length: 3\r\n"));
+    assert!(out.ends_with("\r\n\r\n"), "no body for HEAD: {out}");
+    assert!(ask("DELETE", "/both").ends_with("\r\n\r\ndeleted"));
+    assert!(ask("OPTIONS", "/both").contains("allow: GET, HEAD, DELETE, OPTIONS\r\n"));
+    assert!(ask("GET", "/both/below").starts_with("HTTP/1.1 404 "));
 }
 
 #[test]
@@ -309,7 +365,7 @@ fn continue_is_sent_only_when_the_body_is_asked_for() {
     let out = c.take();
     assert!(!out.contains("100 Continue"), "{out}");
     assert!(out.contains("connection: close\r\n"), "{out}");
-    assert!(c.st.disconnecting());
+    assert!(c.st.write_closed(), "lingering close");
 }
 
 #[test]
@@ -366,7 +422,7 @@ fn header_timeout_is_not_extended_by_trickling_and_answers_408() {
     clock.advance(Duration::from_secs(1));
     let out = c.take();
     assert!(out.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{out}");
-    assert!(c.st.disconnecting());
+    assert!(c.st.write_closed(), "lingering close");
 }
 
 #[test]
@@ -392,7 +448,7 @@ fn body_timeout_answers_408_and_fails_the_receiver() {
     assert!(!c.st.disconnecting(), "each piece restarts the body clock");
     clock.advance(Duration::from_secs(1));
     assert!(c.take().starts_with("HTTP/1.1 408 "));
-    assert!(c.st.disconnecting());
+    assert!(c.st.write_closed(), "lingering close");
     assert_eq!(*ended.borrow(), Some(Err(twistor_http::Error::Timeout)));
 }
 
@@ -517,7 +573,7 @@ fn refused_request_gets_its_status_and_the_connection_closes() {
         c.send(input);
         let out = c.take();
         assert_eq!(&out[9..12], status, "{input:?}: {out}");
-        assert!(c.st.disconnecting());
+        assert!(c.st.write_closed(), "lingering close");
     }
 }
 
@@ -577,4 +633,32 @@ fn idle_timeout_counts_from_the_end_of_a_slow_response() {
     );
     clock.advance(Duration::from_secs(1));
     assert!(c.st.disconnecting());
+}
+
+#[test]
+fn a_malformed_chunked_trailer_is_a_400() {
+    let root = handler(|req| {
+        let r = req.clone();
+        req.read_body().consume(move |body| {
+            if let Ok(b) = body {
+                r.respond(format!("got {}", b.len()));
+            }
+        });
+        Render::Later
+    });
+    let (site, _clock) = site_with(root);
+    for trailer in [
+        "bad trailer line\r\n\r\n",
+        "x-a: 1\r\nno colon\r\n\r\n",
+        " folded: x\r\n\r\n",
+        "x-a: 1\n\r\n",
+    ] {
+        let mut c = Conn::new(&site);
+        c.send(&format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n{trailer}"
+        ));
+        let out = c.take();
+        assert!(out.starts_with("HTTP/1.1 400 "), "{trailer:?}: {out:?}");
+        assert!(c.st.write_closed(), "lingering close");
+    }
 }

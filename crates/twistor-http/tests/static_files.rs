@@ -322,3 +322,73 @@ fn a_large_sparse_file_streams_with_bounded_memory() {
         "RSS grew from {before} KiB to {after} KiB"
     );
 }
+
+#[test]
+fn preconditions_in_the_order_of_rfc_9110() {
+    let dir = site_dir();
+    let server = serve(dir.path().into(), StaticOptions::default());
+    let (head, _) = get(&server, "/hello.txt", "");
+    let etag = field(&head, "etag").unwrap();
+    let date = field(&head, "last-modified").unwrap();
+    let old = "Sun, 06 Nov 1994 08:49:37 GMT";
+    let future = "Fri, 01 Jan 2100 00:00:00 GMT";
+    let cases: Vec<(String, u16)> = vec![
+        // If-Match: strong comparison, `*` and lists.
+        (format!("If-Match: {etag}"), 200),
+        ("If-Match: *".into(), 200),
+        (format!("If-Match: \"a\", {etag}, \"b\""), 200),
+        (format!("If-Match: \"a,b\",{etag}"), 200),
+        ("If-Match: \"other\"".into(), 412),
+        (format!("If-Match: W/{etag}"), 412),
+        ("If-Match: \"a\", \"b\"".into(), 412),
+        // If-Unmodified-Since, only without If-Match.
+        (format!("If-Unmodified-Since: {date}"), 200),
+        (format!("If-Unmodified-Since: {future}"), 200),
+        (format!("If-Unmodified-Since: {old}"), 412),
+        ("If-Unmodified-Since: not a date".into(), 200),
+        (
+            format!("If-Match: {etag}\r\nIf-Unmodified-Since: {old}"),
+            200,
+        ),
+        (
+            format!("If-Match: \"other\"\r\nIf-Unmodified-Since: {future}"),
+            412,
+        ),
+        // If-None-Match: weak comparison, `*` and lists; then If-Modified-Since.
+        ("If-None-Match: *".into(), 304),
+        (format!("If-None-Match: W/{etag}"), 304),
+        (format!("If-None-Match: \"a\", W/\"b\", {etag}"), 304),
+        ("If-None-Match: \"a\", \"b\"".into(), 200),
+        (
+            format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {date}"),
+            200,
+        ),
+        (format!("If-Modified-Since: {date}"), 304),
+        (format!("If-Modified-Since: {old}"), 200),
+        // A failed If-Match wins over a matching If-None-Match.
+        (format!("If-Match: \"other\"\r\nIf-None-Match: {etag}"), 412),
+        // If-Match passes, If-None-Match then decides.
+        (format!("If-Match: {etag}\r\nIf-None-Match: {etag}"), 304),
+        // Malformed lists match nothing.
+        (format!("If-Match: {}", etag.trim_matches('"')), 412),
+    ];
+    for (fields, want) in cases {
+        let (head, body) = get(&server, "/hello.txt", &format!("{fields}\r\n"));
+        assert_eq!(status(&head), want, "{fields}: {head}");
+        if want == 200 {
+            assert_eq!(body, b"Hello, world!\n");
+        }
+        if want == 304 {
+            assert!(body.is_empty());
+        }
+    }
+    // HEAD is judged as GET.
+    let mut s = connect(server.port);
+    write!(
+        s,
+        "HEAD /hello.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n"
+    )
+    .unwrap();
+    let (head, _) = read_response(&mut s);
+    assert_eq!(status(&head), 304, "{head}");
+}

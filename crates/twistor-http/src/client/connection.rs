@@ -19,6 +19,7 @@ use super::pool::{Pool, PoolKey};
 use super::{Body, BodyWriter};
 use crate::Error;
 use crate::body::BodyReceiver;
+use crate::error::Lost;
 use crate::proto::{BodySize, ClientConnection, Framing, Limits, ResponseEvent, ResponseHead};
 use crate::sink::Sink;
 
@@ -206,7 +207,7 @@ impl Conn {
 
     pub(crate) fn fail_body(&self, generation: u64, why: String) {
         if self.current(generation) {
-            self.fail(Error::ConnectionLost(format!("request body failed: {why}")));
+            self.fail(Error::ConnectionLost(Lost::BodyFailed(why)));
         }
     }
 
@@ -485,7 +486,7 @@ impl Conn {
                     matches!(st.sink, Sink::Receiver(_) | Sink::Unclaimed),
                 )
             };
-            let err = Error::ConnectionLost(reason.to_string());
+            let err = Error::ConnectionLost(Lost::from_close(reason));
             if let Some(d) = d {
                 let _ = d.errback(Failure::new(err.clone()));
             }
@@ -691,9 +692,7 @@ impl Producer for BodyFlow {
 
     fn stop_producing(&self) {
         if let Some(conn) = self.conn.upgrade() {
-            conn.fail(Error::ConnectionLost(
-                "the body's consumer went away".into(),
-            ));
+            conn.fail(Error::ConnectionLost(Lost::Stopped));
         }
     }
 }

@@ -114,7 +114,15 @@ impl Pool {
                 if let Some(pool) = me.upgrade() {
                     pool.opened_failed(&k);
                 }
-                Err(Failure::new(Error::ConnectFailed(failure.to_string())))
+                // Keep the engine's error as it is, so a caller can match it.
+                let cause = failure
+                    .find::<twistor::Error>()
+                    .cloned()
+                    .unwrap_or_else(|| twistor::Error::ConnectFailed {
+                        addr: format!("{}:{}", k.host, k.port),
+                        source: std::sync::Arc::new(std::io::Error::other(failure.to_string())),
+                    });
+                Err(Failure::new(Error::ConnectFailed(cause)))
             }
         })
     }

@@ -176,6 +176,8 @@ pub struct ServerConnection {
     read: Read,
     write: Write,
     eof: bool,
+    /// It closed while a request body was still arriving (the client may be sending).
+    closed_mid_body: bool,
     /// What the current request needs from its response.
     exchange: Exchange,
 }
@@ -221,6 +223,7 @@ impl ServerConnection {
             read: Read::Head(HeadScanner::default()),
             write: Write::Idle,
             eof: false,
+            closed_mid_body: false,
             exchange: Exchange::default(),
         }
     }
@@ -258,6 +261,19 @@ impl ServerConnection {
             }
             Phase::Idle | Phase::Responding => self.close(),
             Phase::Closed => {}
+        }
+    }
+
+    /// Takes no more requests (a server shutting down): between requests the connection
+    /// closes at once (bytes of a request not yet complete are dropped); a response not
+    /// started yet gets `Connection: close`, and the connection closes once the response
+    /// in progress is finished.
+    pub fn close_when_done(&mut self) {
+        match self.write {
+            Write::Idle if !matches!(self.read, Read::Body(_)) => self.close(),
+            Write::Done => self.close(),
+            Write::Closed => {}
+            Write::Idle | Write::Waiting | Write::Body(_) => self.exchange.keep_alive = false,
         }
     }
 
@@ -506,6 +522,12 @@ impl ServerConnection {
         matches!(self.read, Read::Head(_) | Read::Body(_)) && !self.eof
     }
 
+    /// Whether it closed while a request body was still arriving: the client may still be
+    /// sending it, so the connection should close gracefully (RFC 9112 §9.6).
+    pub fn closed_mid_body(&self) -> bool {
+        self.closed_mid_body
+    }
+
     /// Received bytes not parsed yet (e.g. pipelined requests waiting their turn).
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -597,6 +619,11 @@ impl ServerConnection {
 
     /// Stops reading; what is queued is still sent.
     fn close(&mut self) {
+        self.closed_mid_body = matches!(
+            self.read,
+            Read::Body(BodyDecoder::Chunked(_) | BodyDecoder::UntilClose { .. })
+                | Read::Body(BodyDecoder::Length { remaining: 1.. })
+        );
         self.read = Read::Closed;
         self.write = Write::Closed;
         self.buf = BytesMut::new();

@@ -16,6 +16,7 @@ use twistor::defer::Failure;
 use twistor::protocol::{CloseReason, Protocol};
 use twistor::reactor::{DelayedCall, panic_message};
 use twistor::tls::TlsTransport;
+use twistor::transport::DEFAULT_HIGH_WATER_MARK;
 use twistor::{Address, Producer, Transport};
 
 use super::log::AccessLogEntry;
@@ -23,6 +24,7 @@ use super::request::{Request, RequestInner, ResponseFields};
 use super::{NotFound, Render, Resource, SiteInner, percent_decode};
 use crate::Error;
 use crate::body::BodyReceiver;
+use crate::error::Lost;
 use crate::proto::{BodySize, Framing, Phase, RequestEvent, ServerConnection};
 use crate::sink::Sink;
 
@@ -30,6 +32,15 @@ use crate::sink::Sink;
 /// being produced before reading from the socket stops. Reading on a little keeps a
 /// client's going away visible during a long response.
 const PIPELINE_BUFFER: usize = 64 * 1024;
+
+/// Unsent response bytes above which the next pipelined request is not started until the
+/// client reads: the transport's own mark, where it pauses a streaming producer, so a
+/// client that never reads holds one response plus this much.
+const OUTPUT_HIGH_WATER: usize = DEFAULT_HIGH_WATER_MARK;
+
+/// Most bytes read and dropped while lingering after an error response: time bounds it
+/// too, this stops a fast sender from keeping the server reading for the whole time.
+const LINGER_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The protocol the site builds for each connection.
 pub(crate) struct HttpChannel {
@@ -49,6 +60,8 @@ impl HttpChannel {
                 secure: Cell::new(secure),
                 st: RefCell::new(State::default()),
                 spare_headers: RefCell::new(ResponseFields::default()),
+                written: Cell::new(0),
+                output_bound: Cell::new(0),
                 me: me.clone(),
             }),
         }
@@ -57,13 +70,25 @@ impl HttpChannel {
 
 impl Protocol for HttpChannel {
     fn connection_made(&mut self, transport: &Transport) {
-        let _ = self.channel.transport.set(transport.clone());
+        let chan = &self.channel;
+        let _ = chan.transport.set(transport.clone());
         if transport.downcast_ref::<TlsTransport>().is_some() {
-            self.channel.secure.set(true);
+            chan.secure.set(true);
         }
-        let now = self.channel.site.time.seconds();
-        self.channel.st.borrow_mut().last_activity = now;
-        self.channel.update_timer(Some(now));
+        let now = chan.site.time.seconds();
+        {
+            let mut st = chan.st.borrow_mut();
+            st.last_activity = now;
+            st.send_mark = SendMark::progress(now, 0, false);
+        }
+        chan.site.connections.add(&chan.me);
+        if chan.site.connections.draining() {
+            // Made after the site began draining (a listener not yet closed): no request
+            // is taken.
+            chan.drain();
+            return;
+        }
+        chan.update_timer(Some(now));
     }
 
     fn data_received(&mut self, _transport: &Transport, data: &[u8]) {
@@ -73,6 +98,17 @@ impl Protocol for HttpChannel {
             let mut core = chan.core.borrow_mut();
             let mut st = chan.st.borrow_mut();
             st.last_activity = now;
+            if let Life::Lingering { discarded, .. } = &mut st.life {
+                // Read only so the client's sending does not reset the connection
+                // before it has read the error response.
+                *discarded += data.len() as u64;
+                if *discarded > LINGER_MAX_BYTES {
+                    drop((core, st));
+                    tracing::debug!("lingering close of {}: too much input", chan.peer);
+                    chan.abort();
+                }
+                return;
+            }
             if core.phase() == Phase::Idle {
                 st.head_started = now;
             }
@@ -81,16 +117,88 @@ impl Protocol for HttpChannel {
         chan.process();
     }
 
-    fn read_connection_lost(&mut self, _transport: &Transport) {
+    fn read_connection_lost(&mut self, transport: &Transport) {
+        let chan = &self.channel;
+        if matches!(chan.st.borrow().life, Life::Lingering { .. }) {
+            // The client has read the error and closed: lingering is over.
+            transport.lose_connection();
+            return;
+        }
         // The client half-closed: answer what it asked, then close (the core closes once
         // the exchange in progress is over).
-        self.channel.st.borrow_mut().eof = true;
-        self.channel.core.borrow_mut().handle_eof();
-        self.channel.process();
+        chan.st.borrow_mut().eof = true;
+        chan.core.borrow_mut().handle_eof();
+        chan.process();
     }
 
-    fn connection_lost(&mut self, _reason: &CloseReason) {
-        self.channel.lost();
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.channel.lost(Lost::from_close(reason));
+    }
+}
+
+impl Drop for HttpChannel {
+    fn drop(&mut self) {
+        // A connection dropped without `connection_lost` (driven by hand) is gone too.
+        self.channel.site.connections.remove(&self.channel.me);
+    }
+}
+
+/// Where the connection is in its life. The states exclude each other; what may hold in
+/// any of them (a paused body, a half-closed client) is a flag of [`State`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+enum Life {
+    /// Reading requests and answering them.
+    #[default]
+    Open,
+    /// A finished response left more than [`OUTPUT_HIGH_WATER`] bytes unsent: the next
+    /// pipelined request waits until the client reads them ([`DrainWatch`] is the
+    /// transport's producer meanwhile), or is dropped at the send timeout.
+    Blocked,
+    /// No more requests: what is queued goes out, then the connection closes. `linger`:
+    /// it ends over an error while the client may still be sending, so it closes
+    /// through [`Life::Lingering`].
+    Closing { linger: bool },
+    /// The error response is sent and our side shut (RFC 9112 §9.6): the client's input
+    /// is read and dropped until it closes, or the lingering time runs out.
+    Lingering { since: f64, discarded: u64 },
+    /// The transport is gone.
+    Gone,
+}
+
+/// Whether [`Channel::process`] is running: re-entrant calls only ask for another round.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+enum Round {
+    #[default]
+    Idle,
+    Running,
+    /// Running, and something changed that the running round may not have seen.
+    Again,
+}
+
+/// What the send timeout knows of the client's reading. The transport does not say when
+/// the client reads, so the channel looks every quarter of the timeout, and a client is
+/// dropped within a quarter more than the timeout after it last read.
+#[derive(Debug, Clone, Copy, Default)]
+struct SendMark {
+    /// When the client was last seen to have read.
+    progress_at: f64,
+    /// When the last look was.
+    checked_at: f64,
+    /// Bytes the transport had sent on (written minus still buffered) at the last look.
+    sent: u64,
+    /// Whether output was waiting at the last look; if not, when it began waiting is
+    /// unknown, and the next look starts the count.
+    pending: bool,
+}
+
+impl SendMark {
+    fn progress(now: f64, sent: u64, pending: bool) -> SendMark {
+        SendMark {
+            progress_at: now,
+            checked_at: now,
+            sent,
+            pending,
+        }
     }
 }
 
@@ -99,20 +207,51 @@ struct State {
     /// The latest request whose head arrived.
     request: Option<Rc<RequestInner>>,
     sink: Sink,
+    life: Life,
+    round: Round,
+    /// The current request has no body.
     body_empty: bool,
+    /// The resource paused the request body.
     body_paused: bool,
-    processing: bool,
-    again: bool,
-    /// Whether the transport is reading (we paused it otherwise).
+    /// Whether we paused the transport's reading.
     paused_reading: bool,
-    closing: bool,
+    /// The client closed its sending side.
     eof: bool,
-    gone: bool,
     last_activity: f64,
     head_started: f64,
+    send_mark: SendMark,
     timer: Option<DelayedCall>,
     timer_at: f64,
     last_phase: Option<Phase>,
+}
+
+impl State {
+    /// Whether the next request event must wait: for the resource to claim or resume
+    /// its body, or for the client to read what was sent.
+    fn parse_blocked(&self) -> bool {
+        self.body_paused
+            || (self.sink.unclaimed() && !self.body_empty)
+            || matches!(self.life, Life::Blocked)
+    }
+
+    /// The invariants the states promise (checked in debug builds).
+    fn check(&self, phase: Phase) {
+        if let Life::Lingering { .. } = self.life {
+            debug_assert_eq!(phase, Phase::Closed, "lingering takes no requests");
+        }
+        if self.life == Life::Blocked {
+            debug_assert!(
+                self.request
+                    .as_ref()
+                    .is_none_or(|r| r.resp.borrow().finished || r.resp.borrow().lost.is_some()),
+                "only a finished response blocks on output"
+            );
+        }
+        debug_assert!(
+            !(self.body_empty && self.sink.receiving()),
+            "a request without a body has no body receiver"
+        );
+    }
 }
 
 pub(crate) struct Channel {
@@ -125,6 +264,12 @@ pub(crate) struct Channel {
     st: RefCell<State>,
     /// An emptied response field list, kept for the next request's response.
     spare_headers: RefCell<ResponseFields>,
+    /// Bytes handed to the transport, for the send timeout's measure of progress.
+    written: Cell<u64>,
+    /// `written` minus what the transport's buffer held when it was last asked: while
+    /// `written` is less than the mark beyond it, the buffer cannot be over the mark, and
+    /// the transport need not be asked (a cheap keep-alive path).
+    output_bound: Cell<u64>,
     me: Weak<Channel>,
 }
 
@@ -146,22 +291,22 @@ impl Channel {
     fn process(&self) {
         {
             let mut st = self.st.borrow_mut();
-            if st.processing {
-                st.again = true;
+            if st.round != Round::Idle {
+                st.round = Round::Again;
                 return;
             }
-            if st.gone {
+            if matches!(st.life, Life::Gone | Life::Lingering { .. }) {
                 return;
             }
-            st.processing = true;
+            st.round = Round::Running;
         }
         loop {
             let blocked = {
                 let mut st = self.st.borrow_mut();
                 // This poll sees every change made so far; only changes made after it
                 // returns nothing (none: nothing runs in between) would need another round.
-                st.again = false;
-                st.body_paused || (st.sink.unclaimed() && !st.body_empty)
+                st.round = Round::Running;
+                st.parse_blocked()
             };
             let event = if blocked {
                 Ok(None)
@@ -173,11 +318,9 @@ impl Channel {
                 Ok(Some(RequestEvent::Data(data))) => self.body_data(data),
                 Ok(Some(RequestEvent::End(trailers))) => self.body_end(Ok(trailers)),
                 Ok(None) => {
-                    let mut st = self.st.borrow_mut();
-                    if !st.again {
+                    if self.st.borrow().round != Round::Again {
                         break;
                     }
-                    st.again = false;
                 }
                 Err(err) => self.refused(err),
             }
@@ -186,19 +329,23 @@ impl Channel {
         self.update_reading();
         // The clock is read afresh: the round's handlers may have run a while.
         self.update_timer(None);
-        self.st.borrow_mut().processing = false;
+        let mut st = self.st.borrow_mut();
+        st.round = Round::Idle;
+        if cfg!(debug_assertions) {
+            st.check(self.core.borrow().phase());
+        }
     }
 
     /// Processes now, or after the round in progress.
     fn kick(&self) {
-        let processing = {
+        let idle = {
             let mut st = self.st.borrow_mut();
-            if st.processing {
-                st.again = true;
+            if st.round != Round::Idle {
+                st.round = Round::Again;
             }
-            st.processing
+            st.round == Round::Idle
         };
-        if !processing {
+        if idle {
             self.process();
         }
     }
@@ -324,10 +471,12 @@ impl Channel {
                 if let (Some(status), false) = (err.status(), r.resp.borrow().started) {
                     self.log_access(Some(r), status.as_u16(), 0);
                 }
+                // Lost first: a body receiver that answers its failure (a proxy's 502)
+                // must find the error response already owned by the connection.
+                self.mark_lost(r, Lost::Aborted);
                 if self.st.borrow().sink.receiving() {
                     self.body_end(Err(err.clone()));
                 }
-                self.mark_lost(r);
             }
             // The error is in a new request's head, or the body of one already answered.
             None => {
@@ -341,7 +490,17 @@ impl Channel {
                 }
             }
         }
-        self.st.borrow_mut().closing = true;
+        // The client may be sending still (the rest of a body too large): it should read
+        // the error before the connection goes.
+        self.set_closing(true);
+    }
+
+    /// Takes no more requests, unless the connection is further on already.
+    fn set_closing(&self, linger: bool) {
+        let mut st = self.st.borrow_mut();
+        if matches!(st.life, Life::Open | Life::Blocked) {
+            st.life = Life::Closing { linger };
+        }
     }
 
     // ---- writing ------------------------------------------------------------------------
@@ -360,16 +519,52 @@ impl Channel {
         let mut buf = self.core.borrow_mut().poll_transmit_buf();
         while let Some(bytes) = buf {
             transport.write(&bytes);
+            self.written.set(self.written.get() + bytes.len() as u64);
             buf = self.core.borrow_mut().recycle_transmit_and_poll(bytes);
         }
         if self.core.borrow().phase() == Phase::Closed {
-            let mut st = self.st.borrow_mut();
-            if !st.gone && !transport.disconnecting() {
-                st.closing = true;
-                drop(st);
-                transport.lose_connection();
-            }
+            self.close_when_sent(transport);
         }
+    }
+
+    /// The core is done: closes once the output is sent, lingering first if due.
+    fn close_when_sent(&self, transport: &Transport) {
+        let mut st = self.st.borrow_mut();
+        if transport.disconnecting() {
+            return;
+        }
+        let linger = match st.life {
+            Life::Gone | Life::Lingering { .. } => return,
+            Life::Closing { linger } => linger,
+            // Answered before the body was all here, and not keeping the connection.
+            Life::Open | Life::Blocked => self.core.borrow().closed_mid_body(),
+        } && !st.eof;
+        if linger {
+            let now = self.site.time.seconds();
+            st.life = Life::Lingering {
+                since: now,
+                discarded: 0,
+            };
+            st.last_activity = now;
+            drop(st);
+            tracing::debug!("lingering close of {}", self.peer);
+            // Sends the error, then shuts our side: the client sees the end of the
+            // response, and its further bytes are read and dropped, not answered with a
+            // reset that could destroy the response in its receive buffer.
+            transport.lose_write_connection();
+            self.update_reading();
+            self.update_timer(Some(now));
+        } else {
+            st.life = Life::Closing { linger: false };
+            drop(st);
+            transport.lose_connection();
+        }
+    }
+
+    /// Whether the transport may hold more than the mark: what it held when last asked,
+    /// plus what was written since.
+    fn output_may_exceed_mark(&self) -> bool {
+        self.written.get() - self.output_bound.get() > OUTPUT_HIGH_WATER as u64
     }
 
     fn start_response(&self, request: &RequestInner) -> bool {
@@ -407,18 +602,25 @@ impl Channel {
         };
         // Keep the list's memory for the next request's response.
         *self.spare_headers.borrow_mut() = headers.recycled();
-        if let Err(err) = result {
-            tracing::error!("cannot send the response to {}: {err}", request.path());
-            self.abort();
-            return false;
+        match result {
+            Ok(()) => true,
+            // The connection ended first (its own error response may be on its way).
+            Err(Error::Closed) => {
+                tracing::debug!("response to {} not sent: connection closed", request.path());
+                false
+            }
+            Err(err) => {
+                tracing::error!("cannot send the response to {}: {err}", request.path());
+                self.abort();
+                false
+            }
         }
-        true
     }
 
     pub(super) fn write(&self, request: &RequestInner, data: &[u8]) {
         {
             let resp = request.resp.borrow();
-            if resp.finished || resp.lost {
+            if resp.finished || resp.lost.is_some() {
                 tracing::debug!("write after the response ended ignored");
                 return;
             }
@@ -440,7 +642,7 @@ impl Channel {
     pub(super) fn respond(&self, request: &RequestInner, body: Bytes) {
         {
             let mut resp = request.resp.borrow_mut();
-            if resp.finished || resp.lost {
+            if resp.finished || resp.lost.is_some() {
                 return;
             }
             if !resp.started {
@@ -463,7 +665,7 @@ impl Channel {
     pub(super) fn finish(&self, request: &RequestInner) {
         let producer = {
             let mut resp = request.resp.borrow_mut();
-            if resp.finished || resp.lost {
+            if resp.finished || resp.lost.is_some() {
                 return;
             }
             if !resp.started && resp.length.is_none() {
@@ -484,18 +686,30 @@ impl Channel {
             resp.producer = false;
             (resp.status, resp.bytes, std::mem::take(&mut resp.waiters))
         };
-        if producer && let Some(t) = self.transport() {
+        let transport = self.transport();
+        if producer && let Some(t) = transport {
             t.unregister_producer();
         }
         self.flush_out();
         self.log_access(Some(request), status.as_u16(), bytes);
+        let now = self.site.time.seconds();
         {
             let mut st = self.st.borrow_mut();
             if st.sink.unclaimed() {
                 st.sink = Sink::Discard;
             }
             st.body_paused = false;
-            st.last_activity = self.site.time.seconds();
+            st.last_activity = now;
+        }
+        if let Some(t) = transport
+            && self.output_may_exceed_mark()
+        {
+            let buffered = t.buffered();
+            self.output_bound
+                .set(self.written.get().saturating_sub(buffered as u64));
+            if buffered > OUTPUT_HIGH_WATER {
+                self.block_on_output(t, now);
+            }
         }
         for waiter in waiters {
             let _ = waiter.callback(());
@@ -514,7 +728,7 @@ impl Channel {
         };
         {
             let resp = request.resp.borrow();
-            if resp.finished || resp.lost {
+            if resp.finished || resp.lost.is_some() {
                 producer.stop_producing();
                 return Ok(());
             }
@@ -526,7 +740,7 @@ impl Channel {
         // Registering a pull producer runs it at once, so the flag is set first.
         if let Err(err) = transport.inner().register_producer(producer, streaming) {
             request.resp.borrow_mut().producer = false;
-            return Err(Error::ConnectionLost(err.to_string()));
+            return Err(Error::ConnectionLost(Lost::Failed(err)));
         }
         Ok(())
     }
@@ -591,11 +805,17 @@ impl Channel {
         let want = {
             let core = self.core.borrow();
             let st = self.st.borrow();
-            let blocked = st.body_paused || (st.sink.unclaimed() && !st.body_empty);
-            !blocked
-                && !st.closing
-                && (core.wants_read() || core.buffered() < PIPELINE_BUFFER)
-                && core.phase() != Phase::Closed
+            match st.life {
+                Life::Lingering { .. } => true,
+                Life::Closing { .. } | Life::Gone => false,
+                // Waiting for the client to read: take in a little more, no more.
+                Life::Blocked => core.buffered() < PIPELINE_BUFFER,
+                Life::Open => {
+                    !st.parse_blocked()
+                        && (core.wants_read() || core.buffered() < PIPELINE_BUFFER)
+                        && core.phase() != Phase::Closed
+                }
+            }
         };
         let mut st = self.st.borrow_mut();
         if st.paused_reading == want {
@@ -609,23 +829,33 @@ impl Channel {
         }
     }
 
-    /// When the read timer should fire for the connection's state, if at all.
+    /// When the timer should fire for the connection's state, if at all.
     fn deadline(&self) -> Option<f64> {
         let phase = self.core.borrow().phase();
         self.deadline_in(phase, &self.st.borrow())
     }
 
     /// The deadline for `phase`, with the state already borrowed.
+    #[inline]
     fn deadline_in(&self, phase: Phase, st: &State) -> Option<f64> {
         let options = &self.site.options;
-        match phase {
-            Phase::Idle => Some(st.last_activity + options.idle_timeout.as_secs_f64()),
-            Phase::ReadingHead => Some(st.head_started + options.header_timeout.as_secs_f64()),
-            Phase::ReadingBody => {
-                let blocked = st.body_paused || (st.sink.unclaimed() && !st.body_empty);
-                (!blocked).then_some(st.last_activity + options.body_timeout.as_secs_f64())
-            }
-            _ => None,
+        let send_deadline = || st.send_mark.checked_at + options.send_timeout.as_secs_f64() / 4.0;
+        match st.life {
+            Life::Gone => None,
+            Life::Lingering { since, .. } => Some(
+                (since + options.lingering_time.as_secs_f64())
+                    .min(st.last_activity + options.lingering_timeout.as_secs_f64()),
+            ),
+            Life::Blocked | Life::Closing { .. } => Some(send_deadline()),
+            Life::Open => match phase {
+                Phase::Idle => Some(st.last_activity + options.idle_timeout.as_secs_f64()),
+                Phase::ReadingHead => Some(st.head_started + options.header_timeout.as_secs_f64()),
+                Phase::ReadingBody => {
+                    let blocked = st.body_paused || (st.sink.unclaimed() && !st.body_empty);
+                    (!blocked).then_some(st.last_activity + options.body_timeout.as_secs_f64())
+                }
+                Phase::Responding | Phase::Closed => Some(send_deadline()),
+            },
         }
     }
 
@@ -636,7 +866,7 @@ impl Channel {
         let phase = self.core.borrow().phase();
         let deadline = {
             let mut st = self.st.borrow_mut();
-            if st.gone {
+            if matches!(st.life, Life::Gone) {
                 return;
             }
             if phase == Phase::ReadingHead && st.last_phase != Some(Phase::ReadingHead) {
@@ -684,6 +914,25 @@ impl Channel {
             None => return,
         }
         let phase = self.core.borrow().phase();
+        let life = self.st.borrow().life;
+        match life {
+            Life::Gone => {}
+            Life::Lingering { .. } => {
+                tracing::debug!("lingering close of {} over", self.peer);
+                if let Some(t) = self.transport() {
+                    t.abort_connection();
+                }
+            }
+            Life::Blocked | Life::Closing { .. } => self.send_check(now),
+            Life::Open if matches!(phase, Phase::Responding | Phase::Closed) => {
+                self.send_check(now)
+            }
+            Life::Open => self.read_timed_out(phase),
+        }
+    }
+
+    /// The read timer ran out: 408 if a request is half-read, then close.
+    fn read_timed_out(&self, phase: Phase) {
         tracing::debug!("connection from {} timed out ({phase:?})", self.peer);
         let request = self.st.borrow().request.clone();
         let answered_408 = matches!(phase, Phase::ReadingHead | Phase::ReadingBody)
@@ -702,50 +951,144 @@ impl Channel {
         if phase == Phase::ReadingBody
             && let Some(r) = &request
         {
+            // Lost first, as in `refused`: the 408 is queued already.
+            self.mark_lost(r, Lost::TimedOut);
             if self.st.borrow().sink.receiving() {
                 self.body_end(Err(Error::Timeout));
             }
-            if !r.resp.borrow().finished {
-                self.mark_lost(r);
-            }
         }
-        self.st.borrow_mut().closing = true;
+        self.set_closing(phase != Phase::Idle);
         self.flush_out();
+        self.update_timer(None);
+    }
+
+    /// A look for the send timeout: drops a client that has read nothing for the whole
+    /// timeout (nginx's `send_timeout`), else looks again later.
+    fn send_check(&self, now: f64) {
+        let Some(transport) = self.transport() else {
+            return;
+        };
+        let buffered = transport.buffered();
+        let sent = self.written.get().saturating_sub(buffered as u64);
+        let mark = self.st.borrow().send_mark;
+        if buffered == 0 || sent > mark.sent || !mark.pending {
+            self.st.borrow_mut().send_mark = SendMark::progress(now, sent, buffered > 0);
+            if self.st.borrow().life == Life::Blocked && buffered <= OUTPUT_HIGH_WATER / 2 {
+                // Drained without the transport saying so (its mark differs from ours).
+                self.output_drained();
+            } else {
+                self.update_timer(Some(now));
+            }
+            return;
+        }
+        let timeout = self.site.options.send_timeout.as_secs_f64();
+        if now + 1e-6 < mark.progress_at + timeout {
+            self.st.borrow_mut().send_mark.checked_at = now;
+            self.update_timer(Some(now));
+            return;
+        }
+        tracing::debug!(
+            "{} read nothing for {:?}; dropping it",
+            self.peer,
+            self.site.options.send_timeout
+        );
+        let request = self.st.borrow().request.clone();
+        self.abort();
+        if let Some(r) = request {
+            self.mark_lost(&r, Lost::TimedOut);
+        }
+    }
+
+    /// A finished response left too much unsent: the next request waits for the client
+    /// to read (the transport resumes [`DrainWatch`] once it has drained).
+    fn block_on_output(&self, transport: &Transport, now: f64) {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.life != Life::Open {
+                return;
+            }
+            st.life = Life::Blocked;
+            let sent = self
+                .written
+                .get()
+                .saturating_sub(transport.buffered() as u64);
+            st.send_mark = SendMark::progress(now, sent, true);
+        }
+        let watch = DrainWatch(self.me.clone());
+        if let Err(err) = transport.inner().register_producer(Box::new(watch), true) {
+            // Someone else's producer holds the slot: the send timer still looks.
+            tracing::debug!("cannot watch the output of {}: {err}", self.peer);
+        }
+        self.update_timer(Some(now));
+    }
+
+    /// The client read enough of what was waiting: the next pipelined request may start.
+    fn output_drained(&self) {
+        let now = self.site.time.seconds();
+        {
+            let mut st = self.st.borrow_mut();
+            if st.life != Life::Blocked {
+                return;
+            }
+            st.life = Life::Open;
+            st.last_activity = now;
+            st.head_started = now;
+        }
+        if let Some(t) = self.transport() {
+            t.unregister_producer();
+        }
+        self.kick();
+    }
+
+    /// Takes no more requests: closes now if idle, or after the response in flight (sent
+    /// with `Connection: close` if not started).
+    pub(super) fn drain(&self) {
+        self.core.borrow_mut().close_when_done();
+        let blocked = {
+            let mut st = self.st.borrow_mut();
+            let blocked = st.life == Life::Blocked;
+            if blocked {
+                st.life = Life::Closing { linger: false };
+            }
+            blocked
+        };
+        if blocked && let Some(t) = self.transport() {
+            t.unregister_producer();
+        }
+        self.kick();
     }
 
     // ---- the end ------------------------------------------------------------------------
 
     /// Closes the connection at once (a response that cannot go on).
     pub(super) fn abort(&self) {
-        self.st.borrow_mut().closing = true;
+        self.set_closing(false);
         if let Some(t) = self.transport() {
             t.abort_connection();
         }
     }
 
-    pub(super) fn mark_lost(&self, request: &RequestInner) {
+    pub(super) fn mark_lost(&self, request: &RequestInner, how: Lost) {
         let (waiters, pending) = {
             let mut resp = request.resp.borrow_mut();
-            if resp.finished || resp.lost {
+            if resp.finished || resp.lost.is_some() {
                 return;
             }
-            resp.lost = true;
+            resp.lost = Some(how.clone());
             (std::mem::take(&mut resp.waiters), resp.pending.take())
         };
         for waiter in waiters {
-            let _ = waiter.errback(Failure::new(Error::ConnectionLost(
-                "the client went away".into(),
-            )));
+            let _ = waiter.errback(Failure::new(Error::ConnectionLost(how.clone())));
         }
         if let Some(d) = pending {
             d.cancel();
         }
     }
 
-    fn lost(&self) {
+    fn lost(&self, how: Lost) {
         let (request, timer) = {
             let mut st = self.st.borrow_mut();
-            st.gone = true;
+            st.life = Life::Gone;
             (st.request.take(), st.timer.take())
         };
         if let Some(timer) = timer
@@ -753,13 +1096,16 @@ impl Channel {
         {
             let _ = timer.cancel();
         }
+        // The request is lost before its body fails, so whoever hears of the failure sees
+        // that the client is gone (a proxy then logs nothing).
+        if let Some(r) = &request {
+            self.mark_lost(r, how.clone());
+        }
         if self.st.borrow().sink.receiving() {
-            self.body_end(Err(Error::ConnectionLost("the client went away".into())));
+            self.body_end(Err(Error::ConnectionLost(how)));
         }
         self.st.borrow_mut().sink = Sink::Idle;
-        if let Some(r) = request {
-            self.mark_lost(&r);
-        }
+        self.site.connections.remove(&self.me);
     }
 
     fn log_access(&self, request: Option<&RequestInner>, status: u16, bytes: u64) {
@@ -785,6 +1131,22 @@ impl Channel {
     }
 }
 
+/// The transport's producer while a channel waits for its output to drain: resumed by
+/// the transport once the client has read it down.
+struct DrainWatch(Weak<Channel>);
+
+impl Producer for DrainWatch {
+    fn pause_producing(&self) {}
+
+    fn resume_producing(&self) {
+        if let Some(channel) = self.0.upgrade() {
+            channel.output_drained();
+        }
+    }
+
+    fn stop_producing(&self) {}
+}
+
 /// Counts body bytes sent (none go out for HEAD, 204 and 304).
 fn count_sent(request: &RequestInner, n: usize) {
     let mut resp = request.resp.borrow_mut();
@@ -805,7 +1167,7 @@ fn internal_error(request: &Request, detail: &str) {
         tracing::error!("response to {} failed midway: {detail}", request.path());
         if let Some(channel) = request.inner.channel.upgrade() {
             channel.abort();
-            channel.mark_lost(&request.inner);
+            channel.mark_lost(&request.inner, Lost::Aborted);
         }
         return;
     }

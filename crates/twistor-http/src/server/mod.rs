@@ -34,8 +34,17 @@
 //! reactor's clock: an idle timeout between requests, a deadline for the whole request
 //! head (a slow-loris defence: trickling bytes does not extend it), and an inactivity
 //! timeout while the body arrives. A timed-out request gets 408.
+//!
+//! Output is bounded too: while more than the transport's high-water mark of response
+//! bytes is unsent, the next pipelined request waits, and a client that reads nothing for
+//! [`ServerOptions::send_timeout`] is dropped. After an error response the connection
+//! closes through a *lingering close* (RFC 9112 §9.6): our side is shut, and what the
+//! client still sends is read and dropped for a bounded time, so the client reads the
+//! error rather than a reset. [`Site::drain`] winds the connections down for a graceful
+//! shutdown.
 
 mod channel;
+mod connections;
 mod log;
 mod request;
 mod resource;
@@ -45,13 +54,14 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
+use twistor::defer::Deferred;
 use twistor::protocol::{Factory, Protocol};
 use twistor::{Address, ReactorTime};
 
 pub use log::{AccessLog, AccessLogEntry, combined_log_line};
 pub use request::{BodyProducer, Request};
 pub use resource::{
-    NotFound, Render, Resource, Tree, error_page, escape_html, handler, method_not_allowed,
+    Methods, NotFound, Render, Resource, Tree, error_page, escape_html, handler, method_not_allowed,
 };
 
 use crate::proto::{DefaultFields, Limits, SERVER, http_date};
@@ -70,6 +80,20 @@ pub struct ServerOptions {
     /// How long a request body may go without a byte arriving (default 60 s). Beyond it:
     /// 408 if no response has started, else the connection is closed.
     pub body_timeout: Duration,
+    /// How long a client may leave response bytes unread before it is dropped (default
+    /// 60 s, as nginx's `send_timeout`): measured from the last time it was seen reading,
+    /// so a slow reader that keeps reading is served. While more than the transport's
+    /// high-water mark is unsent, the next pipelined request is not even started, so a
+    /// client that never reads holds about one response plus that mark.
+    pub send_timeout: Duration,
+    /// After an error response to a client that may still be sending (400, 408, 413,
+    /// 431…), the connection half-closes and reads and drops the client's input for at
+    /// most this long before closing (default 30 s; RFC 9112 §9.6, nginx's
+    /// `lingering_time`), so the client reads the error instead of a reset.
+    pub lingering_time: Duration,
+    /// Lingering also ends when the client sends nothing for this long (default 5 s;
+    /// nginx's `lingering_timeout`).
+    pub lingering_timeout: Duration,
     /// The `Server` field sent with every response; `None` sends none. Default
     /// `twistor/<version>`.
     pub server_header: Option<HeaderValue>,
@@ -90,6 +114,9 @@ impl Default for ServerOptions {
             idle_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            lingering_time: Duration::from_secs(30),
+            lingering_timeout: Duration::from_secs(5),
             server_header: Some(HeaderValue::from_static(SERVER)),
             access_log: None,
             secure: false,
@@ -110,6 +137,7 @@ pub(crate) struct SiteInner {
     time: Rc<dyn ReactorTime>,
     options: ServerOptions,
     defaults: RefCell<DefaultFieldCache>,
+    connections: connections::Connections,
 }
 
 /// The `Server` and `Date` fields every response gets, formatted once a second.
@@ -194,6 +222,7 @@ impl Site {
                 time: Rc::new(time),
                 options,
                 defaults: RefCell::new(DefaultFieldCache::default()),
+                connections: connections::Connections::default(),
             }),
         }
     }
@@ -206,6 +235,28 @@ impl Site {
     /// The options it was made with.
     pub fn options(&self) -> &ServerOptions {
         &self.inner.options
+    }
+
+    /// Drains the site for a graceful shutdown: from now on idle keep-alive connections
+    /// close at once, a response in flight is finished (with `Connection: close` if its
+    /// head has not gone yet) and its connection then closes, and no further pipelined
+    /// request is started; a connection made later is closed at once. The Deferred fires
+    /// when every connection of the site is gone (at once if there are none).
+    ///
+    /// Closing the listeners is the caller's part; so is a deadline, after which it may
+    /// stop the reactor, which cuts what is left.
+    pub fn drain(&self) -> Deferred<()> {
+        self.inner.connections.drain()
+    }
+
+    /// How many connections the site has now.
+    pub fn connection_count(&self) -> usize {
+        self.inner.connections.count()
+    }
+
+    /// Whether [`drain`](Site::drain) was called.
+    pub fn draining(&self) -> bool {
+        self.inner.connections.draining()
     }
 
     /// The protocol for one connection from `peer`: what `build_protocol` returns, for

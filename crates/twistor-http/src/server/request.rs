@@ -16,6 +16,7 @@ use super::channel::Channel;
 use super::percent_decode;
 use crate::Error;
 use crate::body::{self, BodyReceiver};
+use crate::error::Lost;
 use crate::proto::{Framing, RequestHead};
 
 /// One request, and the response to it (Twisted's `twisted.web.server.Request`).
@@ -125,7 +126,7 @@ impl ResponseState {
             empty: false,
             started: false,
             finished: false,
-            lost: false,
+            lost: None,
             bytes: 0,
             waiters: Vec::new(),
             pending: None,
@@ -142,7 +143,8 @@ pub(super) struct ResponseState {
     pub empty: bool,
     pub started: bool,
     pub finished: bool,
-    pub lost: bool,
+    /// Why the client went away before the response was finished.
+    pub lost: Option<Lost>,
     /// Body bytes written.
     pub bytes: u64,
     pub waiters: Vec<Deferred<()>>,
@@ -441,7 +443,7 @@ impl Request {
     pub fn abort(&self) {
         if let Some(channel) = self.channel() {
             channel.abort();
-            channel.mark_lost(&self.inner);
+            channel.mark_lost(&self.inner, Lost::Aborted);
         }
     }
 
@@ -457,7 +459,7 @@ impl Request {
 
     /// Whether the client went away before the response was finished.
     pub fn lost(&self) -> bool {
-        self.inner.resp.borrow().lost
+        self.inner.resp.borrow().lost.is_some()
     }
 
     /// Body bytes written so far.
@@ -472,10 +474,8 @@ impl Request {
         if resp.finished {
             return Deferred::succeeded(());
         }
-        if resp.lost {
-            return Deferred::failed(Failure::new(Error::ConnectionLost(
-                "the client went away".into(),
-            )));
+        if let Some(how) = &resp.lost {
+            return Deferred::failed(Failure::new(Error::ConnectionLost(how.clone())));
         }
         let d = Deferred::new();
         resp.waiters.push(d.clone());
@@ -518,7 +518,7 @@ impl Request {
             Some(channel) => channel.deliver_body(&self.inner, Box::new(receiver)),
             None => {
                 let mut receiver = receiver;
-                receiver.body_finished(Err(Error::ConnectionLost("the client went away".into())));
+                receiver.body_finished(Err(Error::ConnectionLost(Lost::Closed)));
             }
         }
     }

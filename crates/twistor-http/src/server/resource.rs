@@ -71,6 +71,12 @@ impl From<Deferred<Bytes>> for Render {
 /// segments are in [`Request::postpath`]). Then it calls [`render`](Resource::render),
 /// whose default picks `render_get`, `render_post`… by method.
 ///
+/// A resource that answers a few methods, each its own way, is best made with
+/// [`Methods`]: it knows which methods it has, so its `405` and `OPTIONS` answers say so
+/// with no more code. (Rust cannot see which `render_*` methods an `impl` overrides, as
+/// Twisted sees a class's `render_*`, so a resource that implements them itself must list
+/// them in [`allowed_methods`](Resource::allowed_methods) too.)
+///
 /// ```
 /// use std::rc::Rc;
 /// use twistor_http::server::{Render, Request, Resource, Tree};
@@ -156,16 +162,127 @@ pub trait Resource: 'static {
 
     /// Renders an `OPTIONS`. The default answers 204 with `Allow`.
     fn render_options(&self, request: &Request) -> Render {
-        request.set_status(StatusCode::NO_CONTENT);
-        request.set_header(header::ALLOW, allow_value(&self.allowed_methods()));
-        Render::Body(Bytes::new())
+        options_answer(request, &self.allowed_methods())
     }
 
     /// The methods this resource renders, for the `Allow` field of 405 and `OPTIONS`
     /// answers. The default is `GET` and `HEAD`; override it along with the `render_*`
-    /// methods.
+    /// methods, or build the resource with [`Methods`], which derives it.
     fn allowed_methods(&self) -> Vec<Method> {
         vec![Method::GET, Method::HEAD]
+    }
+}
+
+/// A resource made of one function per method: its `Allow` field (in 405 answers, and
+/// in the `OPTIONS` answer it gives by itself) lists exactly the methods it was given,
+/// `HEAD` when it has `GET` (which then renders `HEAD`, without the body), and `OPTIONS`.
+///
+/// ```
+/// use std::rc::Rc;
+/// use twistor_http::server::{Methods, Tree};
+///
+/// let root = Tree::new();
+/// // GET /submit answers 405 with `Allow: POST, OPTIONS`.
+/// root.put_child(
+///     "submit",
+///     Rc::new(Methods::new().post(|req| format!("{} bytes\n", req.path().len()).into())),
+/// );
+/// ```
+#[derive(Default)]
+pub struct Methods {
+    handlers: Vec<(Method, RenderFn)>,
+    leaf: bool,
+}
+
+/// How [`Methods`] renders one method.
+type RenderFn = Box<dyn Fn(&Request) -> Render>;
+
+impl Methods {
+    /// A resource with no methods yet (it answers everything but `OPTIONS` with 405).
+    pub fn new() -> Methods {
+        Methods::default()
+    }
+
+    /// Renders `method` with `render` (replacing what it had for that method).
+    pub fn on(mut self, method: Method, render: impl Fn(&Request) -> Render + 'static) -> Methods {
+        self.handlers.retain(|(m, _)| *m != method);
+        self.handlers.push((method, Box::new(render)));
+        self
+    }
+
+    /// Renders `GET` (and so `HEAD`) with `render`.
+    pub fn get(self, render: impl Fn(&Request) -> Render + 'static) -> Methods {
+        self.on(Method::GET, render)
+    }
+
+    /// Renders `POST` with `render`.
+    pub fn post(self, render: impl Fn(&Request) -> Render + 'static) -> Methods {
+        self.on(Method::POST, render)
+    }
+
+    /// Renders `PUT` with `render`.
+    pub fn put(self, render: impl Fn(&Request) -> Render + 'static) -> Methods {
+        self.on(Method::PUT, render)
+    }
+
+    /// Renders `DELETE` with `render`.
+    pub fn delete(self, render: impl Fn(&Request) -> Render + 'static) -> Methods {
+        self.on(Method::DELETE, render)
+    }
+
+    /// Renders `PATCH` with `render`.
+    pub fn patch(self, render: impl Fn(&Request) -> Render + 'static) -> Methods {
+        self.on(Method::PATCH, render)
+    }
+
+    /// Makes it render every path below it too (Twisted's `isLeaf`); by default a path
+    /// below it is 404.
+    pub fn leaf(mut self, yes: bool) -> Methods {
+        self.leaf = yes;
+        self
+    }
+
+    fn handler(&self, method: &Method) -> Option<&dyn Fn(&Request) -> Render> {
+        self.handlers
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, render)| &**render)
+    }
+}
+
+impl Resource for Methods {
+    fn is_leaf(&self) -> bool {
+        self.leaf
+    }
+
+    fn render(&self, request: &Request) -> Render {
+        let method = request.method();
+        if let Some(render) = self.handler(method) {
+            return render(request);
+        }
+        if *method == Method::HEAD
+            && let Some(render) = self.handler(&Method::GET)
+        {
+            return render(request);
+        }
+        if *method == Method::OPTIONS {
+            return options_answer(request, &self.allowed_methods());
+        }
+        method_not_allowed(request, &self.allowed_methods())
+    }
+
+    fn allowed_methods(&self) -> Vec<Method> {
+        let mut allowed = Vec::with_capacity(self.handlers.len() + 2);
+        for (method, _) in &self.handlers {
+            allowed.push(method.clone());
+            if *method == Method::GET && self.handler(&Method::HEAD).is_none() {
+                allowed.push(Method::HEAD);
+            }
+        }
+        if self.handler(&Method::OPTIONS).is_none() {
+            allowed.push(Method::OPTIONS);
+        }
+        allowed
     }
 }
 
@@ -177,6 +294,13 @@ pub fn method_not_allowed(request: &Request, allowed: &[Method]) -> Render {
         StatusCode::METHOD_NOT_ALLOWED,
         "This resource does not support that method.",
     )
+}
+
+/// 204 with an `Allow` field naming `allowed`.
+fn options_answer(request: &Request, allowed: &[Method]) -> Render {
+    request.set_status(StatusCode::NO_CONTENT);
+    request.set_header(header::ALLOW, allow_value(allowed));
+    Render::Body(Bytes::new())
 }
 
 fn allow_value(allowed: &[Method]) -> HeaderValue {

@@ -2,7 +2,8 @@
 //!
 //! [`StaticFile`] is a leaf [`Resource`]: the path below it names a file under its root.
 //! It answers `GET` and `HEAD` with `Content-Type` from the extension ([`content_type`]),
-//! `Last-Modified` and `ETag`; `If-None-Match` and `If-Modified-Since` with 304; `Range`
+//! `Last-Modified` and `ETag`; the preconditions of RFC 9110 §13 (`If-Match` and
+//! `If-Unmodified-Since` with 412, `If-None-Match` and `If-Modified-Since` with 304); `Range`
 //! with 206 for one range or `multipart/byteranges` for several (416 when none can be
 //! served, and `If-Range` honoured); a directory with its `index.html`, or an HTML listing
 //! of its entries (names escaped, sizes, dates). Files are streamed by a pull producer a
@@ -210,18 +211,16 @@ impl StaticFile {
         request.set_header(header::LAST_MODIFIED, last_modified.as_str());
         request.set_header(header::ACCEPT_RANGES, "bytes");
 
-        // RFC 9110 §13.2.2: If-None-Match, else If-Modified-Since.
-        let not_modified = match request.header(header::IF_NONE_MATCH) {
-            Some(tags) => etag_matches(tags, &etag, false),
-            None => request
-                .header(header::IF_MODIFIED_SINCE)
-                .and_then(parse_http_date)
-                .is_some_and(|since| whole_seconds(modified) <= since),
-        };
-        if not_modified {
-            request.set_status(StatusCode::NOT_MODIFIED);
-            request.finish();
-            return Render::Later;
+        match preconditions(request, &etag, modified) {
+            Some(StatusCode::NOT_MODIFIED) => {
+                request.set_status(StatusCode::NOT_MODIFIED);
+                request.finish();
+                return Render::Later;
+            }
+            Some(status) => {
+                return error_page(request, status, "A precondition of the request failed.");
+            }
+            None => {}
         }
 
         let kind = content_type(path);
@@ -415,17 +414,71 @@ fn read_pieces(file: &File, pieces: &VecDeque<Piece>, length: u64) -> io::Result
     Ok(Bytes::from(body))
 }
 
-/// Whether an `If-None-Match` list matches `etag` (weak comparison, RFC 9110 §8.8.3.2).
+/// The answer the request's preconditions call for instead of the file, if any: RFC 9110
+/// §13.2.2's order. `If-Match` (strong comparison) else `If-Unmodified-Since` can fail
+/// with 412; then `If-None-Match` (weak comparison) else `If-Modified-Since` answer a
+/// `GET` or `HEAD` whose copy is current with 304 (another method with 412). A date that
+/// does not parse is ignored, as §13.1.3–4 say.
+fn preconditions(request: &Request, etag: &str, modified: SystemTime) -> Option<StatusCode> {
+    let modified = whole_seconds(modified);
+    let date = |name| request.header(name).and_then(parse_http_date);
+    match request.header(header::IF_MATCH) {
+        Some(list) if !etag_matches(list, etag, true) => {
+            return Some(StatusCode::PRECONDITION_FAILED);
+        }
+        Some(_) => {}
+        None => {
+            if date(header::IF_UNMODIFIED_SINCE).is_some_and(|since| modified > since) {
+                return Some(StatusCode::PRECONDITION_FAILED);
+            }
+        }
+    }
+    let safe = request.method() == Method::GET || request.method() == Method::HEAD;
+    let current = match request.header(header::IF_NONE_MATCH) {
+        Some(list) => etag_matches(list, etag, false),
+        None => safe && date(header::IF_MODIFIED_SINCE).is_some_and(|since| modified <= since),
+    };
+    match (current, safe) {
+        (false, _) => None,
+        (true, true) => Some(StatusCode::NOT_MODIFIED),
+        (true, false) => Some(StatusCode::PRECONDITION_FAILED),
+    }
+}
+
+/// Whether a field value that is `*` or a list of entity tags matches `etag`, comparing
+/// strongly (both strong and equal) or weakly (equal once `W/` is set aside), RFC 9110
+/// §8.8.3.2. A malformed list matches nothing.
 fn etag_matches(list: &str, etag: &str, strong: bool) -> bool {
-    list.split(',').map(str::trim).any(|tag| {
-        if tag == "*" {
+    if list.trim() == "*" {
+        return true;
+    }
+    let (etag_weak, etag) = match etag.strip_prefix("W/") {
+        Some(rest) => (true, rest),
+        None => (false, etag),
+    };
+    let mut rest = list;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return false;
+        }
+        let weak = rest.starts_with("W/");
+        if weak {
+            rest = &rest[2..];
+        }
+        // An opaque tag is a quoted string with no quote inside (commas allowed).
+        let Some(body) = rest.strip_prefix('"') else {
+            return false;
+        };
+        let Some(end) = body.find('"') else {
+            return false;
+        };
+        let tag = &rest[..end + 2];
+        rest = &body[end + 1..];
+        if tag == etag && !(strong && (weak || etag_weak)) {
             return true;
         }
-        match tag.strip_prefix("W/") {
-            Some(weak) => !strong && weak == etag,
-            None => tag == etag,
-        }
-    })
+    }
 }
 
 fn whole_seconds(t: SystemTime) -> SystemTime {
