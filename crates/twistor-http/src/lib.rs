@@ -15,11 +15,8 @@
 //! A server and a client in one program:
 //!
 //! ```
-//! use std::net::{IpAddr, Ipv4Addr};
 //! use std::rc::Rc;
-//! use std::time::Duration;
 //! use twistor::Reactor;
-//! use twistor::tcp::ListenOptions;
 //! use twistor_http::client::Agent;
 //! use twistor_http::server::{Methods, Site, Tree};
 //!
@@ -30,22 +27,14 @@
 //!     "Hello, world!\n".into()
 //! })));
 //! let site = Site::new(reactor.clone(), Rc::new(root));
-//! let localhost = ListenOptions::default().interface(IpAddr::V4(Ipv4Addr::LOCALHOST));
-//! let port = reactor.listen_tcp_with(0, Rc::new(site), localhost)?.port();
+//! let port = reactor.listen_tcp_local(0, Rc::new(site))?.port();
 //!
 //! let agent = Agent::new(&reactor);
-//! let r = reactor.clone();
-//! let fetched = reactor.spawn(async move {
-//!     let url = format!("http://127.0.0.1:{port}/hello");
-//!     let body = async { agent.get(&url).await?.read_body().await }.await;
-//!     r.stop();
-//!     body
-//! });
-//! // A safety net, should anything above go wrong.
-//! let r = reactor.clone();
-//! reactor.call_later(Duration::from_secs(10), move || r.stop());
-//! reactor.run()?;
-//! assert_eq!(&fetched.try_result().expect("fetched")?[..], b"Hello, world!\n");
+//! let body = reactor.run_until(async move {
+//!     let response = agent.get(&format!("http://127.0.0.1:{port}/hello")).await?;
+//!     response.read_body().await
+//! })??;
+//! assert_eq!(&body[..], b"Hello, world!\n");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!

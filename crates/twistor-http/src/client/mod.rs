@@ -5,20 +5,18 @@
 //!
 //! ```no_run
 //! use twistor::Reactor;
+//! use twistor::defer::Failure;
 //! use twistor_http::client::Agent;
 //!
 //! let reactor = Reactor::new()?;
 //! let agent = Agent::new(&reactor);
-//! let r = reactor.clone();
-//! reactor.spawn(async move {
+//! // Runs the reactor until the block is done, whether it succeeds or fails.
+//! let body = reactor.run_until(async move {
 //!     let response = agent.get("http://example.com/").await?;
 //!     println!("{}", response.status());
-//!     let body = response.read_body().await?;
-//!     println!("{} bytes", body.len());
-//!     r.stop();
-//!     Ok(())
-//! });
-//! reactor.run()?;
+//!     response.read_body().await
+//! })??;
+//! println!("{} bytes", body.len());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
