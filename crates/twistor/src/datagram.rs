@@ -369,8 +369,13 @@ impl DatagramPort {
         if !self.listening.replace(false) {
             return;
         }
+        // An adopted socket has duplicates elsewhere, which would keep our epoll
+        // registration alive after we close: remove it first.
         if let Some(reactor) = self.reactor.upgrade() {
-            reactor.deregister(self.token.get(), None);
+            let token = self.token.get();
+            self.socket
+                .with(|fd| reactor.deregister(token, Some(fd)))
+                .unwrap_or_else(|| reactor.deregister(token, None));
         }
         self.socket.close();
         if let Some(path) = self.cleanup.borrow_mut().take() {

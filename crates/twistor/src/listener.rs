@@ -109,8 +109,13 @@ impl StreamListener {
         if let Some(retry) = self.retry.borrow_mut().take() {
             let _ = retry.cancel();
         }
+        // An adopted socket has duplicates elsewhere, which would keep our epoll
+        // registration alive after we close: remove it first.
         if let Some(reactor) = self.reactor.upgrade() {
-            reactor.deregister(self.token.get(), None);
+            let token = self.token.get();
+            self.fd
+                .with(|fd| reactor.deregister(token, Some(fd)))
+                .unwrap_or_else(|| reactor.deregister(token, None));
         }
         self.fd.close();
         if let Some(on_close) = self.on_close.borrow_mut().take() {

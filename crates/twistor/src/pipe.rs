@@ -131,8 +131,12 @@ impl PipeCore {
             return;
         }
         self.set(CLOSED);
+        // Standard descriptors share their open file with other processes, which would keep
+        // our epoll registration alive after we close: remove it first.
         if let Some(token) = self.token.take() {
-            reactor.deregister(token, None);
+            self.fd
+                .with(|fd| reactor.deregister(token, Some(fd)))
+                .unwrap_or_else(|| reactor.deregister(token, None));
         }
         self.fd.close();
         let owner = self.owner.borrow_mut().take();

@@ -617,7 +617,9 @@ impl StreamConnection {
             return;
         }
         self.set(CLOSED);
-        // Closing the socket removes it from epoll: no `epoll_ctl` needed.
+        // Closing the socket removes it from epoll, with no `epoll_ctl` on this path. (An
+        // adopted socket whose caller keeps a duplicate stays in epoll until that closes;
+        // its events carry a stale token, which the reactor drops.)
         reactor.deregister(self.token.get(), None);
         self.fd.close();
         self.out_clear();

@@ -173,6 +173,8 @@ fn two_multicast_listeners_share_a_port_and_both_hear_the_group() {
     assert_eq!(logs[0].borrow().last().unwrap(), "stop");
     // Closed (by `stop_listening`), so options can no longer be set.
     assert!(first.leave_group(group, Some(lo)).is_err());
+    assert!(first.with_fd(|_| ()).is_none());
+    assert!(second.with_fd(|_| ()).is_none(), "closed at shutdown");
 }
 
 #[test]
