@@ -4,10 +4,10 @@
 //! descriptor. The family (TCP or Unix) is read from the socket itself.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{Socket, Type};
 
 use crate::datagram::{DatagramTransport, Family};
 use crate::error::Error;
@@ -15,7 +15,8 @@ use crate::listener::StreamListener;
 use crate::port::ListeningPort;
 use crate::protocol::{DatagramProtocol, Factory};
 use crate::reactor::Reactor;
-use crate::stream::{StreamConnection, StreamKind, sockaddr_to_address};
+use crate::stream::{StreamConnection, StreamKind};
+use crate::sys::{self, addr::IpKind};
 
 impl Reactor {
     /// Starts accepting connections on an already listening stream socket (TCP or Unix).
@@ -41,13 +42,12 @@ impl Reactor {
         factory: Rc<dyn Factory>,
     ) -> Result<(), Error> {
         let (socket, kind, _) = adopt(fd, Type::STREAM)?;
-        let peer = socket.peer_addr().map_err(Error::io)?;
-        let peer = sockaddr_to_address(kind, &peer);
+        let peer = sys::socket::peer_name(socket.as_fd()).map_err(Error::io)?;
+        let peer = sys::addr::to_address_or_unnamed(peer.as_ref(), IpKind::Tcp);
         let Some(protocol) = factory.build_protocol(&peer) else {
             return Ok(());
         };
-        let fd = std::os::fd::IntoRawFd::into_raw_fd(socket);
-        StreamConnection::start_accepted(self, fd, kind, peer, protocol);
+        StreamConnection::start_accepted(self, OwnedFd::from(socket), kind, peer, protocol);
         Ok(())
     }
 
@@ -83,20 +83,16 @@ fn adopt(fd: BorrowedFd<'_>, want: Type) -> Result<(Socket, StreamKind, String),
             "the descriptor is not a socket of the expected type",
         ));
     }
-    let local: SockAddr = socket.local_addr().map_err(fail)?;
-    let kind = match local.domain() {
-        Domain::IPV4 | Domain::IPV6 => StreamKind::Tcp,
-        Domain::UNIX => StreamKind::Unix,
-        _ => {
-            return Err(Error::Unsupported(
-                "only IP and Unix sockets can be adopted",
-            ));
-        }
+    let local = sys::socket::local_name(socket.as_fd()).map_err(fail)?;
+    let Some(kind) = StreamKind::of(&local) else {
+        return Err(Error::Unsupported(
+            "only IP and Unix sockets can be adopted",
+        ));
     };
     socket.set_nonblocking(true).map_err(fail)?;
     let describe = format!(
         "{} (fd {})",
-        sockaddr_to_address(kind, &local),
+        sys::addr::to_address(&local, IpKind::Tcp),
         socket.as_raw_fd()
     );
     Ok((socket, kind, describe))

@@ -5,13 +5,13 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use mio::Interest;
-use socket2::{SockAddr, SockRef, Socket, Type};
+use socket2::{SockAddr, Socket, Type};
 
 use crate::address::{Address, UnixAddress};
 use crate::connector::{Connector, ConnectorImpl, ConnectorState};
@@ -20,8 +20,9 @@ use crate::protocol::{self, ClientFactory, CloseReason, Protocol};
 use crate::reactor::{DelayedCall, Reactor, Readiness, Source, WeakReactor, panic_message};
 use crate::resolve::resolve;
 use crate::stream::{ConnectionOwner, StreamConnection, StreamKind};
+use crate::sys::addr::unix_sockaddr;
+use crate::sys::{self, FdCell};
 use crate::transport::Transport;
-use crate::unix::unix_sockaddr;
 
 /// Where a [`StreamConnector`] connects to.
 #[derive(Debug, Clone)]
@@ -147,19 +148,22 @@ impl StreamConnector {
                 return self.fail_soon(reactor, reason);
             }
         };
-        let fd = socket.into_raw_fd();
         let pending = Rc::new(ConnectingSocket {
-            fd,
+            fd: FdCell::new(OwnedFd::from(socket)),
             token: Cell::new(usize::MAX),
             peer,
             attempt: self.attempt.get(),
             connector: self.me.upgrade().expect("connector alive while in use"),
         });
-        match reactor.register(fd, Interest::READABLE | Interest::WRITABLE, pending.clone()) {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registered = pending
+            .fd
+            .with(|fd| reactor.register(fd, interest, pending.clone()))
+            .unwrap_or_else(|| Err(io::Error::from(io::ErrorKind::NotConnected)));
+        match registered {
             Ok(token) => pending.token.set(token),
             Err(err) => {
-                // SAFETY: our new descriptor, never registered.
-                unsafe { libc::close(fd) };
+                pending.fd.close();
                 let reason = connect_error(&self.destination_string(), err);
                 return self.fail_soon(reactor, reason);
             }
@@ -184,8 +188,13 @@ impl StreamConnector {
         }
     }
 
-    /// The handshake finished on `socket`: start the protocol.
-    fn connected(&self, reactor: &Reactor, socket: &ConnectingSocket) -> Rc<StreamConnection> {
+    /// The handshake finished on `socket` (whose descriptor is `fd`): start the protocol.
+    fn connected(
+        &self,
+        reactor: &Reactor,
+        socket: &ConnectingSocket,
+        fd: OwnedFd,
+    ) -> Rc<StreamConnection> {
         self.pending.borrow_mut().take();
         self.cancel_timeout();
         self.state.set(ConnectorState::Connected);
@@ -204,7 +213,7 @@ impl StreamConnector {
             Target::Tcp { .. } => StreamKind::Tcp,
             Target::Unix(_) => StreamKind::Unix,
         };
-        let conn = StreamConnection::new(reactor, socket.fd, kind, peer, protocol, Some(owner));
+        let conn = StreamConnection::new(reactor, fd, kind, peer, protocol, Some(owner));
         conn.set_token(socket.token.get());
         reactor.replace_source(socket.token.get(), conn.clone());
         *self.connection.borrow_mut() = Some(conn.clone());
@@ -351,7 +360,8 @@ impl ConnectionOwner for StreamConnector {
 
 /// A socket whose non-blocking `connect` is under way.
 struct ConnectingSocket {
-    fd: RawFd,
+    /// Handed to the connection once connected; closed if the attempt is dropped.
+    fd: FdCell,
     token: Cell<usize>,
     peer: Address,
     attempt: u64,
@@ -366,8 +376,7 @@ impl ConnectingSocket {
         if let Some(reactor) = self.connector.reactor.upgrade() {
             reactor.deregister(self.token.get(), None);
         }
-        // SAFETY: the socket is ours; discard runs once, when the attempt is dropped.
-        unsafe { libc::close(self.fd) };
+        self.fd.close();
     }
 }
 
@@ -377,11 +386,15 @@ impl Source for ConnectingSocket {
         if connector.attempt.get() != self.attempt {
             return;
         }
-        // SAFETY: the descriptor is open while the attempt is current.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        match SockRef::from(&fd).take_error() {
+        let Some(pending_error) = self.fd.with(sys::socket::take_error) else {
+            return;
+        };
+        match pending_error {
             Ok(None) if readiness.writable || readiness.error => {
-                let conn = connector.connected(reactor, &self);
+                let Some(fd) = self.fd.take() else {
+                    return;
+                };
+                let conn = connector.connected(reactor, &self, fd);
                 // Data may have come with the handshake's edge; no new edge will announce
                 // it, so read now.
                 if readiness.readable || readiness.read_closed {
@@ -398,6 +411,12 @@ impl Source for ConnectingSocket {
 
     fn shutdown(self: Rc<Self>, _reactor: &Reactor) {
         self.connector.fail(Error::ShuttingDown);
+    }
+
+    fn reactor_dropped(&self) {
+        self.fd.close();
+        // The connector holds this attempt, which holds the connector.
+        self.connector.pending.borrow_mut().take();
     }
 }
 

@@ -3,9 +3,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::mem::MaybeUninit;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
@@ -16,8 +16,8 @@ use crate::address::{Address, UnixAddress};
 use crate::error::Error;
 use crate::protocol::DatagramProtocol;
 use crate::reactor::{Reactor, Readiness, Source, WeakReactor, panic_message};
-use crate::stream::{StreamKind, sockaddr_to_address};
-use crate::unix::unix_sockaddr;
+use crate::sys::addr::{IpKind, unix_sockaddr};
+use crate::sys::{self, FdCell};
 
 /// Twisted's default maximum packet size.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
@@ -41,7 +41,8 @@ pub struct DatagramTransport {
 
 /// The socket behind a [`DatagramTransport`].
 pub struct DatagramPort {
-    socket: Socket,
+    /// Closed by `stop` (handles may outlive it).
+    socket: FdCell,
     family: Family,
     token: Cell<usize>,
     max_packet_size: usize,
@@ -66,7 +67,7 @@ impl DatagramTransport {
         cleanup: Option<std::path::PathBuf>,
     ) -> Result<DatagramTransport, Error> {
         let port = Rc::new(DatagramPort {
-            socket,
+            socket: FdCell::new(OwnedFd::from(socket)),
             family,
             token: Cell::new(usize::MAX),
             max_packet_size: max_packet_size.clamp(1, crate::reactor::READ_BUFFER_SIZE),
@@ -77,8 +78,14 @@ impl DatagramTransport {
             more: Cell::new(false),
             cleanup: RefCell::new(cleanup),
         });
-        let fd = port.socket.as_raw_fd();
-        let token = reactor.register(fd, Interest::READABLE, port.clone())?;
+        let registered = port
+            .socket
+            .with(|fd| reactor.register(fd, Interest::READABLE, port.clone()));
+        let token = match registered {
+            Some(Ok(token)) => token,
+            Some(Err(err)) => return Err(Error::io(err)),
+            None => return Err(Error::io(not_open())),
+        };
         port.token.set(token);
         let transport = DatagramTransport { inner: port };
         transport.dispatch(|p, t| p.start_protocol(t));
@@ -107,7 +114,9 @@ impl DatagramTransport {
     /// in Twisted.
     pub fn connect(&self, addr: &Address) -> Result<(), Error> {
         let target = self.inner.sockaddr_for(addr)?;
-        self.inner.socket.connect(&target).map_err(Error::io)?;
+        self.inner
+            .with_socket(|s| s.connect(&target))
+            .map_err(Error::io)?;
         *self.inner.connected.borrow_mut() = Some(addr.clone());
         Ok(())
     }
@@ -149,64 +158,73 @@ impl DatagramTransport {
     /// Joins a multicast group, on `interface` (an address of a local interface; for IPv6
     /// its index goes in the low bits, 0 for any) or the default one.
     pub fn join_group(&self, group: IpAddr, interface: Option<IpAddr>) -> Result<(), Error> {
-        let sock = &self.inner.socket;
-        match (group, interface) {
-            (IpAddr::V4(g), i) => sock.join_multicast_v4(&g, &v4_interface(i)),
-            (IpAddr::V6(g), i) => sock.join_multicast_v6(&g, v6_index(i)),
-        }
-        .map_err(Error::io)
+        self.inner
+            .with_socket(|sock| match (group, interface) {
+                (IpAddr::V4(g), i) => sock.join_multicast_v4(&g, &v4_interface(i)),
+                (IpAddr::V6(g), i) => sock.join_multicast_v6(&g, v6_index(i)),
+            })
+            .map_err(Error::io)
     }
 
     /// Leaves a multicast group joined with [`join_group`](Self::join_group).
     pub fn leave_group(&self, group: IpAddr, interface: Option<IpAddr>) -> Result<(), Error> {
-        let sock = &self.inner.socket;
-        match (group, interface) {
-            (IpAddr::V4(g), i) => sock.leave_multicast_v4(&g, &v4_interface(i)),
-            (IpAddr::V6(g), i) => sock.leave_multicast_v6(&g, v6_index(i)),
-        }
-        .map_err(Error::io)
+        self.inner
+            .with_socket(|sock| match (group, interface) {
+                (IpAddr::V4(g), i) => sock.leave_multicast_v4(&g, &v4_interface(i)),
+                (IpAddr::V6(g), i) => sock.leave_multicast_v6(&g, v6_index(i)),
+            })
+            .map_err(Error::io)
     }
 
     /// Sets how many hops multicast datagrams live (IPv4 TTL / IPv6 hop limit).
     pub fn set_ttl(&self, ttl: u32) -> Result<(), Error> {
-        let sock = &self.inner.socket;
-        if self.is_ipv6() {
-            sock.set_multicast_hops_v6(ttl)
-        } else {
-            sock.set_multicast_ttl_v4(ttl)
-        }
-        .map_err(Error::io)
+        let v6 = self.is_ipv6();
+        self.inner
+            .with_socket(|sock| {
+                if v6 {
+                    sock.set_multicast_hops_v6(ttl)
+                } else {
+                    sock.set_multicast_ttl_v4(ttl)
+                }
+            })
+            .map_err(Error::io)
     }
 
     /// Whether our own multicast datagrams loop back to this host (default on).
     pub fn set_loopback_mode(&self, enabled: bool) -> Result<(), Error> {
-        let sock = &self.inner.socket;
-        if self.is_ipv6() {
-            sock.set_multicast_loop_v6(enabled)
-        } else {
-            sock.set_multicast_loop_v4(enabled)
-        }
-        .map_err(Error::io)
+        let v6 = self.is_ipv6();
+        self.inner
+            .with_socket(|sock| {
+                if v6 {
+                    sock.set_multicast_loop_v6(enabled)
+                } else {
+                    sock.set_multicast_loop_v4(enabled)
+                }
+            })
+            .map_err(Error::io)
     }
 
     /// Sends multicast datagrams through the interface with this address.
     pub fn set_outgoing_interface(&self, interface: IpAddr) -> Result<(), Error> {
-        let sock = &self.inner.socket;
-        match interface {
-            IpAddr::V4(a) => sock.set_multicast_if_v4(&a),
-            i => sock.set_multicast_if_v6(v6_index(Some(i))),
-        }
-        .map_err(Error::io)
+        self.inner
+            .with_socket(|sock| match interface {
+                IpAddr::V4(a) => sock.set_multicast_if_v4(&a),
+                i => sock.set_multicast_if_v6(v6_index(Some(i))),
+            })
+            .map_err(Error::io)
     }
 
     /// Allows sending to broadcast addresses.
     pub fn set_broadcast_allowed(&self, enabled: bool) -> Result<(), Error> {
-        self.inner.socket.set_broadcast(enabled).map_err(Error::io)
+        self.inner
+            .with_socket(|sock| sock.set_broadcast(enabled))
+            .map_err(Error::io)
     }
 
-    /// The socket's descriptor (for options this type does not cover).
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.socket.as_fd()
+    /// Lends the socket's descriptor to `f` (for options this type does not cover); `None`
+    /// once the socket is closed ([`stop_listening`](Self::stop_listening) closes it).
+    pub fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
+        self.inner.socket.with(f)
     }
 
     fn is_ipv6(&self) -> bool {
@@ -220,10 +238,10 @@ impl DatagramTransport {
             return Ok(());
         }
         loop {
-            let result = match target {
-                Some(t) => port.socket.send_to_with_flags(data, t, libc::MSG_NOSIGNAL),
-                None => port.socket.send_with_flags(data, libc::MSG_NOSIGNAL),
-            };
+            let result = port.with_socket(|sock| match target {
+                Some(t) => sock.send_to_with_flags(data, t, libc::MSG_NOSIGNAL),
+                None => sock.send_with_flags(data, libc::MSG_NOSIGNAL),
+            });
             return match result {
                 Ok(_) => Ok(()),
                 Err(err) => match err.raw_os_error() {
@@ -289,20 +307,17 @@ impl DatagramPort {
         }
     }
 
-    fn local_address(&self) -> Address {
-        match self.socket.local_addr() {
-            Ok(a) => self.to_address(&a),
-            Err(_) => Address::Memory("closed".into()),
-        }
+    /// Runs a `socket2` call on the socket; `NotConnected` once it is closed.
+    fn with_socket<R>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<R>) -> io::Result<R> {
+        self.socket
+            .with(|fd| f(SockRef::from(&fd)))
+            .unwrap_or_else(|| Err(not_open()))
     }
 
-    fn to_address(&self, addr: &SockAddr) -> Address {
-        match self.family {
-            Family::Udp => match addr.as_socket() {
-                Some(a) => Address::Udp(a),
-                None => Address::Memory("unknown".into()),
-            },
-            Family::Unix => sockaddr_to_address(StreamKind::Unix, addr),
+    fn local_address(&self) -> Address {
+        match self.socket.with(sys::socket::local_name) {
+            Some(Ok(a)) => sys::addr::to_address(&a, IpKind::Udp),
+            _ => Address::Memory("closed".into()),
         }
     }
 
@@ -315,26 +330,24 @@ impl DatagramPort {
             if !self.listening.get() {
                 return;
             }
-            let outcome = reactor.with_read_buffer(|buf| {
+            let outcome = reactor.with_read_buffer(|buf| -> io::Result<bool> {
                 let buf = &mut buf[..self.max_packet_size];
-                // SAFETY: `recv_from` only writes initialised bytes into the buffer, and a
-                // `[u8]` viewed as `[MaybeUninit<u8>]` is always valid.
-                let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-                match self.socket.recv_from(uninit) {
-                    Ok((n, from)) => {
-                        let from = self.to_address(&from);
-                        let data = &buf[..n];
-                        transport.dispatch(|p, t| p.datagram_received(t, data, &from));
-                        Ok(true)
-                    }
-                    Err(err) => Err(err),
-                }
+                let received = self
+                    .socket
+                    .with(|fd| sys::socket::recv_from(fd, buf))
+                    .unwrap_or(Ok(None))?;
+                let Some((n, from)) = received else {
+                    return Ok(false);
+                };
+                let from = sys::addr::to_address_or_unnamed(from.as_ref(), IpKind::Udp);
+                let data = &buf[..n];
+                transport.dispatch(|p, t| p.datagram_received(t, data, &from));
+                Ok(true)
             });
             match outcome {
-                Ok(_) => continue,
+                Ok(true) => continue,
+                Ok(false) => return,
                 Err(err) => match err.raw_os_error() {
-                    Some(libc::EAGAIN) => return,
-                    Some(libc::EINTR) => continue,
                     Some(libc::ECONNREFUSED) => {
                         transport.dispatch(|p, t| p.connection_refused(t));
                         continue;
@@ -356,10 +369,15 @@ impl DatagramPort {
         if !self.listening.replace(false) {
             return;
         }
+        // An adopted socket has duplicates elsewhere, which would keep our epoll
+        // registration alive after we close: remove it first.
         if let Some(reactor) = self.reactor.upgrade() {
-            reactor.deregister(self.token.get(), Some(self.socket.as_raw_fd()));
+            let token = self.token.get();
+            self.socket
+                .with(|fd| reactor.deregister(token, Some(fd)))
+                .unwrap_or_else(|| reactor.deregister(token, None));
         }
-        let _ = SockRef::from(&self.socket).shutdown(std::net::Shutdown::Both);
+        self.socket.close();
         if let Some(path) = self.cleanup.borrow_mut().take() {
             let _ = std::fs::remove_file(path);
         }
@@ -370,10 +388,11 @@ impl DatagramPort {
             tracing::error!("stop_protocol panicked: {}", panic_message(&*panic));
         }
     }
+}
 
-    fn raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
+/// The error for a call on a closed datagram socket.
+fn not_open() -> io::Error {
+    io::Error::from(io::ErrorKind::NotConnected)
 }
 
 impl Source for DatagramPort {
@@ -392,13 +411,23 @@ impl Source for DatagramPort {
     fn shutdown(self: Rc<Self>, _reactor: &Reactor) {
         self.stop();
     }
+
+    fn reactor_dropped(&self) {
+        self.listening.set(false);
+        self.socket.close();
+        if let Some(path) = self.cleanup.borrow_mut().take() {
+            let _ = std::fs::remove_file(path);
+        }
+        let protocol = self.protocol.borrow_mut().take();
+        drop(protocol);
+    }
 }
 
 impl fmt::Debug for DatagramTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatagramTransport")
             .field("host", &self.host())
-            .field("fd", &self.inner.raw_fd())
+            .field("listening", &self.listening())
             .finish()
     }
 }

@@ -27,11 +27,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fmt;
 use std::io;
 use std::ops::{BitAnd, BitOr, BitOrAssign};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -41,6 +40,7 @@ use mio::Interest;
 
 use crate::error::Error;
 use crate::reactor::{Reactor, Readiness, Source, panic_message};
+use crate::sys::{self, FdCell};
 
 /// A set of inotify event kinds (`IN_*` bits).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -224,22 +224,18 @@ pub struct Inotify {
 impl Inotify {
     /// A new inotify descriptor, watched by `reactor`.
     pub fn new(reactor: &Reactor) -> Result<Inotify, Error> {
-        // SAFETY: inotify_init1 returns a new descriptor or fails.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(Error::io(io::Error::last_os_error()));
-        }
-        // SAFETY: inotify_init1 just returned this descriptor, owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = sys::inotify::init().map_err(Error::io)?;
         let inner = Rc::new(Notifier {
-            fd: RefCell::new(Some(fd)),
+            fd: FdCell::new(fd),
             token: Cell::new(None),
             watches: RefCell::new(HashMap::new()),
             by_path: RefCell::new(HashMap::new()),
             reactor: reactor.downgrade(),
         });
-        let raw = inner.raw_fd().unwrap_or(-1);
-        let token = reactor.register(raw, Interest::READABLE, inner.clone())?;
+        let token = inner
+            .fd
+            .with(|fd| reactor.register(fd, Interest::READABLE, inner.clone()))
+            .unwrap_or_else(|| Err(closed()))?;
         inner.token.set(Some(token));
         Ok(Inotify { inner })
     }
@@ -292,9 +288,8 @@ impl Inotify {
 
     /// Closes the inotify descriptor; no more events are delivered.
     pub fn close(&self) {
-        if let Some(reactor) = self.inner.reactor.upgrade() {
-            self.inner.close(&reactor);
-        }
+        let reactor = self.inner.reactor.upgrade();
+        self.inner.close(reactor.as_ref());
     }
 }
 
@@ -317,7 +312,7 @@ struct Watch {
 }
 
 struct Notifier {
-    fd: RefCell<Option<OwnedFd>>,
+    fd: FdCell,
     token: Cell<Option<usize>>,
     watches: RefCell<HashMap<i32, Watch>>,
     by_path: RefCell<HashMap<PathBuf, i32>>,
@@ -328,10 +323,6 @@ struct Notifier {
 const EVENT_HEADER: usize = 16;
 
 impl Notifier {
-    fn raw_fd(&self) -> Option<i32> {
-        self.fd.borrow().as_ref().map(|fd| fd.as_raw_fd())
-    }
-
     /// Adds (or replaces) the kernel watch for `path`.
     fn add(
         &self,
@@ -341,11 +332,6 @@ impl Notifier {
         callback: Callback,
         root: Option<i32>,
     ) -> Result<WatchId, Error> {
-        let Some(fd) = self.raw_fd() else {
-            return Err(Error::io(io::Error::other(
-                "the inotify instance is closed",
-            )));
-        };
         let mut kernel_mask = mask.0 & libc::IN_ALL_EVENTS;
         if recursive {
             // New subdirectories must be seen to be watched, and moved-out ones forgotten.
@@ -355,21 +341,22 @@ impl Notifier {
         if root.is_some() {
             kernel_mask |= libc::IN_DONT_FOLLOW;
         }
-        let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-            Error::io(io::Error::new(
+        if path.as_os_str().as_bytes().contains(&0) {
+            return Err(Error::io(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "path contains a NUL byte",
-            ))
-        })?;
-        // SAFETY: adding a watch on our inotify descriptor for a NUL-terminated path.
-        let wd = unsafe { libc::inotify_add_watch(fd, c_path.as_ptr(), kernel_mask) };
-        if wd < 0 {
-            let err = io::Error::last_os_error();
-            return Err(Error::io(io::Error::new(
-                err.kind(),
-                format!("cannot watch {}: {err}", path.display()),
             )));
         }
+        let added = self
+            .fd
+            .with(|fd| sys::inotify::add_watch(fd, path, kernel_mask))
+            .unwrap_or_else(|| Err(closed()));
+        let wd = added.map_err(|err| {
+            Error::io(io::Error::new(
+                err.kind(),
+                format!("cannot watch {}: {err}", path.display()),
+            ))
+        })?;
         let watch = Watch {
             path: path.to_path_buf(),
             mask,
@@ -434,24 +421,21 @@ impl Notifier {
             .filter(|(id, w)| **id == wd || (w.recursive && w.path.starts_with(&prefix)))
             .map(|(id, _)| *id)
             .collect();
-        let fd = self.raw_fd();
         for id in doomed {
             if let Some(watch) = self.watches.borrow_mut().remove(&id) {
                 self.by_path.borrow_mut().remove(&watch.path);
             }
-            if let Some(fd) = fd {
-                // SAFETY: removing a watch from our inotify descriptor; an already-gone
-                // watch is EINVAL, which is fine.
-                unsafe { libc::inotify_rm_watch(fd, id) };
-            }
+            // An already-gone watch is EINVAL, which is fine.
+            let _ = self.fd.with(|fd| sys::inotify::remove_watch(fd, id));
         }
     }
 
-    fn close(&self, reactor: &Reactor) {
-        if let Some(token) = self.token.take() {
+    /// Closes the descriptor and forgets every watch (and so their callbacks).
+    fn close(&self, reactor: Option<&Reactor>) {
+        if let (Some(token), Some(reactor)) = (self.token.take(), reactor) {
             reactor.deregister(token, None);
         }
-        self.fd.borrow_mut().take();
+        self.fd.close();
         self.watches.borrow_mut().clear();
         self.by_path.borrow_mut().clear();
     }
@@ -459,33 +443,18 @@ impl Notifier {
     /// Reads every queued event.
     fn read_events(&self) -> Vec<(i32, u32, u32, Vec<u8>)> {
         let mut out = Vec::new();
-        let Some(fd) = self.raw_fd() else {
-            return out;
-        };
-        // Aligned for `struct inotify_event`; room for many events (each at most
-        // 16 + NAME_MAX + 1 bytes).
-        let mut buf = vec![0u64; 8192];
+        // Room for many events (each at most 16 + NAME_MAX + 1 bytes); `parse_events`
+        // reads them unaligned.
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            // SAFETY: reading into a buffer we own, of its length in bytes.
-            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len() * 8) };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                match err.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) => break,
-                    _ => {
-                        tracing::warn!("reading inotify events failed: {err}");
-                        break;
-                    }
+            match self.fd.with(|fd| sys::fd::read(fd, &mut buf)) {
+                Some(Ok(Some(n))) if n > 0 => parse_events(&buf[..n], &mut out),
+                Some(Err(err)) => {
+                    tracing::warn!("reading inotify events failed: {err}");
+                    break;
                 }
+                _ => break,
             }
-            if n == 0 {
-                break;
-            }
-            // SAFETY: viewing the first `n` bytes of the u64 buffer as bytes.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
-            parse_events(bytes, &mut out);
         }
         out
     }
@@ -569,8 +538,17 @@ impl Source for Notifier {
     }
 
     fn shutdown(self: Rc<Self>, reactor: &Reactor) {
-        self.close(reactor);
+        self.close(Some(reactor));
     }
+
+    fn reactor_dropped(&self) {
+        self.close(None);
+    }
+}
+
+/// The error for a call on a closed inotify instance.
+fn closed() -> io::Error {
+    io::Error::other("the inotify instance is closed")
 }
 
 /// Splits a buffer of `struct inotify_event`s into (wd, mask, cookie, name) without

@@ -57,6 +57,7 @@ mod outbuf;
 mod pipe;
 mod resolve;
 mod stream;
+mod sys;
 
 pub use resolve::resolve;
 

@@ -4,20 +4,22 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use mio::Interest;
-use socket2::{SockAddr, Socket};
+use rustix::net::SocketAddrAny;
+use socket2::Socket;
 
 use crate::address::Address;
 use crate::error::Error;
 use crate::port::{ListeningPort, PortImpl};
 use crate::protocol::{self, Factory};
 use crate::reactor::{DelayedCall, Reactor, Readiness, Source, WeakReactor, panic_message};
-use crate::stream::{StreamConnection, StreamKind, sockaddr_to_address};
+use crate::stream::{StreamConnection, StreamKind};
+use crate::sys::{self, FdCell, addr::IpKind};
 
 /// How long `accept` waits before trying again after running out of file descriptors
 /// (or memory): long enough not to spin, short enough to recover promptly.
@@ -28,7 +30,8 @@ pub(crate) type OnClose = Box<dyn FnOnce()>;
 
 /// A listening stream socket, seen through [`ListeningPort`].
 pub struct StreamListener {
-    fd: RawFd,
+    /// Closed by `stop` (the port handle may outlive it).
+    fd: FdCell,
     kind: StreamKind,
     token: Cell<usize>,
     factory: Rc<dyn Factory>,
@@ -53,13 +56,12 @@ impl StreamListener {
         on_close: Option<OnClose>,
         describe: &str,
     ) -> Result<ListeningPort, Error> {
-        let local = match socket.local_addr() {
-            Ok(addr) => sockaddr_to_address(kind, &addr),
+        let local = match sys::socket::local_name(socket.as_fd()) {
+            Ok(addr) => sys::addr::to_address(&addr, IpKind::Tcp),
             Err(err) => return Err(cannot(describe, err)),
         };
-        let fd = socket.into_raw_fd();
         let listener = Rc::new_cyclic(|me| StreamListener {
-            fd,
+            fd: FdCell::new(OwnedFd::from(socket)),
             kind,
             token: Cell::new(usize::MAX),
             factory,
@@ -71,12 +73,15 @@ impl StreamListener {
             on_close: RefCell::new(on_close),
             me: me.clone(),
         });
-        match reactor.register(fd, Interest::READABLE, listener.clone()) {
+        let registered = listener
+            .fd
+            .with(|fd| reactor.register(fd, Interest::READABLE, listener.clone()))
+            .unwrap_or_else(|| Err(io::Error::from(io::ErrorKind::NotConnected)));
+        match registered {
             Ok(token) => listener.token.set(token),
             Err(err) => {
                 listener.listening.set(false);
-                // SAFETY: closing the descriptor we own and never registered.
-                unsafe { libc::close(fd) };
+                listener.fd.close();
                 return Err(cannot(describe, err));
             }
         }
@@ -104,11 +109,15 @@ impl StreamListener {
         if let Some(retry) = self.retry.borrow_mut().take() {
             let _ = retry.cancel();
         }
+        // An adopted socket has duplicates elsewhere, which would keep our epoll
+        // registration alive after we close: remove it first.
         if let Some(reactor) = self.reactor.upgrade() {
-            reactor.deregister(self.token.get(), None);
+            let token = self.token.get();
+            self.fd
+                .with(|fd| reactor.deregister(token, Some(fd)))
+                .unwrap_or_else(|| reactor.deregister(token, None));
         }
-        // SAFETY: our listening descriptor, closed once (guarded by `listening`).
-        unsafe { libc::close(self.fd) };
+        self.fd.close();
         if let Some(on_close) = self.on_close.borrow_mut().take() {
             on_close();
         }
@@ -125,34 +134,20 @@ impl StreamListener {
 
     fn accept_loop(self: &Rc<Self>, reactor: &Reactor) {
         while self.listening.get() {
-            // SAFETY: accept4 fills in at most the storage and length it is given.
-            let accepted = unsafe {
-                SockAddr::try_init(|storage, len| {
-                    let fd = libc::accept4(
-                        self.fd,
-                        storage.cast(),
-                        len,
-                        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                    );
-                    if fd < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(fd)
-                    }
-                })
+            let Some(accepted) = self.fd.with(sys::socket::accept) else {
+                return;
             };
             match accepted {
-                Ok((fd, addr)) => {
+                Ok(Some((fd, addr))) => {
                     if self.starved.replace(false) {
                         tracing::info!("{}: accepting again", self.log_name());
                     }
-                    self.accepted(reactor, fd, &addr)
+                    self.accepted(reactor, fd, addr.as_ref())
                 }
+                Ok(None) => return,
                 Err(err) => match err.raw_os_error() {
-                    Some(libc::EAGAIN) => return,
                     Some(
-                        libc::EINTR
-                        | libc::ECONNABORTED
+                        libc::ECONNABORTED
                         | libc::EPROTO
                         | libc::ENETDOWN
                         | libc::ENOPROTOOPT
@@ -202,21 +197,18 @@ impl StreamListener {
         *self.retry.borrow_mut() = Some(call);
     }
 
-    fn accepted(&self, reactor: &Reactor, fd: RawFd, addr: &SockAddr) {
-        let peer = sockaddr_to_address(self.kind, addr);
+    /// A connection was accepted: build its protocol and start it, or drop (close) it.
+    fn accepted(&self, reactor: &Reactor, fd: OwnedFd, addr: Option<&SocketAddrAny>) {
+        let peer = sys::addr::to_address_or_unnamed(addr, IpKind::Tcp);
         let built = catch_unwind(AssertUnwindSafe(|| self.factory.build_protocol(&peer)));
         let protocol = match built {
             Ok(Some(protocol)) => protocol,
             Ok(None) => {
                 tracing::debug!("factory refused connection from {peer}");
-                // SAFETY: closing the descriptor accept just gave us.
-                unsafe { libc::close(fd) };
                 return;
             }
             Err(panic) => {
                 tracing::error!("build_protocol panicked: {}", panic_message(&*panic));
-                // SAFETY: as above.
-                unsafe { libc::close(fd) };
                 return;
             }
         };
@@ -256,5 +248,16 @@ impl Source for StreamListener {
 
     fn shutdown(self: Rc<Self>, _reactor: &Reactor) {
         self.stop();
+    }
+
+    fn reactor_dropped(&self) {
+        self.listening.set(false);
+        self.fd.close();
+        self.retry.borrow_mut().take();
+        // Removes a Unix socket's file and lock file, as `stop` does.
+        let on_close = self.on_close.borrow_mut().take();
+        if let Some(on_close) = on_close {
+            on_close();
+        }
     }
 }

@@ -19,9 +19,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::rc::{Rc, Weak};
-use std::sync::Once;
 
 use mio::Interest;
 
@@ -30,6 +29,7 @@ use crate::flags::Flags;
 use crate::outbuf::{OutBuf, ProducerSlot};
 use crate::protocol::CloseReason;
 use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor};
+use crate::sys::{self, FdCell};
 use crate::transport::{DEFAULT_HIGH_WATER_MARK, Producer};
 
 /// Told what happens on the pipes it owns. `id` is the number the owner gave the pipe (the
@@ -69,7 +69,8 @@ const ALWAYS_READY_READS: usize = 16;
 
 /// State both kinds of pipe share.
 struct PipeCore {
-    fd: RawFd,
+    /// Closed by `close` (or when the pipe is dropped).
+    fd: FdCell,
     id: i32,
     token: Cell<Option<usize>>,
     flags: Cell<u32>,
@@ -81,7 +82,7 @@ struct PipeCore {
 impl PipeCore {
     fn new(reactor: &Reactor, fd: OwnedFd, id: i32, owner: Rc<dyn PipeOwner>) -> PipeCore {
         PipeCore {
-            fd: fd.into_raw_fd(),
+            fd: FdCell::new(fd),
             id,
             token: Cell::new(None),
             flags: Cell::new(0),
@@ -97,8 +98,11 @@ impl PipeCore {
         interest: Interest,
         me: Rc<dyn Source>,
     ) -> io::Result<()> {
-        set_nonblocking(self.fd)?;
-        match reactor.register(self.fd, interest, me) {
+        let registered = self.fd.with(|fd| {
+            sys::fd::set_nonblocking(fd, true)?;
+            reactor.register(fd, interest, me)
+        });
+        match registered.unwrap_or_else(|| Err(io::Error::from(io::ErrorKind::NotConnected))) {
             Ok(token) => {
                 self.token.set(Some(token));
                 Ok(())
@@ -127,15 +131,27 @@ impl PipeCore {
             return;
         }
         self.set(CLOSED);
+        // Standard descriptors share their open file with other processes, which would keep
+        // our epoll registration alive after we close: remove it first.
         if let Some(token) = self.token.take() {
-            reactor.deregister(token, None);
+            self.fd
+                .with(|fd| reactor.deregister(token, Some(fd)))
+                .unwrap_or_else(|| reactor.deregister(token, None));
         }
-        // SAFETY: the descriptor is ours and is closed exactly once (guarded by CLOSED).
-        unsafe { libc::close(self.fd) };
+        self.fd.close();
         let owner = self.owner.borrow_mut().take();
         if let Some(owner) = owner {
             owner.pipe_closed(self.id, reason);
         }
+    }
+
+    /// The reactor is gone: close, and forget the owner without telling it.
+    fn reactor_dropped(&self) {
+        self.set(CLOSED);
+        self.token.take();
+        self.fd.close();
+        let owner = self.owner.borrow_mut().take();
+        drop(owner);
     }
 }
 
@@ -166,8 +182,7 @@ impl PipeReader {
         {
             reader.core.owner.borrow_mut().take();
             reader.core.set(CLOSED);
-            // SAFETY: closing the descriptor we took; it was never registered.
-            unsafe { libc::close(reader.core.fd) };
+            reader.core.fd.close();
             return Err(err);
         }
         if reader.core.has(ALWAYS_READY) {
@@ -226,10 +241,10 @@ impl PipeReader {
                 core.request_flush(&self.me);
                 return;
             };
-            // SAFETY: reading into a buffer we hold, of its length.
-            let n = unsafe { libc::read(core.fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n > 0 {
-                let n = n as usize;
+            let read = core.fd.read(&mut buf);
+            if let Ok(Some(n)) = read
+                && n > 0
+            {
                 let drained = n < buf.len() && !until_eof && !core.has(ALWAYS_READY);
                 let owner = core.owner.borrow().clone();
                 if let Some(owner) = owner {
@@ -241,25 +256,17 @@ impl PipeReader {
                 continue;
             }
             drop(buf);
-            if n == 0 {
-                core.close(reactor, CloseReason::Done);
-                return;
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EAGAIN) => return,
-                Some(libc::EINTR) => continue,
+            match read {
+                Ok(None) => {}
                 // A pseudo-terminal's master reads EIO once the last slave descriptor closes:
                 // that is its end of file.
-                Some(libc::EIO) => {
-                    core.close(reactor, CloseReason::Done);
-                    return;
+                Ok(Some(_)) => core.close(reactor, CloseReason::Done),
+                Err(err) if err.raw_os_error() == Some(libc::EIO) => {
+                    core.close(reactor, CloseReason::Done)
                 }
-                _ => {
-                    core.close(reactor, CloseReason::Lost(Error::io(err)));
-                    return;
-                }
+                Err(err) => core.close(reactor, CloseReason::Lost(Error::io(err))),
             }
+            return;
         }
     }
 }
@@ -297,14 +304,9 @@ impl Source for PipeReader {
         self.core
             .close(reactor, CloseReason::Lost(Error::ShuttingDown));
     }
-}
 
-impl Drop for PipeReader {
-    fn drop(&mut self) {
-        if !self.core.has(CLOSED) {
-            // SAFETY: the descriptor is ours and was not closed (CLOSED is unset).
-            unsafe { libc::close(self.core.fd) };
-        }
+    fn reactor_dropped(&self) {
+        self.core.reactor_dropped();
     }
 }
 
@@ -327,7 +329,7 @@ impl PipeWriter {
         id: i32,
         owner: Rc<dyn PipeOwner>,
     ) -> io::Result<Rc<PipeWriter>> {
-        ignore_sigpipe();
+        sys::signal::ignore_sigpipe();
         let writer = Rc::new_cyclic(|me| PipeWriter {
             core: PipeCore::new(reactor, fd, id, owner),
             high_water: Cell::new(DEFAULT_HIGH_WATER_MARK),
@@ -341,8 +343,7 @@ impl PipeWriter {
         {
             writer.core.owner.borrow_mut().take();
             writer.core.set(CLOSED);
-            // SAFETY: closing the descriptor we took; it was never registered.
-            unsafe { libc::close(writer.core.fd) };
+            writer.core.fd.close();
             return Err(err);
         }
         Ok(writer)
@@ -462,21 +463,12 @@ impl PipeWriter {
     fn write_buffered(&self) -> io::Result<()> {
         let mut out = self.out.borrow_mut();
         while out.len() > 0 {
-            let rest = out.pending();
-            // SAFETY: writing from a slice we hold, of its length.
-            let n = unsafe { libc::write(self.core.fd, rest.as_ptr().cast(), rest.len()) };
-            if n >= 0 {
-                out.consume(n as usize);
-                continue;
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EAGAIN) => {
+            match self.core.fd.write(out.pending())? {
+                0 => {
                     self.core.set(BLOCKED);
                     return Ok(());
                 }
-                Some(libc::EINTR) => continue,
-                _ => return Err(err),
+                n => out.consume(n),
             }
         }
         Ok(())
@@ -554,84 +546,13 @@ impl Source for PipeWriter {
             .close(reactor, CloseReason::Lost(Error::ShuttingDown));
         self.stop_producer();
     }
-}
 
-impl Drop for PipeWriter {
-    fn drop(&mut self) {
-        if !self.core.has(CLOSED) {
-            // SAFETY: the descriptor is ours and was not closed (CLOSED is unset).
-            unsafe { libc::close(self.core.fd) };
-        }
+    fn reactor_dropped(&self) {
+        self.core.reactor_dropped();
+        self.out.borrow_mut().clear();
+        let producer = self.producer.borrow_mut().take();
+        drop(producer);
     }
-}
-
-/// A close-on-exec duplicate of `fd`, numbered 3 or above.
-pub(crate) fn dup_above_stdio(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor or fails.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fcntl just returned this descriptor, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
-/// `/dev/null`, for reading and writing, close-on-exec.
-pub(crate) fn dev_null() -> io::Result<OwnedFd> {
-    // SAFETY: opening a constant, NUL-terminated path.
-    let fd = unsafe {
-        libc::open(
-            c"/dev/null".as_ptr(),
-            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOCTTY,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open just returned this descriptor, owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    if fd.as_raw_fd() > 2 {
-        return Ok(fd);
-    }
-    dup_above_stdio(fd.as_raw_fd())
-}
-
-/// Sets `O_NONBLOCK` on `fd`.
-pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor the caller owns.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if flags & libc::O_NONBLOCK == 0
-            && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Makes sure writing to a pipe whose reader is gone is an `EPIPE` error rather than a
-/// `SIGPIPE` that kills the process. Rust programs ignore `SIGPIPE` already; a host that
-/// left it at the default gets it ignored here (children still start with the default:
-/// `std::process::Command` resets it).
-fn ignore_sigpipe() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: querying and, if default, setting SIGPIPE's disposition with zeroed
-        // (valid) sigaction structs.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
-                && old.sa_sigaction == libc::SIG_DFL
-            {
-                tracing::debug!("ignoring SIGPIPE, so broken pipes are errors");
-                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-            }
-        }
-    });
 }
 
 impl crate::flags::Flags for PipeCore {

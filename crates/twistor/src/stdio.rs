@@ -47,7 +47,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
@@ -56,6 +56,7 @@ use crate::error::Error;
 use crate::pipe::{PipeOwner, PipeReader, PipeWriter};
 use crate::protocol::{CloseReason, Protocol};
 use crate::reactor::{Reactor, panic_message};
+use crate::sys;
 use crate::transport::{Producer, Transport, TransportImpl};
 
 /// Runs `protocol` over this process's stdin (fd 0) and stdout (fd 1); its
@@ -65,7 +66,8 @@ pub fn standard_io(reactor: &Reactor, protocol: impl Protocol) -> Result<Transpo
 }
 
 /// Like [`standard_io`], over other descriptors of this process: `input` is read and
-/// `output` written (they stay open, and are pointed at `/dev/null` once closed).
+/// `output` written. They stay this process's: the transport works on duplicates, never
+/// closes them, and points them at `/dev/null` once closed, so keep them open meanwhile.
 pub fn standard_io_fds(
     reactor: &Reactor,
     protocol: impl Protocol,
@@ -93,13 +95,15 @@ impl StandardIO {
         input: RawFd,
         output: RawFd,
     ) -> Result<Transport, Error> {
-        let (input_fd, input_flags) = open_side(input, false)?;
-        let (output_fd, output_flags) = open_side(output, true)?;
+        let input = sys::fd::borrow_inherited(input)?;
+        let output = sys::fd::borrow_inherited(output)?;
+        let (input_fd, input_restore) = open_side(input, false)?;
+        let (output_fd, output_restore) = open_side(output, true)?;
         let inner = Rc::new(StdioInner {
             reader: RefCell::new(None),
             writer: RefCell::new(None),
             fds: [input, output],
-            restore: [Cell::new(input_flags), Cell::new(output_flags)],
+            restore: [Cell::new(input_restore), Cell::new(output_restore)],
             protocol: RefCell::new(Some(protocol)),
             losing: Cell::new(false),
             aborting: Cell::new(false),
@@ -231,10 +235,10 @@ impl TransportImpl for StandardIO {
 struct StdioInner {
     reader: RefCell<Option<Rc<PipeReader>>>,
     writer: RefCell<Option<Rc<PipeWriter>>>,
-    /// The standard descriptors (input, output) we were given.
-    fds: [RawFd; 2],
-    /// Status flags to put back on each shared description when its side closes.
-    restore: [Cell<Option<libc::c_int>>; 2],
+    /// The standard descriptors (input, output) we were given: the process's, not ours.
+    fds: [BorrowedFd<'static>; 2],
+    /// Whether to clear `O_NONBLOCK` again on each shared description when its side closes.
+    restore: [Cell<bool>; 2],
     protocol: RefCell<Option<Box<dyn Protocol>>>,
     /// `lose_connection` was called.
     losing: Cell<bool>,
@@ -296,20 +300,16 @@ impl StdioInner {
     /// point it at `/dev/null` (unless starting failed: then it is left as it was).
     fn release(&self, side: usize) {
         let fd = self.fds[side];
-        if let Some(flags) = self.restore[side].take() {
-            // SAFETY: fcntl on a descriptor of ours that is still open.
-            unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+        if self.restore[side].take()
+            && let Err(err) = sys::fd::set_nonblocking(fd, false)
+        {
+            tracing::debug!("cannot make fd {} blocking again: {err}", fd.as_raw_fd());
         }
         if self.closed.get() {
             return;
         }
-        match crate::pipe::dev_null() {
-            // SAFETY: dup2 onto a standard descriptor we were given to use; the /dev/null
-            // descriptor is closed when `null` drops.
-            Ok(null) => unsafe {
-                libc::dup2(null.as_raw_fd(), fd);
-            },
-            Err(err) => tracing::debug!("cannot open /dev/null: {err}"),
+        if let Err(err) = sys::fd::redirect_to_null(fd) {
+            tracing::debug!("cannot point fd {} at /dev/null: {err}", fd.as_raw_fd());
         }
     }
 
@@ -367,45 +367,18 @@ impl PipeOwner for StdioInner {
     }
 }
 
-/// A descriptor of our own for one standard side, and the flags to restore on the shared
-/// description if we had to change them (see the module docs).
-fn open_side(fd: RawFd, write: bool) -> io::Result<(OwnedFd, Option<libc::c_int>)> {
-    // SAFETY: fstat into a zeroed struct; fcntl queries on the given descriptor.
-    let (mode, flags) = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(fd, &mut st) != 0 {
-            return Err(io::Error::last_os_error());
+/// A descriptor of our own for one standard side, and whether we set `O_NONBLOCK` on the
+/// shared description (to clear again at the end; see the module docs).
+fn open_side(fd: BorrowedFd<'static>, write: bool) -> io::Result<(OwnedFd, bool)> {
+    let was_nonblocking = sys::fd::nonblocking(fd)?;
+    if sys::fd::is_pipe_or_char_device(fd)? {
+        match sys::fd::reopen(fd, write) {
+            Ok(new) => return Ok((new, false)),
+            Err(err) => tracing::debug!(
+                "cannot reopen fd {} ({err}); sharing its description",
+                fd.as_raw_fd()
+            ),
         }
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        (st.st_mode & libc::S_IFMT, flags)
-    };
-    if mode == libc::S_IFIFO || mode == libc::S_IFCHR {
-        let path = format!("/proc/self/fd/{fd}\0");
-        let access = if write {
-            libc::O_WRONLY
-        } else {
-            libc::O_RDONLY
-        };
-        // SAFETY: opening a NUL-terminated path.
-        let new = unsafe {
-            libc::open(
-                path.as_ptr().cast(),
-                access | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
-            )
-        };
-        if new >= 0 {
-            // SAFETY: open just returned this descriptor, owned by nobody else.
-            return Ok((unsafe { OwnedFd::from_raw_fd(new) }, None));
-        }
-        tracing::debug!(
-            "cannot reopen fd {fd} ({}); sharing its description",
-            io::Error::last_os_error()
-        );
     }
-    let dup = crate::pipe::dup_above_stdio(fd)?;
-    let restore = (flags & libc::O_NONBLOCK == 0).then_some(flags);
-    Ok((dup, restore))
+    Ok((sys::fd::dup_above_stdio(fd)?, !was_nonblocking))
 }

@@ -17,18 +17,19 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
 
 use socket2::SockRef;
 
-use crate::address::{Address, UnixAddress};
+use crate::address::Address;
 use crate::error::Error;
 use crate::flags::Flags;
 use crate::outbuf::{OutBuf, ProducerSlot};
 use crate::protocol::{CloseReason, Protocol};
 use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor, panic_message};
+use crate::sys::{self, FdCell};
 use crate::transport::{
     DEFAULT_HIGH_WATER_MARK, Producer, ProtocolWrapper, Transport, TransportImpl,
 };
@@ -38,6 +39,19 @@ use crate::transport::{
 pub(crate) enum StreamKind {
     Tcp,
     Unix,
+}
+
+impl StreamKind {
+    /// The kind of a socket bound to `local`.
+    pub(crate) fn of(local: &rustix::net::SocketAddrAny) -> Option<StreamKind> {
+        if sys::addr::is_ip(local) {
+            Some(StreamKind::Tcp)
+        } else if sys::addr::is_unix(local) {
+            Some(StreamKind::Unix)
+        } else {
+            None
+        }
+    }
 }
 
 /// Told when a connection ends, after its protocol (client connectors use it to notify
@@ -108,7 +122,8 @@ struct Extras {
 
 /// One connected stream socket and its protocol.
 pub(crate) struct StreamConnection {
-    fd: RawFd,
+    /// Closed by `close` (the connection may outlive it, in handles held elsewhere).
+    fd: FdCell,
     kind: StreamKind,
     token: Cell<usize>,
     flags: Cell<u32>,
@@ -121,22 +136,23 @@ pub(crate) struct StreamConnection {
     reactor: WeakReactor,
     io: Rc<IoBuffers>,
     me: Weak<StreamConnection>,
-    owner: Option<Rc<dyn ConnectionOwner>>,
+    /// Taken when the connection closes (it breaks the owner ↔ connection cycle).
+    owner: Cell<Option<Rc<dyn ConnectionOwner>>>,
 }
 
 impl StreamConnection {
     /// Wraps a connected, non-blocking socket that is already registered under `token`
-    /// (or will be, with [`set_token`](Self::set_token)). Takes ownership of `fd`.
+    /// (or will be, with [`set_token`](Self::set_token)).
     pub(crate) fn new(
         reactor: &Reactor,
-        fd: RawFd,
+        fd: OwnedFd,
         kind: StreamKind,
         peer: Address,
         protocol: Box<dyn Protocol>,
         owner: Option<Rc<dyn ConnectionOwner>>,
     ) -> Rc<StreamConnection> {
         Rc::new_cyclic(|me| StreamConnection {
-            fd,
+            fd: FdCell::new(fd),
             kind,
             token: Cell::new(usize::MAX),
             flags: Cell::new(0),
@@ -148,7 +164,7 @@ impl StreamConnection {
             reactor: reactor.downgrade(),
             io: reactor.io_buffers(),
             me: me.clone(),
-            owner,
+            owner: Cell::new(owner),
         })
     }
 
@@ -166,23 +182,25 @@ impl StreamConnection {
     /// Registers an accepted socket and starts its protocol.
     pub(crate) fn start_accepted(
         reactor: &Reactor,
-        fd: RawFd,
+        fd: OwnedFd,
         kind: StreamKind,
         peer: Address,
         protocol: Box<dyn Protocol>,
     ) {
         let conn = StreamConnection::new(reactor, fd, kind, peer, protocol, None);
-        match reactor.register(
-            fd,
-            mio::Interest::READABLE | mio::Interest::WRITABLE,
-            conn.clone(),
-        ) {
+        let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        let registered = conn
+            .fd
+            .with(|fd| reactor.register(fd, interest, conn.clone()))
+            .unwrap_or_else(|| Err(sys_closed()));
+        match registered {
             Ok(token) => conn.set_token(token),
             Err(err) => {
                 tracing::error!("could not register accepted connection: {err}");
+                // The connection never started: drop it, closing the socket.
                 conn.set(CLOSED);
-                // SAFETY: the connection never started; the descriptor is still ours.
-                unsafe { libc::close(fd) };
+                conn.fd.close();
+                conn.protocol.borrow_mut().take();
                 return;
             }
         }
@@ -276,20 +294,19 @@ impl StreamConnection {
                 self.request_flush();
                 return;
             };
-            let n = if self.kind == StreamKind::Tcp {
-                // SAFETY: reading into a buffer we hold, of its length.
-                unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) }
+            let read = if self.kind == StreamKind::Tcp {
+                self.fd.read(&mut buf)
             } else {
                 self.recv_with_fds(&mut buf, &transport)
             };
-            if n <= 0 {
-                drop(buf);
-                if self.read_ended(reactor, &transport, n) {
-                    continue;
+            let n = match read {
+                Ok(Some(n)) if n > 0 => n,
+                other => {
+                    drop(buf);
+                    self.read_ended(reactor, &transport, other);
+                    return;
                 }
-                return;
-            }
-            let n = n as usize;
+            };
             let drained = n < buf.len() && !until_eof;
             self.dispatch(&transport, |p, t| p.data_received(t, &buf[..n]));
             if drained {
@@ -300,32 +317,29 @@ impl StreamConnection {
 
     /// `recvmsg` for Unix sockets: descriptors that came with the bytes go to the protocol
     /// first (Twisted's order), then the caller hands it the bytes.
-    fn recv_with_fds(&self, buf: &mut [u8], transport: &Transport) -> isize {
+    fn recv_with_fds(&self, buf: &mut [u8], transport: &Transport) -> io::Result<Option<usize>> {
         let mut fds = Vec::new();
-        let n = recv_fds(self.fd, buf, &mut fds);
+        let n = self.fd.recv_with_fds(buf, &mut fds);
         for fd in fds {
             self.dispatch(transport, |p, t| p.file_descriptor_received(t, fd));
         }
         n
     }
 
-    /// `read` returned `n <= 0`: end of stream, nothing to read, or an error. Returns
-    /// whether to read again.
+    /// A read found no bytes: end of stream (`Some(0)`), nothing to read (`None`), or an
+    /// error.
     #[cold]
     #[inline(never)]
-    fn read_ended(self: &Rc<Self>, reactor: &Reactor, transport: &Transport, n: isize) -> bool {
-        if n == 0 {
-            self.read_eof(reactor, transport);
-            return false;
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::WouldBlock => false,
-            io::ErrorKind::Interrupted => true,
-            _ => {
-                self.close(reactor, CloseReason::Lost(Error::io(err)));
-                false
-            }
+    fn read_ended(
+        self: &Rc<Self>,
+        reactor: &Reactor,
+        transport: &Transport,
+        read: io::Result<Option<usize>>,
+    ) {
+        match read {
+            Ok(Some(_)) => self.read_eof(reactor, transport),
+            Ok(None) => {}
+            Err(err) => self.close(reactor, CloseReason::Lost(Error::io(err))),
         }
     }
 
@@ -433,11 +447,9 @@ impl StreamConnection {
         io.staging_owner.set(std::ptr::null());
         let mut buf = io.staging.borrow_mut();
         if !self.has(CLOSED | ABORTING) {
-            // SAFETY: sending from a buffer we hold, of its length.
-            let n =
-                unsafe { libc::send(self.fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-            if n != buf.len() as isize {
-                let result = self.send_staged_rest(&buf, n);
+            let sent = self.fd.send(&buf);
+            if !matches!(sent, Ok(n) if n == buf.len()) {
+                let result = self.send_staged_rest(&buf, sent);
                 buf.clear();
                 drop(buf);
                 if let Err(err) = result {
@@ -449,22 +461,15 @@ impl StreamConnection {
         buf.clear();
     }
 
-    /// The first `send` of staged bytes took less than all (`n`, or -1): send more or move
+    /// The first `send` of staged bytes took less than all (`first`): send more or move
     /// the rest to `out`.
     #[cold]
     #[inline(never)]
-    fn send_staged_rest(&self, buf: &[u8], n: isize) -> io::Result<()> {
-        let mut sent = 0;
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
-                _ => return Err(err),
-            }
-        } else {
-            sent = n as usize;
+    fn send_staged_rest(&self, buf: &[u8], first: io::Result<usize>) -> io::Result<()> {
+        let mut sent = first?;
+        if sent > 0 {
+            sent += send_some(&self.fd, &buf[sent..])?;
         }
-        sent += send_some(self.fd, &buf[sent..])?;
         if sent < buf.len() {
             self.set(WRITE_BLOCKED);
             self.out_extend(&buf[sent..]);
@@ -551,7 +556,7 @@ impl StreamConnection {
         }
         if self.has(FDS_PENDING) {
             let fds = std::mem::take(&mut self.extras().fds_out);
-            match send_fds(self.fd, &out.pending()[..1], &fds) {
+            match self.fd.send_with_fds(&out.pending()[..1], &fds) {
                 Ok(1) => {
                     out.consume(1);
                     self.unset(FDS_PENDING);
@@ -568,7 +573,7 @@ impl StreamConnection {
                 return Ok(());
             }
         }
-        let sent = send_some(self.fd, out.pending())?;
+        let sent = send_some(&self.fd, out.pending())?;
         out.consume(sent);
         if out.len() > 0 {
             self.set(WRITE_BLOCKED);
@@ -603,8 +608,9 @@ impl StreamConnection {
 
     fn shut_write(self: &Rc<Self>, reactor: &Reactor) {
         self.set(WRITE_SHUT);
-        // SAFETY: shutting down our own socket.
-        unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
+        if let Some(Err(err)) = self.fd.with(sys::socket::shutdown_write) {
+            tracing::debug!("shutdown(SHUT_WR) failed: {err}");
+        }
         if self.has(READ_EOF) {
             self.close(reactor, CloseReason::Done);
             return;
@@ -622,9 +628,11 @@ impl StreamConnection {
             return;
         }
         self.set(CLOSED);
+        // Closing the socket removes it from epoll, with no `epoll_ctl` on this path. (An
+        // adopted socket whose caller keeps a duplicate stays in epoll until that closes;
+        // its events carry a stale token, which the reactor drops.)
         reactor.deregister(self.token.get(), None);
-        // SAFETY: the descriptor is ours and is closed exactly once (guarded by CLOSED).
-        unsafe { libc::close(self.fd) };
+        self.fd.close();
         self.out_clear();
         self.drop_staged();
         self.unset(HAS_PRODUCER | PULL_PRODUCER | PRODUCER_PAUSED | SELF_PRODUCER);
@@ -642,7 +650,7 @@ impl StreamConnection {
         {
             tracing::error!("connection_lost panicked: {}", panic_message(&*panic));
         }
-        if let Some(owner) = &self.owner {
+        if let Some(owner) = self.owner.take() {
             owner.connection_lost(&reason);
         }
     }
@@ -689,116 +697,26 @@ impl StreamConnection {
         self.with_sock(f)
     }
 
-    fn with_sock<R>(&self, f: impl FnOnce(SockRef<'_>) -> R) -> R {
-        // SAFETY: the descriptor is open until `close`, and callers check CLOSED first.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        f(SockRef::from(&fd))
+    fn with_sock<R>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<R>) -> io::Result<R> {
+        self.fd
+            .with(|fd| f(SockRef::from(&fd)))
+            .unwrap_or_else(|| Err(sys_closed()))
     }
 }
 
-/// Most descriptors sent or received with one message (Linux's `SCM_MAX_FD` is 253).
-const MAX_FDS: usize = 64;
-
-/// `sendmsg` of `data` with `fds` attached (`SCM_RIGHTS`); returns bytes sent, 0 for
-/// `EAGAIN`.
-fn send_fds(fd: RawFd, data: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
-    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let payload = std::mem::size_of_val(raw.as_slice()) as u32;
-    // SAFETY: CMSG_SPACE/CMSG_FIRSTHDR/CMSG_DATA compute offsets inside the control buffer
-    // we allocate (u64-aligned, CMSG_SPACE bytes); sendmsg reads the iovec and control
-    // buffer we own.
-    unsafe {
-        let space = libc::CMSG_SPACE(payload) as usize;
-        let mut control = vec![0u64; space.div_ceil(8)];
-        let mut iov = libc::iovec {
-            iov_base: data.as_ptr() as *mut libc::c_void,
-            iov_len: data.len(),
-        };
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
-        std::ptr::copy_nonoverlapping(
-            raw.as_ptr().cast::<u8>(),
-            libc::CMSG_DATA(cmsg),
-            payload as usize,
-        );
-        loop {
-            let n = libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL);
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(0),
-                _ => return Err(err),
-            }
-        }
-    }
-}
-
-/// `recvmsg` into `buf`, collecting any descriptors that came with the bytes (opened
-/// close-on-exec). Returns what `recvmsg` returned.
-fn recv_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> isize {
-    // SAFETY: as in `send_fds`: the control buffer is ours and sized by CMSG_SPACE, and we
-    // walk it with CMSG_FIRSTHDR/CMSG_NXTHDR, reading only what the kernel wrote
-    // (`msg_controllen`). Received descriptors are new and owned by us.
-    unsafe {
-        let payload = (MAX_FDS * std::mem::size_of::<RawFd>()) as u32;
-        let space = libc::CMSG_SPACE(payload) as usize;
-        let mut control = vec![0u64; space.div_ceil(8)];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let n = libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 {
-            return n;
-        }
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg);
-                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
-                for i in 0..len / std::mem::size_of::<RawFd>() {
-                    let raw = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                    fds.push(OwnedFd::from_raw_fd(raw));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-        n
-    }
+/// The error for a call on a connection whose socket is closed.
+fn sys_closed() -> io::Error {
+    io::Error::from(io::ErrorKind::NotConnected)
 }
 
 /// Sends as much of `data` as the socket takes; returns how much. `EAGAIN` is not an error
 /// (it returns what was sent before it).
-fn send_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+fn send_some(fd: &FdCell, data: &[u8]) -> io::Result<usize> {
     let mut sent = 0;
     while sent < data.len() {
-        let rest = &data[sent..];
-        // SAFETY: sending from a slice we hold, of its length.
-        let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            sent += n as usize;
-            continue;
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::WouldBlock => break,
-            io::ErrorKind::Interrupted => continue,
-            _ => return Err(err),
+        match fd.send(&data[sent..])? {
+            0 => break,
+            n => sent += n,
         }
     }
     Ok(sent)
@@ -841,6 +759,17 @@ impl Source for StreamConnection {
 
     fn shutdown(self: Rc<Self>, reactor: &Reactor) {
         self.close(reactor, CloseReason::Lost(Error::ShuttingDown));
+    }
+
+    fn reactor_dropped(&self) {
+        self.set(CLOSED);
+        self.fd.close();
+        self.out_clear();
+        self.drop_staged();
+        let protocol = self.protocol.borrow_mut().take();
+        let extras = self.extras.borrow_mut().take();
+        let owner = self.owner.take();
+        drop((protocol, extras, owner));
     }
 }
 
@@ -902,9 +831,9 @@ impl TransportImpl for StreamConnection {
         if self.has(CLOSED) {
             return Address::Memory("closed".into());
         }
-        match self.with_sock(|s| s.local_addr()) {
-            Ok(addr) => sockaddr_to_address(self.kind, &addr),
-            Err(_) => Address::Memory("unknown".into()),
+        match self.fd.with(sys::socket::local_name) {
+            Some(Ok(addr)) => sys::addr::to_address(&addr, sys::addr::IpKind::Tcp),
+            _ => Address::Memory("unknown".into()),
         }
     }
 
@@ -1033,27 +962,6 @@ impl TransportImpl for StreamConnection {
     fn as_any(&self) -> &dyn Any {
         self
     }
-}
-
-/// Turns a socket address into a transport [`Address`].
-pub(crate) fn sockaddr_to_address(kind: StreamKind, addr: &socket2::SockAddr) -> Address {
-    match kind {
-        StreamKind::Tcp => match addr.as_socket() {
-            Some(a) => Address::Tcp(a),
-            None => Address::Memory("unknown".into()),
-        },
-        StreamKind::Unix => Address::Unix(unix_address(addr)),
-    }
-}
-
-fn unix_address(addr: &socket2::SockAddr) -> UnixAddress {
-    if let Some(path) = addr.as_pathname() {
-        return UnixAddress::Path(path.to_path_buf());
-    }
-    if let Some(name) = addr.as_abstract_namespace() {
-        return UnixAddress::Abstract(name.to_vec());
-    }
-    UnixAddress::Unnamed
 }
 
 impl crate::flags::Flags for StreamConnection {

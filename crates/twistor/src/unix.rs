@@ -5,15 +5,13 @@
 //!
 //! [`Transport::send_file_descriptor`]: crate::Transport::send_file_descriptor
 
-use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{Domain, Socket, Type};
 
 use crate::address::{Address, UnixAddress};
 use crate::connecting::{StreamConnector, Target};
@@ -25,6 +23,7 @@ use crate::port::ListeningPort;
 use crate::protocol::{ClientFactory, DatagramProtocol, Factory};
 use crate::reactor::Reactor;
 use crate::stream::StreamKind;
+use crate::sys::addr::unix_sockaddr;
 use crate::tcp::DEFAULT_CONNECT_TIMEOUT;
 
 /// Options for [`Reactor::listen_unix_with`].
@@ -212,24 +211,6 @@ impl Reactor {
     }
 }
 
-/// The socket address for a Unix address.
-pub(crate) fn unix_sockaddr(address: &UnixAddress) -> io::Result<SockAddr> {
-    match address {
-        UnixAddress::Path(path) => SockAddr::unix(path),
-        UnixAddress::Abstract(name) => {
-            // socket2 reads a leading NUL byte as "abstract namespace".
-            let mut bytes = Vec::with_capacity(name.len() + 1);
-            bytes.push(0);
-            bytes.extend_from_slice(name);
-            SockAddr::unix(Path::new(OsStr::from_bytes(&bytes)))
-        }
-        UnixAddress::Unnamed => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "an unnamed Unix socket has no address to listen on or connect to",
-        )),
-    }
-}
-
 /// A PID lock file next to a socket (Twisted's `FilesystemLock`): a symbolic link named
 /// `PATH.lock` whose target is our process id. Removed when dropped.
 struct PidLock {
@@ -248,7 +229,7 @@ impl PidLock {
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
                     let owner = std::fs::read_link(&path)
                         .ok()
-                        .and_then(|target| target.to_str()?.parse::<i32>().ok());
+                        .and_then(|target| target.to_str()?.parse::<u32>().ok());
                     if owner.is_some_and(process_alive) {
                         return Err(io::Error::new(
                             io::ErrorKind::AddrInUse,
@@ -282,8 +263,6 @@ impl Drop for PidLock {
     }
 }
 
-fn process_alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+fn process_alive(pid: u32) -> bool {
+    crate::sys::signal::process_exists(pid)
 }

@@ -5,6 +5,8 @@
 mod common;
 
 use std::cell::RefCell;
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -206,23 +208,18 @@ fn stderr_and_extra_descriptors_are_separate() {
 #[test]
 fn inherited_and_null_descriptors() {
     // The child's stdout is our pipe's write end, given as is; stdin is /dev/null.
-    let (read, write) = {
-        let mut fds = [0; 2];
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        (fds[0], fds[1])
-    };
+    let (mut read, write) = std::io::pipe().unwrap();
     let command = ProcessCommand::new("sh")
         .args(["-c", "cat; echo inherited"])
         .child_fd(0, ChildFd::Null)
-        .child_fd(1, ChildFd::Inherit(write));
+        .child_fd(1, ChildFd::Inherit(write.as_raw_fd()));
     let record = run(command, |_| {});
     assert!(record.ended.unwrap().success());
     assert!(record.out.is_empty());
-    unsafe { libc::close(write) };
-    let mut buf = [0u8; 64];
-    let n = unsafe { libc::read(read, buf.as_mut_ptr().cast(), buf.len()) };
-    unsafe { libc::close(read) };
-    assert_eq!(&buf[..n as usize], b"inherited\n");
+    drop(write);
+    let mut got = String::new();
+    read.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "inherited\n");
 }
 
 #[test]

@@ -34,6 +34,20 @@ fn a_stopped_reactor_runs_again() {
 }
 
 #[test]
+fn iterate_turns_the_loop_once_without_run() {
+    let reactor = Reactor::new().unwrap();
+    let log: Log = Rc::default();
+    let l = log.clone();
+    reactor.call_soon(move || push(&l, "soon"));
+    let l = log.clone();
+    reactor.call_when_running(move || push(&l, "running"));
+    // Runs what is queued, then polls without waiting.
+    reactor.iterate(Duration::ZERO);
+    assert_eq!(*log.borrow(), ["soon"], "startup triggers do not run");
+    assert!(!reactor.running());
+}
+
+#[test]
 fn running_twice_at_once_is_an_error() {
     let reactor = Reactor::new().unwrap();
     let r = reactor.clone();

@@ -7,7 +7,7 @@ mod common;
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::Stdio;
 use std::rc::Rc;
 use std::time::Duration;
@@ -82,9 +82,8 @@ fn a_reader_that_goes_away_is_an_error_not_a_crash() {
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    let (read, write) = std::io::pipe().unwrap();
+    (read.into(), write.into())
 }
 
 fn nonblocking(fd: RawFd) -> bool {

@@ -149,16 +149,19 @@ fn two_multicast_listeners_share_a_port_and_both_hear_the_group() {
         .unwrap();
     let r = reactor.clone();
     let l = logs.clone();
-    // Poll until both heard it (or the watchdog fires).
-    fn wait(r: Reactor, l: Vec<Log>) {
+    let f = first.clone();
+    // Poll until both heard it (or the watchdog fires), then leave the group and close.
+    fn wait(r: Reactor, l: Vec<Log>, f: DatagramTransport, group: IpAddr, lo: IpAddr) {
         if l.iter().all(|log| log.borrow().len() >= 2) {
+            f.leave_group(group, Some(lo)).unwrap();
+            f.stop_listening();
             r.stop();
         } else {
             let r2 = r.clone();
-            r.call_later(Duration::from_millis(5), move || wait(r2, l));
+            r.call_later(Duration::from_millis(5), move || wait(r2, l, f, group, lo));
         }
     }
-    reactor.call_when_running(move || wait(r, l));
+    reactor.call_when_running(move || wait(r, l, f, group, lo));
     reactor.run().unwrap();
     for log in &logs {
         assert!(
@@ -167,9 +170,11 @@ fn two_multicast_listeners_share_a_port_and_both_hear_the_group() {
             log.borrow()
         );
     }
-    first.leave_group(group, Some(lo)).unwrap();
-    first.stop_listening();
     assert_eq!(logs[0].borrow().last().unwrap(), "stop");
+    // Closed (by `stop_listening`), so options can no longer be set.
+    assert!(first.leave_group(group, Some(lo)).is_err());
+    assert!(first.with_fd(|_| ()).is_none());
+    assert!(second.with_fd(|_| ()).is_none(), "closed at shutdown");
 }
 
 #[test]

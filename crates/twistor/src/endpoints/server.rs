@@ -1,7 +1,6 @@
 //! Server endpoints: TCP, Unix sockets, and sockets passed by systemd.
 
 use std::any::Any;
-use std::os::fd::BorrowedFd;
 use std::rc::Rc;
 
 use crate::address::{Address, UnixAddress};
@@ -142,10 +141,12 @@ fn listen_fds() -> Result<usize, String> {
 
 impl ServerEndpoint for SystemdEndpoint {
     fn listen(&self, factory: Rc<dyn Factory>) -> Deferred<ListeningPort> {
-        // SAFETY: systemd passed this descriptor to us and keeps it open for our lifetime;
-        // adoption duplicates it.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        done(self.reactor.adopt_stream_port(fd, factory))
+        // systemd passed this descriptor to the process for its lifetime; adoption works on
+        // a duplicate.
+        let adopted = crate::sys::fd::borrow_inherited(self.fd)
+            .map_err(Error::io)
+            .and_then(|fd| self.reactor.adopt_stream_port(fd, factory));
+        done(adopted)
     }
 
     fn describe(&self) -> String {

@@ -66,7 +66,7 @@
 //! at all (see reaping above).
 
 mod endpoint;
-mod sys;
+mod spawn;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -74,7 +74,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
@@ -92,7 +92,7 @@ use crate::transport::{Producer, Transport, TransportImpl};
 
 pub use endpoint::{ProcessEndpoint, StderrBehavior};
 #[doc(hidden)]
-pub use sys::force_reap_polling;
+pub use spawn::force_reap_polling;
 
 /// How often a child is polled for its exit where pidfds are unavailable (Linux < 5.3).
 pub const REAP_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -304,7 +304,8 @@ pub enum ChildFd {
     ToChild,
     /// A pipe the child writes and the parent reads (stdout and stderr, by default).
     FromChild,
-    /// A descriptor of this process, given to the child as is (it stays open here too).
+    /// A descriptor of this process, given to the child as is (it stays open here too:
+    /// keep it open until the process has started; the child gets a duplicate).
     Inherit(RawFd),
     /// `/dev/null`.
     Null,
@@ -562,11 +563,8 @@ impl ProcessTransport {
                 "the process never started",
             )));
         };
-        // SAFETY: kill(2) on our own unreaped child, whose pid cannot have been reused.
-        if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
-            return Err(Error::io(io::Error::last_os_error()));
-        }
-        Ok(())
+        // Our own unreaped child: its pid cannot have been reused.
+        crate::sys::signal::kill(pid, signal).map_err(Error::io)
     }
 
     /// Stops reading the child's output: it blocks once the pipes fill.
@@ -739,7 +737,7 @@ impl ProcessInner {
 
     /// Forks, execs, and registers the pipes and the reaper.
     fn start(self: &Rc<Self>, reactor: &Reactor, command: &ProcessCommand) -> Result<(), Error> {
-        let spawned = sys::spawn(command).map_err(|err| {
+        let spawned = spawn::spawn(command).map_err(|err| {
             Error::io(io::Error::new(
                 err.kind(),
                 format!("cannot run {:?}: {err}", command.program),
@@ -752,12 +750,11 @@ impl ProcessInner {
         let mut failure = None;
         for (fd, end) in spawned.pipes {
             let result = match end {
-                sys::ParentEnd::Read(end) => {
-                    PipeReader::open(reactor, end, fd, owner.clone()).map(|reader| {
+                spawn::ParentEnd::Read(end) => PipeReader::open(reactor, end, fd, owner.clone())
+                    .map(|reader| {
                         self.readers.borrow_mut().insert(fd, reader);
-                    })
-                }
-                sys::ParentEnd::Write(end) => PipeWriter::open(reactor, end, fd, owner.clone())
+                    }),
+                spawn::ParentEnd::Write(end) => PipeWriter::open(reactor, end, fd, owner.clone())
                     .map(|writer| {
                         self.writers.borrow_mut().insert(fd, writer);
                     }),
@@ -770,8 +767,7 @@ impl ProcessInner {
             // Registering a pipe failed (out of memory for epoll?): the child cannot be
             // driven, so stop it; the reaper reports how it ended.
             tracing::error!("cannot watch the pipes of child {}: {err}", spawned.pid);
-            // SAFETY: kill(2) on our own unreaped child.
-            unsafe { libc::kill(spawned.pid as libc::pid_t, libc::SIGKILL) };
+            let _ = crate::sys::signal::kill(spawned.pid, libc::SIGKILL);
             self.lose_all(true);
         }
         Ok(())
@@ -906,8 +902,7 @@ impl Reaper {
             token: Cell::new(None),
         });
         if let Some(fd) = &reaper.pidfd {
-            use std::os::fd::AsRawFd;
-            match reactor.register(fd.as_raw_fd(), Interest::READABLE, reaper.clone()) {
+            match reactor.register(fd.as_fd(), Interest::READABLE, reaper.clone()) {
                 Ok(token) => {
                     // A child that exited already is reported too: epoll checks readiness
                     // when a descriptor is added. (Reaping here would run `process_exited`
@@ -938,7 +933,7 @@ impl Reaper {
         if self.process.borrow().is_none() {
             return true;
         }
-        let status = match sys::try_wait(self.pid) {
+        let status = match spawn::try_wait(self.pid) {
             Ok(Some(status)) => status,
             Ok(None) => return false,
             Err(err) => {
@@ -962,7 +957,7 @@ impl Drop for Reaper {
         // The reactor is gone with the child unreaped: reap it if it has exited already, so
         // it is not left a zombie. (One still running is left to run.)
         if self.process.get_mut().is_some() {
-            let _ = sys::try_wait(self.pid);
+            let _ = spawn::try_wait(self.pid);
         }
     }
 }
@@ -974,6 +969,16 @@ impl Source for Reaper {
 
     // A reactor shutting down keeps watching its children, to reap them if it runs again.
     fn shutdown(self: Rc<Self>, _reactor: &Reactor) {}
+
+    fn reactor_dropped(&self) {
+        // Reap the child if it has exited already, so it is not left a zombie (one still
+        // running is left to run), and let go of the process (its pipes close with it).
+        let process = self.process.borrow_mut().take();
+        if process.is_some() {
+            let _ = spawn::try_wait(self.pid);
+        }
+        drop(process);
+    }
 }
 
 /// An error value shared by the process module's callers.

@@ -28,7 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -46,6 +46,7 @@ pub use timer::{DelayedCall, ReactorTime, TimerQueue, duration_to_nanos, nanos_t
 pub use triggers::{PendingWork, Phase, SystemEvent, TriggerId};
 
 use crate::error::Error;
+use crate::sys;
 use executor::Executor;
 use handle::{Queued, Shared};
 use signals::SignalPipe;
@@ -105,9 +106,18 @@ pub(crate) struct Inner {
 }
 
 impl Drop for Inner {
+    /// A reactor dropped without `stop()` still closes everything it watches: each source
+    /// drops its descriptor and what it holds (its protocol may hold a transport, which
+    /// holds the source: a cycle the slab alone would not break).
     fn drop(&mut self) {
         self.shared.close();
         self.executor.clear();
+        let sources = self.sources.get_mut().take_all();
+        for source in &sources {
+            source.reactor_dropped();
+        }
+        drop(sources);
+        self.dirty.get_mut().clear();
     }
 }
 
@@ -117,12 +127,12 @@ impl Reactor {
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
         let shared = Arc::new(Shared::new(waker));
-        let origin = monotonic_nanos();
+        let origin = sys::time::monotonic_nanos();
         let inner = Rc::new(Inner {
             poll: RefCell::new(poll),
             events: RefCell::new(Events::with_capacity(1024)),
             sources: RefCell::new(Slab::new()),
-            timers: TimerQueue::new(move || monotonic_nanos().saturating_sub(origin)),
+            timers: TimerQueue::new(move || sys::time::monotonic_nanos().saturating_sub(origin)),
             soon: RefCell::new(VecDeque::new()),
             dirty: RefCell::new(Vec::new()),
             dirty_spare: RefCell::new(Vec::new()),
@@ -189,7 +199,7 @@ impl Reactor {
             })
         });
         while !inner.exit.get() {
-            self.iterate();
+            self.turn(None);
         }
         inner.running.set(false);
         inner.starting.set(false);
@@ -417,7 +427,7 @@ impl Reactor {
         wanted.dedup();
         let pipe = SignalPipe::install(&wanted)?;
         self.inner.poll.borrow().registry().register(
-            &mut SourceFd(&pipe.read_fd()),
+            &mut SourceFd(&pipe.read_fd().as_raw_fd()),
             SIGNAL_TOKEN,
             Interest::READABLE,
         )?;
@@ -432,21 +442,23 @@ impl Reactor {
                 .poll
                 .borrow()
                 .registry()
-                .deregister(&mut SourceFd(&pipe.read_fd()));
+                .deregister(&mut SourceFd(&pipe.read_fd().as_raw_fd()));
         }
     }
 
     /// Registers `fd` with the loop, edge-triggered, and returns its token. The reactor
     /// calls `source.ready` on each readiness change until the token is deregistered.
+    /// `source` owns the descriptor: it closes it when it closes, or when the reactor is
+    /// dropped ([`Source::reactor_dropped`]).
     pub fn register(
         &self,
-        fd: RawFd,
+        fd: BorrowedFd<'_>,
         interest: Interest,
         source: Rc<dyn Source>,
     ) -> io::Result<usize> {
         let token = self.inner.sources.borrow_mut().insert(source);
         let result = self.inner.poll.borrow().registry().register(
-            &mut SourceFd(&fd),
+            &mut SourceFd(&fd.as_raw_fd()),
             Token(token),
             interest,
         );
@@ -459,9 +471,11 @@ impl Reactor {
         }
     }
 
-    /// Forgets a token. If the descriptor stays open, pass it so epoll forgets it too;
-    /// closing a descriptor removes it from epoll by itself.
-    pub fn deregister(&self, token: usize, fd: Option<RawFd>) {
+    /// Forgets a token. If the descriptor stays open (or has duplicates elsewhere), pass
+    /// it so epoll forgets it too: closing the last descriptor of an open file removes it
+    /// from epoll by itself, so a source that closes its own descriptor right after need
+    /// not.
+    pub fn deregister(&self, token: usize, fd: Option<BorrowedFd<'_>>) {
         self.inner.sources.borrow_mut().remove(token);
         if let Some(fd) = fd {
             let _ = self
@@ -469,7 +483,7 @@ impl Reactor {
                 .poll
                 .borrow()
                 .registry()
-                .deregister(&mut SourceFd(&fd));
+                .deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
     }
 
@@ -542,8 +556,17 @@ impl Reactor {
         }
     }
 
-    /// One turn of the loop.
-    fn iterate(&self) {
+    /// Runs one turn of the loop without [`run`](Reactor::run) (Twisted's `iterate`):
+    /// due timers and queued calls, then I/O, waiting for it no longer than `delay` (nor
+    /// past the next timer). For driving the reactor from a loop it does not own, and for
+    /// tests; startup and shutdown triggers do not run.
+    pub fn iterate(&self, delay: Duration) {
+        self.turn(Some(delay));
+    }
+
+    /// One turn of the loop, waiting for I/O at most `max_wait` (`None`: until the next
+    /// timer, or for ever).
+    fn turn(&self, max_wait: Option<Duration>) {
         let inner = &*self.inner;
         self.run_timers();
         self.run_remote();
@@ -553,7 +576,10 @@ impl Reactor {
         if inner.exit.get() {
             return;
         }
-        let timeout = self.poll_timeout();
+        let timeout = match (self.poll_timeout(), max_wait) {
+            (Some(t), Some(max)) => Some(t.min(max)),
+            (t, max) => t.or(max),
+        };
         let mut events = inner.events.borrow_mut();
         if let Err(err) = inner.poll.borrow_mut().poll(&mut events, timeout) {
             if err.kind() != io::ErrorKind::Interrupted {
@@ -833,21 +859,4 @@ fn signal_name(signal: libc::c_int) -> &'static str {
         libc::SIGCHLD => "SIGCHLD",
         _ => "a signal",
     }
-}
-
-/// The monotonic clock (the one `Instant` reads) in nanoseconds. The reactor reads it for
-/// every `seconds()` and loop turn; reading it directly skips `Instant`'s checked
-/// subtraction and 128-bit conversion, a third of the cost.
-fn monotonic_nanos() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only the timespec it is given, which lives on our stack.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-    }
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
 }

@@ -36,6 +36,11 @@ pub trait Source {
 
     /// The reactor is shutting down: close now.
     fn shutdown(self: Rc<Self>, _reactor: &Reactor) {}
+
+    /// The reactor is being dropped without having been stopped: close the descriptor now
+    /// and let go of whatever may keep this source alive (its protocol, its owner), without
+    /// running callbacks (the reactor they would reach is gone).
+    fn reactor_dropped(&self) {}
 }
 
 /// Token bits: the low 32 bits index the slab, the high bits are the slot's generation, so an
@@ -119,6 +124,16 @@ impl Slab {
 
     pub(crate) fn all(&self) -> Vec<Rc<dyn Source>> {
         self.slots.iter().filter_map(|s| s.source.clone()).collect()
+    }
+
+    /// Removes every source.
+    pub(crate) fn take_all(&mut self) -> Vec<Rc<dyn Source>> {
+        self.free.clear();
+        self.len = 0;
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter_map(|s| s.source)
+            .collect()
     }
 }
 
