@@ -5,7 +5,8 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-use twistor::reactor::{DelayedCall, ReactorTime, TimerQueue, duration_to_nanos, nanos_to_seconds};
+use twistor::reactor::{DelayedCall, ReactorTime};
+use twistor::unstable::{TimerQueue, duration_to_nanos, nanos_to_seconds};
 
 /// A clock for tests. It starts at 0 seconds; [`advance`](Clock::advance) moves it forward
 /// and runs, in order, every call that has come due (including calls those calls schedule,

@@ -23,6 +23,7 @@ use crate::stream::{ConnectionOwner, StreamConnection, StreamKind};
 use crate::sys::addr::unix_sockaddr;
 use crate::sys::{self, FdCell};
 use crate::transport::Transport;
+use crate::unstable::ReactorInternals;
 
 /// Where a [`StreamConnector`] connects to.
 #[derive(Debug, Clone)]

@@ -18,6 +18,7 @@ use crate::protocol::DatagramProtocol;
 use crate::reactor::{Reactor, Readiness, Source, WeakReactor, panic_message};
 use crate::sys::addr::{IpKind, unix_sockaddr};
 use crate::sys::{self, FdCell};
+use crate::unstable::ReactorInternals;
 
 /// Twisted's default maximum packet size.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;

@@ -41,6 +41,7 @@ use mio::Interest;
 use crate::error::Error;
 use crate::reactor::{Reactor, Readiness, Source, panic_message};
 use crate::sys::{self, FdCell};
+use crate::unstable::ReactorInternals;
 
 /// A set of inotify event kinds (`IN_*` bits).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]

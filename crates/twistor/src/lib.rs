@@ -49,6 +49,7 @@ pub mod tls;
 pub mod transport;
 pub mod udp;
 pub mod unix;
+pub mod unstable;
 
 mod connecting;
 mod flags;

@@ -20,6 +20,7 @@ use crate::protocol::{self, Factory};
 use crate::reactor::{DelayedCall, Reactor, Readiness, Source, WeakReactor, panic_message};
 use crate::stream::{StreamConnection, StreamKind};
 use crate::sys::{self, FdCell, addr::IpKind};
+use crate::unstable::ReactorInternals;
 
 /// How long `accept` waits before trying again after running out of file descriptors
 /// (or memory): long enough not to spin, short enough to recover promptly.

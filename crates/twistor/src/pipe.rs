@@ -31,6 +31,7 @@ use crate::protocol::CloseReason;
 use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor};
 use crate::sys::{self, FdCell};
 use crate::transport::{DEFAULT_HIGH_WATER_MARK, Producer};
+use crate::unstable::ReactorInternals;
 
 /// Told what happens on the pipes it owns. `id` is the number the owner gave the pipe (the
 /// child's descriptor number, for processes).

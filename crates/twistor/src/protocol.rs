@@ -279,7 +279,7 @@ fn factory_key<F: ?Sized>(factory: &Rc<F>) -> usize {
 
 /// Counts one more user of `factory`, calling `start_factory` for the first (Twisted's
 /// `doStart`).
-pub fn do_start<F: Factory + ?Sized>(factory: &Rc<F>) {
+pub(crate) fn do_start<F: Factory + ?Sized>(factory: &Rc<F>) {
     let first = FACTORY_USERS.with(|users| {
         let mut users = users.borrow_mut();
         let count = users.entry(factory_key(factory)).or_insert(0);
@@ -296,7 +296,7 @@ pub fn do_start<F: Factory + ?Sized>(factory: &Rc<F>) {
 
 /// Counts one user of `factory` fewer, calling `stop_factory` after the last (Twisted's
 /// `doStop`). Extra calls are ignored.
-pub fn do_stop<F: Factory + ?Sized>(factory: &Rc<F>) {
+pub(crate) fn do_stop<F: Factory + ?Sized>(factory: &Rc<F>) {
     let last = FACTORY_USERS.with(|users| {
         let mut users = users.borrow_mut();
         let key = factory_key(factory);

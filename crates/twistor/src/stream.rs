@@ -33,6 +33,7 @@ use crate::sys::{self, FdCell};
 use crate::transport::{
     DEFAULT_HIGH_WATER_MARK, Producer, ProtocolWrapper, Transport, TransportImpl,
 };
+use crate::unstable::ReactorInternals;
 
 /// Which family a stream socket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -214,7 +214,7 @@ impl LoopingCall {
             let start = inner.now();
             *st = LoopState {
                 running: true,
-                interval: crate::reactor::duration_to_nanos(interval),
+                interval: crate::reactor::timer::duration_to_nanos(interval),
                 start,
                 run_at_start: now,
                 last: None,

@@ -280,7 +280,7 @@ impl Transport {
     }
 
     /// The implementation behind this handle.
-    pub fn inner(&self) -> &Rc<dyn TransportImpl> {
+    pub(crate) fn inner(&self) -> &Rc<dyn TransportImpl> {
         &self.inner
     }
 
@@ -316,6 +316,21 @@ impl Producer for Transport {
 
     fn as_transport(&self) -> Option<&Transport> {
         Some(self)
+    }
+}
+
+impl<P: Producer + ?Sized> Producer for Box<P> {
+    fn pause_producing(&self) {
+        (**self).pause_producing()
+    }
+    fn resume_producing(&self) {
+        (**self).resume_producing()
+    }
+    fn stop_producing(&self) {
+        (**self).stop_producing()
+    }
+    fn as_transport(&self) -> Option<&Transport> {
+        (**self).as_transport()
     }
 }
 

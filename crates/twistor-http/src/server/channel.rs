@@ -14,9 +14,10 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use twistor::defer::Failure;
 use twistor::protocol::{CloseReason, Protocol};
-use twistor::reactor::{DelayedCall, panic_message};
+use twistor::reactor::DelayedCall;
 use twistor::tls::TlsTransport;
 use twistor::transport::DEFAULT_HIGH_WATER_MARK;
+use twistor::unstable::panic_message;
 use twistor::{Address, Producer, Transport};
 
 use super::log::AccessLogEntry;
@@ -738,7 +739,7 @@ impl Channel {
         }
         request.resp.borrow_mut().producer = true;
         // Registering a pull producer runs it at once, so the flag is set first.
-        if let Err(err) = transport.inner().register_producer(producer, streaming) {
+        if let Err(err) = transport.register_producer(producer, streaming) {
             request.resp.borrow_mut().producer = false;
             return Err(Error::ConnectionLost(Lost::Failed(err)));
         }
@@ -1015,7 +1016,7 @@ impl Channel {
             st.send_mark = SendMark::progress(now, sent, true);
         }
         let watch = DrainWatch(self.me.clone());
-        if let Err(err) = transport.inner().register_producer(Box::new(watch), true) {
+        if let Err(err) = transport.register_producer(Box::new(watch), true) {
             // Someone else's producer holds the slot: the send timer still looks.
             tracing::debug!("cannot watch the output of {}: {err}", self.peer);
         }

@@ -34,11 +34,11 @@ impl Factory for HAProxyWrappingFactory {
     }
 
     fn start_factory(&self) {
-        twistor::protocol::do_start(&self.wrapped);
+        twistor::unstable::do_start(&self.wrapped);
     }
 
     fn stop_factory(&self) {
-        twistor::protocol::do_stop(&self.wrapped);
+        twistor::unstable::do_stop(&self.wrapped);
     }
 
     fn log_prefix(&self) -> &str {

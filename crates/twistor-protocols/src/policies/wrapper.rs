@@ -123,13 +123,13 @@ impl<P: Policy> Factory for WrappingFactory<P> {
     }
 
     fn start_factory(&self) {
-        twistor::protocol::do_start(&self.wrapped);
+        twistor::unstable::do_start(&self.wrapped);
         self.policy.start();
     }
 
     fn stop_factory(&self) {
         self.policy.stop();
-        twistor::protocol::do_stop(&self.wrapped);
+        twistor::unstable::do_stop(&self.wrapped);
     }
 
     fn log_prefix(&self) -> &str {

@@ -89,6 +89,7 @@ use crate::pipe::{PipeOwner, PipeReader, PipeWriter};
 use crate::protocol::CloseReason;
 use crate::reactor::{Reactor, Readiness, Source, panic_message};
 use crate::transport::{Producer, Transport, TransportImpl};
+use crate::unstable::ReactorInternals;
 
 pub use endpoint::{ProcessEndpoint, StderrBehavior};
 #[doc(hidden)]

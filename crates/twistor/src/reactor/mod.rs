@@ -19,8 +19,8 @@
 mod executor;
 mod handle;
 mod signals;
-mod source;
-mod timer;
+pub(crate) mod source;
+pub(crate) mod timer;
 mod triggers;
 
 use std::cell::{Cell, RefCell};
@@ -41,12 +41,14 @@ use mio::{Events, Interest, Token};
 
 pub use executor::TaskHandle;
 pub use handle::ReactorHandle;
-pub use source::{Readiness, Source};
-pub use timer::{DelayedCall, ReactorTime, TimerQueue, duration_to_nanos, nanos_to_seconds};
+pub use timer::{DelayedCall, ReactorTime};
 pub use triggers::{PendingWork, Phase, SystemEvent, TriggerId};
 
 use crate::error::Error;
 use crate::sys;
+pub(crate) use source::{Readiness, Source};
+pub(crate) use timer::{TimerQueue, nanos_to_seconds};
+
 use executor::Executor;
 use handle::{Queued, Shared};
 use signals::SignalPipe;
@@ -446,65 +448,13 @@ impl Reactor {
         }
     }
 
-    /// Registers `fd` with the loop, edge-triggered, and returns its token. The reactor
-    /// calls `source.ready` on each readiness change until the token is deregistered.
-    /// `source` owns the descriptor: it closes it when it closes, or when the reactor is
-    /// dropped ([`Source::reactor_dropped`]).
-    pub fn register(
-        &self,
-        fd: BorrowedFd<'_>,
-        interest: Interest,
-        source: Rc<dyn Source>,
-    ) -> io::Result<usize> {
-        let token = self.inner.sources.borrow_mut().insert(source);
-        let result = self.inner.poll.borrow().registry().register(
-            &mut SourceFd(&fd.as_raw_fd()),
-            Token(token),
-            interest,
-        );
-        match result {
-            Ok(()) => Ok(token),
-            Err(err) => {
-                self.inner.sources.borrow_mut().remove(token);
-                Err(err)
-            }
-        }
-    }
-
-    /// Forgets a token. If the descriptor stays open (or has duplicates elsewhere), pass
-    /// it so epoll forgets it too: closing the last descriptor of an open file removes it
-    /// from epoll by itself, so a source that closes its own descriptor right after need
-    /// not.
-    pub fn deregister(&self, token: usize, fd: Option<BorrowedFd<'_>>) {
-        self.inner.sources.borrow_mut().remove(token);
-        if let Some(fd) = fd {
-            let _ = self
-                .inner
-                .poll
-                .borrow()
-                .registry()
-                .deregister(&mut SourceFd(&fd.as_raw_fd()));
-        }
-    }
-
-    /// Makes `token`'s events go to `source` from now on (a connecting socket becoming a
-    /// connection). False if the token is not registered.
-    pub fn replace_source(&self, token: usize, source: Rc<dyn Source>) -> bool {
-        self.inner.sources.borrow_mut().replace(token, source)
-    }
-
-    /// Asks for `source.flush` at the end of this turn.
-    pub fn mark_dirty(&self, source: Rc<dyn Source>) {
-        self.inner.dirty.borrow_mut().push(source);
-    }
-
     /// How many sources are registered (listening ports, connections...).
     pub fn source_count(&self) -> usize {
         self.inner.sources.borrow().len()
     }
 
     /// Lends the reactor's shared read buffer to `f` (or a fresh one, if it is already lent).
-    pub fn with_read_buffer<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    pub(crate) fn with_read_buffer<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
         self.inner.io.with_read_buffer(f)
     }
 
@@ -716,6 +666,49 @@ impl Reactor {
     }
 }
 
+impl crate::unstable::ReactorInternals for Reactor {
+    fn register(
+        &self,
+        fd: BorrowedFd<'_>,
+        interest: Interest,
+        source: Rc<dyn Source>,
+    ) -> io::Result<usize> {
+        let token = self.inner.sources.borrow_mut().insert(source);
+        let result = self.inner.poll.borrow().registry().register(
+            &mut SourceFd(&fd.as_raw_fd()),
+            Token(token),
+            interest,
+        );
+        match result {
+            Ok(()) => Ok(token),
+            Err(err) => {
+                self.inner.sources.borrow_mut().remove(token);
+                Err(err)
+            }
+        }
+    }
+
+    fn deregister(&self, token: usize, fd: Option<BorrowedFd<'_>>) {
+        self.inner.sources.borrow_mut().remove(token);
+        if let Some(fd) = fd {
+            let _ = self
+                .inner
+                .poll
+                .borrow()
+                .registry()
+                .deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+    }
+
+    fn replace_source(&self, token: usize, source: Rc<dyn Source>) -> bool {
+        self.inner.sources.borrow_mut().replace(token, source)
+    }
+
+    fn mark_dirty(&self, source: Rc<dyn Source>) {
+        self.inner.dirty.borrow_mut().push(source);
+    }
+}
+
 impl ReactorTime for Reactor {
     fn seconds(&self) -> f64 {
         Reactor::seconds(self)
@@ -839,7 +832,7 @@ fn run_guarded(what: &str, f: impl FnOnce()) {
 }
 
 /// The text of a panic's payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

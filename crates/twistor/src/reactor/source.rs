@@ -25,13 +25,13 @@ pub struct Readiness {
 /// Sources are registered once, edge-triggered, for both reading and writing; the reactor
 /// calls [`ready`](Source::ready) whenever epoll reports a change. A source that has writes
 /// to flush or reads to resume outside its own `ready` call asks for
-/// [`flush`](Source::flush) with [`Reactor::mark_dirty`].
+/// [`flush`](Source::flush) with [`ReactorInternals::mark_dirty`](crate::unstable::ReactorInternals::mark_dirty).
 pub trait Source {
     /// Epoll reported the source ready.
     fn ready(self: Rc<Self>, reactor: &Reactor, readiness: Readiness);
 
     /// Flush queued output or resume reading; called once per reactor turn after
-    /// [`Reactor::mark_dirty`].
+    /// [`ReactorInternals::mark_dirty`](crate::unstable::ReactorInternals::mark_dirty).
     fn flush(self: Rc<Self>, _reactor: &Reactor) {}
 
     /// The reactor is shutting down: close now.
