@@ -85,6 +85,6 @@ pub fn run(options: Options) -> Result<(), Failure> {
             None => {}
         }
     }
-    crate::shutdown::drain_on_shutdown(&reactor, ports, || {});
+    crate::shutdown::drain_on_shutdown(&reactor, ports, || {}, crate::shutdown::sources(&reactor));
     reactor.run().map_err(|e| Failure::Runtime(e.to_string()))
 }

@@ -70,7 +70,7 @@ pub fn run(options: Options) -> Result<(), Failure> {
             None => {}
         }
     }
-    crate::shutdown::drain_on_shutdown(&reactor, ports, || {});
+    crate::shutdown::drain_on_shutdown(&reactor, ports, || {}, crate::shutdown::sources(&reactor));
     tracing::info!("forwarding to {host}:{port}");
     reactor.run().map_err(|e| Failure::Runtime(e.to_string()))
 }

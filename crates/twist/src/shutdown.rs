@@ -3,6 +3,7 @@
 //! finish what they are doing before they are cut. A second signal cuts them at once.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -17,6 +18,13 @@ const POLL: Duration = Duration::from_millis(50);
 
 static GRACE: OnceLock<Duration> = OnceLock::new();
 
+/// Counts what `reactor` still watches: once its ports are closed, every source left is a
+/// connection (or one being made, or an outgoing one).
+pub fn sources(reactor: &Reactor) -> impl Fn() -> usize + 'static {
+    let weak = reactor.downgrade();
+    move || weak.upgrade().map_or(0, |r| r.source_count())
+}
+
 /// Sets the grace period for the whole process (from `--shutdown-timeout`).
 pub fn set_grace(grace: Duration) {
     let _ = GRACE.set(grace);
@@ -29,17 +37,16 @@ pub fn grace() -> Duration {
 
 /// Makes `reactor`'s shutdown graceful: before anything else, `ports` stop listening and
 /// `begin` runs (a service that can tell idle connections from busy ones closes the idle
-/// ones there); then the shutdown waits until no connection is left, or the grace period
-/// has passed, before the reactor drops what is left.
-///
-/// "No connection left" is read off the reactor: once its ports are closed, every source it
-/// still has is a connection (or one being made).
+/// ones there); then the shutdown waits until `open()` says nothing is left, or the grace
+/// period has passed, before the reactor drops what is left.
 pub fn drain_on_shutdown(
     reactor: &Reactor,
     ports: Vec<ListeningPort>,
     begin: impl FnOnce() + 'static,
+    open: impl Fn() -> usize + 'static,
 ) {
     let ports = RefCell::new(ports);
+    let open: Rc<dyn Fn() -> usize> = Rc::new(open);
     let begin = RefCell::new(Some(begin));
     let weak = reactor.downgrade();
     reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
@@ -56,25 +63,26 @@ pub fn drain_on_shutdown(
             begin();
         }
         let grace = grace();
-        let open = reactor.source_count();
-        if open == 0 || grace.is_zero() {
+        let open = Rc::clone(&open);
+        let left = open();
+        if left == 0 || grace.is_zero() {
             return None;
         }
         tracing::info!(
-            "waiting up to {} s for {open} connection(s) to finish \
+            "waiting up to {} s for {left} connection(s) to finish \
              (signal again to close them now)",
             grace.as_secs_f64()
         );
         Some(Box::pin(async move {
             let deadline = reactor.seconds() + grace.as_secs_f64();
             loop {
-                let open = reactor.source_count();
-                if open == 0 {
+                let left = open();
+                if left == 0 {
                     return;
                 }
                 if reactor.seconds() >= deadline {
                     tracing::warn!(
-                        "closing {open} connection(s) still open after {} s",
+                        "closing {left} connection(s) still open after {} s",
                         grace.as_secs_f64()
                     );
                     return;

@@ -11,14 +11,16 @@ use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use twistor::endpoints::{Description, server_from_string};
 use twistor::reactor::WeakReactor;
+use twistor::reactor::{Phase, SystemEvent};
 use twistor::tcp::ListenOptions;
 use twistor::tls::ServerTlsConfig;
-use twistor::{Factory, Reactor, ReactorHandle};
+use twistor::{Factory, ListeningPort, Reactor, ReactorHandle};
 use twistor_http::proxy::ReverseProxy;
 use twistor_http::server::{
     AccessLog, AccessLogEntry, Resource, ServerOptions, Site, combined_log_line,
@@ -93,7 +95,7 @@ pub fn run(options: Options) -> Result<(), Failure> {
         access_log: !options.no_access_log,
         send_timeout: Duration::from_secs(options.send_timeout),
     };
-    let reactor = Reactor::new().map_err(|e| Failure::Runtime(format!("cannot start: {e}")))?;
+    let reactor = crate::service_reactor()?;
     // Check everything before listening anywhere, so a typo fails fast.
     let (site, log) = build_site(&reactor, &content, tuning)?;
     if options.workers == 1 {
@@ -112,15 +114,19 @@ pub fn run(options: Options) -> Result<(), Failure> {
             }
         }
         let factory: Rc<dyn Factory> = Rc::new(site.clone());
+        let mut ports = Vec::new();
         for listen in tls {
-            listen.start(&reactor, factory.clone())?;
+            ports.push(listen.start(&reactor, factory.clone())?);
         }
         for endpoint in &endpoints {
             // Listening on these endpoints completes at once; a failure is known here.
-            if let Some(Err(failure)) = endpoint.listen(factory.clone()).try_result() {
-                return Err(Failure::Runtime(failure.to_string()));
+            match endpoint.listen(factory.clone()).try_result() {
+                Some(Ok(port)) => ports.push(port),
+                Some(Err(failure)) => return Err(Failure::Runtime(failure.to_string())),
+                None => {}
             }
         }
+        drain_site_on_shutdown(&reactor, ports, &site, || 0);
         let result = reactor.run().map_err(|e| Failure::Runtime(e.to_string()));
         flush_log(&log);
         return result;
@@ -148,18 +154,26 @@ fn run_workers(
     // The first worker binds first, so a port of 0 becomes the same port for all.
     let factory: Rc<dyn Factory> = Rc::new(site.clone());
     let mut bound = Vec::new();
+    let mut ports = Vec::new();
     for listen in listens {
         let port = listen.port;
-        let actual = listen.start(reactor, factory.clone())?;
-        bound.push((listen.text, if port == 0 { actual } else { port }));
+        let listening = listen.start(reactor, factory.clone())?;
+        bound.push((listen.text, if port == 0 { listening.port() } else { port }));
+        ports.push(listening);
     }
+    // Worker threads whose reactor still runs (each drains on its own at shutdown).
+    let running = Arc::new(AtomicUsize::new(0));
     let mut workers: Vec<(ReactorHandle, std::thread::JoinHandle<()>)> = Vec::new();
     for n in 1..options.workers {
         let (tx, rx) = mpsc::channel::<Result<ReactorHandle, String>>();
-        let (content, bound) = (content.clone(), bound.clone());
+        let (content, bound, running) = (content.clone(), bound.clone(), running.clone());
+        running.fetch_add(1, Ordering::SeqCst);
         let thread = std::thread::Builder::new()
             .name(format!("web-worker-{n}"))
-            .spawn(move || worker(content, bound, tuning, tx))
+            .spawn(move || {
+                worker(content, bound, tuning, tx);
+                running.fetch_sub(1, Ordering::SeqCst);
+            })
             .map_err(|e| Failure::Runtime(format!("cannot start a worker: {e}")))?;
         match rx.recv() {
             Ok(Ok(handle)) => workers.push((handle, thread)),
@@ -174,9 +188,43 @@ fn run_workers(
         }
     }
     tracing::info!("serving with {} workers", options.workers);
+    // At shutdown the workers are told to stop (each closes its listeners and drains), and
+    // this one waits for its own connections and for them.
+    let handles: Vec<ReactorHandle> = workers.iter().map(|(h, _)| h.clone()).collect();
+    drain_site_on_shutdown(reactor, ports, &site, move || {
+        running.load(Ordering::SeqCst)
+    });
+    reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
+        for handle in &handles {
+            let _ = handle.call_from_thread(|r| r.stop());
+        }
+        None
+    });
     let result = reactor.run().map_err(|e| Failure::Runtime(e.to_string()));
+    // Whatever is left (the grace period passed, or a second signal came) is cut.
     stop_workers(workers);
     result
+}
+
+/// Graceful shutdown for a site: its listeners close, its idle connections close and busy
+/// ones finish their response ([`Site::drain`]), and shutdown waits for them (and for
+/// `elsewhere()` more, such as worker threads still draining) up to the grace period.
+fn drain_site_on_shutdown(
+    reactor: &Reactor,
+    ports: Vec<ListeningPort>,
+    site: &Site,
+    elsewhere: impl Fn() -> usize + 'static,
+) {
+    let (draining, counted) = (site.clone(), site.clone());
+    crate::shutdown::drain_on_shutdown(
+        reactor,
+        ports,
+        move || {
+            // Completion is watched through the connection count below.
+            drop(draining.drain());
+        },
+        move || counted.connection_count() + elsewhere(),
+    );
 }
 
 fn worker(
@@ -200,16 +248,21 @@ fn worker(
         }
     };
     let factory: Rc<dyn Factory> = Rc::new(site.clone());
+    let mut ports = Vec::new();
     for (text, port) in &bound {
         let started = parse_listen(text, true).and_then(|mut listen| {
             listen.port = *port;
             listen.start(&reactor, factory.clone())
         });
-        if let Err(Failure::Usage(e) | Failure::Runtime(e)) = started {
-            let _ = tx.send(Err(e));
-            return;
+        match started {
+            Ok(listening) => ports.push(listening),
+            Err(Failure::Usage(e) | Failure::Runtime(e)) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
         }
     }
+    drain_site_on_shutdown(&reactor, ports, &site, || 0);
     let _ = tx.send(Ok(reactor.handle()));
     if let Err(e) = reactor.run() {
         tracing::error!("worker stopped: {e}");
@@ -219,7 +272,7 @@ fn worker(
 
 fn stop_workers(workers: Vec<(ReactorHandle, std::thread::JoinHandle<()>)>) {
     for (handle, _) in &workers {
-        let _ = handle.call_from_thread(|r| r.stop());
+        let _ = handle.call_from_thread(|r| r.stop_now());
     }
     for (_, thread) in workers {
         let _ = thread.join();
@@ -236,16 +289,15 @@ struct Listen {
 }
 
 impl Listen {
-    /// Listens; returns the port bound.
-    fn start(&self, reactor: &Reactor, factory: Rc<dyn Factory>) -> Result<u16, Failure> {
+    /// Listens; returns the listening port.
+    fn start(&self, reactor: &Reactor, factory: Rc<dyn Factory>) -> Result<ListeningPort, Failure> {
         let port = match &self.tls {
             Some(config) => {
                 reactor.listen_ssl_with(self.port, factory, config.clone(), self.options.clone())
             }
             None => reactor.listen_tcp_with(self.port, factory, self.options.clone()),
         };
-        port.map(|p| p.port())
-            .map_err(|e| Failure::Runtime(e.to_string()))
+        port.map_err(|e| Failure::Runtime(e.to_string()))
     }
 }
 
@@ -254,7 +306,7 @@ fn is_ssl(text: &str) -> bool {
 }
 
 /// Reads `tcp:PORT[:interface=ADDR][:backlog=N]`, the same for `tcp6:`, and
-/// `ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem][:extraCertChain=CHAIN.pem][:interface=ADDR][:backlog=N]`
+/// `ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem][:extraCertChain=CHAIN.pem][:interface=ADDR][:backlog=N][:handshakeTimeout=SECONDS]`
 /// (Twisted's `ssl:` endpoint; ALPN offers `http/1.1`).
 fn parse_listen(text: &str, reuse_port: bool) -> Result<Listen, Failure> {
     let usage = |e: twistor::Error| Failure::Usage(e.to_string());
@@ -277,6 +329,7 @@ fn parse_listen(text: &str, reuse_port: bool) -> Result<Listen, Failure> {
             "privateKey",
             "certKey",
             "extraCertChain",
+            "handshakeTimeout",
         ]
     } else {
         &["port", "interface", "backlog"]
@@ -317,7 +370,19 @@ fn parse_listen(text: &str, reuse_port: bool) -> Result<Listen, Failure> {
             d.kwargs.get("extraCertChain").map(String::as_str),
         )
         .map_err(|e| Failure::Usage(format!("{:?}: {e}", d.text)))?;
-        Some(config.with_alpn(["http/1.1"]))
+        let handshake = match d.kwargs.get("handshakeTimeout") {
+            None => Some(twistor::tls::DEFAULT_HANDSHAKE_TIMEOUT),
+            Some(text) => Some(
+                crate::parse_seconds(text)
+                    .map_err(|e| Failure::Usage(format!("{:?}: handshakeTimeout: {e}", d.text)))?,
+            )
+            .filter(|t| !t.is_zero()),
+        };
+        Some(
+            config
+                .with_alpn(["http/1.1"])
+                .with_handshake_timeout(handshake),
+        )
     } else {
         None
     };

@@ -346,3 +346,87 @@ fn an_unread_pipeline_does_not_grow_the_server_and_others_are_served_until_dropp
     };
     assert!(dropped.is_some(), "still connected after 10 s");
 }
+
+/// Reads an HTTP/1.1 response head from `s`; returns it and the body bytes read past it.
+fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the head: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end + 4]).into_owned();
+            return (head, got[end + 4..].to_vec());
+        }
+    }
+}
+
+/// Waits until `port` refuses connections (the listener is closed).
+fn wait_until_refused(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_lets_a_download_in_flight_finish_and_closes_idle_connections() {
+    const SIZE: usize = 32 << 20;
+    let dir = TempDir::new("drain");
+    dir.write("big.bin", &vec![7u8; SIZE]);
+    let (mut child, port) = start(&["--path", dir.0.to_str().unwrap(), "--no-access-log"]);
+    // A keep-alive connection that has had its response and sits idle.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    idle.write_all(b"GET /missing HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let (head, _) = read_head(&mut idle);
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    // A download under way, its reader slower than the server.
+    let mut download = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    download
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    download
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let (head, mut body) = read_head(&mut download);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {SIZE}\r\n")),
+        "{head}"
+    );
+
+    child.signal(libc::SIGTERM);
+    wait_until_refused(port);
+    // The idle connection is closed at once (the read times out after 10 s otherwise).
+    let mut buf = [0u8; 64];
+    let idle_read = idle.read(&mut buf);
+    let timed_out = matches!(&idle_read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(
+        matches!(idle_read, Ok(0) | Err(_)) && !timed_out,
+        "idle connection still open: {idle_read:?}"
+    );
+    // The download runs to its end, then that connection closes too.
+    let mut rest = Vec::new();
+    download.read_to_end(&mut rest).unwrap();
+    body.extend_from_slice(&rest);
+    assert_eq!(body.len(), SIZE, "the whole body arrived");
+    let (status, _) = child.wait();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn workers_drain_and_exit_on_sigterm() {
+    let dir = TempDir::new("workers-drain");
+    dir.write("w.txt", b"w");
+    let (mut child, port) = start(&["--path", dir.0.to_str().unwrap(), "--workers", "2"]);
+    child.err_line_containing("serving with 2 workers");
+    assert!(fetch(port, "/w.txt").ends_with("\r\n\r\nw"));
+    child.signal(libc::SIGTERM);
+    let (status, _) = child.wait();
+    assert!(status.success(), "{status}");
+}
