@@ -7,7 +7,9 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use twistor_testing::process::{ChildGuard, have, raise_fd_limit, run_with_input};
+use twistor_testing::process::{
+    ChildGuard, have, raise_fd_limit, run_with_input, wait_until_refused,
+};
 
 fn twist() -> Command {
     Command::new(env!("CARGO_BIN_EXE_twist"))
@@ -16,12 +18,17 @@ fn twist() -> Command {
 /// Starts `twist echo` on an OS-chosen port with extra description options; returns it
 /// and its port (read from its log).
 fn start_echo(options: &str, setup: impl FnOnce(&mut Command)) -> (ChildGuard, u16) {
+    start_echo_with(&format!("tcp:0:interface=127.0.0.1{options}"), setup)
+}
+
+/// Starts `twist echo --listen DESCRIPTION`; returns it and its port.
+fn start_echo_on(description: &str) -> (ChildGuard, u16) {
+    start_echo_with(description, |_| {})
+}
+
+fn start_echo_with(description: &str, setup: impl FnOnce(&mut Command)) -> (ChildGuard, u16) {
     let mut cmd = twist();
-    cmd.args([
-        "echo",
-        "--listen",
-        &format!("tcp:0:interface=127.0.0.1{options}"),
-    ]);
+    cmd.args(["echo", "--listen", description]);
     setup(&mut cmd);
     let mut child = ChildGuard::spawn(cmd);
     let line = child.err_line_containing("starting on");
@@ -104,15 +111,6 @@ fn echoing_client(port: u16) -> TcpStream {
     c.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"hello");
     c
-}
-
-/// Waits until `port` refuses connections (the listener is closed).
-fn wait_until_refused(port: u16) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(std::time::Instant::now() < deadline, "still listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -380,19 +378,11 @@ fn a_client_stalled_mid_handshake_is_cut_at_the_handshake_timeout() {
     }
     let dir = std::env::temp_dir().join(format!("twist-ssl-stall-{}", std::process::id()));
     let (key, cert) = self_signed_certificate(&dir);
-    let mut cmd = twist();
-    cmd.args([
-        "echo",
-        "--listen",
-        &format!(
-            "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1:handshakeTimeout=1",
-            key.display(),
-            cert.display()
-        ),
-    ]);
-    let mut server = ChildGuard::spawn(cmd);
-    let line = server.err_line_containing("starting on");
-    let port: u16 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let (_server, port) = start_echo_on(&format!(
+        "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1:handshakeTimeout=1",
+        key.display(),
+        cert.display()
+    ));
     let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stalled
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -424,19 +414,11 @@ fn serves_tls_to_openssl_s_client() {
     }
     let dir = std::env::temp_dir().join(format!("twist-ssl-{}", std::process::id()));
     let (key, cert) = self_signed_certificate(&dir);
-    let mut cmd = twist();
-    cmd.args([
-        "echo",
-        "--listen",
-        &format!(
-            "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
-            key.display(),
-            cert.display()
-        ),
-    ]);
-    let mut server = ChildGuard::spawn(cmd);
-    let line = server.err_line_containing("starting on");
-    let port: u16 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let (_server, port) = start_echo_on(&format!(
+        "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
+        key.display(),
+        cert.display()
+    ));
     for version in ["-tls1_2", "-tls1_3"] {
         // s_client stops at the end of its input, so keep its stdin open until the echo is
         // back.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use twistor_testing::process::{ChildGuard, have};
+use twistor_testing::process::{ChildGuard, have, wait_until_refused};
 
 fn twist() -> Command {
     Command::new(env!("CARGO_BIN_EXE_twist"))
@@ -359,15 +359,6 @@ fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
             let head = String::from_utf8_lossy(&got[..end + 4]).into_owned();
             return (head, got[end + 4..].to_vec());
         }
-    }
-}
-
-/// Waits until `port` refuses connections (the listener is closed).
-fn wait_until_refused(port: u16) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(std::time::Instant::now() < deadline, "still listening");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -4,33 +4,10 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use twistor_testing::process::{ChildGuard, have};
-
-/// A command running one of this crate's examples (cargo builds them for `cargo test`).
-fn example(name: &str) -> Command {
-    let exe = std::env::current_exe().unwrap();
-    let path: PathBuf = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(path.exists(), "{} is not built", path.display());
-    Command::new(path)
-}
+use twistor_testing::process::{ChildGuard, closed_port, example, have};
 
 /// SIGTERM's number on Linux (this crate's tests do not depend on libc).
 const SIGTERM: i32 = 15;
-
-/// A port nothing listens on: bind one, note it, close it.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn have_python() -> bool {
     let present = have("python3", &["--version"]);

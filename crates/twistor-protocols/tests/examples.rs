@@ -2,25 +2,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use twistor_testing::process::ChildGuard;
-
-/// A command running one of this crate's examples (cargo builds them for `cargo test`).
-fn example(name: &str) -> Command {
-    let exe = std::env::current_exe().unwrap();
-    let path: PathBuf = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(path.exists(), "{} is not built", path.display());
-    Command::new(path)
-}
+use twistor_testing::process::{ChildGuard, example};
 
 /// A chat client: reads whole lines.
 struct Client(TcpStream);

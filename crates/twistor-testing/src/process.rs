@@ -195,6 +195,40 @@ pub fn have(program: &str, check: &[&str]) -> bool {
     ok
 }
 
+/// A command running one of the calling crate's examples (cargo builds them beside the
+/// test binary, in `target/<profile>/examples`, for `cargo test`).
+pub fn example(name: &str) -> Command {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join("examples").join(name);
+    assert!(path.exists(), "{} is not built", path.display());
+    Command::new(path)
+}
+
+/// A local TCP port nothing listens on (bound, noted, closed), for refused connections.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Waits until 127.0.0.1:`port` refuses connections (a server closed its listener); fails
+/// after 30 s.
+pub fn wait_until_refused(port: u16) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "127.0.0.1:{port} is still listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Whether Python with Twisted is available (same CI rule as [`have`]).
 pub fn have_twisted() -> bool {
     have("python3", &["-c", "import twisted"])

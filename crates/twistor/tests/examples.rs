@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ChildGuard, example, have, have_twisted, peer_script, run_with_input};
+use common::{ChildGuard, closed_port, example, have, have_twisted, peer_script, run_with_input};
 
 fn connect(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -246,15 +246,6 @@ fn timestamp_server_stamps_like_ctime() {
             .line_containing("connected from")
             .ends_with("127.0.0.1")
     );
-}
-
-/// A port nothing listens on: bind one, note it, close it.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -3,22 +3,16 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::Command;
 
 #[allow(unused_imports)]
-pub use twistor_testing::process::{ChildGuard, have, have_twisted, run_with_input};
+pub use twistor_testing::process::{
+    ChildGuard, closed_port, example, have, have_twisted, run_with_input,
+};
 
 /// The directory cargo puts this test's sibling binaries in (`target/<profile>`).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
-/// A command running one of this crate's examples (cargo builds them for `cargo test`).
-pub fn example(name: &str) -> Command {
-    let path = target_dir().join("examples").join(name);
-    assert!(path.exists(), "{} is not built", path.display());
-    Command::new(path)
 }
 
 /// The path of a peer script in `tests/peers`.
