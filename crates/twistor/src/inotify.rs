@@ -25,6 +25,7 @@
 //! entry found (as Twisted does); a file may thus be reported twice. A subdirectory moved
 //! out stops being watched.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -32,14 +33,14 @@ use std::fmt;
 use std::io;
 use std::ops::{BitAnd, BitOr, BitOrAssign};
 use std::os::unix::ffi::OsStrExt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use mio::Interest;
 
 use crate::error::Error;
-use crate::reactor::{Reactor, Readiness, Source, panic_message};
+use crate::guard::{Guard, Kind};
+use crate::reactor::{Reactor, Readiness, Source};
 use crate::sys::{self, FdCell};
 
 /// A set of inotify event kinds (`IN_*` bits).
@@ -212,7 +213,25 @@ impl FsEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WatchId(i32);
 
-type Callback = Rc<RefCell<dyn FnMut(&FsEvent)>>;
+/// A watch's callback, shared by the watches of a recursive one's subdirectories.
+type Callback = Rc<Guard<Watcher>>;
+
+/// The guard's [`Kind`] for watch callbacks.
+struct Watcher;
+
+impl Kind for Watcher {
+    type Protocol = dyn FnMut(&FsEvent);
+    type Transport = ();
+    type Event<'a> = Cow<'a, FsEvent>;
+
+    fn deliver(callback: &mut (dyn FnMut(&FsEvent) + 'static), _: &(), event: Cow<'_, FsEvent>) {
+        callback(&event)
+    }
+
+    fn keep(event: Cow<'_, FsEvent>) -> Cow<'static, FsEvent> {
+        Cow::Owned(event.into_owned())
+    }
+}
 
 /// An inotify instance registered with a reactor. Cloning it is cheap; it closes with
 /// [`close`](Inotify::close) or when the reactor shuts down.
@@ -249,7 +268,7 @@ impl Inotify {
         mask: Mask,
         callback: impl FnMut(&FsEvent) + 'static,
     ) -> Result<WatchId, Error> {
-        let callback: Callback = Rc::new(RefCell::new(callback));
+        let callback: Callback = Rc::new(Guard::new(Box::new(callback) as Box<_>));
         self.inner.add(path.as_ref(), mask, false, callback, None)
     }
 
@@ -261,7 +280,7 @@ impl Inotify {
         mask: Mask,
         callback: impl FnMut(&FsEvent) + 'static,
     ) -> Result<WatchId, Error> {
-        let callback: Callback = Rc::new(RefCell::new(callback));
+        let callback: Callback = Rc::new(Guard::new(Box::new(callback) as Box<_>));
         let path = path.as_ref();
         let id = self.inner.add(path, mask, true, callback.clone(), None)?;
         self.inner.add_children(path, mask, &callback, id.0, false);
@@ -390,14 +409,12 @@ impl Notifier {
                 } else {
                     Mask::CREATE
                 };
-                deliver(
-                    callback,
-                    &FsEvent {
-                        path: path.clone(),
-                        mask: kind,
-                        cookie: 0,
-                    },
-                );
+                let event = FsEvent {
+                    path: path.clone(),
+                    mask: kind,
+                    cookie: 0,
+                };
+                self.deliver(callback, root, Cow::Borrowed(&event));
             }
             if is_dir
                 && self
@@ -406,6 +423,19 @@ impl Notifier {
             {
                 self.add_children(&path, mask, callback, root, announce);
             }
+        }
+    }
+
+    /// Runs a watch's callback under the guard; a panic removes the watch (the one the
+    /// user added, `root`, with the directories below it).
+    fn deliver(&self, callback: &Callback, root: i32, event: Cow<'_, FsEvent>) {
+        if let Err(panicked) = callback.deliver(&(), event) {
+            let path = self.watches.borrow().get(&root).map(|w| w.path.clone());
+            let _ = panicked.report(format_args!(
+                "the inotify callback for {} (removing the watch)",
+                path.as_deref().unwrap_or(Path::new("?")).display()
+            ));
+            self.remove_tree(root);
         }
     }
 
@@ -463,20 +493,20 @@ impl Notifier {
         let mask = Mask(mask);
         if mask.contains(Mask::Q_OVERFLOW) {
             tracing::warn!("inotify queue overflowed: events were lost");
-            let roots: Vec<(PathBuf, Callback)> = self
+            let roots: Vec<(i32, PathBuf, Callback)> = self
                 .watches
                 .borrow()
                 .iter()
                 .filter(|(id, w)| **id == w.root)
-                .map(|(_, w)| (w.path.clone(), w.callback.clone()))
+                .map(|(id, w)| (*id, w.path.clone(), w.callback.clone()))
                 .collect();
-            for (path, callback) in roots {
+            for (root, path, callback) in roots {
                 let event = FsEvent {
                     path,
                     mask,
                     cookie: 0,
                 };
-                deliver(&callback, &event);
+                self.deliver(&callback, root, Cow::Borrowed(&event));
             }
             return;
         }
@@ -510,9 +540,10 @@ impl Notifier {
         }
         let event = FsEvent { path, mask, cookie };
         if wanted.intersects(mask & Mask(libc::IN_ALL_EVENTS | libc::IN_IGNORED)) {
-            deliver(&callback, &event);
+            self.deliver(&callback, root, Cow::Borrowed(&event));
         }
-        if recursive && event.is_dir() {
+        // (Unless the callback removed the watch, or panicked, which removes it.)
+        if recursive && event.is_dir() && self.watches.borrow().contains_key(&root) {
             if mask.intersects(Mask::CREATE | Mask::MOVED_TO) {
                 if self
                     .add(&event.path, wanted, true, callback.clone(), Some(root))
@@ -569,19 +600,6 @@ fn parse_events(mut bytes: &[u8], out: &mut Vec<(i32, u32, u32, Vec<u8>)>) {
         let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
         out.push((wd, mask, cookie, name[..end].to_vec()));
         bytes = &bytes[EVENT_HEADER + len..];
-    }
-}
-
-fn deliver(callback: &Callback, event: &FsEvent) {
-    let Ok(mut f) = callback.try_borrow_mut() else {
-        tracing::warn!(
-            "inotify callback re-entered; event for {} dropped",
-            event.path.display()
-        );
-        return;
-    };
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| (*f)(event))) {
-        tracing::error!("inotify callback panicked: {}", panic_message(&*panic));
     }
 }
 

@@ -52,6 +52,7 @@ pub mod unix;
 
 mod connecting;
 mod flags;
+mod guard;
 mod listener;
 mod outbuf;
 mod pipe;

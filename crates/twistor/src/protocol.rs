@@ -8,6 +8,7 @@
 //! outgoing connection attempts end.
 
 use std::any::type_name;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
@@ -19,6 +20,7 @@ use crate::address::Address;
 use crate::connector::Connector;
 use crate::datagram::DatagramTransport;
 use crate::error::Error;
+use crate::guard::{Bytes, Kind};
 use crate::transport::Transport;
 
 /// Why a connection ended, as given to [`Protocol::connection_lost`].
@@ -264,6 +266,51 @@ impl<F: ClientFactory + ?Sized> ClientFactory for Rc<F> {
     }
     fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
         (**self).client_connection_lost(connector, reason)
+    }
+}
+
+/// A connection protocol's callbacks, as the engine's guard delivers them.
+pub(crate) enum ConnEvent<'a> {
+    Make,
+    Data(Bytes<'a>),
+    ReadLost,
+    WriteLost,
+    Fd(OwnedFd),
+    Handshake,
+    Lost(CloseReason),
+}
+
+/// The guard's [`Kind`] for [`Protocol`]s (streams, TLS, standard I/O).
+pub(crate) struct Conn;
+
+impl Kind for Conn {
+    type Protocol = dyn Protocol;
+    type Transport = Transport;
+    type Event<'a> = ConnEvent<'a>;
+
+    #[inline(always)]
+    fn deliver(p: &mut dyn Protocol, t: &Transport, event: ConnEvent<'_>) {
+        match event {
+            ConnEvent::Make => p.make_connection(t),
+            ConnEvent::Data(data) => p.data_received(t, &data),
+            ConnEvent::ReadLost => p.read_connection_lost(t),
+            ConnEvent::WriteLost => p.write_connection_lost(t),
+            ConnEvent::Fd(fd) => p.file_descriptor_received(t, fd),
+            ConnEvent::Handshake => p.handshake_completed(t),
+            ConnEvent::Lost(reason) => p.connection_lost(&reason),
+        }
+    }
+
+    fn keep(event: ConnEvent<'_>) -> ConnEvent<'static> {
+        match event {
+            ConnEvent::Make => ConnEvent::Make,
+            ConnEvent::Data(data) => ConnEvent::Data(Cow::Owned(data.into_owned())),
+            ConnEvent::ReadLost => ConnEvent::ReadLost,
+            ConnEvent::WriteLost => ConnEvent::WriteLost,
+            ConnEvent::Fd(fd) => ConnEvent::Fd(fd),
+            ConnEvent::Handshake => ConnEvent::Handshake,
+            ConnEvent::Lost(reason) => ConnEvent::Lost(reason),
+        }
     }
 }
 

@@ -15,10 +15,10 @@
 //! the protocol's own callbacks.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
 
 use socket2::SockRef;
@@ -26,9 +26,10 @@ use socket2::SockRef;
 use crate::address::Address;
 use crate::error::Error;
 use crate::flags::Flags;
+use crate::guard::{Guard, Panicked};
 use crate::outbuf::{OutBuf, ProducerSlot};
-use crate::protocol::{CloseReason, Protocol};
-use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor, panic_message};
+use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol};
+use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor};
 use crate::sys::{self, FdCell};
 use crate::transport::{
     DEFAULT_HIGH_WATER_MARK, Producer, ProtocolWrapper, Transport, TransportImpl,
@@ -89,8 +90,6 @@ const STAGED: u32 = 1 << 11;
 const HAS_PRODUCER: u32 = 1 << 12;
 /// File descriptors wait to be sent with the next byte (Unix sockets).
 const FDS_PENDING: u32 = 1 << 14;
-/// A protocol wrapper waits to be applied.
-const WRAP_PENDING: u32 = 1 << 15;
 /// The registered producer is a pull producer (it must unregister before a close).
 const PULL_PRODUCER: u32 = 1 << 16;
 /// The registered streaming producer is paused (waiting for the buffer to drain).
@@ -114,8 +113,6 @@ struct Extras {
     producer: Option<ProducerSlot>,
     /// Descriptors to send with the next byte (Unix sockets).
     fds_out: Vec<OwnedFd>,
-    /// A protocol wrapper waiting for the running callback to return.
-    pending_wrap: Option<ProtocolWrapper>,
     /// Why the connection is being aborted, if not by `abort_connection`.
     abort_reason: Option<CloseReason>,
 }
@@ -127,9 +124,11 @@ pub(crate) struct StreamConnection {
     kind: StreamKind,
     token: Cell<usize>,
     flags: Cell<u32>,
-    high_water: Cell<usize>,
+    /// The high-water mark, in bytes (a `u32` keeps the connection small; see
+    /// `set_high_water_mark`).
+    high_water: Cell<u32>,
     out: RefCell<OutBuf>,
-    protocol: RefCell<Option<Box<dyn Protocol>>>,
+    protocol: Guard<Conn>,
     /// State most connections never need, allocated on first use.
     extras: RefCell<Option<Box<Extras>>>,
     peer: Address,
@@ -156,9 +155,9 @@ impl StreamConnection {
             kind,
             token: Cell::new(usize::MAX),
             flags: Cell::new(0),
-            high_water: Cell::new(DEFAULT_HIGH_WATER_MARK),
+            high_water: Cell::new(DEFAULT_HIGH_WATER_MARK as u32),
             out: RefCell::new(OutBuf::default()),
-            protocol: RefCell::new(Some(protocol)),
+            protocol: Guard::new(protocol),
             extras: RefCell::new(None),
             peer,
             reactor: reactor.downgrade(),
@@ -175,7 +174,7 @@ impl StreamConnection {
     /// Starts the protocol: `make_connection`, then whatever it wrote is flushed.
     pub(crate) fn start(self: &Rc<Self>, reactor: &Reactor) {
         let transport = Transport::new(self.clone());
-        self.dispatch(&transport, |p, t| p.make_connection(t));
+        self.dispatch(&transport, ConnEvent::Make);
         self.flush_now(reactor);
     }
 
@@ -200,7 +199,7 @@ impl StreamConnection {
                 // The connection never started: drop it, closing the socket.
                 conn.set(CLOSED);
                 conn.fd.close();
-                conn.protocol.borrow_mut().take();
+                conn.protocol.take();
                 return;
             }
         }
@@ -229,52 +228,35 @@ impl StreamConnection {
         }
     }
 
-    /// Runs one protocol callback, catching a panic (which aborts the connection).
+    /// Runs one protocol callback under the guard (queued if the protocol is running).
     #[inline]
-    fn dispatch(&self, transport: &Transport, f: impl FnOnce(&mut dyn Protocol, &Transport)) {
-        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
-            tracing::warn!("protocol callback re-entered; event dropped");
-            return;
-        };
-        let Some(protocol) = slot.as_mut() else {
-            return;
-        };
+    fn dispatch(&self, transport: &Transport, event: ConnEvent<'_>) {
         let outer = self.has(IN_DISPATCH);
         self.set(IN_DISPATCH);
-        let result = catch_unwind(AssertUnwindSafe(|| f(&mut **protocol, transport)));
+        let result = self.protocol.deliver(transport, event);
         if !outer {
             self.unset(IN_DISPATCH);
         }
-        drop(slot);
-        if !outer && self.has(WRAP_PENDING) {
-            self.apply_pending_wrap();
-        }
-        if let Err(panic) = result {
-            let message = panic_message(&*panic);
-            tracing::error!(
-                "protocol callback panicked on connection from {}: {message}; aborting it",
-                self.peer
-            );
-            self.extras().abort_reason = Some(CloseReason::Lost(Error::ProtocolPanicked(message)));
-            self.set(ABORTING);
-            self.out_clear();
+        if let Err(panicked) = result {
+            self.panicked(panicked);
         }
     }
 
+    /// A callback panicked: report it and abort the connection.
     #[cold]
-    fn apply_pending_wrap(&self) {
-        self.unset(WRAP_PENDING);
-        let Some(wrap) = self.extras().pending_wrap.take() else {
+    #[inline(never)]
+    fn panicked(&self, panicked: Panicked) {
+        let message = panicked.report(format_args!(
+            "the protocol of the connection from {} (aborting it)",
+            self.peer
+        ));
+        if self.has(CLOSED) {
             return;
-        };
-        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
-            self.extras().pending_wrap = Some(wrap);
-            self.set(WRAP_PENDING);
-            return;
-        };
-        if let Some(protocol) = slot.take() {
-            *slot = Some(wrap(protocol));
         }
+        self.extras().abort_reason = Some(CloseReason::Lost(Error::ProtocolPanicked(message)));
+        self.set(ABORTING);
+        self.out_clear();
+        self.request_flush();
     }
 
     /// Reads until the socket is drained (or reading should stop), feeding the protocol.
@@ -308,7 +290,7 @@ impl StreamConnection {
                 }
             };
             let drained = n < buf.len() && !until_eof;
-            self.dispatch(&transport, |p, t| p.data_received(t, &buf[..n]));
+            self.dispatch(&transport, ConnEvent::Data(Cow::Borrowed(&buf[..n])));
             if drained {
                 return;
             }
@@ -321,7 +303,7 @@ impl StreamConnection {
         let mut fds = Vec::new();
         let n = self.fd.recv_with_fds(buf, &mut fds);
         for fd in fds {
-            self.dispatch(transport, |p, t| p.file_descriptor_received(t, fd));
+            self.dispatch(transport, ConnEvent::Fd(fd));
         }
         n
     }
@@ -361,7 +343,7 @@ impl StreamConnection {
             self.close(reactor, CloseReason::Done);
             return;
         }
-        self.dispatch(transport, |p, t| p.read_connection_lost(t));
+        self.dispatch(transport, ConnEvent::ReadLost);
     }
 
     /// Sends what is queued, runs the producer, and closes if a close is due.
@@ -543,7 +525,7 @@ impl StreamConnection {
 
     /// Pauses a streaming producer once the buffered bytes pass the high-water mark.
     fn check_high_water(&self) {
-        if self.has(HAS_PRODUCER) && self.buffered() > self.high_water.get() {
+        if self.has(HAS_PRODUCER) && self.buffered() > self.high_water() {
             self.pause_producer_if_streaming();
         }
     }
@@ -587,7 +569,7 @@ impl StreamConnection {
     /// high-water mark, or asks a pull producer for more once it is empty.
     fn run_producer(&self, buffered: usize) {
         if self.has(SELF_PRODUCER) {
-            if self.has(PRODUCER_PAUSED) && buffered <= self.high_water.get() / 2 {
+            if self.has(PRODUCER_PAUSED) && buffered <= self.high_water() / 2 {
                 self.unset(PRODUCER_PAUSED);
                 TransportImpl::resume_producing(self);
             }
@@ -598,7 +580,7 @@ impl StreamConnection {
             .borrow_mut()
             .as_mut()
             .and_then(|e| e.producer.as_mut())
-            .and_then(|slot| slot.resume_if_due(buffered, self.high_water.get()));
+            .and_then(|slot| slot.resume_if_due(buffered, self.high_water()));
         let Some(producer) = producer else {
             return;
         };
@@ -616,7 +598,7 @@ impl StreamConnection {
             return;
         }
         let transport = Transport::new(self.clone());
-        self.dispatch(&transport, |p, t| p.write_connection_lost(t));
+        self.dispatch(&transport, ConnEvent::WriteLost);
         // Whatever the callback asked for (a close, say) is done at the end of the turn:
         // this runs from a flush, not from a read that flushes after it.
         self.request_flush();
@@ -644,11 +626,15 @@ impl StreamConnection {
         if let Some(slot) = producer {
             slot.producer.stop_producing();
         }
-        let protocol = self.protocol.borrow_mut().take();
-        if let Some(mut protocol) = protocol
-            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.connection_lost(&reason)))
+        let transport = Transport::new(self.clone());
+        if let Err(panicked) = self
+            .protocol
+            .finish(&transport, ConnEvent::Lost(reason.clone()))
         {
-            tracing::error!("connection_lost panicked: {}", panic_message(&*panic));
+            let _ = panicked.report(format_args!(
+                "connection_lost of the connection from {}",
+                self.peer
+            ));
         }
         if let Some(owner) = self.owner.take() {
             owner.connection_lost(&reason);
@@ -674,6 +660,11 @@ impl StreamConnection {
         };
         self.set(PRODUCER_PAUSED);
         producer.pause_producing();
+    }
+
+    #[inline]
+    fn high_water(&self) -> usize {
+        self.high_water.get() as usize
     }
 
     /// The rarely used state, created on first use.
@@ -766,7 +757,7 @@ impl Source for StreamConnection {
         self.fd.close();
         self.out_clear();
         self.drop_staged();
-        let protocol = self.protocol.borrow_mut().take();
+        let protocol = self.protocol.take();
         let extras = self.extras.borrow_mut().take();
         let owner = self.owner.take();
         drop((protocol, extras, owner));
@@ -782,7 +773,7 @@ impl TransportImpl for StreamConnection {
         if flags & (IN_DISPATCH | unusual) == IN_DISPATCH {
             let staged = self.stage(data);
             if staged != 0 {
-                if flags & HAS_PRODUCER != 0 && staged > self.high_water.get() {
+                if flags & HAS_PRODUCER != 0 && staged > self.high_water() {
                     self.pause_producer_if_streaming();
                 }
                 return;
@@ -867,7 +858,7 @@ impl TransportImpl for StreamConnection {
         if self.has(HAS_PRODUCER) {
             return Err(Error::ProducerAlreadyRegistered);
         }
-        let pause_now = streaming && self.buffered() > self.high_water.get();
+        let pause_now = streaming && self.buffered() > self.high_water();
         let itself = producer
             .as_transport()
             .is_some_and(|t| std::ptr::addr_eq(Rc::as_ptr(t.inner()), self as *const Self));
@@ -915,7 +906,8 @@ impl TransportImpl for StreamConnection {
     }
 
     fn set_high_water_mark(&self, bytes: usize) {
-        self.high_water.set(bytes.max(1));
+        self.high_water
+            .set(u32::try_from(bytes).unwrap_or(u32::MAX).max(1));
     }
 
     fn set_tcp_nodelay(&self, enabled: bool) -> io::Result<()> {
@@ -948,15 +940,9 @@ impl TransportImpl for StreamConnection {
                 io::ErrorKind::NotConnected,
             ))));
         }
-        if self.has(WRAP_PENDING) {
-            return Err(Error::Unsupported("wrapping twice in one callback"));
-        }
-        self.extras().pending_wrap = Some(wrap);
-        self.set(WRAP_PENDING);
-        if !self.has(IN_DISPATCH) {
-            self.apply_pending_wrap();
-        }
-        Ok(())
+        self.protocol
+            .replace(wrap)
+            .map_err(|_| Error::Unsupported("wrapping twice in one callback"))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -867,3 +867,38 @@ fn no_handshake_timeout_when_turned_off() {
     s.make_connection(&lower.transport());
     assert!(clock.delayed_calls().is_empty());
 }
+
+/// A panic in the protocol over TLS aborts that connection (the protocol hears why), as it
+/// does over TCP; it used to unwind out of the TLS layer into whatever drove it.
+#[test]
+fn a_panicking_protocol_over_tls_aborts_its_connection() {
+    struct Fragile(Rc<RefCell<Option<CloseReason>>>);
+    impl Protocol for Fragile {
+        fn data_received(&mut self, _: &Transport, data: &[u8]) {
+            if data == b"boom" {
+                panic!("protocol bug");
+            }
+        }
+        fn connection_lost(&mut self, reason: &CloseReason) {
+            *self.0.borrow_mut() = Some(reason.clone());
+        }
+    }
+    let ca = TestCa::new("panic");
+    let lost = Rc::new(RefCell::new(None));
+    let clog = log();
+    let mut pair = ConnectedPair::new(
+        server(&ca.server_config(), Fragile(lost.clone())),
+        client(
+            &ca.client_config("localhost"),
+            Recorder::new(&clog).greeting(b"boom"),
+        ),
+    );
+    pair.pump();
+    assert!(pair.closed(), "the connection was aborted");
+    let reason = lost.borrow().clone().expect("connection_lost was called");
+    assert!(
+        matches!(&reason, CloseReason::Lost(Error::ProtocolPanicked(m)) if m == "protocol bug"),
+        "{reason}"
+    );
+    assert!(clog.borrow().lost.as_ref().is_some_and(|r| !r.is_clean()));
+}

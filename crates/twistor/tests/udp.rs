@@ -218,3 +218,41 @@ fn unix_datagrams_both_ways() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A datagram protocol that panics has its socket closed (it hears `stop_protocol`), as a
+/// panicking connection is aborted; it used to go on receiving.
+#[test]
+fn a_panicking_datagram_protocol_has_its_socket_closed() {
+    struct Fragile(Log, Reactor);
+    impl DatagramProtocol for Fragile {
+        fn datagram_received(&mut self, _: &DatagramTransport, data: &[u8], _: &Address) {
+            self.0
+                .borrow_mut()
+                .push(String::from_utf8_lossy(data).into_owned());
+            if data == b"boom" {
+                panic!("datagram bug");
+            }
+        }
+        fn stop_protocol(&mut self) {
+            self.0.borrow_mut().push("stop".into());
+            self.1.stop();
+        }
+    }
+    let reactor = watched_reactor();
+    let log: Log = Rc::default();
+    let t = reactor
+        .listen_udp_with(
+            0,
+            Fragile(log.clone(), reactor.clone()),
+            UdpOptions::default().interface("127.0.0.1".parse().unwrap()),
+        )
+        .unwrap();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = t.port();
+    sender.send_to(b"boom", ("127.0.0.1", port)).unwrap();
+    sender.send_to(b"after", ("127.0.0.1", port)).unwrap();
+    // Closing the socket stops the reactor.
+    reactor.run().unwrap();
+    assert!(!t.listening());
+    assert_eq!(*log.borrow(), ["boom", "stop"]);
+}

@@ -69,13 +69,13 @@ mod endpoint;
 mod spawn;
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -85,9 +85,10 @@ use mio::Interest;
 
 use crate::address::Address;
 use crate::error::Error;
+use crate::guard::{Bytes, Guard, Kind, Panicked};
 use crate::pipe::{PipeOwner, PipeReader, PipeWriter};
 use crate::protocol::CloseReason;
-use crate::reactor::{Reactor, Readiness, Source, panic_message};
+use crate::reactor::{Reactor, Readiness, Source};
 use crate::transport::{Producer, Transport, TransportImpl};
 
 pub use endpoint::{ProcessEndpoint, StderrBehavior};
@@ -451,7 +452,7 @@ fn start_process(
     };
     match process.start(reactor, command) {
         Ok(()) => {
-            process.dispatch(|p, t| p.make_connection(t));
+            process.dispatch(ProcessEvent::Make);
             (transport, None)
         }
         Err(err) => (transport, Some(err)),
@@ -709,7 +710,7 @@ impl TransportImpl for ProcessTransport {
 struct ProcessInner {
     pid: Cell<Option<u32>>,
     status: RefCell<Option<ProcessStatus>>,
-    protocol: RefCell<Option<Box<dyn ProcessProtocol>>>,
+    protocol: Guard<Processes>,
     readers: RefCell<BTreeMap<i32, Rc<PipeReader>>>,
     writers: RefCell<BTreeMap<i32, Rc<PipeWriter>>>,
     pty: bool,
@@ -725,7 +726,7 @@ impl ProcessInner {
         Rc::new_cyclic(|me| ProcessInner {
             pid: Cell::new(None),
             status: RefCell::new(None),
-            protocol: RefCell::new(Some(protocol)),
+            protocol: Guard::new(protocol),
             readers: RefCell::new(BTreeMap::new()),
             writers: RefCell::new(BTreeMap::new()),
             pty,
@@ -803,29 +804,24 @@ impl ProcessInner {
         }
     }
 
-    /// Runs one protocol callback, catching a panic (which closes the pipes).
-    fn dispatch(&self, f: impl FnOnce(&mut dyn ProcessProtocol, &ProcessTransport)) {
+    /// Runs one protocol callback under the guard; a panic closes the pipes.
+    fn dispatch(&self, event: ProcessEvent<'_>) {
         let Some(me) = self.me.upgrade() else {
             return;
         };
         let transport = ProcessTransport { inner: me };
-        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
-            tracing::warn!("process protocol callback re-entered; event dropped");
-            return;
-        };
-        let Some(protocol) = slot.as_mut() else {
-            return;
-        };
-        let result = catch_unwind(AssertUnwindSafe(|| f(&mut **protocol, &transport)));
-        drop(slot);
-        if let Err(panic) = result {
-            tracing::error!(
-                "process protocol callback panicked (pid {:?}): {}; closing its pipes",
-                self.pid.get(),
-                panic_message(&*panic)
-            );
-            self.lose_all(true);
+        if let Err(panicked) = self.protocol.deliver(&transport, event) {
+            self.panicked(panicked);
         }
+    }
+
+    #[cold]
+    fn panicked(&self, panicked: Panicked) {
+        let _ = panicked.report(format_args!(
+            "the protocol of child process {:?} (closing its pipes)",
+            self.pid.get()
+        ));
+        self.lose_all(true);
     }
 
     /// The child was reaped.
@@ -838,7 +834,7 @@ impl ProcessInner {
                 writer.abort();
             }
         }
-        self.dispatch(|p, t| p.process_exited(t, &status));
+        self.dispatch(ProcessEvent::Exited(status));
         self.maybe_end();
     }
 
@@ -854,18 +850,22 @@ impl ProcessInner {
             return;
         };
         self.ended.set(true);
-        let protocol = self.protocol.borrow_mut().take();
-        if let Some(mut protocol) = protocol
-            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.process_ended(&status)))
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let transport = ProcessTransport { inner: me };
+        if let Err(panicked) = self
+            .protocol
+            .finish(&transport, ProcessEvent::Ended(status))
         {
-            tracing::error!("process_ended panicked: {}", panic_message(&*panic));
+            let _ = panicked.report(format_args!("process_ended"));
         }
     }
 }
 
 impl PipeOwner for ProcessInner {
     fn pipe_data(&self, id: i32, data: &[u8]) {
-        self.dispatch(|p, t| p.child_data_received(t, id, data));
+        self.dispatch(ProcessEvent::Data(id, Cow::Borrowed(data)));
     }
 
     fn pipe_closed(&self, id: i32, reason: CloseReason) {
@@ -879,9 +879,47 @@ impl PipeOwner for ProcessInner {
         // The pty's one terminal appears as fd 0 (writer) and fd 1 (reader); report its end
         // once, as stdout's.
         if !(self.pty && id == 0) {
-            self.dispatch(|p, t| p.child_connection_lost(t, id));
+            self.dispatch(ProcessEvent::ChildLost(id));
         }
         self.maybe_end();
+    }
+}
+
+/// A process protocol's callbacks, as the guard delivers them.
+enum ProcessEvent<'a> {
+    Make,
+    Data(i32, Bytes<'a>),
+    ChildLost(i32),
+    Exited(ProcessStatus),
+    Ended(ProcessStatus),
+}
+
+/// The guard's [`Kind`] for [`ProcessProtocol`]s.
+struct Processes;
+
+impl Kind for Processes {
+    type Protocol = dyn ProcessProtocol;
+    type Transport = ProcessTransport;
+    type Event<'a> = ProcessEvent<'a>;
+
+    fn deliver(p: &mut dyn ProcessProtocol, t: &ProcessTransport, event: ProcessEvent<'_>) {
+        match event {
+            ProcessEvent::Make => p.make_connection(t),
+            ProcessEvent::Data(fd, data) => p.child_data_received(t, fd, &data),
+            ProcessEvent::ChildLost(fd) => p.child_connection_lost(t, fd),
+            ProcessEvent::Exited(status) => p.process_exited(t, &status),
+            ProcessEvent::Ended(status) => p.process_ended(&status),
+        }
+    }
+
+    fn keep(event: ProcessEvent<'_>) -> ProcessEvent<'static> {
+        match event {
+            ProcessEvent::Make => ProcessEvent::Make,
+            ProcessEvent::Data(fd, data) => ProcessEvent::Data(fd, Cow::Owned(data.into_owned())),
+            ProcessEvent::ChildLost(fd) => ProcessEvent::ChildLost(fd),
+            ProcessEvent::Exited(status) => ProcessEvent::Exited(status),
+            ProcessEvent::Ended(status) => ProcessEvent::Ended(status),
+        }
     }
 }
 

@@ -12,9 +12,9 @@
 //! `handshake_completed`, `data_received`..., and `connection_lost` once.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,8 @@ use super::error::TlsError;
 use crate::address::Address;
 use crate::error::Error;
 use crate::flags::Flags;
-use crate::protocol::{CloseReason, Protocol};
+use crate::guard::{Guard, Panicked};
+use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol};
 use crate::reactor::{DelayedCall, ReactorTime, WeakReactor};
 use crate::stream::StreamConnection;
 use crate::transport::{Producer, ProtocolWrapper, Transport, TransportImpl};
@@ -34,8 +35,6 @@ use crate::transport::{Producer, ProtocolWrapper, Transport, TransportImpl};
 // State flags.
 /// The handshake has completed.
 const HANDSHAKE_DONE: u32 = 1 << 0;
-/// The wrapped protocol is running.
-const IN_APP: u32 = 1 << 1;
 /// Feeding received bytes through rustls.
 const PROCESSING: u32 = 1 << 2;
 /// `lose_connection`: send close_notify and close once nothing holds it back.
@@ -91,13 +90,12 @@ pub struct TlsTransport {
     me: Weak<TlsTransport>,
     conn: RefCell<rustls::Connection>,
     lower: RefCell<Option<Transport>>,
-    app: RefCell<Option<Box<dyn Protocol>>>,
+    app: Guard<Conn>,
     flags: Cell<u32>,
     /// Received bytes not yet fed to rustls, held while reading is paused.
     pending_in: RefCell<Vec<u8>>,
     /// Why the connection is failing, given to `connection_lost`.
     error: RefCell<Option<Error>>,
-    pending_wrap: RefCell<Option<ProtocolWrapper>>,
     producer: RefCell<Option<Rc<AppProducer>>>,
     reactor: RefCell<Option<WeakReactor>>,
     /// The name a client asked for.
@@ -184,7 +182,7 @@ impl TlsProtocol {
 impl Protocol for TlsProtocol {
     fn make_connection(&mut self, transport: &Transport) {
         self.tls.attach(transport);
-        self.tls.dispatch_app(|p, t| p.make_connection(t));
+        self.tls.dispatch_app(ConnEvent::Make);
         self.tls.flush_tls();
     }
 
@@ -201,7 +199,7 @@ impl Protocol for TlsProtocol {
     }
 
     fn write_connection_lost(&mut self, _transport: &Transport) {
-        self.tls.dispatch_app(|p, t| p.write_connection_lost(t));
+        self.tls.dispatch_app(ConnEvent::WriteLost);
     }
 
     // The lower transport's own handshake (TLS over TLS) is no business of ours.
@@ -222,11 +220,10 @@ impl TlsTransport {
             me: me.clone(),
             conn: RefCell::new(conn),
             lower: RefCell::new(None),
-            app: RefCell::new(app),
+            app: app.map_or_else(Guard::empty, Guard::new),
             flags: Cell::new(0),
             pending_in: RefCell::new(Vec::new()),
             error: RefCell::new(None),
-            pending_wrap: RefCell::new(None),
             producer: RefCell::new(None),
             reactor: RefCell::new(None),
             requested_name,
@@ -378,48 +375,40 @@ impl TlsTransport {
 
     /// Installs the wrapped protocol (`start_tls`, once the lower transport lets go of it).
     pub(crate) fn set_app(&self, app: Box<dyn Protocol>) {
-        *self.app.borrow_mut() = Some(app);
+        self.app.set(app);
     }
 
-    /// Runs one callback of the wrapped protocol. A panic is passed on (after our state is
-    /// put right) to the lower transport, which aborts the connection.
-    fn dispatch_app(&self, f: impl FnOnce(&mut dyn Protocol, &Transport)) {
+    /// Runs one callback of the wrapped protocol under its guard (queued if it is
+    /// running); a panic aborts the connection.
+    fn dispatch_app(&self, event: ConnEvent<'_>) {
         let Some(transport) = self.handle() else {
             return;
         };
-        let Ok(mut slot) = self.app.try_borrow_mut() else {
-            tracing::warn!("TLS protocol callback re-entered; event dropped");
-            return;
-        };
-        let Some(app) = slot.as_mut() else {
-            return;
-        };
-        self.set(IN_APP);
-        let result = catch_unwind(AssertUnwindSafe(|| f(&mut **app, &transport)));
-        self.unset(IN_APP);
-        drop(slot);
-        if self.pending_wrap.borrow().is_some() {
-            self.apply_pending_wrap();
+        if let Err(panicked) = self.app.deliver(&transport, event) {
+            self.app_panicked(panicked);
         }
-        if let Err(panic) = result {
-            resume_unwind(panic);
-        }
-        if self.has(DELIVER_AFTER_APP) && !self.has(PROCESSING) {
+        if self.has(DELIVER_AFTER_APP) && !self.has(PROCESSING) && !self.app.running() {
             self.unset(DELIVER_AFTER_APP);
             self.run_pending();
         }
     }
 
-    fn apply_pending_wrap(&self) {
-        let Some(wrap) = self.pending_wrap.borrow_mut().take() else {
+    /// The wrapped protocol panicked: report it and abort the lower connection; the
+    /// protocol hears `connection_lost` with the panic as the reason.
+    #[cold]
+    fn app_panicked(&self, panicked: Panicked) {
+        let peer = self.lower().map(|l| l.peer());
+        let message = panicked.report(format_args!(
+            "the protocol of the TLS connection from {} (aborting it)",
+            peer.map_or_else(|| "an unknown peer".to_string(), |p| p.to_string())
+        ));
+        if self.has(CLOSED | ABORTED) {
             return;
-        };
-        let Ok(mut slot) = self.app.try_borrow_mut() else {
-            *self.pending_wrap.borrow_mut() = Some(wrap);
-            return;
-        };
-        if let Some(app) = slot.take() {
-            *slot = Some(wrap(app));
+        }
+        self.set(FAILED);
+        *self.error.borrow_mut() = Some(Error::ProtocolPanicked(message));
+        if let Some(lower) = self.lower() {
+            lower.abort_connection();
         }
     }
 
@@ -535,11 +524,11 @@ impl TlsTransport {
                 Ok(0) => {
                     if !self.has(PEER_CLOSED) {
                         self.set(PEER_CLOSED);
-                        self.dispatch_app(|p, t| p.read_connection_lost(t));
+                        self.dispatch_app(ConnEvent::ReadLost);
                     }
                     return true;
                 }
-                Ok(n) => self.dispatch_app(|p, t| p.data_received(t, &buf[..n])),
+                Ok(n) => self.dispatch_app(ConnEvent::Data(Cow::Borrowed(&buf[..n]))),
                 Err(_) => return true,
             }
         }
@@ -552,7 +541,7 @@ impl TlsTransport {
         self.set(HANDSHAKE_DONE);
         self.cancel_handshake_timer();
         self.flush_tls();
-        self.dispatch_app(|p, t| p.handshake_completed(t));
+        self.dispatch_app(ConnEvent::Handshake);
         let producer = self.producer.borrow().clone();
         if let Some(producer) = producer {
             producer.release();
@@ -611,15 +600,10 @@ impl TlsTransport {
         if let Some(sink) = &self.close_sink {
             *sink.borrow_mut() = Some(reason.clone());
         }
-        let app = match self.app.try_borrow_mut() {
-            Ok(mut slot) => slot.take(),
-            Err(_) => {
-                tracing::warn!("TLS connection lost inside its own protocol's callback");
-                None
-            }
-        };
-        if let Some(mut app) = app {
-            app.connection_lost(&reason);
+        if let Some(transport) = self.handle()
+            && let Err(panicked) = self.app.finish(&transport, ConnEvent::Lost(reason))
+        {
+            let _ = panicked.report(format_args!("connection_lost of a TLS connection"));
         }
     }
 
@@ -693,7 +677,7 @@ impl TlsTransport {
             }
             // No reactor (an in-memory transport): deliver now, unless the wrapped protocol
             // is running, in which case the delivery continues when it returns.
-            None if !self.has(IN_APP) => self.run_pending(),
+            None if !self.app.running() => self.run_pending(),
             None => self.set(DELIVER_AFTER_APP),
         }
     }
@@ -873,14 +857,9 @@ impl TransportImpl for TlsTransport {
         if self.has(CLOSED) {
             return Err(Error::io(io::Error::from(io::ErrorKind::NotConnected)));
         }
-        if self.pending_wrap.borrow().is_some() {
-            return Err(Error::Unsupported("wrapping twice in one callback"));
-        }
-        *self.pending_wrap.borrow_mut() = Some(wrap);
-        if !self.has(IN_APP) {
-            self.apply_pending_wrap();
-        }
-        Ok(())
+        self.app
+            .replace(wrap)
+            .map_err(|_| Error::Unsupported("wrapping twice in one callback"))
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -977,5 +956,113 @@ fn tls_error(err: rustls::Error) -> Error {
 impl crate::flags::Flags for TlsTransport {
     fn flags(&self) -> &std::cell::Cell<u32> {
         &self.flags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{ClientTlsConfig, Identity, ServerTlsConfig};
+
+    type Log = Rc<RefCell<Vec<String>>>;
+
+    /// One side's lower transport: what it is given to write goes at once to the other
+    /// side's TLS layer (a synchronous loopback), so the peer's answer arrives while this
+    /// side's protocol is still in the callback that wrote.
+    struct Loopback {
+        peer: RefCell<Option<Rc<TlsTransport>>>,
+    }
+
+    impl TransportImpl for Loopback {
+        fn write(&self, data: &[u8]) {
+            let peer = self.peer.borrow().clone();
+            if let Some(peer) = peer {
+                peer.receive(data);
+            }
+        }
+        fn lose_connection(&self) {}
+        fn abort_connection(&self) {}
+        fn peer(&self) -> Address {
+            Address::Memory("loopback".into())
+        }
+        fn host(&self) -> Address {
+            Address::Memory("loopback".into())
+        }
+        fn disconnecting(&self) -> bool {
+            false
+        }
+        fn buffered(&self) -> usize {
+            0
+        }
+        fn pause_producing(&self) {}
+        fn resume_producing(&self) {}
+        fn register_producer(&self, _: Box<dyn Producer>, _: bool) -> Result<(), Error> {
+            Ok(())
+        }
+        fn unregister_producer(&self) {}
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    /// Writes a greeting as soon as it is connected, and records what it hears.
+    struct Greeter(Log);
+
+    impl Protocol for Greeter {
+        fn connection_made(&mut self, t: &Transport) {
+            self.0.borrow_mut().push("made".into());
+            t.write(b"hello");
+            self.0.borrow_mut().push("wrote".into());
+        }
+        fn handshake_completed(&mut self, _: &Transport) {
+            self.0.borrow_mut().push("handshake".into());
+        }
+        fn data_received(&mut self, _: &Transport, data: &[u8]) {
+            let text = String::from_utf8_lossy(data);
+            self.0.borrow_mut().push(format!("data {text}"));
+        }
+    }
+
+    struct Echo;
+
+    impl Protocol for Echo {
+        fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            t.write(data);
+        }
+    }
+
+    /// The client's greeting drives the whole handshake, and the server's echo, through
+    /// the synchronous loopback while the client is still in `connection_made`: its
+    /// `handshake_completed` and the echoed bytes must follow that callback, in order.
+    /// (They used to be dropped: "TLS protocol callback re-entered; event dropped".)
+    #[test]
+    fn events_for_a_running_protocol_follow_its_callback() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let identity = Identity::from_pem(
+            cert.signing_key.serialize_pem().as_bytes(),
+            cert.cert.pem().as_bytes(),
+        )
+        .unwrap();
+        let server_config = ServerTlsConfig::new(identity);
+        let client_config = ClientTlsConfig::new("localhost")
+            .unwrap()
+            .dangerous_accept_any_certificate();
+        let log: Log = Rc::default();
+        let mut server = TlsProtocol::server(&server_config, Box::new(Echo)).unwrap();
+        let mut client =
+            TlsProtocol::client(&client_config, Box::new(Greeter(log.clone()))).unwrap();
+        let to_server = Rc::new(Loopback {
+            peer: RefCell::new(Some(server.tls.clone())),
+        });
+        let to_client = Rc::new(Loopback {
+            peer: RefCell::new(Some(client.tls.clone())),
+        });
+        server.make_connection(&Transport::new(to_client));
+        client.make_connection(&Transport::new(to_server));
+        assert_eq!(
+            *log.borrow(),
+            ["made", "wrote", "handshake", "data hello"],
+            "the handshake and the echo arrived during connection_made"
+        );
     }
 }
