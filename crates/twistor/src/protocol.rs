@@ -7,7 +7,7 @@
 //! [`Factory`] builds a protocol for each new connection; a [`ClientFactory`] also hears how
 //! outgoing connection attempts end.
 
-use std::any::type_name;
+use std::any::{Any, type_name};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use crate::connector::Connector;
 use crate::datagram::DatagramTransport;
 use crate::error::Error;
 use crate::guard::{Bytes, Kind};
-use crate::transport::Transport;
+use crate::transport::{ProtocolCall, Transport};
 
 /// Why a connection ended, as given to [`Protocol::connection_lost`].
 #[derive(Debug, Clone)]
@@ -61,8 +61,9 @@ impl fmt::Display for CloseReason {
 /// The application's handler for one connection.
 ///
 /// Every callback runs on the reactor thread. The transport passed in may be cloned and kept,
-/// for writing later (from a timer, or on behalf of another connection).
-pub trait Protocol: 'static {
+/// for writing later (from a timer, or on behalf of another connection); a timer that
+/// needs the protocol itself is [`Transport::call_later`].
+pub trait Protocol: Any {
     /// Attaches the protocol to its transport. The default just calls
     /// [`connection_made`](Protocol::connection_made); wrappers override it.
     fn make_connection(&mut self, transport: &Transport) {
@@ -125,6 +126,19 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     }
     fn handshake_completed(&mut self, transport: &Transport) {
         (**self).handshake_completed(transport)
+    }
+}
+
+impl dyn Protocol {
+    /// The protocol as a `P`, if it is one (looking through a `Box<dyn Protocol>` that
+    /// holds one).
+    pub fn downcast_mut<P: Protocol>(&mut self) -> Option<&mut P> {
+        let any: &mut dyn Any = self;
+        if any.is::<P>() {
+            return any.downcast_mut::<P>();
+        }
+        let inner = any.downcast_mut::<Box<dyn Protocol>>()?;
+        (**inner).downcast_mut::<P>()
     }
 }
 
@@ -277,6 +291,8 @@ pub(crate) enum ConnEvent<'a> {
     WriteLost,
     Fd(OwnedFd),
     Handshake,
+    /// A per-connection timer (`Transport::call_later`).
+    Call(ProtocolCall),
     Lost(CloseReason),
 }
 
@@ -297,6 +313,7 @@ impl Kind for Conn {
             ConnEvent::WriteLost => p.write_connection_lost(t),
             ConnEvent::Fd(fd) => p.file_descriptor_received(t, fd),
             ConnEvent::Handshake => p.handshake_completed(t),
+            ConnEvent::Call(call) => call(p, t),
             ConnEvent::Lost(reason) => p.connection_lost(&reason),
         }
     }
@@ -309,6 +326,7 @@ impl Kind for Conn {
             ConnEvent::WriteLost => ConnEvent::WriteLost,
             ConnEvent::Fd(fd) => ConnEvent::Fd(fd),
             ConnEvent::Handshake => ConnEvent::Handshake,
+            ConnEvent::Call(call) => ConnEvent::Call(call),
             ConnEvent::Lost(reason) => ConnEvent::Lost(reason),
         }
     }

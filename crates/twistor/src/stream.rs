@@ -20,6 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 use socket2::SockRef;
 
@@ -29,10 +30,10 @@ use crate::flags::Flags;
 use crate::guard::{Guard, Panicked};
 use crate::outbuf::{OutBuf, ProducerSlot};
 use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol};
-use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor};
+use crate::reactor::{DelayedCall, IoBuffers, Reactor, Readiness, Source, WeakReactor};
 use crate::sys::{self, FdCell};
 use crate::transport::{
-    DEFAULT_HIGH_WATER_MARK, Producer, ProtocolWrapper, Transport, TransportImpl,
+    DEFAULT_HIGH_WATER_MARK, Producer, ProtocolCall, ProtocolWrapper, Transport, TransportImpl,
 };
 
 /// Which family a stream socket belongs to.
@@ -115,6 +116,9 @@ struct Extras {
     fds_out: Vec<OwnedFd>,
     /// Why the connection is being aborted, if not by `abort_connection`.
     abort_reason: Option<CloseReason>,
+    /// Timers set with `Transport::call_later`, cancelled when the connection closes
+    /// (those that have run are pruned as new ones come).
+    timers: Vec<DelayedCall>,
 }
 
 /// One connected stream socket and its protocol.
@@ -240,6 +244,17 @@ impl StreamConnection {
         if let Err(panicked) = result {
             self.panicked(panicked);
         }
+    }
+
+    /// A timer set with `call_later` is due: run it under the guard, then send what it
+    /// wrote.
+    fn timer_fired(self: &Rc<Self>, reactor: &Reactor, call: ProtocolCall) {
+        if self.has(CLOSED) {
+            return;
+        }
+        let transport = Transport::new(self.clone());
+        self.dispatch(&transport, ConnEvent::Call(call));
+        self.flush_now(reactor);
     }
 
     /// A callback panicked: report it and abort the connection.
@@ -618,11 +633,15 @@ impl StreamConnection {
         self.out_clear();
         self.drop_staged();
         self.unset(HAS_PRODUCER | PULL_PRODUCER | PRODUCER_PAUSED | SELF_PRODUCER);
-        let producer = self
-            .extras
-            .borrow_mut()
-            .as_mut()
-            .and_then(|e| e.producer.take());
+        let (producer, timers) = match self.extras.borrow_mut().as_mut() {
+            Some(e) => (e.producer.take(), std::mem::take(&mut e.timers)),
+            None => (None, Vec::new()),
+        };
+        for timer in timers {
+            if timer.active() {
+                let _ = timer.cancel();
+            }
+        }
         if let Some(slot) = producer {
             slot.producer.stop_producing();
         }
@@ -943,6 +962,27 @@ impl TransportImpl for StreamConnection {
         self.protocol
             .replace(wrap)
             .map_err(|_| Error::Unsupported("wrapping twice in one callback"))
+    }
+
+    fn call_later(&self, delay: Duration, call: ProtocolCall) -> Result<DelayedCall, Error> {
+        if self.has(CLOSED) {
+            return Err(Error::io(sys_closed()));
+        }
+        let reactor = self.reactor.upgrade().ok_or(Error::ReactorNotRunning)?;
+        let (me, weak) = (self.me.clone(), self.reactor.clone());
+        let timer = reactor.call_later(delay, move || {
+            if let (Some(conn), Some(reactor)) = (me.upgrade(), weak.upgrade()) {
+                conn.timer_fired(&reactor, call);
+            }
+        });
+        let mut extras = self.extras();
+        extras.timers.retain(DelayedCall::active);
+        extras.timers.push(timer.clone());
+        Ok(timer)
+    }
+
+    fn reactor(&self) -> Option<Reactor> {
+        self.reactor.upgrade()
     }
 
     fn as_any(&self) -> &dyn Any {

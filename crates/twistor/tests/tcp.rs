@@ -985,3 +985,97 @@ fn closing_from_write_connection_lost_closes() {
     assert_eq!(client.join().unwrap(), b"bye");
     assert_eq!(*log.borrow(), ["write side closed", "lost clean=true"]);
 }
+
+/// `Transport::call_later` (Twisted's `self.callLater` in a protocol): the timer gets the
+/// protocol itself, sees what `data_received` stored and changes it.
+#[test]
+fn a_connection_timer_reaches_its_protocols_state() {
+    let reactor = twistor_testing::reactor();
+    struct Delayed {
+        heard: Vec<u8>,
+        timers_run: u32,
+        log: Log,
+    }
+    impl Protocol for Delayed {
+        fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            self.heard.extend_from_slice(data);
+            assert!(t.reactor().is_some(), "a TCP transport knows its reactor");
+            t.call_later(Duration::ZERO, |me: &mut Delayed, t: &Transport| {
+                me.timers_run += 1;
+                let reply = format!(
+                    "timer {} saw {}",
+                    me.timers_run,
+                    String::from_utf8_lossy(&me.heard)
+                );
+                t.write(reply.as_bytes());
+                t.lose_connection();
+            })
+            .unwrap();
+        }
+        fn connection_lost(&mut self, _: &CloseReason) {
+            self.log
+                .borrow_mut()
+                .push(format!("lost after {} timer(s)", self.timers_run));
+        }
+    }
+    let log: Log = Rc::default();
+    let l = log.clone();
+    let port = local_listen(
+        &reactor,
+        factory(move |_| Delayed {
+            heard: Vec::new(),
+            timers_run: 0,
+            log: l.clone(),
+        }),
+    );
+    let rx = client_thread(&reactor, port.port(), |mut s| {
+        s.write_all(b"ping").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    });
+    reactor.run().unwrap();
+    assert_eq!(rx.recv().unwrap(), "timer 1 saw ping");
+    assert_eq!(*log.borrow(), ["lost after 1 timer(s)"]);
+}
+
+/// A connection's timers are cancelled when it is lost (they would find no protocol).
+#[test]
+fn a_connection_timer_is_cancelled_when_the_connection_is_lost() {
+    let reactor = twistor_testing::reactor();
+    type Timers = Rc<RefCell<Vec<twistor::DelayedCall>>>;
+    struct Patient {
+        timers: Timers,
+        reactor: Reactor,
+    }
+    impl Protocol for Patient {
+        fn connection_made(&mut self, t: &Transport) {
+            let never = t
+                .call_later(
+                    Duration::from_secs(3600),
+                    |_: &mut Patient, _: &Transport| panic!("a timer outlived its connection"),
+                )
+                .unwrap();
+            self.timers.borrow_mut().push(never);
+        }
+        fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+        fn connection_lost(&mut self, _: &CloseReason) {
+            self.reactor.stop();
+        }
+    }
+    let timers: Timers = Rc::default();
+    let (t, r) = (timers.clone(), reactor.clone());
+    let port = local_listen(
+        &reactor,
+        factory(move |_| Patient {
+            timers: t.clone(),
+            reactor: r.clone(),
+        }),
+    );
+    let p = port.port();
+    thread::spawn(move || drop(TcpStream::connect(("127.0.0.1", p)).unwrap()));
+    reactor.run().unwrap();
+    let timers = timers.borrow();
+    assert_eq!(timers.len(), 1);
+    assert!(timers[0].cancelled(), "cancelled by the connection's end");
+}

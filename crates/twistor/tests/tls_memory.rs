@@ -902,3 +902,94 @@ fn a_panicking_protocol_over_tls_aborts_its_connection() {
     );
     assert!(clog.borrow().lost.as_ref().is_some_and(|r| !r.is_clean()));
 }
+
+/// `Transport::call_later` over TLS (on the test kit's clock): the timer reaches the
+/// protocol over TLS, through the TLS transport's own guard, and is cancelled when the
+/// connection is lost.
+#[test]
+fn a_connection_timer_over_tls_reaches_its_protocol_and_dies_with_it() {
+    struct Later {
+        greeted: u32,
+        long: Rc<RefCell<Option<twistor::DelayedCall>>>,
+    }
+    impl Protocol for Later {
+        fn handshake_completed(&mut self, t: &Transport) {
+            t.call_later(Duration::from_secs(5), |me: &mut Later, t: &Transport| {
+                me.greeted += 1;
+                t.write(format!("greeting {}", me.greeted).as_bytes());
+            })
+            .unwrap();
+            let long = t
+                .call_later(Duration::from_secs(60), |_: &mut Later, _: &Transport| {
+                    panic!("a timer outlived its connection")
+                })
+                .unwrap();
+            *self.long.borrow_mut() = Some(long);
+        }
+        fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+    }
+    let ca = TestCa::new("call-later");
+    let clock = Clock::new();
+    let long = Rc::new(RefCell::new(None));
+    let clog = log();
+    let server_tls = server(
+        &ca.server_config(),
+        Later {
+            greeted: 0,
+            long: long.clone(),
+        },
+    )
+    .with_clock(clock.clone());
+    let mut pair = ConnectedPair::new(
+        server_tls,
+        client(&ca.client_config("localhost"), Recorder::new(&clog)),
+    );
+    pair.pump();
+    assert!(clog.borrow().data.is_empty());
+    clock.advance(Duration::from_secs(5));
+    pair.pump();
+    assert_eq!(clog.borrow().data, b"greeting 1");
+    let long = long.borrow_mut().take().unwrap();
+    assert!(long.active());
+    pair.client_transport().lose_connection();
+    pair.pump();
+    assert!(pair.closed());
+    assert!(long.cancelled(), "cancelled when the connection was lost");
+    assert!(clock.delayed_calls().is_empty());
+}
+
+/// A connection timer that comes due while its protocol is running (here the protocol
+/// advances the fake clock itself) waits for the running callback to return.
+#[test]
+fn a_connection_timer_due_inside_a_callback_follows_it() {
+    struct Advancer(Clock, Rc<RefCell<Vec<&'static str>>>);
+    impl Protocol for Advancer {
+        fn data_received(&mut self, t: &Transport, _: &[u8]) {
+            self.1.borrow_mut().push("data begins");
+            t.call_later(
+                Duration::from_secs(1),
+                |me: &mut Advancer, _: &Transport| {
+                    me.1.borrow_mut().push("timer");
+                },
+            )
+            .unwrap();
+            self.0.advance(Duration::from_secs(1));
+            self.1.borrow_mut().push("data ends");
+        }
+    }
+    let ca = TestCa::new("due-inside");
+    let clock = Clock::new();
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let server_tls = server(&ca.server_config(), Advancer(clock.clone(), events.clone()))
+        .with_clock(clock.clone());
+    let clog = log();
+    let mut pair = ConnectedPair::new(
+        server_tls,
+        client(
+            &ca.client_config("localhost"),
+            Recorder::new(&clog).greeting(b"go"),
+        ),
+    );
+    pair.pump();
+    assert_eq!(*events.borrow(), ["data begins", "data ends", "timer"]);
+}

@@ -28,9 +28,9 @@ use crate::error::Error;
 use crate::flags::Flags;
 use crate::guard::{Guard, Panicked};
 use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol};
-use crate::reactor::{DelayedCall, ReactorTime, WeakReactor};
+use crate::reactor::{DelayedCall, Reactor, ReactorTime, WeakReactor};
 use crate::stream::StreamConnection;
-use crate::transport::{Producer, ProtocolWrapper, Transport, TransportImpl};
+use crate::transport::{Producer, ProtocolCall, ProtocolWrapper, Transport, TransportImpl};
 
 // State flags.
 /// The handshake has completed.
@@ -106,8 +106,11 @@ pub struct TlsTransport {
     handshake_timeout: Option<Duration>,
     /// Aborts the connection if the handshake has not completed in time.
     handshake_timer: RefCell<Option<DelayedCall>>,
-    /// The clock for the handshake timer, if not the lower connection's reactor.
+    /// The clock for the handshake timer and `call_later`, if not the lower connection's
+    /// reactor.
     time: RefCell<Option<Rc<dyn ReactorTime>>>,
+    /// Timers set with `Transport::call_later`, cancelled when the connection is lost.
+    timers: RefCell<Vec<DelayedCall>>,
 }
 
 /// The protocol that runs on the lower transport and drives a [`TlsTransport`]. Made by the
@@ -161,9 +164,10 @@ impl TlsProtocol {
         }
     }
 
-    /// Times the handshake on `time` instead of the lower connection's reactor (needed
-    /// when the lower transport has none, such as the test kit's in-memory pairs, and for
-    /// tests on a fake clock). Call it before the connection is made.
+    /// Times the handshake, and the protocol's [`Transport::call_later`] timers, on `time`
+    /// instead of the lower connection's reactor (needed when the lower transport has
+    /// none, such as the test kit's in-memory pairs, and for tests on a fake clock). Call
+    /// it before the connection is made.
     pub fn with_clock(self, time: impl ReactorTime + 'static) -> TlsProtocol {
         *self.tls.time.borrow_mut() = Some(Rc::new(time));
         self
@@ -231,6 +235,7 @@ impl TlsTransport {
             handshake_timeout,
             handshake_timer: RefCell::new(None),
             time: RefCell::new(None),
+            timers: RefCell::new(Vec::new()),
         })
     }
 
@@ -316,6 +321,21 @@ impl TlsTransport {
         self.start_handshake_timer();
     }
 
+    /// Schedules `fire` on this connection's clock: the one given with `with_clock`, else
+    /// the lower connection's reactor.
+    fn schedule(&self, delay: Duration, fire: Box<dyn FnOnce()>) -> Option<DelayedCall> {
+        let explicit = self.time.borrow().clone();
+        if let Some(time) = explicit {
+            return Some(time.call_later_boxed(delay, fire));
+        }
+        let reactor = self
+            .reactor
+            .borrow()
+            .as_ref()
+            .and_then(WeakReactor::upgrade)?;
+        Some(reactor.call_later_boxed(delay, fire))
+    }
+
     /// Starts timing the handshake, if it has a time limit and a clock to time it on.
     fn start_handshake_timer(&self) {
         let Some(timeout) = self.handshake_timeout else {
@@ -330,20 +350,9 @@ impl TlsTransport {
                 tls.handshake_timed_out(timeout);
             }
         });
-        let explicit = self.time.borrow().clone();
-        let call = match explicit {
-            Some(time) => time.call_later_boxed(timeout, fire),
-            None => match self
-                .reactor
-                .borrow()
-                .as_ref()
-                .and_then(WeakReactor::upgrade)
-            {
-                Some(reactor) => reactor.call_later_boxed(timeout, fire),
-                None => return,
-            },
-        };
-        *self.handshake_timer.borrow_mut() = Some(call);
+        if let Some(call) = self.schedule(timeout, fire) {
+            *self.handshake_timer.borrow_mut() = Some(call);
+        }
     }
 
     fn cancel_handshake_timer(&self) {
@@ -587,6 +596,12 @@ impl TlsTransport {
         }
         self.set(CLOSED);
         self.cancel_handshake_timer();
+        let timers = std::mem::take(&mut *self.timers.borrow_mut());
+        for timer in timers {
+            if timer.active() {
+                let _ = timer.cancel();
+            }
+        }
         // Our own failures abort the lower connection too; only the wrapped protocol's
         // `abort_connection` makes the close an abort.
         let reason = match self.error.borrow_mut().take() {
@@ -860,6 +875,34 @@ impl TransportImpl for TlsTransport {
         self.app
             .replace(wrap)
             .map_err(|_| Error::Unsupported("wrapping twice in one callback"))
+    }
+
+    fn call_later(&self, delay: Duration, call: ProtocolCall) -> Result<DelayedCall, Error> {
+        if self.has(CLOSED) {
+            return Err(Error::io(io::Error::from(io::ErrorKind::NotConnected)));
+        }
+        let me = self.me.clone();
+        let fire: Box<dyn FnOnce()> = Box::new(move || {
+            if let Some(tls) = me.upgrade()
+                && !tls.has(CLOSED)
+            {
+                tls.dispatch_app(ConnEvent::Call(call));
+            }
+        });
+        let timer = self.schedule(delay, fire).ok_or(Error::Unsupported(
+            "call_later over a transport without a clock (see TlsProtocol::with_clock)",
+        ))?;
+        let mut timers = self.timers.borrow_mut();
+        timers.retain(DelayedCall::active);
+        timers.push(timer.clone());
+        Ok(timer)
+    }
+
+    fn reactor(&self) -> Option<Reactor> {
+        self.reactor
+            .borrow()
+            .as_ref()
+            .and_then(WeakReactor::upgrade)
     }
 
     fn as_any(&self) -> &dyn Any {
