@@ -993,3 +993,38 @@ fn a_connection_timer_due_inside_a_callback_follows_it() {
     pair.pump();
     assert_eq!(*events.borrow(), ["data begins", "data ends", "timer"]);
 }
+
+/// `lose_connection` after a half-close closes the connection (close_notify is out already)
+/// even if the peer never closes its side; it used to wait for the peer.
+#[test]
+fn lose_connection_after_a_half_close_closes() {
+    struct Silent(SharedLog);
+    impl Protocol for Silent {
+        fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+        // Keeps its own side open.
+        fn read_connection_lost(&mut self, _: &Transport) {
+            self.0.borrow_mut().read_lost = true;
+        }
+        fn connection_lost(&mut self, reason: &CloseReason) {
+            self.0.borrow_mut().lost = Some(reason.clone());
+        }
+    }
+    let ca = TestCa::new("half-then-full");
+    let (slog, clog) = (log(), log());
+    let mut pair = ConnectedPair::new(
+        server(&ca.server_config(), Silent(slog.clone())),
+        client(&ca.client_config("localhost"), Recorder::new(&clog)),
+    );
+    pair.pump();
+    let ct = clog.borrow().transport.clone().unwrap();
+    ct.lose_write_connection();
+    pair.pump();
+    assert!(slog.borrow().read_lost, "the server saw close_notify");
+    assert!(!pair.closed(), "half-closed only");
+    assert!(!ct.disconnecting(), "still reading");
+    ct.lose_connection();
+    assert!(ct.disconnecting());
+    pair.pump();
+    assert!(pair.closed());
+    assert!(clog.borrow().lost.as_ref().unwrap().is_clean());
+}

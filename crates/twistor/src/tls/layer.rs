@@ -32,23 +32,70 @@ use crate::reactor::{DelayedCall, Reactor, ReactorTime, WeakReactor};
 use crate::stream::StreamConnection;
 use crate::transport::{Producer, ProtocolCall, ProtocolWrapper, Transport, TransportImpl};
 
-// State flags.
+/// Where the connection is in its life: exactly one of these, changed only forwards
+/// (the handshake is a flag of its own: a close can be asked for before it completes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Open,
+    /// `lose_connection` (`Full`) or `lose_write_connection` (`Half`): close_notify is sent
+    /// once nothing holds it back (a producer, data written before the handshake).
+    Closing(Close),
+    /// close_notify is queued, nothing more is written, and the lower transport is closing
+    /// (`Full`) or half-closed (`Half`; reading goes on).
+    CloseSent(Close),
+    /// A TLS error, a truncated connection, a handshake timeout or a panic is closing the
+    /// lower connection; `error` says which.
+    Failed,
+    /// `abort_connection`.
+    Aborted,
+    /// The lower connection is gone.
+    Closed,
+}
+
+/// How far a requested close goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// Both directions.
+    Full,
+    /// Our sending side only.
+    Half,
+}
+
+impl Life {
+    /// Failed, aborted or closed: nothing more is read, written or delivered.
+    fn ending(self) -> bool {
+        matches!(self, Life::Failed | Life::Aborted | Life::Closed)
+    }
+
+    /// Writes are taken (encrypted and sent).
+    fn writable(self) -> bool {
+        matches!(self, Life::Open | Life::Closing(_))
+    }
+
+    /// The transitions there are: forwards only.
+    fn may_become(self, next: Life) -> bool {
+        use Close::{Full, Half};
+        match (self, next) {
+            (Life::Closed, _) | (_, Life::Open) => false,
+            (_, Life::Closed) => true,
+            (Life::Aborted, _) => false,
+            (_, Life::Aborted) => true,
+            (Life::Failed, _) => false,
+            (_, Life::Failed) => true,
+            (Life::Open, Life::Closing(_)) => true,
+            (Life::Closing(Half), Life::Closing(Full)) => true,
+            (Life::Closing(a), Life::CloseSent(b)) => a == b,
+            (Life::CloseSent(Half), Life::CloseSent(Full)) => true,
+            _ => false,
+        }
+    }
+}
+
+// Independent state flags.
 /// The handshake has completed.
 const HANDSHAKE_DONE: u32 = 1 << 0;
 /// Feeding received bytes through rustls.
 const PROCESSING: u32 = 1 << 2;
-/// `lose_connection`: send close_notify and close once nothing holds it back.
-const DISCONNECTING: u32 = 1 << 3;
-/// `lose_write_connection`: send close_notify and shut the lower's sending side.
-const HALF_CLOSING: u32 = 1 << 4;
-/// close_notify has been queued; nothing more can be written.
-const CLOSE_SENT: u32 = 1 << 5;
-/// `abort_connection`.
-const ABORTED: u32 = 1 << 6;
-/// The lower connection is gone.
-const CLOSED: u32 = 1 << 7;
-/// A TLS error (or a truncated connection) is closing the lower connection.
-const FAILED: u32 = 1 << 8;
 /// The wrapped protocol paused reading.
 const READ_PAUSED: u32 = 1 << 9;
 /// Received data is held (decrypted in rustls or in `pending_in`) until reading resumes.
@@ -91,6 +138,7 @@ pub struct TlsTransport {
     conn: RefCell<rustls::Connection>,
     lower: RefCell<Option<Transport>>,
     app: Guard<Conn>,
+    life: Cell<Life>,
     flags: Cell<u32>,
     /// Received bytes not yet fed to rustls, held while reading is paused.
     pending_in: RefCell<Vec<u8>>,
@@ -225,6 +273,7 @@ impl TlsTransport {
             conn: RefCell::new(conn),
             lower: RefCell::new(None),
             app: app.map_or_else(Guard::empty, Guard::new),
+            life: Cell::new(Life::Open),
             flags: Cell::new(0),
             pending_in: RefCell::new(Vec::new()),
             error: RefCell::new(None),
@@ -367,7 +416,7 @@ impl TlsTransport {
     /// nothing is flushed).
     fn handshake_timed_out(&self, after: Duration) {
         self.handshake_timer.borrow_mut().take();
-        if self.has(HANDSHAKE_DONE | FAILED | CLOSED | ABORTED) {
+        if self.has(HANDSHAKE_DONE) || self.life().ending() {
             return;
         }
         let peer = self
@@ -375,11 +424,20 @@ impl TlsTransport {
             .map(|l| l.peer().to_string())
             .unwrap_or_default();
         tracing::debug!("TLS handshake with {peer} did not complete in {after:?}; aborting");
-        self.set(FAILED);
+        self.set_life(Life::Failed);
         *self.error.borrow_mut() = Some(Error::Tls(TlsError::HandshakeTimeout { after }));
         if let Some(lower) = self.lower() {
             lower.abort_connection();
         }
+    }
+
+    fn life(&self) -> Life {
+        self.life.get()
+    }
+
+    fn set_life(&self, next: Life) {
+        debug_assert!(self.life().may_become(next), "{:?} → {next:?}", self.life());
+        self.life.set(next);
     }
 
     /// Installs the wrapped protocol (`start_tls`, once the lower transport lets go of it).
@@ -411,10 +469,11 @@ impl TlsTransport {
             "the protocol of the TLS connection from {} (aborting it)",
             peer.map_or_else(|| "an unknown peer".to_string(), |p| p.to_string())
         ));
-        if self.has(CLOSED | ABORTED) {
-            return;
+        match self.life() {
+            Life::Aborted | Life::Closed => return,
+            Life::Failed => {}
+            _ => self.set_life(Life::Failed),
         }
-        self.set(FAILED);
         *self.error.borrow_mut() = Some(Error::ProtocolPanicked(message));
         if let Some(lower) = self.lower() {
             lower.abort_connection();
@@ -443,7 +502,7 @@ impl TlsTransport {
 
     /// Bytes from the lower transport.
     fn receive(&self, data: &[u8]) {
-        if self.has(CLOSED | ABORTED | FAILED) {
+        if self.life().ending() {
             return;
         }
         if self.has(PENDING | READ_PAUSED | PROCESSING) {
@@ -470,7 +529,7 @@ impl TlsTransport {
                 self.hold(input);
                 return;
             }
-            if input.is_empty() || self.has(CLOSED | ABORTED | FAILED | PEER_CLOSED) {
+            if input.is_empty() || self.has(PEER_CLOSED) || self.life().ending() {
                 break;
             }
             let read = self.conn.borrow_mut().read_tls(&mut input);
@@ -525,7 +584,7 @@ impl TlsTransport {
             if self.has(READ_PAUSED) {
                 return false;
             }
-            if self.has(CLOSED | ABORTED | FAILED) {
+            if self.life().ending() {
                 return true;
             }
             let read = self.conn.borrow_mut().reader().read(buf);
@@ -549,6 +608,7 @@ impl TlsTransport {
         }
         self.set(HANDSHAKE_DONE);
         self.cancel_handshake_timer();
+        debug_assert!(self.handshake_timer.borrow().is_none());
         self.flush_tls();
         self.dispatch_app(ConnEvent::Handshake);
         let producer = self.producer.borrow().clone();
@@ -561,11 +621,11 @@ impl TlsTransport {
     /// Closes the connection because of a TLS error (reported to the wrapped protocol's
     /// `connection_lost`).
     fn fail(&self, err: Error) {
-        if self.has(FAILED | CLOSED | ABORTED) {
+        if self.life().ending() {
             return;
         }
         tracing::debug!("TLS connection failing: {err}");
-        self.set(FAILED);
+        self.set_life(Life::Failed);
         *self.error.borrow_mut() = Some(err);
         if let Some(lower) = self.lower() {
             lower.lose_connection();
@@ -578,7 +638,11 @@ impl TlsTransport {
             self.set(LOWER_EOF);
             return;
         }
-        if self.has(CLOSED | ABORTED | FAILED | PEER_CLOSED | CLOSE_SENT) {
+        if self.has(PEER_CLOSED) || self.life().ending() {
+            return;
+        }
+        if let Life::CloseSent(_) = self.life() {
+            // We closed first: the peer's answer may come without close_notify.
             return;
         }
         let why = if self.has(HANDSHAKE_DONE) {
@@ -591,10 +655,11 @@ impl TlsTransport {
 
     /// The lower connection is gone: tell the producer and the wrapped protocol.
     fn lower_lost(&self, reason: &CloseReason) {
-        if self.has(CLOSED) {
+        let was = self.life();
+        if was == Life::Closed {
             return;
         }
-        self.set(CLOSED);
+        self.set_life(Life::Closed);
         self.cancel_handshake_timer();
         let timers = std::mem::take(&mut *self.timers.borrow_mut());
         for timer in timers {
@@ -605,7 +670,7 @@ impl TlsTransport {
         // Our own failures abort the lower connection too; only the wrapped protocol's
         // `abort_connection` makes the close an abort.
         let reason = match self.error.borrow_mut().take() {
-            Some(err) if !self.has(ABORTED) => CloseReason::Lost(err),
+            Some(err) if was != Life::Aborted => CloseReason::Lost(err),
             _ => reason.clone(),
         };
         let producer = self.producer.borrow_mut().take();
@@ -620,32 +685,34 @@ impl TlsTransport {
         {
             let _ = panicked.report(format_args!("connection_lost of a TLS connection"));
         }
+        // Closed holds nothing that could fire later.
+        debug_assert!(
+            self.producer.borrow().is_none()
+                && self.handshake_timer.borrow().is_none()
+                && self.timers.borrow().iter().all(|t| !t.active())
+        );
     }
 
     /// Sends close_notify and closes (or half-closes) the lower transport, once no producer
     /// and no unfinished handshake holds the close back.
     fn maybe_finish_close(&self) {
-        if !self.has(DISCONNECTING | HALF_CLOSING) || self.has(CLOSE_SENT | CLOSED | ABORTED) {
+        let Life::Closing(how) = self.life() else {
             return;
-        }
-        if self.producer.borrow().is_some() && self.has(DISCONNECTING) {
-            return;
-        }
-        if self.has(FAILED) {
+        };
+        if self.producer.borrow().is_some() && how == Close::Full {
             return;
         }
         if !self.has(HANDSHAKE_DONE) && self.has(WROTE_EARLY) {
             // What was written is waiting for the handshake: send it first.
             return;
         }
-        self.set(CLOSE_SENT);
+        self.set_life(Life::CloseSent(how));
         self.conn.borrow_mut().send_close_notify();
         self.flush_tls();
         if let Some(lower) = self.lower() {
-            if self.has(DISCONNECTING) {
-                lower.lose_connection();
-            } else {
-                lower.lose_write_connection();
+            match how {
+                Close::Full => lower.lose_connection(),
+                Close::Half => lower.lose_write_connection(),
             }
         }
     }
@@ -699,7 +766,7 @@ impl TlsTransport {
 
     /// Delivers held data after reading resumed, then resumes the lower transport.
     fn run_pending(&self) {
-        if self.has(READ_PAUSED | CLOSED | PROCESSING) {
+        if self.has(READ_PAUSED | PROCESSING) || self.life() == Life::Closed {
             return;
         }
         let held = std::mem::take(&mut *self.pending_in.borrow_mut());
@@ -715,7 +782,7 @@ impl TlsTransport {
 
 impl TransportImpl for TlsTransport {
     fn write(&self, data: &[u8]) {
-        if self.has(CLOSED | ABORTED | FAILED | CLOSE_SENT) {
+        if !self.life().writable() {
             tracing::debug!("write of {} bytes after TLS close ignored", data.len());
             return;
         }
@@ -723,7 +790,7 @@ impl TransportImpl for TlsTransport {
     }
 
     fn write_sequence(&self, data: &[&[u8]]) {
-        if self.has(CLOSED | ABORTED | FAILED | CLOSE_SENT) {
+        if !self.life().writable() {
             tracing::debug!("write after TLS close ignored");
             return;
         }
@@ -731,18 +798,28 @@ impl TransportImpl for TlsTransport {
     }
 
     fn lose_connection(&self) {
-        if self.has(DISCONNECTING | ABORTED | CLOSED) {
-            return;
+        match self.life() {
+            Life::Open | Life::Closing(Close::Half) => {
+                self.set_life(Life::Closing(Close::Full));
+                self.maybe_finish_close();
+            }
+            Life::CloseSent(Close::Half) => {
+                // close_notify is out and our side shut: now close the rest (Twisted's
+                // `_shutdownTLS` does the same).
+                self.set_life(Life::CloseSent(Close::Full));
+                if let Some(lower) = self.lower() {
+                    lower.lose_connection();
+                }
+            }
+            _ => {}
         }
-        self.set(DISCONNECTING);
-        self.maybe_finish_close();
     }
 
     fn abort_connection(&self) {
-        if self.has(ABORTED | CLOSED) {
+        if matches!(self.life(), Life::Aborted | Life::Closed) {
             return;
         }
-        self.set(ABORTED);
+        self.set_life(Life::Aborted);
         if let Some(lower) = self.lower() {
             lower.abort_connection();
         }
@@ -751,10 +828,10 @@ impl TransportImpl for TlsTransport {
     /// Sends close_notify (after what is queued) and shuts down the lower transport's
     /// sending side; reading goes on.
     fn lose_write_connection(&self) {
-        if self.has(HALF_CLOSING | DISCONNECTING | ABORTED | CLOSED) {
+        if self.life() != Life::Open {
             return;
         }
-        self.set(HALF_CLOSING);
+        self.set_life(Life::Closing(Close::Half));
         self.maybe_finish_close();
     }
 
@@ -769,8 +846,12 @@ impl TransportImpl for TlsTransport {
     }
 
     fn disconnecting(&self) -> bool {
-        self.has(DISCONNECTING | ABORTED | CLOSED | FAILED)
-            || self.lower().is_some_and(|l| l.disconnecting())
+        let closing = match self.life() {
+            Life::Open => false,
+            Life::Closing(how) | Life::CloseSent(how) => how == Close::Full,
+            Life::Failed | Life::Aborted | Life::Closed => true,
+        };
+        closing || self.lower().is_some_and(|l| l.disconnecting())
     }
 
     fn buffered(&self) -> usize {
@@ -803,7 +884,7 @@ impl TransportImpl for TlsTransport {
     }
 
     fn register_producer(&self, producer: Box<dyn Producer>, streaming: bool) -> Result<(), Error> {
-        if self.has(CLOSED) {
+        if self.life() == Life::Closed {
             producer.stop_producing();
             return Ok(());
         }
@@ -869,7 +950,7 @@ impl TransportImpl for TlsTransport {
     }
 
     fn wrap_protocol(&self, wrap: ProtocolWrapper) -> Result<(), Error> {
-        if self.has(CLOSED) {
+        if self.life() == Life::Closed {
             return Err(Error::io(io::Error::from(io::ErrorKind::NotConnected)));
         }
         self.app
@@ -878,13 +959,13 @@ impl TransportImpl for TlsTransport {
     }
 
     fn call_later(&self, delay: Duration, call: ProtocolCall) -> Result<DelayedCall, Error> {
-        if self.has(CLOSED) {
+        if self.life() == Life::Closed {
             return Err(Error::io(io::Error::from(io::ErrorKind::NotConnected)));
         }
         let me = self.me.clone();
         let fire: Box<dyn FnOnce()> = Box::new(move || {
             if let Some(tls) = me.upgrade()
-                && !tls.has(CLOSED)
+                && tls.life() != Life::Closed
             {
                 tls.dispatch_app(ConnEvent::Call(call));
             }
