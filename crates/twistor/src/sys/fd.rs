@@ -42,7 +42,6 @@ impl FdCell {
     }
 
     /// Whether the cell still holds its descriptor (for tests and debug assertions).
-    #[cfg(any(test, debug_assertions))]
     pub(crate) fn is_open(&self) -> bool {
         let raw = self.raw.get();
         raw >= 0 || raw == LENT
