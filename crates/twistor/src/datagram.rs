@@ -1,7 +1,6 @@
 //! Datagram sockets (UDP and Unix datagrams) and the [`DatagramTransport`] their protocols
 //! write through.
 
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
@@ -14,7 +13,7 @@ use socket2::{SockAddr, SockRef, Socket};
 
 use crate::address::{Address, UnixAddress};
 use crate::error::Error;
-use crate::guard::{Bytes, Guard, Kind, Panicked};
+use crate::guard::{Delivery, Guard, Kind, Panicked};
 use crate::protocol::DatagramProtocol;
 use crate::reactor::{Reactor, Readiness, Source, WeakReactor};
 use crate::sys::addr::{IpKind, unix_sockaddr};
@@ -267,7 +266,7 @@ impl DatagramTransport {
     }
 
     /// Runs one protocol callback under the guard; a panic closes the socket.
-    fn dispatch(&self, event: DatagramEvent<'_>) {
+    fn dispatch(&self, event: impl Delivery<Datagrams>) {
         if let Err(panicked) = self.inner.protocol.deliver(self, event) {
             self.panicked(panicked);
         }
@@ -283,10 +282,10 @@ impl DatagramTransport {
     }
 }
 
-/// A datagram protocol's callbacks, as the guard delivers them.
-pub(crate) enum DatagramEvent<'a> {
+/// A datagram protocol's callbacks, as the guard delivers (and queues) them.
+pub(crate) enum DatagramEvent {
     Start,
-    Datagram(Bytes<'a>, Address),
+    Datagram(Vec<u8>, Address),
     Refused,
     Stop,
 }
@@ -297,10 +296,9 @@ pub(crate) struct Datagrams;
 impl Kind for Datagrams {
     type Protocol = dyn DatagramProtocol;
     type Transport = DatagramTransport;
-    type Event<'a> = DatagramEvent<'a>;
+    type Event = DatagramEvent;
 
-    #[inline(always)]
-    fn deliver(p: &mut dyn DatagramProtocol, t: &DatagramTransport, event: DatagramEvent<'_>) {
+    fn deliver(p: &mut dyn DatagramProtocol, t: &DatagramTransport, event: DatagramEvent) {
         match event {
             DatagramEvent::Start => p.start_protocol(t),
             DatagramEvent::Datagram(data, from) => p.datagram_received(t, &data, &from),
@@ -308,16 +306,28 @@ impl Kind for Datagrams {
             DatagramEvent::Stop => p.stop_protocol(),
         }
     }
+}
 
-    fn keep(event: DatagramEvent<'_>) -> DatagramEvent<'static> {
-        match event {
-            DatagramEvent::Start => DatagramEvent::Start,
-            DatagramEvent::Datagram(data, from) => {
-                DatagramEvent::Datagram(Cow::Owned(data.into_owned()), from)
-            }
-            DatagramEvent::Refused => DatagramEvent::Refused,
-            DatagramEvent::Stop => DatagramEvent::Stop,
-        }
+impl Delivery<Datagrams> for DatagramEvent {
+    fn call(self, p: &mut dyn DatagramProtocol, t: &DatagramTransport) {
+        Datagrams::deliver(p, t, self)
+    }
+
+    fn keep(self) -> DatagramEvent {
+        self
+    }
+}
+
+/// A datagram in the read buffer (copied only if kept).
+struct Received<'a>(&'a [u8], Address);
+
+impl Delivery<Datagrams> for Received<'_> {
+    fn call(self, p: &mut dyn DatagramProtocol, t: &DatagramTransport) {
+        p.datagram_received(t, self.0, &self.1)
+    }
+
+    fn keep(self) -> DatagramEvent {
+        DatagramEvent::Datagram(self.0.to_vec(), self.1)
     }
 }
 
@@ -380,7 +390,7 @@ impl DatagramPort {
                 };
                 let from = sys::addr::to_address_or_unnamed(from.as_ref(), IpKind::Udp);
                 let data = &buf[..n];
-                transport.dispatch(DatagramEvent::Datagram(Cow::Borrowed(data), from));
+                transport.dispatch(Received(data, from));
                 Ok(true)
             });
             match outcome {

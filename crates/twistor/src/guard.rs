@@ -8,7 +8,8 @@
 //!   protocol is running (a nested turn of the loop, a transport that delivers
 //!   synchronously, a timer on a fake clock advanced from a callback) is kept, owning its
 //!   data, and delivered in order right after the running callback returns. Only that rare
-//!   path allocates: the common one hands the protocol borrowed bytes.
+//!   path allocates: the common one hands the protocol borrowed bytes (a [`Delivery`] is
+//!   either called at once or turned into an owned event).
 //! - **A panic is caught and handed back** ([`Panicked`]) so the caller ends that one
 //!   connection (or port, process, watch) the way its close path does; the queued events go
 //!   with it, except the last one (`connection_lost`), which every protocol hears once.
@@ -18,7 +19,6 @@
 //! The guard also swaps the protocol for a wrapper ([`Guard::replace`], how `start_tls`
 //! works) between two callbacks, never under one.
 
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell, RefMut};
 use std::collections::VecDeque;
 use std::fmt;
@@ -32,14 +32,22 @@ pub(crate) trait Kind: 'static {
     type Protocol: ?Sized + 'static;
     /// What each callback is given beside the protocol (its transport).
     type Transport;
-    /// One callback and its arguments, borrowing data in the common case.
-    type Event<'a>;
+    /// One callback and its arguments, owned (as the queue keeps them).
+    type Event: 'static;
 
     /// Calls the protocol's callback for `event`.
-    fn deliver(protocol: &mut Self::Protocol, transport: &Self::Transport, event: Self::Event<'_>);
+    fn deliver(protocol: &mut Self::Protocol, transport: &Self::Transport, event: Self::Event);
+}
 
-    /// `event`, owning what it borrowed, to be delivered later.
-    fn keep(event: Self::Event<'_>) -> Self::Event<'static>;
+/// One callback to make: at once, or, if the protocol is running, kept as an event. Owned
+/// events deliver themselves; a small borrowing type per kind (the bytes just read) keeps
+/// the common path free of copies and of the event enum's drop glue.
+pub(crate) trait Delivery<K: Kind> {
+    /// Makes the callback.
+    fn call(self, protocol: &mut K::Protocol, transport: &K::Transport);
+
+    /// The callback as an event, owning what it borrowed (the rare, re-entrant path).
+    fn keep(self) -> K::Event;
 }
 
 /// Turns the protocol into another that wraps it.
@@ -49,21 +57,26 @@ pub(crate) type Replace<K> =
 /// A protocol callback panicked: the caller ends what the protocol served and reports it.
 #[must_use = "a panicked protocol's connection must be ended and the panic reported"]
 pub(crate) struct Panicked {
-    message: String,
+    /// Boxed: `Result<(), Panicked>` is then one pointer, which the hot path gets back in
+    /// a register.
+    message: Box<Message>,
 }
+
+/// A panic's message.
+struct Message(String);
 
 impl Panicked {
     fn new(payload: &(dyn std::any::Any + Send)) -> Panicked {
         Panicked {
-            message: panic_message(payload),
+            message: Box::new(Message(panic_message(payload))),
         }
     }
 
     /// Logs the panic with `report_error!` (`what` says whose callback it was and what
     /// is done about it) and tells the running reactor; returns the panic's message.
     pub(crate) fn report(self, what: fmt::Arguments<'_>) -> String {
-        crate::reactor::report_panic(what, &self.message);
-        self.message
+        crate::reactor::report_panic(what, &self.message.0);
+        self.message.0
     }
 }
 
@@ -80,7 +93,7 @@ pub(crate) struct Guard<K: Kind> {
 struct Later<K: Kind> {
     /// Events in arrival order; `true` marks the last one, after which the protocol is
     /// dropped.
-    queue: VecDeque<(K::Event<'static>, bool)>,
+    queue: VecDeque<(K::Event, bool)>,
     /// A wrapper to swap in when the running callback returns.
     replace: Option<Replace<K>>,
 }
@@ -122,16 +135,16 @@ impl<K: Kind> Guard<K> {
     pub(crate) fn deliver(
         &self,
         transport: &K::Transport,
-        event: K::Event<'_>,
+        delivery: impl Delivery<K>,
     ) -> Result<(), Panicked> {
         let Ok(mut slot) = self.slot.try_borrow_mut() else {
-            self.queue(K::keep(event), false);
+            self.queue(delivery.keep(), false);
             return Ok(());
         };
         let Some(protocol) = slot.as_mut() else {
             return Ok(());
         };
-        let result = catch_unwind(AssertUnwindSafe(|| K::deliver(protocol, transport, event)));
+        let result = catch_unwind(AssertUnwindSafe(|| delivery.call(protocol, transport)));
         let later = self.later.take();
         if result.is_ok() && later.is_none() {
             return Ok(());
@@ -147,15 +160,11 @@ impl<K: Kind> Guard<K> {
     /// Delivers `event` as the protocol's last (`connection_lost`, `process_ended`...),
     /// then drops the protocol. If a callback is running, it follows that callback and
     /// what was queued before it.
-    pub(crate) fn finish(
-        &self,
-        transport: &K::Transport,
-        event: K::Event<'_>,
-    ) -> Result<(), Panicked> {
+    pub(crate) fn finish(&self, transport: &K::Transport, event: K::Event) -> Result<(), Panicked> {
         let protocol = match self.slot.try_borrow_mut() {
             Ok(mut slot) => slot.take(),
             Err(_) => {
-                self.queue(K::keep(event), true);
+                self.queue(event, true);
                 return Ok(());
             }
         };
@@ -205,7 +214,7 @@ impl<K: Kind> Guard<K> {
             .and_then(|mut slot| slot.take())
     }
 
-    fn queue(&self, event: K::Event<'static>, last: bool) {
+    fn queue(&self, event: K::Event, last: bool) {
         let mut later = self.later.take().unwrap_or_else(Later::new);
         later.queue.push_back((event, last));
         self.later.set(Some(later));
@@ -281,14 +290,13 @@ impl<K: Kind> Later<K> {
     }
 }
 
-/// Bytes handed to a callback: borrowed from the read buffer, or owned once queued.
-pub(crate) type Bytes<'a> = Cow<'a, [u8]>;
-
 #[cfg(test)]
 mod tests {
+    use std::rc::Rc;
+
     use super::*;
 
-    /// A protocol that records events and, on "nest", delivers another to itself.
+    /// A protocol that records events and, on some, delivers more to itself.
     struct Rec {
         seen: Vec<String>,
     }
@@ -297,29 +305,48 @@ mod tests {
 
     impl Kind for Test {
         type Protocol = Rec;
-        type Transport = std::rc::Rc<Guard<Test>>;
-        type Event<'a> = Cow<'a, str>;
+        type Transport = Rc<Guard<Test>>;
+        type Event = String;
 
-        fn deliver(p: &mut Rec, guard: &Self::Transport, event: Cow<'_, str>) {
-            p.seen.push(event.to_string());
-            match &*event {
+        fn deliver(p: &mut Rec, guard: &Self::Transport, event: String) {
+            (&*event).call(p, guard)
+        }
+    }
+
+    impl Delivery<Test> for &str {
+        fn call(self, p: &mut Rec, guard: &Rc<Guard<Test>>) {
+            p.seen.push(self.to_string());
+            match self {
                 "nest" => {
-                    guard.deliver(guard, Cow::Borrowed("inner")).ok().unwrap();
+                    guard.deliver(guard, "inner").ok().unwrap();
                     p.seen.push("after inner".into());
                 }
                 "boom" => panic!("boom"),
+                "wrap" => {
+                    let wrap = |mut p: Box<Rec>| {
+                        p.seen.push("wrapped".into());
+                        p
+                    };
+                    assert!(guard.replace(Box::new(wrap)).is_ok());
+                    assert!(guard.replace(Box::new(wrap)).is_err(), "one at a time");
+                    p.seen.push("asked".into());
+                }
                 "nest then boom" => {
-                    guard.deliver(guard, Cow::Borrowed("queued")).ok().unwrap();
-                    guard.finish(guard, Cow::Borrowed("last")).ok().unwrap();
+                    guard.deliver(guard, "queued").ok().unwrap();
+                    guard.finish(guard, "last".into()).ok().unwrap();
                     panic!("boom");
                 }
                 _ => {}
             }
         }
 
-        fn keep(event: Cow<'_, str>) -> Cow<'static, str> {
-            Cow::Owned(event.into_owned())
+        fn keep(self) -> String {
+            self.to_string()
         }
+    }
+
+    fn guard() -> Rc<Guard<Test>> {
+        Rc::new(Guard::new(Box::new(Rec { seen: vec![] })))
     }
 
     fn seen(guard: &Guard<Test>) -> Vec<String> {
@@ -332,46 +359,46 @@ mod tests {
 
     #[test]
     fn a_re_entrant_event_follows_the_running_callback() {
-        let guard = std::rc::Rc::new(Guard::<Test>::new(Box::new(Rec { seen: vec![] })));
-        guard.deliver(&guard, Cow::Borrowed("nest")).ok().unwrap();
+        let guard = guard();
+        guard.deliver(&guard, "nest").ok().unwrap();
         assert_eq!(seen(&guard), ["nest", "after inner", "inner"]);
         assert!(guard.later.take().is_none(), "nothing left queued");
     }
 
     #[test]
     fn a_panic_is_handed_back_and_only_the_last_event_survives_it() {
-        let guard = std::rc::Rc::new(Guard::<Test>::new(Box::new(Rec { seen: vec![] })));
-        let panicked = guard.deliver(&guard, Cow::Borrowed("boom")).unwrap_err();
-        assert_eq!(panicked.message, "boom");
+        let guard = guard();
+        let panicked = guard.deliver(&guard, "boom").unwrap_err();
+        assert_eq!(panicked.message.0, "boom");
         assert!(
             guard.slot.borrow().is_some(),
             "the caller decides what a panic ends"
         );
-        let panicked = guard
-            .deliver(&guard, Cow::Borrowed("nest then boom"))
-            .unwrap_err();
-        assert_eq!(panicked.message, "boom");
+        let panicked = guard.deliver(&guard, "nest then boom").unwrap_err();
+        assert_eq!(panicked.message.0, "boom");
         assert!(
-            !guard.slot.borrow().is_some(),
+            guard.slot.borrow().is_none(),
             "the last event was delivered and the protocol dropped"
         );
     }
 
     #[test]
     fn a_replacement_waits_for_the_running_callback() {
-        let guard = std::rc::Rc::new(Guard::<Test>::new(Box::new(Rec { seen: vec![] })));
+        let guard = guard();
+        guard.deliver(&guard, "wrap").ok().unwrap();
+        assert_eq!(seen(&guard), ["wrap", "asked", "wrapped"]);
         // Not running: at once.
         guard
             .replace(Box::new(|mut p| {
-                p.seen.push("wrapped".into());
+                p.seen.push("again".into());
                 p
             }))
             .ok()
             .unwrap();
-        assert_eq!(seen(&guard), ["wrapped"]);
-        guard.finish(&guard, Cow::Borrowed("lost")).ok().unwrap();
-        assert!(!guard.slot.borrow().is_some());
-        guard.deliver(&guard, Cow::Borrowed("after")).ok().unwrap();
+        assert_eq!(seen(&guard), ["wrap", "asked", "wrapped", "again"]);
+        guard.finish(&guard, "lost".into()).ok().unwrap();
+        assert!(guard.slot.borrow().is_none());
+        guard.deliver(&guard, "after").ok().unwrap();
         assert_eq!(seen(&guard), Vec::<String>::new());
     }
 }

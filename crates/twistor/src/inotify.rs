@@ -25,7 +25,6 @@
 //! entry found (as Twisted does); a file may thus be reported twice. A subdirectory moved
 //! out stops being watched.
 
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -39,7 +38,7 @@ use std::rc::Rc;
 use mio::Interest;
 
 use crate::error::Error;
-use crate::guard::{Guard, Kind};
+use crate::guard::{Delivery, Guard, Kind};
 use crate::reactor::{Reactor, Readiness, Source};
 use crate::sys::{self, FdCell};
 
@@ -222,14 +221,20 @@ struct Watcher;
 impl Kind for Watcher {
     type Protocol = dyn FnMut(&FsEvent);
     type Transport = ();
-    type Event<'a> = Cow<'a, FsEvent>;
+    type Event = FsEvent;
 
-    fn deliver(callback: &mut (dyn FnMut(&FsEvent) + 'static), _: &(), event: Cow<'_, FsEvent>) {
+    fn deliver(callback: &mut (dyn FnMut(&FsEvent) + 'static), _: &(), event: FsEvent) {
         callback(&event)
     }
+}
 
-    fn keep(event: Cow<'_, FsEvent>) -> Cow<'static, FsEvent> {
-        Cow::Owned(event.into_owned())
+impl Delivery<Watcher> for &FsEvent {
+    fn call(self, callback: &mut (dyn FnMut(&FsEvent) + 'static), _: &()) {
+        callback(self)
+    }
+
+    fn keep(self) -> FsEvent {
+        self.clone()
     }
 }
 
@@ -414,7 +419,7 @@ impl Notifier {
                     mask: kind,
                     cookie: 0,
                 };
-                self.deliver(callback, root, Cow::Borrowed(&event));
+                self.deliver(callback, root, &event);
             }
             if is_dir
                 && self
@@ -428,7 +433,7 @@ impl Notifier {
 
     /// Runs a watch's callback under the guard; a panic removes the watch (the one the
     /// user added, `root`, with the directories below it).
-    fn deliver(&self, callback: &Callback, root: i32, event: Cow<'_, FsEvent>) {
+    fn deliver(&self, callback: &Callback, root: i32, event: &FsEvent) {
         if let Err(panicked) = callback.deliver(&(), event) {
             let path = self.watches.borrow().get(&root).map(|w| w.path.clone());
             let _ = panicked.report(format_args!(
@@ -506,7 +511,7 @@ impl Notifier {
                     mask,
                     cookie: 0,
                 };
-                self.deliver(&callback, root, Cow::Borrowed(&event));
+                self.deliver(&callback, root, &event);
             }
             return;
         }
@@ -540,7 +545,7 @@ impl Notifier {
         }
         let event = FsEvent { path, mask, cookie };
         if wanted.intersects(mask & Mask(libc::IN_ALL_EVENTS | libc::IN_IGNORED)) {
-            self.deliver(&callback, root, Cow::Borrowed(&event));
+            self.deliver(&callback, root, &event);
         }
         // (Unless the callback removed the watch, or panicked, which removes it.)
         if recursive && event.is_dir() && self.watches.borrow().contains_key(&root) {

@@ -8,7 +8,6 @@
 //! outgoing connection attempts end.
 
 use std::any::{Any, type_name};
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
@@ -20,7 +19,7 @@ use crate::address::Address;
 use crate::connector::Connector;
 use crate::datagram::DatagramTransport;
 use crate::error::Error;
-use crate::guard::{Bytes, Kind};
+use crate::guard::{Delivery, Kind};
 use crate::transport::{ProtocolCall, Transport};
 
 /// Why a connection ended, as given to [`Protocol::connection_lost`].
@@ -283,10 +282,10 @@ impl<F: ClientFactory + ?Sized> ClientFactory for Rc<F> {
     }
 }
 
-/// A connection protocol's callbacks, as the engine's guard delivers them.
-pub(crate) enum ConnEvent<'a> {
+/// A connection protocol's callbacks, as the engine's guard delivers (and queues) them.
+pub(crate) enum ConnEvent {
     Make,
-    Data(Bytes<'a>),
+    Data(Vec<u8>),
     ReadLost,
     WriteLost,
     Fd(OwnedFd),
@@ -302,10 +301,9 @@ pub(crate) struct Conn;
 impl Kind for Conn {
     type Protocol = dyn Protocol;
     type Transport = Transport;
-    type Event<'a> = ConnEvent<'a>;
+    type Event = ConnEvent;
 
-    #[inline(always)]
-    fn deliver(p: &mut dyn Protocol, t: &Transport, event: ConnEvent<'_>) {
+    fn deliver(p: &mut dyn Protocol, t: &Transport, event: ConnEvent) {
         match event {
             ConnEvent::Make => p.make_connection(t),
             ConnEvent::Data(data) => p.data_received(t, &data),
@@ -317,18 +315,29 @@ impl Kind for Conn {
             ConnEvent::Lost(reason) => p.connection_lost(&reason),
         }
     }
+}
 
-    fn keep(event: ConnEvent<'_>) -> ConnEvent<'static> {
-        match event {
-            ConnEvent::Make => ConnEvent::Make,
-            ConnEvent::Data(data) => ConnEvent::Data(Cow::Owned(data.into_owned())),
-            ConnEvent::ReadLost => ConnEvent::ReadLost,
-            ConnEvent::WriteLost => ConnEvent::WriteLost,
-            ConnEvent::Fd(fd) => ConnEvent::Fd(fd),
-            ConnEvent::Handshake => ConnEvent::Handshake,
-            ConnEvent::Call(call) => ConnEvent::Call(call),
-            ConnEvent::Lost(reason) => ConnEvent::Lost(reason),
-        }
+impl Delivery<Conn> for ConnEvent {
+    fn call(self, p: &mut dyn Protocol, t: &Transport) {
+        Conn::deliver(p, t, self)
+    }
+
+    fn keep(self) -> ConnEvent {
+        self
+    }
+}
+
+/// `data_received` with bytes borrowed from a read buffer (copied only if kept).
+pub(crate) struct Received<'a>(pub(crate) &'a [u8]);
+
+impl Delivery<Conn> for Received<'_> {
+    #[inline(always)]
+    fn call(self, p: &mut dyn Protocol, t: &Transport) {
+        p.data_received(t, self.0)
+    }
+
+    fn keep(self) -> ConnEvent {
+        ConnEvent::Data(self.0.to_vec())
     }
 }
 

@@ -45,7 +45,6 @@
 //! and the number is not reused by an unrelated file that later prints would reach.
 
 use std::any::Any;
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -53,9 +52,9 @@ use std::rc::Rc;
 
 use crate::address::Address;
 use crate::error::Error;
-use crate::guard::{Guard, Panicked};
+use crate::guard::{Delivery, Guard, Panicked};
 use crate::pipe::{PipeOwner, PipeReader, PipeWriter};
-use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol};
+use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol, Received};
 use crate::reactor::Reactor;
 use crate::sys;
 use crate::transport::{Producer, Transport, TransportImpl};
@@ -275,7 +274,7 @@ impl StdioInner {
     }
 
     /// Runs one protocol callback under the guard; a panic aborts both sides.
-    fn dispatch(&self, event: ConnEvent<'_>) {
+    fn dispatch(&self, event: impl Delivery<Conn>) {
         let Some(transport) = self.transport.borrow().clone() else {
             return;
         };
@@ -332,7 +331,7 @@ impl StdioInner {
 
 impl PipeOwner for StdioInner {
     fn pipe_data(&self, _id: i32, data: &[u8]) {
-        self.dispatch(ConnEvent::Data(Cow::Borrowed(data)));
+        self.dispatch(Received(data));
     }
 
     fn pipe_closed(&self, id: i32, reason: CloseReason) {

@@ -15,7 +15,6 @@
 //! the protocol's own callbacks.
 
 use std::any::Any;
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -27,9 +26,9 @@ use socket2::SockRef;
 use crate::address::Address;
 use crate::error::Error;
 use crate::flags::Flags;
-use crate::guard::{Guard, Panicked};
+use crate::guard::{Delivery, Guard, Panicked};
 use crate::outbuf::{OutBuf, ProducerSlot};
-use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol};
+use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol, Received};
 use crate::reactor::{DelayedCall, IoBuffers, Reactor, Readiness, Source, WeakReactor};
 use crate::sys::{self, FdCell};
 use crate::transport::{
@@ -303,7 +302,7 @@ impl StreamConnection {
 
     /// Runs one protocol callback under the guard (queued if the protocol is running).
     #[inline]
-    fn dispatch(&self, transport: &Transport, event: ConnEvent<'_>) {
+    fn dispatch(&self, transport: &Transport, event: impl Delivery<Conn>) {
         let outer = self.has(IN_DISPATCH);
         self.set(IN_DISPATCH);
         let result = self.protocol.deliver(transport, event);
@@ -377,7 +376,7 @@ impl StreamConnection {
                 }
             };
             let drained = n < buf.len() && !until_eof;
-            self.dispatch(&transport, ConnEvent::Data(Cow::Borrowed(&buf[..n])));
+            self.dispatch(&transport, Received(&buf[..n]));
             if drained {
                 return;
             }

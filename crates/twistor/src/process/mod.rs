@@ -69,7 +69,6 @@ mod endpoint;
 mod spawn;
 
 use std::any::Any;
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -85,7 +84,7 @@ use mio::Interest;
 
 use crate::address::Address;
 use crate::error::Error;
-use crate::guard::{Bytes, Guard, Kind, Panicked};
+use crate::guard::{Delivery, Guard, Kind, Panicked};
 use crate::pipe::{PipeOwner, PipeReader, PipeWriter};
 use crate::protocol::CloseReason;
 use crate::reactor::{Reactor, Readiness, Source};
@@ -805,7 +804,7 @@ impl ProcessInner {
     }
 
     /// Runs one protocol callback under the guard; a panic closes the pipes.
-    fn dispatch(&self, event: ProcessEvent<'_>) {
+    fn dispatch(&self, event: impl Delivery<Processes>) {
         let Some(me) = self.me.upgrade() else {
             return;
         };
@@ -865,7 +864,7 @@ impl ProcessInner {
 
 impl PipeOwner for ProcessInner {
     fn pipe_data(&self, id: i32, data: &[u8]) {
-        self.dispatch(ProcessEvent::Data(id, Cow::Borrowed(data)));
+        self.dispatch(Received(id, data));
     }
 
     fn pipe_closed(&self, id: i32, reason: CloseReason) {
@@ -885,10 +884,10 @@ impl PipeOwner for ProcessInner {
     }
 }
 
-/// A process protocol's callbacks, as the guard delivers them.
-enum ProcessEvent<'a> {
+/// A process protocol's callbacks, as the guard delivers (and queues) them.
+enum ProcessEvent {
     Make,
-    Data(i32, Bytes<'a>),
+    Data(i32, Vec<u8>),
     ChildLost(i32),
     Exited(ProcessStatus),
     Ended(ProcessStatus),
@@ -900,9 +899,9 @@ struct Processes;
 impl Kind for Processes {
     type Protocol = dyn ProcessProtocol;
     type Transport = ProcessTransport;
-    type Event<'a> = ProcessEvent<'a>;
+    type Event = ProcessEvent;
 
-    fn deliver(p: &mut dyn ProcessProtocol, t: &ProcessTransport, event: ProcessEvent<'_>) {
+    fn deliver(p: &mut dyn ProcessProtocol, t: &ProcessTransport, event: ProcessEvent) {
         match event {
             ProcessEvent::Make => p.make_connection(t),
             ProcessEvent::Data(fd, data) => p.child_data_received(t, fd, &data),
@@ -911,15 +910,28 @@ impl Kind for Processes {
             ProcessEvent::Ended(status) => p.process_ended(&status),
         }
     }
+}
 
-    fn keep(event: ProcessEvent<'_>) -> ProcessEvent<'static> {
-        match event {
-            ProcessEvent::Make => ProcessEvent::Make,
-            ProcessEvent::Data(fd, data) => ProcessEvent::Data(fd, Cow::Owned(data.into_owned())),
-            ProcessEvent::ChildLost(fd) => ProcessEvent::ChildLost(fd),
-            ProcessEvent::Exited(status) => ProcessEvent::Exited(status),
-            ProcessEvent::Ended(status) => ProcessEvent::Ended(status),
-        }
+impl Delivery<Processes> for ProcessEvent {
+    fn call(self, p: &mut dyn ProcessProtocol, t: &ProcessTransport) {
+        Processes::deliver(p, t, self)
+    }
+
+    fn keep(self) -> ProcessEvent {
+        self
+    }
+}
+
+/// Bytes read from child descriptor `.0` (copied only if kept).
+struct Received<'a>(i32, &'a [u8]);
+
+impl Delivery<Processes> for Received<'_> {
+    fn call(self, p: &mut dyn ProcessProtocol, t: &ProcessTransport) {
+        p.child_data_received(t, self.0, self.1)
+    }
+
+    fn keep(self) -> ProcessEvent {
+        ProcessEvent::Data(self.0, self.1.to_vec())
     }
 }
 

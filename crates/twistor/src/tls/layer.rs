@@ -12,7 +12,6 @@
 //! `handshake_completed`, `data_received`..., and `connection_lost` once.
 
 use std::any::Any;
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::rc::{Rc, Weak};
@@ -26,8 +25,8 @@ use super::error::TlsError;
 use crate::address::Address;
 use crate::error::Error;
 use crate::flags::Flags;
-use crate::guard::{Guard, Panicked};
-use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol};
+use crate::guard::{Delivery, Guard, Panicked};
+use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol, Received};
 use crate::reactor::{DelayedCall, Reactor, ReactorTime, WeakReactor};
 use crate::stream::StreamConnection;
 use crate::transport::{Producer, ProtocolCall, ProtocolWrapper, Transport, TransportImpl};
@@ -447,7 +446,7 @@ impl TlsTransport {
 
     /// Runs one callback of the wrapped protocol under its guard (queued if it is
     /// running); a panic aborts the connection.
-    fn dispatch_app(&self, event: ConnEvent<'_>) {
+    fn dispatch_app(&self, event: impl Delivery<Conn>) {
         let Some(transport) = self.handle() else {
             return;
         };
@@ -596,7 +595,7 @@ impl TlsTransport {
                     }
                     return true;
                 }
-                Ok(n) => self.dispatch_app(ConnEvent::Data(Cow::Borrowed(&buf[..n]))),
+                Ok(n) => self.dispatch_app(Received(&buf[..n])),
                 Err(_) => return true,
             }
         }
