@@ -5,9 +5,10 @@
 //! runs, and follows two rules:
 //!
 //! - **Re-entrant events are queued, never dropped.** An event that arrives while the
-//!   protocol is running (a nested turn of the loop, a transport that delivers
-//!   synchronously, a timer on a fake clock advanced from a callback) is kept, owning its
-//!   data, and delivered in order right after the running callback returns. Only that rare
+//!   protocol is running (from a transport that delivers synchronously, such as TLS over an
+//!   in-memory loopback, or a connection timer on a fake clock advanced from a callback) is
+//!   kept, owning its data, and delivered in order right after the running callback
+//!   returns. Only that rare
 //!   path allocates: the common one hands the protocol borrowed bytes (a [`Delivery`] is
 //!   either called at once or turned into an owned event).
 //! - **A panic is caught and handed back** ([`Panicked`]) so the caller ends that one
