@@ -23,7 +23,7 @@ use twistor_testing::process::{ChildGuard, have, have_twisted};
 
 /// Runs `f` on a fresh reactor until its Deferred fires (or 30 s pass).
 fn run<T: 'static>(f: impl FnOnce(&Reactor) -> Deferred<T>) -> Result<T, Failure> {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let out = Rc::new(RefCell::new(None));
     let (o, r) = (out.clone(), reactor.clone());
     let d = f(&reactor);

@@ -97,7 +97,7 @@ fn https_site(key: String, cert: String) -> Server {
 }
 
 fn run<T: 'static>(f: impl FnOnce(&Reactor) -> Deferred<T>) -> Result<T, Failure> {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let out = Rc::new(std::cell::RefCell::new(None));
     let (o, r) = (out.clone(), reactor.clone());
     f(&reactor).consume(move |res| {

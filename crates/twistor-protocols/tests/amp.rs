@@ -10,7 +10,6 @@ use std::rc::Rc;
 
 use common::ReactorThread;
 use proptest::prelude::*;
-use twistor::Reactor;
 use twistor::defer::Failure;
 use twistor::endpoints::{client_from_string, connect_protocol};
 use twistor::protocol::factory;
@@ -478,7 +477,7 @@ fn twistor_client_calls_a_twisted_server() {
         .parse::<u16>()
         .unwrap();
 
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let client = Amp::new();
     let endpoint = client_from_string(&reactor, &format!("tcp:127.0.0.1:{port}")).unwrap();
     let results = Rc::new(RefCell::new(Vec::<Result<Arguments, Failure>>::new()));

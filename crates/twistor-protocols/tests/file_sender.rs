@@ -147,7 +147,7 @@ impl Protocol for Reader {
 #[test]
 fn one_gib_to_a_paused_reader_keeps_memory_flat_then_arrives_intact() {
     let file = SparseFile::create();
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let shared = Rc::new(Shared::default());
 
     let (s, path) = (shared.clone(), file.0.clone());

@@ -249,7 +249,7 @@ fn missing_or_malformed_headers_close_and_the_protocol_never_starts() {
 #[test]
 fn endpoint_descriptions() {
     haproxy::register();
-    let reactor = twistor::Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let e = server_from_string(&reactor, "haproxy:tcp:8080:interface=127.0.0.1").unwrap();
     assert_eq!(e.describe(), "haproxy:tcp:8080:interface=127.0.0.1");
     let err = server_from_string(&reactor, "haproxy:")

@@ -330,3 +330,41 @@ fn wrapped_transport_overrides_addresses_and_combines_pauses() {
     let (_p, _st) = connect(&*f, "192.0.2.1").unwrap();
     assert_eq!(*seen.borrow(), Some(addr("203.0.113.7")));
 }
+
+/// A protocol under a policy wrapper sets a connection timer on the transport it is given
+/// (`Transport::call_later`): the call reaches it through the wrapper.
+#[test]
+fn a_wrapped_protocols_connection_timer_reaches_it() {
+    use std::io::Read;
+    struct Ticker {
+        ticks: u32,
+    }
+    impl Protocol for Ticker {
+        fn connection_made(&mut self, t: &Transport) {
+            t.call_later(Duration::ZERO, |me: &mut Ticker, t: &Transport| {
+                me.ticks += 1;
+                t.write(format!("tick {}", me.ticks).as_bytes());
+                t.lose_connection();
+            })
+            .unwrap();
+        }
+        fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+    }
+    let reactor = twistor_testing::reactor();
+    let limited = WrappingFactory::new(
+        factory(|_| Ticker { ticks: 0 }),
+        LimitTotalConnections::new(10),
+    );
+    let port = reactor.listen_tcp_local(0, limited).unwrap().port();
+    let handle = reactor.handle();
+    let client = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        handle.call_from_thread(|r| r.stop()).unwrap();
+        reply
+    });
+    reactor.run().unwrap();
+    assert_eq!(client.join().unwrap(), "tick 1");
+}

@@ -117,7 +117,7 @@ impl Protocol for SlowReader {
 
 #[test]
 fn a_slow_reader_throttles_the_fast_side_through_the_proxy() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let watch = Rc::new(Watch::default());
     let w = watch.clone();
     let source = reactor
@@ -236,7 +236,7 @@ impl Protocol for PausedAtFirst {
 /// of stream are seen (epoll reports the close only once, so the engine remembers it).
 #[test]
 fn eof_arriving_while_paused_is_seen_after_resume() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let port = reactor
         .listen_tcp_with(0, factory(|_| Hello), local())
         .unwrap()

@@ -205,7 +205,10 @@ impl StreamConnector {
             Ok(Some(p)) => (p, false),
             Ok(None) => (Box::new(Discard), true),
             Err(panic) => {
-                tracing::error!("build_protocol panicked: {}", panic_message(&*panic));
+                crate::reactor::report_panic(
+                    format_args!("build_protocol for a connection to {peer} (closing it)"),
+                    &panic_message(&*panic),
+                );
                 (Box::new(Discard), true)
             }
         };

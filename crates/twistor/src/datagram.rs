@@ -6,7 +6,6 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
 use mio::Interest;
@@ -14,8 +13,9 @@ use socket2::{SockAddr, SockRef, Socket};
 
 use crate::address::{Address, UnixAddress};
 use crate::error::Error;
+use crate::guard::{Delivery, Guard, Kind, Panicked};
 use crate::protocol::DatagramProtocol;
-use crate::reactor::{Reactor, Readiness, Source, WeakReactor, panic_message};
+use crate::reactor::{Reactor, Readiness, Source, WeakReactor};
 use crate::sys::addr::{IpKind, unix_sockaddr};
 use crate::sys::{self, FdCell};
 use crate::unstable::ReactorInternals;
@@ -47,7 +47,7 @@ pub struct DatagramPort {
     family: Family,
     token: Cell<usize>,
     max_packet_size: usize,
-    protocol: RefCell<Option<Box<dyn DatagramProtocol>>>,
+    protocol: Guard<Datagrams>,
     reactor: WeakReactor,
     connected: RefCell<Option<Address>>,
     listening: Cell<bool>,
@@ -72,7 +72,7 @@ impl DatagramTransport {
             family,
             token: Cell::new(usize::MAX),
             max_packet_size: max_packet_size.clamp(1, crate::reactor::READ_BUFFER_SIZE),
-            protocol: RefCell::new(Some(protocol)),
+            protocol: Guard::new(protocol),
             reactor: reactor.downgrade(),
             connected: RefCell::new(None),
             listening: Cell::new(true),
@@ -89,7 +89,7 @@ impl DatagramTransport {
         };
         port.token.set(token);
         let transport = DatagramTransport { inner: port };
-        transport.dispatch(|p, t| p.start_protocol(t));
+        transport.dispatch(DatagramEvent::Start);
         Ok(transport)
     }
 
@@ -256,7 +256,7 @@ impl DatagramTransport {
                         // The protocol is usually running (it is writing): tell it next turn.
                         if let Some(reactor) = port.reactor.upgrade() {
                             let me = self.clone();
-                            reactor.call_soon(move || me.dispatch(|p, t| p.connection_refused(t)));
+                            reactor.call_soon(move || me.dispatch(DatagramEvent::Refused));
                         }
                         Ok(())
                     }
@@ -266,20 +266,69 @@ impl DatagramTransport {
         }
     }
 
-    fn dispatch(&self, f: impl FnOnce(&mut dyn DatagramProtocol, &DatagramTransport)) {
-        let Ok(mut slot) = self.inner.protocol.try_borrow_mut() else {
-            tracing::warn!("datagram protocol callback re-entered; event dropped");
-            return;
-        };
-        let Some(protocol) = slot.as_mut() else {
-            return;
-        };
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(&mut **protocol, self))) {
-            tracing::error!(
-                "datagram protocol callback panicked: {}",
-                panic_message(&*panic)
-            );
+    /// Runs one protocol callback under the guard; a panic closes the socket.
+    fn dispatch(&self, event: impl Delivery<Datagrams>) {
+        if let Err(panicked) = self.inner.protocol.deliver(self, event) {
+            self.panicked(panicked);
         }
+    }
+
+    #[cold]
+    fn panicked(&self, panicked: Panicked) {
+        let _ = panicked.report(format_args!(
+            "the datagram protocol on {} (closing its socket)",
+            self.host()
+        ));
+        self.inner.stop();
+    }
+}
+
+/// A datagram protocol's callbacks, as the guard delivers (and queues) them.
+pub(crate) enum DatagramEvent {
+    Start,
+    Datagram(Vec<u8>, Address),
+    Refused,
+    Stop,
+}
+
+/// The guard's [`Kind`] for [`DatagramProtocol`]s.
+pub(crate) struct Datagrams;
+
+impl Kind for Datagrams {
+    type Protocol = dyn DatagramProtocol;
+    type Transport = DatagramTransport;
+    type Event = DatagramEvent;
+
+    fn deliver(p: &mut dyn DatagramProtocol, t: &DatagramTransport, event: DatagramEvent) {
+        match event {
+            DatagramEvent::Start => p.start_protocol(t),
+            DatagramEvent::Datagram(data, from) => p.datagram_received(t, &data, &from),
+            DatagramEvent::Refused => p.connection_refused(t),
+            DatagramEvent::Stop => p.stop_protocol(),
+        }
+    }
+}
+
+impl Delivery<Datagrams> for DatagramEvent {
+    fn call(self, p: &mut dyn DatagramProtocol, t: &DatagramTransport) {
+        Datagrams::deliver(p, t, self)
+    }
+
+    fn keep(self) -> DatagramEvent {
+        self
+    }
+}
+
+/// A datagram in the read buffer (copied only if kept).
+struct Received<'a>(&'a [u8], Address);
+
+impl Delivery<Datagrams> for Received<'_> {
+    fn call(self, p: &mut dyn DatagramProtocol, t: &DatagramTransport) {
+        p.datagram_received(t, self.0, &self.1)
+    }
+
+    fn keep(self) -> DatagramEvent {
+        DatagramEvent::Datagram(self.0.to_vec(), self.1)
     }
 }
 
@@ -342,7 +391,7 @@ impl DatagramPort {
                 };
                 let from = sys::addr::to_address_or_unnamed(from.as_ref(), IpKind::Udp);
                 let data = &buf[..n];
-                transport.dispatch(|p, t| p.datagram_received(t, data, &from));
+                transport.dispatch(Received(data, from));
                 Ok(true)
             });
             match outcome {
@@ -350,7 +399,7 @@ impl DatagramPort {
                 Ok(false) => return,
                 Err(err) => match err.raw_os_error() {
                     Some(libc::ECONNREFUSED) => {
-                        transport.dispatch(|p, t| p.connection_refused(t));
+                        transport.dispatch(DatagramEvent::Refused);
                         continue;
                     }
                     _ => {
@@ -366,7 +415,7 @@ impl DatagramPort {
         reactor.mark_dirty(self.clone());
     }
 
-    fn stop(&self) {
+    fn stop(self: &Rc<Self>) {
         if !self.listening.replace(false) {
             return;
         }
@@ -382,11 +431,11 @@ impl DatagramPort {
         if let Some(path) = self.cleanup.borrow_mut().take() {
             let _ = std::fs::remove_file(path);
         }
-        let protocol = self.protocol.borrow_mut().take();
-        if let Some(mut protocol) = protocol
-            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.stop_protocol()))
-        {
-            tracing::error!("stop_protocol panicked: {}", panic_message(&*panic));
+        let transport = DatagramTransport {
+            inner: self.clone(),
+        };
+        if let Err(panicked) = self.protocol.finish(&transport, DatagramEvent::Stop) {
+            let _ = panicked.report(format_args!("stop_protocol"));
         }
     }
 }
@@ -419,8 +468,7 @@ impl Source for DatagramPort {
         if let Some(path) = self.cleanup.borrow_mut().take() {
             let _ = std::fs::remove_file(path);
         }
-        let protocol = self.protocol.borrow_mut().take();
-        drop(protocol);
+        drop(self.protocol.take());
     }
 }
 

@@ -74,6 +74,14 @@ pub enum Error {
     ProducerAlreadyRegistered,
     /// A protocol callback panicked; the message is the panic's payload.
     ProtocolPanicked(String),
+    /// A panic stopped the reactor: `run` returns this under
+    /// [`UnhandledPanic::StopReactor`](crate::reactor::UnhandledPanic::StopReactor).
+    UnhandledPanic {
+        /// What panicked: "a delayed call", "the protocol of the connection from …".
+        what: String,
+        /// The panic's message.
+        message: String,
+    },
     /// The operation is not supported by this transport.
     Unsupported(&'static str),
     /// A TLS connection failed: a refused certificate, an alert from the peer, a malformed
@@ -134,6 +142,9 @@ impl fmt::Display for Error {
                 f.write_str("a producer is already registered on this transport")
             }
             Error::ProtocolPanicked(msg) => write!(f, "protocol callback panicked: {msg}"),
+            Error::UnhandledPanic { what, message } => {
+                write!(f, "unhandled panic in {what}: {message}")
+            }
             Error::Unsupported(what) => write!(f, "not supported by this transport: {what}"),
             Error::Tls(err) => write!(f, "TLS error: {err}"),
             Error::TlsConfig(problem) => write!(f, "TLS configuration error: {problem}"),

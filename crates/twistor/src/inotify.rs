@@ -32,14 +32,14 @@ use std::fmt;
 use std::io;
 use std::ops::{BitAnd, BitOr, BitOrAssign};
 use std::os::unix::ffi::OsStrExt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use mio::Interest;
 
 use crate::error::Error;
-use crate::reactor::{Reactor, Readiness, Source, panic_message};
+use crate::guard::{Delivery, Guard, Kind};
+use crate::reactor::{Reactor, Readiness, Source};
 use crate::sys::{self, FdCell};
 use crate::unstable::ReactorInternals;
 
@@ -213,7 +213,31 @@ impl FsEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WatchId(i32);
 
-type Callback = Rc<RefCell<dyn FnMut(&FsEvent)>>;
+/// A watch's callback, shared by the watches of a recursive one's subdirectories.
+type Callback = Rc<Guard<Watcher>>;
+
+/// The guard's [`Kind`] for watch callbacks.
+struct Watcher;
+
+impl Kind for Watcher {
+    type Protocol = dyn FnMut(&FsEvent);
+    type Transport = ();
+    type Event = FsEvent;
+
+    fn deliver(callback: &mut (dyn FnMut(&FsEvent) + 'static), _: &(), event: FsEvent) {
+        callback(&event)
+    }
+}
+
+impl Delivery<Watcher> for &FsEvent {
+    fn call(self, callback: &mut (dyn FnMut(&FsEvent) + 'static), _: &()) {
+        callback(self)
+    }
+
+    fn keep(self) -> FsEvent {
+        self.clone()
+    }
+}
 
 /// An inotify instance registered with a reactor. Cloning it is cheap; it closes with
 /// [`close`](Inotify::close) or when the reactor shuts down.
@@ -250,7 +274,7 @@ impl Inotify {
         mask: Mask,
         callback: impl FnMut(&FsEvent) + 'static,
     ) -> Result<WatchId, Error> {
-        let callback: Callback = Rc::new(RefCell::new(callback));
+        let callback: Callback = Rc::new(Guard::new(Box::new(callback) as Box<_>));
         self.inner.add(path.as_ref(), mask, false, callback, None)
     }
 
@@ -262,7 +286,7 @@ impl Inotify {
         mask: Mask,
         callback: impl FnMut(&FsEvent) + 'static,
     ) -> Result<WatchId, Error> {
-        let callback: Callback = Rc::new(RefCell::new(callback));
+        let callback: Callback = Rc::new(Guard::new(Box::new(callback) as Box<_>));
         let path = path.as_ref();
         let id = self.inner.add(path, mask, true, callback.clone(), None)?;
         self.inner.add_children(path, mask, &callback, id.0, false);
@@ -391,14 +415,12 @@ impl Notifier {
                 } else {
                     Mask::CREATE
                 };
-                deliver(
-                    callback,
-                    &FsEvent {
-                        path: path.clone(),
-                        mask: kind,
-                        cookie: 0,
-                    },
-                );
+                let event = FsEvent {
+                    path: path.clone(),
+                    mask: kind,
+                    cookie: 0,
+                };
+                self.deliver(callback, root, &event);
             }
             if is_dir
                 && self
@@ -407,6 +429,19 @@ impl Notifier {
             {
                 self.add_children(&path, mask, callback, root, announce);
             }
+        }
+    }
+
+    /// Runs a watch's callback under the guard; a panic removes the watch (the one the
+    /// user added, `root`, with the directories below it).
+    fn deliver(&self, callback: &Callback, root: i32, event: &FsEvent) {
+        if let Err(panicked) = callback.deliver(&(), event) {
+            let path = self.watches.borrow().get(&root).map(|w| w.path.clone());
+            let _ = panicked.report(format_args!(
+                "the inotify callback for {} (removing the watch)",
+                path.as_deref().unwrap_or(Path::new("?")).display()
+            ));
+            self.remove_tree(root);
         }
     }
 
@@ -464,20 +499,20 @@ impl Notifier {
         let mask = Mask(mask);
         if mask.contains(Mask::Q_OVERFLOW) {
             tracing::warn!("inotify queue overflowed: events were lost");
-            let roots: Vec<(PathBuf, Callback)> = self
+            let roots: Vec<(i32, PathBuf, Callback)> = self
                 .watches
                 .borrow()
                 .iter()
                 .filter(|(id, w)| **id == w.root)
-                .map(|(_, w)| (w.path.clone(), w.callback.clone()))
+                .map(|(id, w)| (*id, w.path.clone(), w.callback.clone()))
                 .collect();
-            for (path, callback) in roots {
+            for (root, path, callback) in roots {
                 let event = FsEvent {
                     path,
                     mask,
                     cookie: 0,
                 };
-                deliver(&callback, &event);
+                self.deliver(&callback, root, &event);
             }
             return;
         }
@@ -511,9 +546,10 @@ impl Notifier {
         }
         let event = FsEvent { path, mask, cookie };
         if wanted.intersects(mask & Mask(libc::IN_ALL_EVENTS | libc::IN_IGNORED)) {
-            deliver(&callback, &event);
+            self.deliver(&callback, root, &event);
         }
-        if recursive && event.is_dir() {
+        // (Unless the callback removed the watch, or panicked, which removes it.)
+        if recursive && event.is_dir() && self.watches.borrow().contains_key(&root) {
             if mask.intersects(Mask::CREATE | Mask::MOVED_TO) {
                 if self
                     .add(&event.path, wanted, true, callback.clone(), Some(root))
@@ -570,19 +606,6 @@ fn parse_events(mut bytes: &[u8], out: &mut Vec<(i32, u32, u32, Vec<u8>)>) {
         let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
         out.push((wd, mask, cookie, name[..end].to_vec()));
         bytes = &bytes[EVENT_HEADER + len..];
-    }
-}
-
-fn deliver(callback: &Callback, event: &FsEvent) {
-    let Ok(mut f) = callback.try_borrow_mut() else {
-        tracing::warn!(
-            "inotify callback re-entered; event for {} dropped",
-            event.path.display()
-        );
-        return;
-    };
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| (*f)(event))) {
-        tracing::error!("inotify callback panicked: {}", panic_message(&*panic));
     }
 }
 

@@ -53,6 +53,7 @@ pub mod unstable;
 
 mod connecting;
 mod flags;
+mod guard;
 mod listener;
 mod outbuf;
 mod pipe;

@@ -209,7 +209,10 @@ impl StreamListener {
                 return;
             }
             Err(panic) => {
-                tracing::error!("build_protocol panicked: {}", panic_message(&*panic));
+                crate::reactor::report_panic(
+                    format_args!("build_protocol for a connection from {peer} (closing it)"),
+                    &panic_message(&*panic),
+                );
                 return;
             }
         };

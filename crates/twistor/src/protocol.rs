@@ -7,7 +7,7 @@
 //! [`Factory`] builds a protocol for each new connection; a [`ClientFactory`] also hears how
 //! outgoing connection attempts end.
 
-use std::any::type_name;
+use std::any::{Any, type_name};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
@@ -19,7 +19,8 @@ use crate::address::Address;
 use crate::connector::Connector;
 use crate::datagram::DatagramTransport;
 use crate::error::Error;
-use crate::transport::Transport;
+use crate::guard::{Delivery, Kind};
+use crate::transport::{ProtocolCall, Transport};
 
 /// Why a connection ended, as given to [`Protocol::connection_lost`].
 #[derive(Debug, Clone)]
@@ -59,8 +60,9 @@ impl fmt::Display for CloseReason {
 /// The application's handler for one connection.
 ///
 /// Every callback runs on the reactor thread. The transport passed in may be cloned and kept,
-/// for writing later (from a timer, or on behalf of another connection).
-pub trait Protocol: 'static {
+/// for writing later (from a timer, or on behalf of another connection); a timer that
+/// needs the protocol itself is [`Transport::call_later`].
+pub trait Protocol: Any {
     /// Attaches the protocol to its transport. The default just calls
     /// [`connection_made`](Protocol::connection_made); wrappers override it.
     fn make_connection(&mut self, transport: &Transport) {
@@ -123,6 +125,19 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     }
     fn handshake_completed(&mut self, transport: &Transport) {
         (**self).handshake_completed(transport)
+    }
+}
+
+impl dyn Protocol {
+    /// The protocol as a `P`, if it is one (looking through a `Box<dyn Protocol>` that
+    /// holds one).
+    pub fn downcast_mut<P: Protocol>(&mut self) -> Option<&mut P> {
+        let any: &mut dyn Any = self;
+        if any.is::<P>() {
+            return any.downcast_mut::<P>();
+        }
+        let inner = any.downcast_mut::<Box<dyn Protocol>>()?;
+        (**inner).downcast_mut::<P>()
     }
 }
 
@@ -264,6 +279,65 @@ impl<F: ClientFactory + ?Sized> ClientFactory for Rc<F> {
     }
     fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
         (**self).client_connection_lost(connector, reason)
+    }
+}
+
+/// A connection protocol's callbacks, as the engine's guard delivers (and queues) them.
+pub(crate) enum ConnEvent {
+    Make,
+    Data(Vec<u8>),
+    ReadLost,
+    WriteLost,
+    Fd(OwnedFd),
+    Handshake,
+    /// A per-connection timer (`Transport::call_later`).
+    Call(ProtocolCall),
+    Lost(CloseReason),
+}
+
+/// The guard's [`Kind`] for [`Protocol`]s (streams, TLS, standard I/O).
+pub(crate) struct Conn;
+
+impl Kind for Conn {
+    type Protocol = dyn Protocol;
+    type Transport = Transport;
+    type Event = ConnEvent;
+
+    fn deliver(p: &mut dyn Protocol, t: &Transport, event: ConnEvent) {
+        match event {
+            ConnEvent::Make => p.make_connection(t),
+            ConnEvent::Data(data) => p.data_received(t, &data),
+            ConnEvent::ReadLost => p.read_connection_lost(t),
+            ConnEvent::WriteLost => p.write_connection_lost(t),
+            ConnEvent::Fd(fd) => p.file_descriptor_received(t, fd),
+            ConnEvent::Handshake => p.handshake_completed(t),
+            ConnEvent::Call(call) => call(p, t),
+            ConnEvent::Lost(reason) => p.connection_lost(&reason),
+        }
+    }
+}
+
+impl Delivery<Conn> for ConnEvent {
+    fn call(self, p: &mut dyn Protocol, t: &Transport) {
+        Conn::deliver(p, t, self)
+    }
+
+    fn keep(self) -> ConnEvent {
+        self
+    }
+}
+
+/// `data_received` with bytes borrowed from a read buffer (copied only if kept).
+pub(crate) struct Received<'a>(pub(crate) &'a [u8]);
+
+impl Delivery<Conn> for Received<'_> {
+    #[inline(always)]
+    fn call(self, p: &mut dyn Protocol, t: &Transport) {
+        p.data_received(t, self.0)
+    }
+
+    fn keep(self) -> ConnEvent {
+        ConnEvent::Data(self.0.to_vec())
     }
 }
 

@@ -48,14 +48,14 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
 use crate::address::Address;
 use crate::error::Error;
+use crate::guard::{Delivery, Guard, Panicked};
 use crate::pipe::{PipeOwner, PipeReader, PipeWriter};
-use crate::protocol::{CloseReason, Protocol};
-use crate::reactor::{Reactor, panic_message};
+use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol, Received};
+use crate::reactor::Reactor;
 use crate::sys;
 use crate::transport::{Producer, Transport, TransportImpl};
 
@@ -104,7 +104,7 @@ impl StandardIO {
             writer: RefCell::new(None),
             fds: [input, output],
             restore: [Cell::new(input_restore), Cell::new(output_restore)],
-            protocol: RefCell::new(Some(protocol)),
+            protocol: Guard::new(protocol),
             losing: Cell::new(false),
             aborting: Cell::new(false),
             closed: Cell::new(false),
@@ -125,7 +125,7 @@ impl StandardIO {
                     .unwrap_or_else(|| io::Error::other("cannot watch standard I/O"));
                 // Whichever side opened closes without telling a protocol that never
                 // started, and leaves its standard descriptor alone.
-                inner.protocol.borrow_mut().take();
+                inner.protocol.take();
                 inner.closed.set(true);
                 if let Ok(reader) = reader {
                     reader.lose();
@@ -142,7 +142,7 @@ impl StandardIO {
             inner: inner.clone(),
         }));
         *inner.transport.borrow_mut() = Some(transport.clone());
-        inner.dispatch(|p, t| p.make_connection(t));
+        inner.dispatch(ConnEvent::Make);
         Ok(transport)
     }
 
@@ -239,7 +239,7 @@ struct StdioInner {
     fds: [BorrowedFd<'static>; 2],
     /// Whether to clear `O_NONBLOCK` again on each shared description when its side closes.
     restore: [Cell<bool>; 2],
-    protocol: RefCell<Option<Box<dyn Protocol>>>,
+    protocol: Guard<Conn>,
     /// `lose_connection` was called.
     losing: Cell<bool>,
     /// `abort_connection` was called (or a callback panicked).
@@ -273,27 +273,25 @@ impl StdioInner {
         }
     }
 
-    fn dispatch(&self, f: impl FnOnce(&mut dyn Protocol, &Transport)) {
+    /// Runs one protocol callback under the guard; a panic aborts both sides.
+    fn dispatch(&self, event: impl Delivery<Conn>) {
         let Some(transport) = self.transport.borrow().clone() else {
             return;
         };
-        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
-            tracing::warn!("standard I/O protocol callback re-entered; event dropped");
-            return;
-        };
-        let Some(protocol) = slot.as_mut() else {
-            return;
-        };
-        let result = catch_unwind(AssertUnwindSafe(|| f(&mut **protocol, &transport)));
-        drop(slot);
-        if let Err(panic) = result {
-            let message = panic_message(&*panic);
-            tracing::error!("standard I/O protocol callback panicked: {message}; aborting");
-            self.reason
-                .borrow_mut()
-                .get_or_insert(CloseReason::Lost(Error::ProtocolPanicked(message)));
-            self.lose(true);
+        if let Err(panicked) = self.protocol.deliver(&transport, event) {
+            self.panicked(panicked);
         }
+    }
+
+    #[cold]
+    fn panicked(&self, panicked: Panicked) {
+        let message = panicked.report(format_args!(
+            "the standard I/O protocol (aborting standard I/O)"
+        ));
+        self.reason
+            .borrow_mut()
+            .get_or_insert(CloseReason::Lost(Error::ProtocolPanicked(message)));
+        self.lose(true);
     }
 
     /// One side's descriptor is closed: put back what we changed on the standard one, and
@@ -322,19 +320,18 @@ impl StdioInner {
             None if self.aborting.get() => CloseReason::Aborted,
             None => CloseReason::Done,
         };
-        self.transport.borrow_mut().take();
-        let protocol = self.protocol.borrow_mut().take();
-        if let Some(mut protocol) = protocol
-            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.connection_lost(&reason)))
-        {
-            tracing::error!("connection_lost panicked: {}", panic_message(&*panic));
+        let Some(transport) = self.transport.borrow_mut().take() else {
+            return;
+        };
+        if let Err(panicked) = self.protocol.finish(&transport, ConnEvent::Lost(reason)) {
+            let _ = panicked.report(format_args!("connection_lost of standard I/O"));
         }
     }
 }
 
 impl PipeOwner for StdioInner {
     fn pipe_data(&self, _id: i32, data: &[u8]) {
-        self.dispatch(|p, t| p.data_received(t, data));
+        self.dispatch(Received(data));
     }
 
     fn pipe_closed(&self, id: i32, reason: CloseReason) {
@@ -350,7 +347,7 @@ impl PipeOwner for StdioInner {
                 None => self.finish(),
                 Some(writer) if unclean => writer.abort(),
                 Some(_) if self.losing.get() || self.aborting.get() => {}
-                Some(_) => self.dispatch(|p, t| p.read_connection_lost(t)),
+                Some(_) => self.dispatch(ConnEvent::ReadLost),
             }
         } else {
             let _writer = self.writer.borrow_mut().take();
@@ -361,7 +358,7 @@ impl PipeOwner for StdioInner {
                 Some(reader) if unclean || self.losing.get() || self.aborting.get() => {
                     reader.lose()
                 }
-                Some(_) => self.dispatch(|p, t| p.write_connection_lost(t)),
+                Some(_) => self.dispatch(ConnEvent::WriteLost),
             }
         }
     }

@@ -18,20 +18,21 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 use socket2::SockRef;
 
 use crate::address::Address;
 use crate::error::Error;
 use crate::flags::Flags;
+use crate::guard::{Delivery, Guard, Panicked};
 use crate::outbuf::{OutBuf, ProducerSlot};
-use crate::protocol::{CloseReason, Protocol};
-use crate::reactor::{IoBuffers, Reactor, Readiness, Source, WeakReactor, panic_message};
+use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol, Received};
+use crate::reactor::{DelayedCall, IoBuffers, Reactor, Readiness, Source, WeakReactor};
 use crate::sys::{self, FdCell};
 use crate::transport::{
-    DEFAULT_HIGH_WATER_MARK, Producer, ProtocolWrapper, Transport, TransportImpl,
+    DEFAULT_HIGH_WATER_MARK, Producer, ProtocolCall, ProtocolWrapper, Transport, TransportImpl,
 };
 use crate::unstable::ReactorInternals;
 
@@ -61,7 +62,86 @@ pub(crate) trait ConnectionOwner {
     fn connection_lost(&self, reason: &CloseReason);
 }
 
-// Connection state flags.
+// The connection's state is one word: independent bits (below), and two exclusive states,
+// `Life` and `Output`, kept in fields of the same word so that the hot path tests them
+// together with the bits, in one mask. Only `life`/`set_life` and `output`/`set_output`
+// touch the fields (the masks below name the few combinations the hot path tests).
+
+/// Where the connection is in its life: exactly one of these, changed only forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    /// Open (the peer may have half-closed: that is `READ_EOF`).
+    Open = 0,
+    /// `lose_connection`: close once the buffer is empty (and a pull producer has
+    /// unregistered). Writes are still taken.
+    Disconnecting = 1,
+    /// `abort_connection` (or a panic): close at the next flush, dropping the buffer.
+    Aborting = 2,
+    /// Gone: the socket is closed and the protocol has heard `connection_lost`.
+    Closed = 3,
+}
+
+impl Life {
+    fn from_bits(bits: u32) -> Life {
+        match bits & 0b11 {
+            0 => Life::Open,
+            1 => Life::Disconnecting,
+            2 => Life::Aborting,
+            _ => Life::Closed,
+        }
+    }
+
+    /// The transitions there are: forwards only, and `Disconnecting` only from `Open`.
+    fn may_become(self, next: Life) -> bool {
+        match next {
+            Life::Open => false,
+            Life::Disconnecting => self == Life::Open,
+            Life::Aborting => matches!(self, Life::Open | Life::Disconnecting),
+            Life::Closed => self != Life::Closed,
+        }
+    }
+}
+
+/// Our sending side (half-close), independent of `Life` until the connection closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Open = 0,
+    /// `lose_write_connection`: shut down our sending side once the buffer is empty.
+    ShutRequested = 1,
+    /// Shut down (`SHUT_WR`): nothing more is written.
+    Shut = 2,
+}
+
+impl Output {
+    fn from_bits(bits: u32) -> Output {
+        match bits & 0b11 {
+            0 => Output::Open,
+            1 => Output::ShutRequested,
+            _ => Output::Shut,
+        }
+    }
+}
+
+const LIFE_SHIFT: u32 = 24;
+/// The `Life` field.
+const LIFE: u32 = 0b11 << LIFE_SHIFT;
+/// Set in `Aborting` and `Closed` alone: nothing more is sent.
+const LIFE_ENDING: u32 = (Life::Aborting as u32) << LIFE_SHIFT;
+const OUTPUT_SHIFT: u32 = 26;
+const OUTPUT: u32 = 0b11 << OUTPUT_SHIFT;
+/// `Output::ShutRequested`.
+const OUTPUT_SHUT_REQUESTED: u32 = (Output::ShutRequested as u32) << OUTPUT_SHIFT;
+/// `Output::Shut`.
+const OUTPUT_SHUT: u32 = (Output::Shut as u32) << OUTPUT_SHIFT;
+// The masks mean what they say, and the fields sit above every independent bit.
+const _: () = assert!(
+    Life::Closed as u32 & Life::Aborting as u32 != 0
+        && Life::Disconnecting as u32 & Life::Aborting as u32 == 0
+        && OUTPUT_SHUT_REQUESTED & OUTPUT_SHUT == 0
+        && PEER_CLOSED < 1 << LIFE_SHIFT
+);
+
+// Independent bits.
 /// The protocol asked us to stop reading.
 const READ_PAUSED: u32 = 1 << 0;
 /// Reading stopped before the socket was drained; read again when resumed.
@@ -74,24 +154,12 @@ const WRITE_BLOCKED: u32 = 1 << 3;
 const IN_DISPATCH: u32 = 1 << 4;
 /// Queued in the reactor's flush list.
 const DIRTY: u32 = 1 << 5;
-/// `lose_connection`: close once the buffer is empty.
-const DISCONNECTING: u32 = 1 << 6;
-/// `lose_write_connection`: shut down our sending side once the buffer is empty.
-const WRITE_SHUT_REQUESTED: u32 = 1 << 7;
-/// Our sending side is shut down.
-const WRITE_SHUT: u32 = 1 << 8;
-/// `abort_connection` (or a panic): close now, dropping the buffer.
-const ABORTING: u32 = 1 << 9;
-/// Gone.
-const CLOSED: u32 = 1 << 10;
 /// This connection's latest output is in the thread's staging buffer, not in `out`.
 const STAGED: u32 = 1 << 11;
 /// A producer is registered.
 const HAS_PRODUCER: u32 = 1 << 12;
 /// File descriptors wait to be sent with the next byte (Unix sockets).
 const FDS_PENDING: u32 = 1 << 14;
-/// A protocol wrapper waits to be applied.
-const WRAP_PENDING: u32 = 1 << 15;
 /// The registered producer is a pull producer (it must unregister before a close).
 const PULL_PRODUCER: u32 = 1 << 16;
 /// The registered streaming producer is paused (waiting for the buffer to drain).
@@ -115,10 +183,11 @@ struct Extras {
     producer: Option<ProducerSlot>,
     /// Descriptors to send with the next byte (Unix sockets).
     fds_out: Vec<OwnedFd>,
-    /// A protocol wrapper waiting for the running callback to return.
-    pending_wrap: Option<ProtocolWrapper>,
     /// Why the connection is being aborted, if not by `abort_connection`.
     abort_reason: Option<CloseReason>,
+    /// Timers set with `Transport::call_later`, cancelled when the connection closes
+    /// (those that have run are pruned as new ones come).
+    timers: Vec<DelayedCall>,
 }
 
 /// One connected stream socket and its protocol.
@@ -128,9 +197,11 @@ pub(crate) struct StreamConnection {
     kind: StreamKind,
     token: Cell<usize>,
     flags: Cell<u32>,
-    high_water: Cell<usize>,
+    /// The high-water mark, in bytes (a `u32` keeps the connection small; see
+    /// `set_high_water_mark`).
+    high_water: Cell<u32>,
     out: RefCell<OutBuf>,
-    protocol: RefCell<Option<Box<dyn Protocol>>>,
+    protocol: Guard<Conn>,
     /// State most connections never need, allocated on first use.
     extras: RefCell<Option<Box<Extras>>>,
     peer: Address,
@@ -157,9 +228,9 @@ impl StreamConnection {
             kind,
             token: Cell::new(usize::MAX),
             flags: Cell::new(0),
-            high_water: Cell::new(DEFAULT_HIGH_WATER_MARK),
+            high_water: Cell::new(DEFAULT_HIGH_WATER_MARK as u32),
             out: RefCell::new(OutBuf::default()),
-            protocol: RefCell::new(Some(protocol)),
+            protocol: Guard::new(protocol),
             extras: RefCell::new(None),
             peer,
             reactor: reactor.downgrade(),
@@ -176,7 +247,7 @@ impl StreamConnection {
     /// Starts the protocol: `make_connection`, then whatever it wrote is flushed.
     pub(crate) fn start(self: &Rc<Self>, reactor: &Reactor) {
         let transport = Transport::new(self.clone());
-        self.dispatch(&transport, |p, t| p.make_connection(t));
+        self.dispatch(&transport, ConnEvent::Make);
         self.flush_now(reactor);
     }
 
@@ -199,9 +270,9 @@ impl StreamConnection {
             Err(err) => {
                 tracing::error!("could not register accepted connection: {err}");
                 // The connection never started: drop it, closing the socket.
-                conn.set(CLOSED);
+                conn.set_life(Life::Closed);
                 conn.fd.close();
-                conn.protocol.borrow_mut().take();
+                conn.protocol.take();
                 return;
             }
         }
@@ -221,7 +292,7 @@ impl StreamConnection {
     /// Makes sure queued work is done soon: right after the running callback if the
     /// connection's own protocol is running, else at the end of the reactor's turn.
     fn request_flush(&self) {
-        if self.has(IN_DISPATCH | DIRTY | CLOSED) {
+        if self.has(IN_DISPATCH | DIRTY) || self.is_closed() {
             return;
         }
         if let (Some(reactor), Some(me)) = (self.reactor.upgrade(), self.me.upgrade()) {
@@ -230,52 +301,48 @@ impl StreamConnection {
         }
     }
 
-    /// Runs one protocol callback, catching a panic (which aborts the connection).
+    /// Runs one protocol callback under the guard (queued if the protocol is running).
     #[inline]
-    fn dispatch(&self, transport: &Transport, f: impl FnOnce(&mut dyn Protocol, &Transport)) {
-        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
-            tracing::warn!("protocol callback re-entered; event dropped");
-            return;
-        };
-        let Some(protocol) = slot.as_mut() else {
-            return;
-        };
+    fn dispatch(&self, transport: &Transport, event: impl Delivery<Conn>) {
         let outer = self.has(IN_DISPATCH);
         self.set(IN_DISPATCH);
-        let result = catch_unwind(AssertUnwindSafe(|| f(&mut **protocol, transport)));
+        let result = self.protocol.deliver(transport, event);
         if !outer {
             self.unset(IN_DISPATCH);
         }
-        drop(slot);
-        if !outer && self.has(WRAP_PENDING) {
-            self.apply_pending_wrap();
-        }
-        if let Err(panic) = result {
-            let message = panic_message(&*panic);
-            tracing::error!(
-                "protocol callback panicked on connection from {}: {message}; aborting it",
-                self.peer
-            );
-            self.extras().abort_reason = Some(CloseReason::Lost(Error::ProtocolPanicked(message)));
-            self.set(ABORTING);
-            self.out_clear();
+        if let Err(panicked) = result {
+            self.panicked(panicked);
         }
     }
 
-    #[cold]
-    fn apply_pending_wrap(&self) {
-        self.unset(WRAP_PENDING);
-        let Some(wrap) = self.extras().pending_wrap.take() else {
+    /// A timer set with `call_later` is due: run it under the guard, then send what it
+    /// wrote.
+    fn timer_fired(self: &Rc<Self>, reactor: &Reactor, call: ProtocolCall) {
+        if self.is_closed() {
             return;
-        };
-        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
-            self.extras().pending_wrap = Some(wrap);
-            self.set(WRAP_PENDING);
-            return;
-        };
-        if let Some(protocol) = slot.take() {
-            *slot = Some(wrap(protocol));
         }
+        let transport = Transport::new(self.clone());
+        self.dispatch(&transport, ConnEvent::Call(call));
+        self.flush_now(reactor);
+    }
+
+    /// A callback panicked: report it and abort the connection.
+    #[cold]
+    #[inline(never)]
+    fn panicked(&self, panicked: Panicked) {
+        let message = panicked.report(format_args!(
+            "the protocol of the connection from {} (aborting it)",
+            self.peer
+        ));
+        if self.is_closed() {
+            return;
+        }
+        self.extras().abort_reason = Some(CloseReason::Lost(Error::ProtocolPanicked(message)));
+        if self.life() != Life::Aborting {
+            self.set_life(Life::Aborting);
+        }
+        self.out_clear();
+        self.request_flush();
     }
 
     /// Reads until the socket is drained (or reading should stop), feeding the protocol.
@@ -283,7 +350,8 @@ impl StreamConnection {
         let transport = Transport::new(self.clone());
         loop {
             let flags = self.flags.get();
-            if flags & (READ_PAUSED | CLOSED | ABORTING | DISCONNECTING | READ_EOF) != 0 {
+            // Paused, at end of stream, or no longer `Life::Open`.
+            if flags & (READ_PAUSED | READ_EOF | LIFE) != 0 {
                 if flags & READ_PAUSED != 0 {
                     self.set(READ_PENDING);
                 }
@@ -309,7 +377,7 @@ impl StreamConnection {
                 }
             };
             let drained = n < buf.len() && !until_eof;
-            self.dispatch(&transport, |p, t| p.data_received(t, &buf[..n]));
+            self.dispatch(&transport, Received(&buf[..n]));
             if drained {
                 return;
             }
@@ -322,7 +390,7 @@ impl StreamConnection {
         let mut fds = Vec::new();
         let n = self.fd.recv_with_fds(buf, &mut fds);
         for fd in fds {
-            self.dispatch(transport, |p, t| p.file_descriptor_received(t, fd));
+            self.dispatch(transport, ConnEvent::Fd(fd));
         }
         n
     }
@@ -358,11 +426,11 @@ impl StreamConnection {
     /// The peer closed its sending side.
     fn read_eof(self: &Rc<Self>, reactor: &Reactor, transport: &Transport) {
         self.set(READ_EOF);
-        if self.has(WRITE_SHUT) {
+        if self.output() == Output::Shut {
             self.close(reactor, CloseReason::Done);
             return;
         }
-        self.dispatch(transport, |p, t| p.read_connection_lost(t));
+        self.dispatch(transport, ConnEvent::ReadLost);
     }
 
     /// Sends what is queued, runs the producer, and closes if a close is due.
@@ -372,8 +440,9 @@ impl StreamConnection {
             self.send_staged(reactor);
         }
         let flags = self.flags.get();
-        // A streaming producer that is not paused needs nothing from a flush.
-        let busy = CLOSED | ABORTING | DISCONNECTING | WRITE_SHUT_REQUESTED;
+        // A streaming producer that is not paused needs nothing from a flush, nor does an
+        // open connection with no half-close to make.
+        let busy = LIFE | OUTPUT_SHUT_REQUESTED;
         let idle = flags & (busy | PULL_PRODUCER | PRODUCER_PAUSED) == 0;
         if idle && flags & (WRITE_BLOCKED | HAS_OUT) != HAS_OUT {
             return;
@@ -382,18 +451,20 @@ impl StreamConnection {
     }
 
     fn flush_slow(self: &Rc<Self>, reactor: &Reactor) {
-        if self.has(CLOSED) {
-            return;
-        }
-        if self.has(ABORTING) {
-            let reason = self
-                .extras
-                .borrow_mut()
-                .as_mut()
-                .and_then(|e| e.abort_reason.take())
-                .unwrap_or(CloseReason::Aborted);
-            self.close(reactor, reason);
-            return;
+        self.debug_invariants();
+        match self.life() {
+            Life::Closed => return,
+            Life::Aborting => {
+                let reason = self
+                    .extras
+                    .borrow_mut()
+                    .as_mut()
+                    .and_then(|e| e.abort_reason.take())
+                    .unwrap_or(CloseReason::Aborted);
+                self.close(reactor, reason);
+                return;
+            }
+            Life::Open | Life::Disconnecting => {}
         }
         if !self.has(WRITE_BLOCKED)
             && let Err(err) = self.send_buffered()
@@ -404,14 +475,14 @@ impl StreamConnection {
         let buffered = self.out.borrow().len();
         self.run_producer(buffered);
         // The producer may have written (and asked to close): send that before closing.
-        if buffered > 0 || self.has(HAS_OUT | CLOSED) {
+        if buffered > 0 || self.has(HAS_OUT) || self.is_closed() {
             return;
         }
         // As in Twisted, a pending close waits for a pull producer to unregister, not for a
         // streaming one.
-        if self.has(DISCONNECTING) && !self.has(PULL_PRODUCER) {
+        if self.life() == Life::Disconnecting && !self.has(PULL_PRODUCER) {
             self.close(reactor, CloseReason::Done);
-        } else if self.has(WRITE_SHUT_REQUESTED) && !self.has(WRITE_SHUT) {
+        } else if self.output() == Output::ShutRequested {
             self.shut_write(reactor);
         }
     }
@@ -447,7 +518,7 @@ impl StreamConnection {
         let io = &*self.io;
         io.staging_owner.set(std::ptr::null());
         let mut buf = io.staging.borrow_mut();
-        if !self.has(CLOSED | ABORTING) {
+        if self.flags.get() & LIFE_ENDING == 0 {
             let sent = self.fd.send(&buf);
             if !matches!(sent, Ok(n) if n == buf.len()) {
                 let result = self.send_staged_rest(&buf, sent);
@@ -523,7 +594,7 @@ impl StreamConnection {
     #[inline(never)]
     fn write_slow(&self, data: &[u8]) {
         let flags = self.flags.get();
-        if flags & (CLOSED | ABORTING | WRITE_SHUT) != 0 {
+        if !self.accepts_writes() {
             tracing::debug!("write of {} bytes after close ignored", data.len());
             return;
         }
@@ -544,7 +615,7 @@ impl StreamConnection {
 
     /// Pauses a streaming producer once the buffered bytes pass the high-water mark.
     fn check_high_water(&self) {
-        if self.has(HAS_PRODUCER) && self.buffered() > self.high_water.get() {
+        if self.has(HAS_PRODUCER) && self.buffered() > self.high_water() {
             self.pause_producer_if_streaming();
         }
     }
@@ -588,7 +659,7 @@ impl StreamConnection {
     /// high-water mark, or asks a pull producer for more once it is empty.
     fn run_producer(&self, buffered: usize) {
         if self.has(SELF_PRODUCER) {
-            if self.has(PRODUCER_PAUSED) && buffered <= self.high_water.get() / 2 {
+            if self.has(PRODUCER_PAUSED) && buffered <= self.high_water() / 2 {
                 self.unset(PRODUCER_PAUSED);
                 TransportImpl::resume_producing(self);
             }
@@ -599,7 +670,7 @@ impl StreamConnection {
             .borrow_mut()
             .as_mut()
             .and_then(|e| e.producer.as_mut())
-            .and_then(|slot| slot.resume_if_due(buffered, self.high_water.get()));
+            .and_then(|slot| slot.resume_if_due(buffered, self.high_water()));
         let Some(producer) = producer else {
             return;
         };
@@ -608,7 +679,9 @@ impl StreamConnection {
     }
 
     fn shut_write(self: &Rc<Self>, reactor: &Reactor) {
-        self.set(WRITE_SHUT);
+        // Only once everything queued has been sent (it is not taken any more after this).
+        debug_assert!(self.out.borrow().len() == 0 && !self.has(STAGED));
+        self.set_output(Output::Shut);
         if let Some(Err(err)) = self.fd.with(sys::socket::shutdown_write) {
             tracing::debug!("shutdown(SHUT_WR) failed: {err}");
         }
@@ -617,7 +690,7 @@ impl StreamConnection {
             return;
         }
         let transport = Transport::new(self.clone());
-        self.dispatch(&transport, |p, t| p.write_connection_lost(t));
+        self.dispatch(&transport, ConnEvent::WriteLost);
         // Whatever the callback asked for (a close, say) is done at the end of the turn:
         // this runs from a flush, not from a read that flushes after it.
         self.request_flush();
@@ -625,10 +698,10 @@ impl StreamConnection {
 
     /// Closes the socket and tells the producer, the protocol and the owner, once.
     fn close(self: &Rc<Self>, reactor: &Reactor, reason: CloseReason) {
-        if self.has(CLOSED) {
+        if self.is_closed() {
             return;
         }
-        self.set(CLOSED);
+        self.set_life(Life::Closed);
         // Closing the socket removes it from epoll, with no `epoll_ctl` on this path. (An
         // adopted socket whose caller keeps a duplicate stays in epoll until that closes;
         // its events carry a stale token, which the reactor drops.)
@@ -637,23 +710,32 @@ impl StreamConnection {
         self.out_clear();
         self.drop_staged();
         self.unset(HAS_PRODUCER | PULL_PRODUCER | PRODUCER_PAUSED | SELF_PRODUCER);
-        let producer = self
-            .extras
-            .borrow_mut()
-            .as_mut()
-            .and_then(|e| e.producer.take());
+        let (producer, timers) = match self.extras.borrow_mut().as_mut() {
+            Some(e) => (e.producer.take(), std::mem::take(&mut e.timers)),
+            None => (None, Vec::new()),
+        };
+        for timer in timers {
+            if timer.active() {
+                let _ = timer.cancel();
+            }
+        }
         if let Some(slot) = producer {
             slot.producer.stop_producing();
         }
-        let protocol = self.protocol.borrow_mut().take();
-        if let Some(mut protocol) = protocol
-            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.connection_lost(&reason)))
+        let transport = Transport::new(self.clone());
+        if let Err(panicked) = self
+            .protocol
+            .finish(&transport, ConnEvent::Lost(reason.clone()))
         {
-            tracing::error!("connection_lost panicked: {}", panic_message(&*panic));
+            let _ = panicked.report(format_args!(
+                "connection_lost of the connection from {}",
+                self.peer
+            ));
         }
         if let Some(owner) = self.owner.take() {
             owner.connection_lost(&reason);
         }
+        self.debug_invariants();
     }
 
     fn pause_producer_if_streaming(&self) {
@@ -677,6 +759,89 @@ impl StreamConnection {
         producer.pause_producing();
     }
 
+    /// Checks (in debug builds) what the comments on the state promise.
+    fn debug_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let flags = self.flags.get();
+        assert!(
+            flags & (PULL_PRODUCER | PRODUCER_PAUSED | SELF_PRODUCER) == 0
+                || flags & HAS_PRODUCER != 0,
+            "producer bits without a producer: {flags:#x}"
+        );
+        assert!(flags & (PULL_PRODUCER | SELF_PRODUCER) != PULL_PRODUCER | SELF_PRODUCER);
+        if let Ok(out) = self.out.try_borrow() {
+            assert_eq!(
+                flags & HAS_OUT != 0,
+                out.len() > 0,
+                "HAS_OUT is whether out has bytes"
+            );
+        }
+        if flags & STAGED != 0 {
+            let me = self as *const StreamConnection as *const ();
+            assert_eq!(
+                self.io.staging_owner.get(),
+                me,
+                "STAGED bytes are this connection's"
+            );
+        }
+        if self.output() == Output::Shut {
+            assert!(
+                flags & (HAS_OUT | STAGED) == 0,
+                "nothing is queued once shut"
+            );
+        }
+        if self.is_closed() {
+            assert!(
+                flags & (HAS_OUT | STAGED | HAS_PRODUCER) == 0,
+                "a closed connection holds nothing: {flags:#x}"
+            );
+            assert!(!self.fd.is_open(), "a closed connection's socket is closed");
+        }
+    }
+
+    #[inline]
+    fn life(&self) -> Life {
+        Life::from_bits(self.flags.get() >> LIFE_SHIFT)
+    }
+
+    fn set_life(&self, next: Life) {
+        debug_assert!(self.life().may_become(next), "{:?} → {next:?}", self.life());
+        let flags = self.flags.get() & !LIFE;
+        self.flags.set(flags | (next as u32) << LIFE_SHIFT);
+    }
+
+    #[inline]
+    fn is_closed(&self) -> bool {
+        self.flags.get() & LIFE == LIFE
+    }
+
+    fn output(&self) -> Output {
+        Output::from_bits(self.flags.get() >> OUTPUT_SHIFT)
+    }
+
+    fn set_output(&self, next: Output) {
+        debug_assert!(
+            next as u8 == self.output() as u8 + 1,
+            "{:?} → {next:?}",
+            self.output()
+        );
+        let flags = self.flags.get() & !OUTPUT;
+        self.flags.set(flags | (next as u32) << OUTPUT_SHIFT);
+    }
+
+    /// Whether writes are taken: not aborting or closed, and not shut for writing.
+    #[inline]
+    fn accepts_writes(&self) -> bool {
+        self.flags.get() & (LIFE_ENDING | OUTPUT_SHUT) == 0
+    }
+
+    #[inline]
+    fn high_water(&self) -> usize {
+        self.high_water.get() as usize
+    }
+
     /// The rarely used state, created on first use.
     fn extras(&self) -> std::cell::RefMut<'_, Extras> {
         std::cell::RefMut::map(self.extras.borrow_mut(), |e| {
@@ -692,7 +857,7 @@ impl StreamConnection {
                 "not a TCP transport",
             ));
         }
-        if self.has(CLOSED) {
+        if self.is_closed() {
             return Err(io::Error::from(io::ErrorKind::NotConnected));
         }
         self.with_sock(f)
@@ -726,7 +891,7 @@ fn send_some(fd: &FdCell, data: &[u8]) -> io::Result<usize> {
 impl Source for StreamConnection {
     #[inline]
     fn ready(self: Rc<Self>, reactor: &Reactor, readiness: Readiness) {
-        if self.has(CLOSED) {
+        if self.is_closed() {
             return;
         }
         if readiness.writable && self.has(WRITE_BLOCKED) {
@@ -763,11 +928,13 @@ impl Source for StreamConnection {
     }
 
     fn reactor_dropped(&self) {
-        self.set(CLOSED);
+        if !self.is_closed() {
+            self.set_life(Life::Closed);
+        }
         self.fd.close();
         self.out_clear();
         self.drop_staged();
-        let protocol = self.protocol.borrow_mut().take();
+        let protocol = self.protocol.take();
         let extras = self.extras.borrow_mut().take();
         let owner = self.owner.take();
         drop((protocol, extras, owner));
@@ -779,11 +946,12 @@ impl TransportImpl for StreamConnection {
     fn write(&self, data: &[u8]) {
         // The hot path: a reply written by the connection's own protocol.
         let flags = self.flags.get();
-        let unusual = CLOSED | ABORTING | WRITE_SHUT | WRITE_BLOCKED | FDS_PENDING;
+        // Aborting or closed, shut for writing, blocked, or descriptors to send first.
+        let unusual = LIFE_ENDING | OUTPUT_SHUT | WRITE_BLOCKED | FDS_PENDING;
         if flags & (IN_DISPATCH | unusual) == IN_DISPATCH {
             let staged = self.stage(data);
             if staged != 0 {
-                if flags & HAS_PRODUCER != 0 && staged > self.high_water.get() {
+                if flags & HAS_PRODUCER != 0 && staged > self.high_water() {
                     self.pause_producer_if_streaming();
                 }
                 return;
@@ -799,28 +967,28 @@ impl TransportImpl for StreamConnection {
     }
 
     fn lose_connection(&self) {
-        if self.has(CLOSED | DISCONNECTING | ABORTING) {
+        if self.life() != Life::Open {
             return;
         }
-        self.set(DISCONNECTING);
+        self.set_life(Life::Disconnecting);
         self.request_flush();
     }
 
     fn abort_connection(&self) {
-        if self.has(CLOSED | ABORTING) {
+        if matches!(self.life(), Life::Aborting | Life::Closed) {
             return;
         }
-        self.set(ABORTING);
+        self.set_life(Life::Aborting);
         self.out_clear();
         self.drop_staged();
         self.request_flush();
     }
 
     fn lose_write_connection(&self) {
-        if self.has(CLOSED | ABORTING | WRITE_SHUT_REQUESTED) {
+        if matches!(self.life(), Life::Aborting | Life::Closed) || self.output() != Output::Open {
             return;
         }
-        self.set(WRITE_SHUT_REQUESTED);
+        self.set_output(Output::ShutRequested);
         self.request_flush();
     }
 
@@ -829,7 +997,7 @@ impl TransportImpl for StreamConnection {
     }
 
     fn host(&self) -> Address {
-        if self.has(CLOSED) {
+        if self.is_closed() {
             return Address::Memory("closed".into());
         }
         match self.fd.with(sys::socket::local_name) {
@@ -839,7 +1007,7 @@ impl TransportImpl for StreamConnection {
     }
 
     fn disconnecting(&self) -> bool {
-        self.has(DISCONNECTING | ABORTING | CLOSED)
+        self.life() != Life::Open
     }
 
     fn buffered(&self) -> usize {
@@ -861,14 +1029,14 @@ impl TransportImpl for StreamConnection {
     }
 
     fn register_producer(&self, producer: Box<dyn Producer>, streaming: bool) -> Result<(), Error> {
-        if self.has(CLOSED) {
+        if self.is_closed() {
             producer.stop_producing();
             return Ok(());
         }
         if self.has(HAS_PRODUCER) {
             return Err(Error::ProducerAlreadyRegistered);
         }
-        let pause_now = streaming && self.buffered() > self.high_water.get();
+        let pause_now = streaming && self.buffered() > self.high_water();
         let itself = producer
             .as_transport()
             .is_some_and(|t| std::ptr::addr_eq(Rc::as_ptr(t.inner()), self as *const Self));
@@ -910,13 +1078,14 @@ impl TransportImpl for StreamConnection {
             extras.producer = None;
         }
         self.unset(HAS_PRODUCER | PULL_PRODUCER | PRODUCER_PAUSED | SELF_PRODUCER);
-        if self.has(DISCONNECTING) {
+        if self.life() == Life::Disconnecting {
             self.request_flush();
         }
     }
 
     fn set_high_water_mark(&self, bytes: usize) {
-        self.high_water.set(bytes.max(1));
+        self.high_water
+            .set(u32::try_from(bytes).unwrap_or(u32::MAX).max(1));
     }
 
     fn set_tcp_nodelay(&self, enabled: bool) -> io::Result<()> {
@@ -931,7 +1100,7 @@ impl TransportImpl for StreamConnection {
         if self.kind != StreamKind::Unix {
             return Err(Error::Unsupported("descriptor passing needs a Unix socket"));
         }
-        if self.has(CLOSED | ABORTING | WRITE_SHUT) {
+        if !self.accepts_writes() {
             return Err(Error::io(io::Error::from(io::ErrorKind::NotConnected)));
         }
         let copy = fd.try_clone_to_owned().map_err(Error::io)?;
@@ -944,20 +1113,35 @@ impl TransportImpl for StreamConnection {
     }
 
     fn wrap_protocol(&self, wrap: ProtocolWrapper) -> Result<(), Error> {
-        if self.has(CLOSED) {
+        if self.is_closed() {
             return Err(Error::Io(std::sync::Arc::new(io::Error::from(
                 io::ErrorKind::NotConnected,
             ))));
         }
-        if self.has(WRAP_PENDING) {
-            return Err(Error::Unsupported("wrapping twice in one callback"));
+        self.protocol
+            .replace(wrap)
+            .map_err(|_| Error::Unsupported("wrapping twice in one callback"))
+    }
+
+    fn call_later(&self, delay: Duration, call: ProtocolCall) -> Result<DelayedCall, Error> {
+        if self.is_closed() {
+            return Err(Error::io(sys_closed()));
         }
-        self.extras().pending_wrap = Some(wrap);
-        self.set(WRAP_PENDING);
-        if !self.has(IN_DISPATCH) {
-            self.apply_pending_wrap();
-        }
-        Ok(())
+        let reactor = self.reactor.upgrade().ok_or(Error::ReactorNotRunning)?;
+        let (me, weak) = (self.me.clone(), self.reactor.clone());
+        let timer = reactor.call_later(delay, move || {
+            if let (Some(conn), Some(reactor)) = (me.upgrade(), weak.upgrade()) {
+                conn.timer_fired(&reactor, call);
+            }
+        });
+        let mut extras = self.extras();
+        extras.timers.retain(DelayedCall::active);
+        extras.timers.push(timer.clone());
+        Ok(timer)
+    }
+
+    fn reactor(&self) -> Option<Reactor> {
+        self.reactor.upgrade()
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -7,15 +7,17 @@
 //! Kinds of transport (TCP, Unix, TLS, process pipes, the test kit's `StringTransport`) each
 //! implement [`TransportImpl`]; [`Transport`] is the uniform face they show to protocols.
 
-use std::any::Any;
+use std::any::{Any, type_name};
 use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::rc::Rc;
+use std::time::Duration;
 
 use crate::address::Address;
 use crate::error::Error;
 use crate::protocol::Protocol;
+use crate::reactor::{DelayedCall, Reactor};
 
 /// Default high-water mark for a transport's outgoing buffer, in bytes (Twisted's
 /// `FileDescriptor.bufferSize`): a streaming producer is paused above it.
@@ -24,6 +26,10 @@ pub const DEFAULT_HIGH_WATER_MARK: usize = 64 * 1024;
 /// Turns a connection's protocol into another that wraps it (TLS started mid-connection, a
 /// framing layer added later). See [`TransportImpl::wrap_protocol`].
 pub type ProtocolWrapper = Box<dyn FnOnce(Box<dyn Protocol>) -> Box<dyn Protocol>>;
+
+/// A call made later with a connection's protocol and transport; see
+/// [`Transport::call_later`].
+pub type ProtocolCall = Box<dyn FnOnce(&mut dyn Protocol, &Transport)>;
 
 /// Something that produces data for a consumer (a transport) and can be told to slow down.
 ///
@@ -151,6 +157,19 @@ pub trait TransportImpl {
         Err(Error::Unsupported("wrap_protocol"))
     }
 
+    /// Runs `call` with the connection's protocol after `delay`, as one of its callbacks
+    /// (after the running one, if the protocol is running); the call is cancelled when
+    /// the connection is lost. A transport that gives its protocol a transport of its own
+    /// (TLS, a wrapper) delivers to that protocol. Unsupported by default.
+    fn call_later(&self, _delay: Duration, _call: ProtocolCall) -> Result<DelayedCall, Error> {
+        Err(Error::Unsupported("call_later"))
+    }
+
+    /// The reactor the connection runs on, if it has one.
+    fn reactor(&self) -> Option<Reactor> {
+        None
+    }
+
     /// The concrete transport, for features only some kinds have (TLS details, fd passing).
     fn as_any(&self) -> &dyn Any;
 }
@@ -272,6 +291,77 @@ impl Transport {
         wrap: impl FnOnce(Box<dyn Protocol>) -> Box<dyn Protocol> + 'static,
     ) -> Result<(), Error> {
         self.inner.wrap_protocol(Box::new(wrap))
+    }
+
+    /// Runs `f` with the connection's protocol after `delay` (Twisted's `self.callLater`
+    /// inside a protocol): `f` gets the protocol, as the `P` it is, and its transport. The
+    /// call is a callback of the protocol like the others (it waits for a running one to
+    /// return, and a panic in it aborts the connection) and is cancelled when the
+    /// connection is lost; cancel it sooner with the [`DelayedCall`]. Over TLS, or any
+    /// layer that gives the protocol its own transport, call it on that transport (the
+    /// one the protocol is given).
+    ///
+    /// Fails with [`Error::Unsupported`] on transports without a clock (the test kit's
+    /// in-memory ones; TLS over them takes one with
+    /// [`TlsProtocol::with_clock`](crate::tls::TlsProtocol::with_clock)), and if the
+    /// connection is closed. If, when the time comes, the protocol is not a `P` (it was
+    /// replaced), `f` is not called and the mismatch is logged.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use twistor::{Protocol, Transport};
+    ///
+    /// struct Idle {
+    ///     heard: bool,
+    /// }
+    ///
+    /// impl Protocol for Idle {
+    ///     fn connection_made(&mut self, transport: &Transport) {
+    ///         let timeout = Duration::from_secs(30);
+    ///         let _ = transport.call_later(timeout, |me: &mut Idle, t: &Transport| {
+    ///             if !me.heard {
+    ///                 t.lose_connection();
+    ///             }
+    ///         });
+    ///     }
+    ///     fn data_received(&mut self, _: &Transport, _: &[u8]) {
+    ///         self.heard = true;
+    ///     }
+    /// }
+    /// ```
+    pub fn call_later<P: Protocol>(
+        &self,
+        delay: Duration,
+        f: impl FnOnce(&mut P, &Transport) + 'static,
+    ) -> Result<DelayedCall, Error> {
+        self.call_later_boxed(
+            delay,
+            Box::new(
+                move |protocol, transport| match protocol.downcast_mut::<P>() {
+                    Some(protocol) => f(protocol, transport),
+                    None => crate::log::report_error!(
+                        "a call_later for a {} was not made: the connection's protocol is another",
+                        type_name::<P>()
+                    ),
+                },
+            ),
+        )
+    }
+
+    /// [`call_later`](Self::call_later) with the protocol as a `dyn Protocol` (for layers
+    /// that pass calls on to the protocol they wrap).
+    pub fn call_later_boxed(
+        &self,
+        delay: Duration,
+        call: ProtocolCall,
+    ) -> Result<DelayedCall, Error> {
+        self.inner.call_later(delay, call)
+    }
+
+    /// The reactor the connection runs on (Twisted's `transport.reactor`), if it has one
+    /// (the test kit's transports do not).
+    pub fn reactor(&self) -> Option<Reactor> {
+        self.inner.reactor()
     }
 
     /// The concrete transport, if it is a `T`.

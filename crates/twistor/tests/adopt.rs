@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Echo, watched_reactor};
+use common::Echo;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -16,7 +16,7 @@ use twistor::{Address, DatagramProtocol, DatagramTransport, Error};
 
 #[test]
 fn adopted_listening_socket_accepts() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let port = reactor
@@ -39,7 +39,7 @@ fn adopted_listening_socket_accepts() {
 
 #[test]
 fn adopted_connection_runs_a_protocol_and_wrong_kinds_are_refused() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let (ours, mut theirs) = UnixStream::pair().unwrap();
     reactor
         .adopt_stream_connection(ours.as_fd(), factory(|_| Echo))
@@ -74,7 +74,7 @@ impl DatagramProtocol for Quiet {
 
 #[test]
 fn adopted_datagram_socket_receives() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = sock.local_addr().unwrap();
     struct Back;

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use twistor::Transport;
 use twistor::defer::{Deferred, DeferredError, DeferredQueue, Failure, ensure_deferred, succeed};
 use twistor::endpoints::{HostnameEndpoint, connect_protocol};
 use twistor::protocol::{Protocol, factory};
 use twistor::task::{SystemExit, defer_later, react_status, sleep};
-use twistor::{Reactor, Transport};
 use twistor_testing::Clock;
 
 /// A waker that counts its wakes.
@@ -70,7 +70,7 @@ fn awaiting_takes_the_result_where_the_chain_stands() {
 
 #[test]
 fn spawn_runs_a_future_and_fires_with_its_output() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let r = reactor.clone();
     let d = reactor.spawn(async move {
         sleep(&r, Duration::from_millis(5)).await?;
@@ -84,7 +84,7 @@ fn spawn_runs_a_future_and_fires_with_its_output() {
 
 #[test]
 fn a_failing_future_fails_its_deferred_and_question_mark_converts_errors() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let d = ensure_deferred(&reactor, async {
         let n: u32 = "not a number".parse()?;
         Ok(n)
@@ -101,7 +101,7 @@ fn cancelling_a_spawned_deferred_drops_the_future() {
             self.0.set(true);
         }
     }
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let dropped = Rc::new(Cell::new(false));
     let reached_end = Rc::new(Cell::new(false));
     let (flag, end, r) = (
@@ -173,7 +173,7 @@ impl Protocol for Echo {
 
 #[test]
 fn connecting_is_awaitable() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let port = reactor.listen_tcp(0, factory(|_| Echo)).unwrap().port();
     let r = reactor.clone();
     let d = reactor.spawn(async move {
@@ -193,7 +193,7 @@ fn connecting_is_awaitable() {
 
 #[test]
 fn a_refused_connection_fails_the_deferred() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     // A port that was just free: nothing listens there now.
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -212,7 +212,7 @@ fn a_refused_connection_fails_the_deferred() {
 
 #[test]
 fn cancelling_a_connection_attempt_abandons_it() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let port = reactor.listen_tcp(0, factory(|_| Echo)).unwrap().port();
     let d = connect_protocol(&HostnameEndpoint::new(&reactor, "127.0.0.1", port), Echo);
     // Still connecting: the reactor has not run yet.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Echo, watched_reactor};
+use common::Echo;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -252,7 +252,7 @@ fn strings_connect_for_real_over_tcp_and_unix() {
             "unix:@twistor-ep-test".to_string(),
         ),
     ] {
-        let reactor = watched_reactor();
+        let reactor = twistor_testing::reactor();
         let port = server_from_string(&reactor, &server)
             .unwrap()
             .listen(factory(|_| Echo))
@@ -283,7 +283,7 @@ fn strings_connect_for_real_over_tcp_and_unix() {
 
 #[test]
 fn a_refused_endpoint_connection_fails_its_deferred() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

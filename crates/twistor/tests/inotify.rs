@@ -107,7 +107,7 @@ fn run_script(
 #[test]
 fn create_modify_rename_delete_are_seen() {
     let dir = temp_dir("inotify");
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let dir_mask = Mask::CREATE | Mask::ISDIR;
     let steps = vec![
         step(
@@ -157,7 +157,7 @@ fn create_modify_rename_delete_are_seen() {
 fn existing_subdirectories_and_non_recursive_watches() {
     let dir = temp_dir("inotify-tree");
     std::fs::create_dir_all(dir.join("x/y")).unwrap();
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     // Recursive: the existing x/y is watched from the start.
     let steps = vec![step(
         |d| std::fs::write(d.join("x/y/deep"), b"").unwrap(),
@@ -194,7 +194,7 @@ fn existing_subdirectories_and_non_recursive_watches() {
 
 #[test]
 fn watching_a_missing_path_is_an_error() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let notifier = Inotify::new(&reactor).unwrap();
     let err = notifier
         .watch("/nonexistent/twistor", Mask::CREATE, |_| {})

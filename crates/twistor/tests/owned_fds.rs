@@ -66,7 +66,7 @@ fn a_reactor_dropped_without_stop_closes_all_its_descriptors() {
     let unix_path = dir.join("server.sock");
     let before = open_fds();
 
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let made = Rc::new(Cell::new(0));
     let m = made.clone();
     let tcp = reactor

@@ -8,7 +8,6 @@ use std::cell::RefCell;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Duration;
 
 use twistor::Reactor;
 use twistor::endpoints::ClientEndpoint;
@@ -17,18 +16,10 @@ use twistor::process::{
     StderrBehavior,
 };
 use twistor::protocol::{CloseReason, Protocol, factory};
+use twistor::reactor::UnhandledPanic;
 use twistor::transport::Transport;
 
-/// A reactor that stops itself (and fails the test) if the test hangs.
-fn reactor() -> Reactor {
-    let reactor = Reactor::new().unwrap();
-    let r = reactor.clone();
-    reactor.call_later(Duration::from_secs(60), move || {
-        r.stop();
-        panic!("test timed out");
-    });
-    reactor
-}
+use twistor_testing::reactor;
 
 /// Everything a process protocol heard.
 #[derive(Default)]
@@ -316,6 +307,8 @@ fn a_panicking_protocol_costs_only_its_pipes() {
         }
     }
     let reactor = reactor();
+    // Panics on purpose: the default mode, where a panic costs only what panicked.
+    reactor.set_unhandled_panic(UnhandledPanic::Ignore);
     let ended = Rc::new(RefCell::new(None));
     reactor.spawn_process(
         Panicky(reactor.clone(), ended.clone()),

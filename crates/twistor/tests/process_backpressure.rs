@@ -69,14 +69,7 @@ impl ProcessProtocol for Slow {
 
 #[test]
 fn paused_process_output_is_not_buffered() {
-    let reactor = Reactor::new().unwrap();
-    let r = reactor.downgrade();
-    reactor.call_later(Duration::from_secs(120), move || {
-        if let Some(r) = r.upgrade() {
-            r.stop();
-        }
-        panic!("test timed out");
-    });
+    let reactor = twistor_testing::reactor_with_timeout(Duration::from_secs(120));
     let state = Rc::new(RefCell::new(State::default()));
     let before = rss();
     let command = ProcessCommand::new("head").args(["-c", &TOTAL.to_string(), "/dev/zero"]);

@@ -97,21 +97,11 @@ impl ProcessProtocol for Chain {
 }
 
 fn run_chain(count: usize) -> (usize, usize) {
-    let reactor = Reactor::new().unwrap();
-    // A weak handle: a strong one in the reactor's own timer would keep it (and its
-    // descriptors) alive after the test drops it.
-    let r = reactor.downgrade();
-    let timeout = reactor.call_later(Duration::from_secs(120), move || {
-        if let Some(r) = r.upgrade() {
-            r.stop();
-        }
-        panic!("test timed out");
-    });
+    let reactor = twistor_testing::reactor_with_timeout(Duration::from_secs(120));
     let left = Rc::new(Cell::new(count));
     let outcomes = Rc::new(Cell::new((0, 0)));
     Chain::spawn_next(&reactor, left, outcomes.clone());
     reactor.run().unwrap();
-    let _ = timeout.cancel();
     outcomes.get()
 }
 

@@ -7,7 +7,6 @@ use std::rc::Rc;
 use std::thread;
 use std::time::Duration;
 
-use twistor::Reactor;
 use twistor::process::{ProcessCommand, ProcessProtocol, ProcessStatus};
 
 struct Quiet;
@@ -21,14 +20,7 @@ impl ProcessProtocol for Quiet {
 fn hup_usr1_usr2_reach_their_handlers_on_the_reactor_thread() {
     // Run on a thread that is not the main one: handlers must be installed explicitly.
     thread::spawn(|| {
-        let reactor = Reactor::new().unwrap();
-        let r = reactor.downgrade();
-        reactor.call_later(Duration::from_secs(30), move || {
-            if let Some(r) = r.upgrade() {
-                r.stop();
-            }
-            panic!("test timed out");
-        });
+        let reactor = twistor_testing::reactor_with_timeout(Duration::from_secs(30));
         let me = thread::current().id();
         let log = Rc::new(RefCell::new(Vec::new()));
         let hups = Rc::new(Cell::new(0));

@@ -8,8 +8,9 @@ use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::Duration;
 
+use twistor::Error;
+use twistor::reactor::UnhandledPanic;
 use twistor::reactor::{Phase, SystemEvent};
-use twistor::{Error, Reactor};
 
 type Log = Rc<RefCell<Vec<String>>>;
 
@@ -19,7 +20,7 @@ fn push(log: &Log, s: &str) {
 
 #[test]
 fn a_stopped_reactor_runs_again() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let runs = Rc::new(Cell::new(0));
     for _ in 0..3 {
         let (r, n) = (reactor.clone(), runs.clone());
@@ -35,7 +36,7 @@ fn a_stopped_reactor_runs_again() {
 
 #[test]
 fn iterate_turns_the_loop_once_without_run() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     let l = log.clone();
     reactor.call_soon(move || push(&l, "soon"));
@@ -49,7 +50,7 @@ fn iterate_turns_the_loop_once_without_run() {
 
 #[test]
 fn running_twice_at_once_is_an_error() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let r = reactor.clone();
     let result = Rc::new(RefCell::new(None));
     let res = result.clone();
@@ -66,7 +67,7 @@ fn several_reactors_on_several_threads() {
     let threads: Vec<_> = (0..4)
         .map(|i| {
             thread::spawn(move || {
-                let reactor = Reactor::new().unwrap();
+                let reactor = twistor_testing::reactor();
                 let hits = Rc::new(Cell::new(0));
                 for n in 0..10u64 {
                     let h = hits.clone();
@@ -87,7 +88,7 @@ fn several_reactors_on_several_threads() {
 
 #[test]
 fn call_from_thread_wakes_the_loop_and_keeps_order() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let handle = reactor.handle();
     assert!(handle.is_reactor_thread());
     let worker = thread::spawn(move || {
@@ -138,7 +139,7 @@ impl Future for Flag {
 
 #[test]
 fn before_shutdown_work_delays_the_rest_of_shutdown() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     let (l, r) = (log.clone(), reactor.clone());
     reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
@@ -188,7 +189,7 @@ fn before_shutdown_work_delays_the_rest_of_shutdown() {
 
 #[test]
 fn stop_now_abandons_before_shutdown_work() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     let (l, r) = (log.clone(), reactor.clone());
     reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
@@ -222,7 +223,7 @@ fn stop_now_abandons_before_shutdown_work() {
 
 #[test]
 fn triggers_can_be_removed() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let hit = Rc::new(Cell::new(false));
     let h = hit.clone();
     let id = reactor.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, move || {
@@ -239,7 +240,7 @@ fn triggers_can_be_removed() {
 
 #[test]
 fn delayed_calls_on_the_real_clock() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     let l = log.clone();
     let late = reactor.call_later(Duration::from_millis(40), move || push(&l, "late"));
@@ -255,7 +256,8 @@ fn delayed_calls_on_the_real_clock() {
     let before = reactor.seconds();
     let r = reactor.clone();
     reactor.call_later(Duration::from_millis(50), move || r.stop());
-    assert_eq!(reactor.delayed_calls().len(), 4);
+    // Four, and the test kit's watchdog.
+    assert_eq!(reactor.delayed_calls().len(), 4 + 1);
     reactor.run().unwrap();
     assert_eq!(*log.borrow(), ["first", "moved", "late"]);
     assert!(reactor.seconds() - before >= 0.05);
@@ -265,7 +267,9 @@ fn delayed_calls_on_the_real_clock() {
 
 #[test]
 fn a_panicking_timer_is_logged_and_the_loop_goes_on() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
+    // Panics on purpose: the default mode, where a panic costs only what panicked.
+    reactor.set_unhandled_panic(UnhandledPanic::Ignore);
     reactor.call_later(Duration::ZERO, || panic!("timer bug"));
     let hit = Rc::new(Cell::new(false));
     let (h, r) = (hit.clone(), reactor.clone());
@@ -279,7 +283,7 @@ fn a_panicking_timer_is_logged_and_the_loop_goes_on() {
 
 #[test]
 fn spawned_tasks_run_on_the_loop_and_can_be_aborted() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     let done = Rc::new(Cell::new(false));
     let waker: Rc<RefCell<Option<Waker>>> = Rc::default();
@@ -321,7 +325,7 @@ fn spawned_tasks_run_on_the_loop_and_can_be_aborted() {
 
 #[test]
 fn user_signal_handlers_run_on_the_reactor_thread() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let hits = Rc::new(Cell::new(0));
     let (h, r) = (hits.clone(), reactor.clone());
     reactor
@@ -336,4 +340,72 @@ fn user_signal_handlers_run_on_the_reactor_thread() {
     });
     reactor.run().unwrap();
     assert_eq!(hits.get(), 1);
+}
+
+/// Under `UnhandledPanic::StopReactor` (what `twistor_testing::reactor()` sets), a panic
+/// caught anywhere in the loop stops the reactor and `run` returns it, whatever panicked;
+/// the reactor then runs again.
+#[test]
+fn a_caught_panic_stops_the_reactor_and_run_returns_it() {
+    type Trigger = Box<dyn Fn(&twistor::Reactor)>;
+    let triggers: Vec<(&str, Trigger)> = vec![
+        (
+            "a delayed call",
+            Box::new(|r| {
+                r.call_later(Duration::ZERO, || panic!("bug"));
+            }),
+        ),
+        ("a soon call", Box::new(|r| r.call_soon(|| panic!("bug")))),
+        (
+            "a task",
+            Box::new(|r| {
+                r.spawn_task(async { panic!("bug") });
+            }),
+        ),
+        (
+            "a call from thread",
+            Box::new(|r| {
+                let handle = r.handle();
+                thread::spawn(move || handle.call_from_thread(|_| panic!("bug")).unwrap());
+            }),
+        ),
+    ];
+    for (what, trigger) in triggers {
+        let reactor = twistor_testing::reactor();
+        assert_eq!(reactor.unhandled_panic(), UnhandledPanic::StopReactor);
+        let stopped = Rc::new(Cell::new(false));
+        let s = stopped.clone();
+        reactor.add_system_event_trigger(Phase::After, SystemEvent::Shutdown, move || {
+            s.set(true);
+            None
+        });
+        trigger(&reactor);
+        match reactor.run() {
+            Err(Error::UnhandledPanic { what: w, message }) => {
+                assert_eq!((w.as_str(), message.as_str()), (what, "bug"));
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        assert!(stopped.get(), "{what}: the reactor shut down");
+        // The panic is reported once; the reactor runs again.
+        reactor.call_soon({
+            let r = reactor.clone();
+            move || r.stop()
+        });
+        reactor.run().unwrap();
+    }
+}
+
+/// `run_until` returns the panic too, instead of waiting for a result that may never come.
+#[test]
+fn run_until_returns_a_panic_that_stopped_the_reactor() {
+    let reactor = twistor_testing::reactor();
+    reactor.call_later(Duration::from_millis(1), || panic!("a bug in a timer"));
+    let never = std::future::pending::<()>();
+    let err = reactor.run_until(never).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("panic in a delayed call: a bug in a timer"),
+        "{err}"
+    );
 }

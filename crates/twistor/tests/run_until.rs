@@ -60,7 +60,7 @@ const EVERY_PHASE: [&str; 6] = [
 #[test]
 fn a_stop_from_a_callback_that_ran_before_run_is_honoured() {
     let log = returns_in_time(|| {
-        let reactor = Reactor::new().unwrap();
+        let reactor = twistor_testing::reactor();
         let log = log_triggers(&reactor);
         let r = reactor.clone();
         // Already fired: the callback, and its stop(), run right here, before run().
@@ -77,7 +77,7 @@ fn a_stop_from_a_callback_that_ran_before_run_is_honoured() {
 #[test]
 fn a_stop_during_startup_waits_for_startup_to_finish() {
     let log = returns_in_time(|| {
-        let reactor = Reactor::new().unwrap();
+        let reactor = twistor_testing::reactor();
         let log = log_triggers(&reactor);
         let r = reactor.clone();
         // Startup waits for this work; the stop comes meanwhile.
@@ -97,7 +97,7 @@ fn a_stop_during_startup_waits_for_startup_to_finish() {
 #[test]
 fn a_reactor_stopped_before_run_runs_normally_the_time_after() {
     let ticks = returns_in_time(|| {
-        let reactor = Reactor::new().unwrap();
+        let reactor = twistor_testing::reactor();
         reactor.stop();
         reactor.run().unwrap();
         // The request was used up: this run lasts until its own stop.
@@ -115,7 +115,7 @@ fn a_reactor_stopped_before_run_runs_normally_the_time_after() {
 
 #[test]
 fn run_until_returns_a_deferreds_result_and_runs_again() {
-    let reactor = common::watched_reactor();
+    let reactor = twistor_testing::reactor();
     let d = defer_later(&reactor, Duration::from_millis(1), || Ok(21)).map(|n| n * 2);
     assert_eq!(reactor.run_until(d).unwrap().unwrap(), 42);
     assert!(!reactor.running());
@@ -126,7 +126,7 @@ fn run_until_returns_a_deferreds_result_and_runs_again() {
 
 #[test]
 fn run_until_takes_any_future() {
-    let reactor = common::watched_reactor();
+    let reactor = twistor_testing::reactor();
     let r = reactor.clone();
     let n = reactor
         .run_until(async move {
@@ -139,7 +139,7 @@ fn run_until_takes_any_future() {
 
 #[test]
 fn run_until_with_a_result_already_there_still_starts_and_stops() {
-    let reactor = common::watched_reactor();
+    let reactor = twistor_testing::reactor();
     let log = log_triggers(&reactor);
     assert_eq!(reactor.run_until(succeed("now")).unwrap().unwrap(), "now");
     assert_eq!(log.take(), EVERY_PHASE);
@@ -147,7 +147,7 @@ fn run_until_with_a_result_already_there_still_starts_and_stops() {
 
 #[test]
 fn run_until_closes_what_is_still_open_when_it_returns() {
-    let reactor = common::watched_reactor();
+    let reactor = twistor_testing::reactor();
     let port = reactor.listen_tcp_local(0, factory(|_| Echo)).unwrap();
     let addr = ("127.0.0.1", port.port());
     let got = reactor
@@ -166,7 +166,7 @@ fn run_until_stopped_early_drops_the_future_and_says_so() {
             *self.0.borrow_mut() = true;
         }
     }
-    let reactor = common::watched_reactor();
+    let reactor = twistor_testing::reactor();
     let dropped = Rc::new(RefCell::new(false));
     let guard = Dropped(dropped.clone());
     let r = reactor.clone();
@@ -182,7 +182,7 @@ fn run_until_stopped_early_drops_the_future_and_says_so() {
 
 #[test]
 fn run_until_inside_a_running_reactor_is_an_error() {
-    let reactor = common::watched_reactor();
+    let reactor = twistor_testing::reactor();
     let r = reactor.clone();
     let inner = reactor
         .run_until(async move { matches!(r.run_until(async {}), Err(Error::AlreadyRunning)) })

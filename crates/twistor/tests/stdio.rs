@@ -124,14 +124,7 @@ impl Protocol for Polite {
 
 #[test]
 fn in_process_over_pipes_leaves_shared_descriptors_blocking() {
-    let reactor = Reactor::new().unwrap();
-    let r = reactor.downgrade();
-    reactor.call_later(Duration::from_secs(60), move || {
-        if let Some(r) = r.upgrade() {
-            r.stop();
-        }
-        panic!("test timed out");
-    });
+    let reactor = twistor_testing::reactor();
     let (in_read, in_write) = pipe();
     let (out_read, out_write) = pipe();
     let lost = Rc::new(RefCell::new(Vec::new()));
@@ -177,7 +170,7 @@ fn in_process_over_pipes_leaves_shared_descriptors_blocking() {
 fn a_shared_socket_gets_its_flags_back() {
     // Sockets cannot be reopened: O_NONBLOCK is set on the shared description while the
     // transport lives and put back when it closes.
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     // Another descriptor of the same description, which closing leaves alone.
     let probe = ours.try_clone().unwrap();
@@ -243,7 +236,7 @@ fn end_of_input_while_paused_is_seen_after_resume() {
             self.reactor.stop();
         }
     }
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     reactor.call_later(Duration::from_secs(30), || {
         eprintln!("end of input never seen");
         std::process::abort();

@@ -5,7 +5,6 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use twistor::Reactor;
 use twistor::defer::{Deferred, DeferredError, Failure};
 use twistor::task::{Cooperator, CooperatorOptions, TimeSlice, cooperate};
 use twistor_testing::Clock;
@@ -199,7 +198,7 @@ fn without_a_pause_one_advance_runs_slice_after_slice() {
 fn cooperate_interleaves_a_busy_iterator_with_the_reactors_timers() {
     // An endless iterator of busy steps, on the reactor's own cooperator (10 ms slices):
     // a timer still runs, and stops it.
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let timer_ran = Rc::new(Cell::new(false));
     let steps_done = Rc::new(Cell::new(0u64));
     let (flag, count) = (timer_ran.clone(), steps_done.clone());

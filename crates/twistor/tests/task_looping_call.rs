@@ -224,7 +224,7 @@ fn reset_counts_afresh_from_now() {
 fn a_zero_interval_runs_once_per_reactor_turn() {
     // (On the test Clock a zero interval would be due again at once, forever: `advance`
     // runs calls scheduled for "now" by the calls it runs.)
-    let reactor = twistor::Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let runs = Rc::new(Cell::new(0));
     let me: Rc<RefCell<Option<LoopingCall>>> = Rc::new(RefCell::new(None));
     let (r, m) = (runs.clone(), me.clone());

@@ -2,8 +2,6 @@
 
 mod common;
 
-use common::watched_reactor;
-
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -13,6 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use twistor::protocol::{ClientFactory, CloseReason, Factory, Protocol, factory};
+use twistor::reactor::UnhandledPanic;
 use twistor::tcp::{ConnectOptions, ListenOptions};
 use twistor::transport::Producer;
 use twistor::{Address, Connector, Error, ListeningPort, Reactor, Transport};
@@ -55,7 +54,7 @@ type Log = Rc<RefCell<Vec<String>>>;
 
 #[test]
 fn lose_connection_delivers_everything_written_before_it() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     struct Writer(Log);
     impl Protocol for Writer {
@@ -153,7 +152,7 @@ impl Producer for StreamerHandle {
 
 #[test]
 fn streaming_producer_is_paused_above_the_high_water_mark_and_resumed_below() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let streamer = Rc::new(Streamer {
         reactor: reactor.clone(),
         transport: RefCell::new(None),
@@ -218,7 +217,7 @@ fn streaming_producer_is_paused_above_the_high_water_mark_and_resumed_below() {
 
 #[test]
 fn pull_producer_is_asked_for_more_each_time_the_buffer_empties() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     struct Pull {
         transport: Transport,
         left: Cell<usize>,
@@ -273,7 +272,7 @@ fn pull_producer_is_asked_for_more_each_time_the_buffer_empties() {
 
 #[test]
 fn refusing_in_build_protocol_closes_the_socket() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     struct Refuse(Rc<Cell<u32>>);
     impl Factory for Refuse {
         fn build_protocol(&self, _: &Address) -> Option<Box<dyn Protocol>> {
@@ -294,7 +293,7 @@ fn refusing_in_build_protocol_closes_the_socket() {
 
 #[test]
 fn stop_factory_runs_after_the_last_port_closes() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     #[derive(Default)]
     struct Counting {
         starts: Cell<u32>,
@@ -325,7 +324,7 @@ fn stop_factory_runs_after_the_last_port_closes() {
 
 #[test]
 fn abort_discards_the_buffer() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     struct Aborter(Log);
     impl Protocol for Aborter {
@@ -353,7 +352,7 @@ fn abort_discards_the_buffer() {
 
 #[test]
 fn peer_reset_mid_write_is_one_connection_lost() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     struct Flood(Log, Reactor);
     impl Protocol for Flood {
@@ -393,7 +392,7 @@ fn peer_reset_mid_write_is_one_connection_lost() {
 fn a_reset_reaches_a_protocol_that_paused_reading() {
     // A paused protocol (a proxy waiting for the other side to drain) must still hear that
     // its peer is gone; else the connection, and whatever waits on it, is held for ever.
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     struct Paused(Log, Reactor);
     impl Protocol for Paused {
@@ -428,7 +427,9 @@ fn a_reset_reaches_a_protocol_that_paused_reading() {
 
 #[test]
 fn a_panicking_protocol_costs_only_its_connection() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
+    // Panics on purpose: the default mode, where a panic costs only what panicked.
+    reactor.set_unhandled_panic(UnhandledPanic::Ignore);
     struct Fragile;
     impl Protocol for Fragile {
         fn data_received(&mut self, t: &Transport, data: &[u8]) {
@@ -459,9 +460,79 @@ fn a_panicking_protocol_costs_only_its_connection() {
     assert_eq!(&echo, b"still here", "the other connection goes on");
 }
 
+/// The same bug with the test kit's reactor (`UnhandledPanic::StopReactor`): the reactor
+/// stops, the test sees the panic, and every connection is closed.
+#[test]
+fn a_panicking_protocol_fails_the_run_when_panics_stop_the_reactor() {
+    let reactor = twistor_testing::reactor();
+    struct Fragile;
+    impl Protocol for Fragile {
+        fn data_received(&mut self, _: &Transport, _: &[u8]) {
+            panic!("protocol bug triggered by peer data");
+        }
+    }
+    let port = local_listen(&reactor, factory(|_| Fragile));
+    let p = port.port();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"boom").unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        tx.send(buf.len()).unwrap();
+    });
+    let err = reactor.run().unwrap_err();
+    match &err {
+        Error::UnhandledPanic { what, message } => {
+            assert!(what.starts_with("the protocol of the connection from tcp:127.0.0.1:"));
+            assert_eq!(message, "protocol bug triggered by peer data");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rx.recv().unwrap(), 0, "the connection was closed");
+}
+
+/// A factory whose `build_protocol` panics: the connection is closed, and under
+/// `StopReactor` the run fails with it.
+#[test]
+fn a_panicking_factory_closes_the_connection() {
+    struct Broken;
+    impl Factory for Broken {
+        fn build_protocol(&self, _: &Address) -> Option<Box<dyn Protocol>> {
+            panic!("factory bug");
+        }
+    }
+    for mode in [UnhandledPanic::Ignore, UnhandledPanic::StopReactor] {
+        let reactor = twistor_testing::reactor();
+        reactor.set_unhandled_panic(mode);
+        let port = local_listen(&reactor, Rc::new(Broken));
+        let (p, handle) = (port.port(), reactor.handle());
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut buf = Vec::new();
+            let closed = s.read_to_end(&mut buf).is_ok() && buf.is_empty();
+            tx.send(closed).unwrap();
+            // (Already stopped, under StopReactor.)
+            let _ = handle.call_from_thread(|r| r.stop());
+        });
+        let ran = reactor.run();
+        assert!(rx.recv().unwrap(), "the connection was closed at once");
+        match mode {
+            UnhandledPanic::Ignore => ran.unwrap(),
+            _ => assert!(
+                matches!(&ran, Err(Error::UnhandledPanic { message, .. }) if message == "factory bug"),
+                "{ran:?}"
+            ),
+        }
+    }
+}
+
 #[test]
 fn half_close_from_the_peer_reaches_read_connection_lost() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     struct Polite;
     impl Protocol for Polite {
         fn data_received(&mut self, t: &Transport, data: &[u8]) {
@@ -486,7 +557,7 @@ fn half_close_from_the_peer_reaches_read_connection_lost() {
 
 #[test]
 fn lose_write_connection_half_closes_our_side() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     struct HalfCloser(Log);
     impl Protocol for HalfCloser {
@@ -592,7 +663,7 @@ fn client_log(reactor: &Reactor) -> (Rc<ClientLog>, Log) {
 
 #[test]
 fn client_factory_hears_the_whole_story() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     struct Echo;
     impl Protocol for Echo {
         fn data_received(&mut self, t: &Transport, d: &[u8]) {
@@ -619,7 +690,7 @@ fn client_factory_hears_the_whole_story() {
 
 #[test]
 fn connection_refused_is_its_own_error() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -634,7 +705,7 @@ fn connection_refused_is_its_own_error() {
 
 #[test]
 fn unresolvable_name_is_a_dns_error() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let (f, log) = client_log(&reactor);
     let connector = reactor.connect_tcp("no-such-host.invalid", 80, f);
     assert!(matches!(connector.destination(), Address::Hostname { .. }));
@@ -662,7 +733,7 @@ fn connect_timeout_is_its_own_error() {
         fillers.push(s);
     }
     thread::sleep(Duration::from_millis(50));
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let (f, log) = client_log(&reactor);
     reactor.connect_tcp_with(
         "127.0.0.1",
@@ -677,7 +748,7 @@ fn connect_timeout_is_its_own_error() {
 
 #[test]
 fn stop_connecting_cancels_the_attempt() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let (f, log) = client_log(&reactor);
     let connector = reactor.connect_tcp("no-such-host.invalid", 80, f);
     connector.stop_connecting().unwrap();
@@ -693,7 +764,7 @@ fn stop_connecting_cancels_the_attempt() {
 
 #[test]
 fn writes_after_close_are_ignored() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let kept: Rc<RefCell<Option<Transport>>> = Rc::default();
     struct Keep(Rc<RefCell<Option<Transport>>>, Reactor);
     impl Protocol for Keep {
@@ -722,7 +793,7 @@ fn writes_after_close_are_ignored() {
 
 #[test]
 fn addresses_and_socket_options() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let seen: Log = Rc::default();
     struct Look(Log);
     impl Protocol for Look {
@@ -753,7 +824,7 @@ fn addresses_and_socket_options() {
 
 #[test]
 fn port_in_use_says_which_address() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let err = reactor
@@ -775,7 +846,7 @@ impl Protocol for Sink {
 
 #[test]
 fn wrap_protocol_swaps_in_a_wrapper_after_the_callback() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     /// Echoes; on "UPGRADE" wraps itself in a layer that upper-cases what it echoes.
     struct Plain;
     impl Protocol for Plain {
@@ -815,7 +886,7 @@ fn wrap_protocol_swaps_in_a_wrapper_after_the_callback() {
 
 #[test]
 fn a_transport_as_its_own_producer_reads_no_faster_than_its_peer() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let max_buffered = Rc::new(Cell::new(0usize));
     struct BoundedEcho(Rc<Cell<usize>>);
     impl Protocol for BoundedEcho {
@@ -873,7 +944,7 @@ const READ_CHUNK: usize = twistor::reactor::READ_BUFFER_SIZE;
 
 #[test]
 fn closing_from_write_connection_lost_closes() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     struct ShutThenClose(Log, Reactor);
     impl Protocol for ShutThenClose {
@@ -913,4 +984,98 @@ fn closing_from_write_connection_lost_closes() {
     done_tx.send(()).unwrap();
     assert_eq!(client.join().unwrap(), b"bye");
     assert_eq!(*log.borrow(), ["write side closed", "lost clean=true"]);
+}
+
+/// `Transport::call_later` (Twisted's `self.callLater` in a protocol): the timer gets the
+/// protocol itself, sees what `data_received` stored and changes it.
+#[test]
+fn a_connection_timer_reaches_its_protocols_state() {
+    let reactor = twistor_testing::reactor();
+    struct Delayed {
+        heard: Vec<u8>,
+        timers_run: u32,
+        log: Log,
+    }
+    impl Protocol for Delayed {
+        fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            self.heard.extend_from_slice(data);
+            assert!(t.reactor().is_some(), "a TCP transport knows its reactor");
+            t.call_later(Duration::ZERO, |me: &mut Delayed, t: &Transport| {
+                me.timers_run += 1;
+                let reply = format!(
+                    "timer {} saw {}",
+                    me.timers_run,
+                    String::from_utf8_lossy(&me.heard)
+                );
+                t.write(reply.as_bytes());
+                t.lose_connection();
+            })
+            .unwrap();
+        }
+        fn connection_lost(&mut self, _: &CloseReason) {
+            self.log
+                .borrow_mut()
+                .push(format!("lost after {} timer(s)", self.timers_run));
+        }
+    }
+    let log: Log = Rc::default();
+    let l = log.clone();
+    let port = local_listen(
+        &reactor,
+        factory(move |_| Delayed {
+            heard: Vec::new(),
+            timers_run: 0,
+            log: l.clone(),
+        }),
+    );
+    let rx = client_thread(&reactor, port.port(), |mut s| {
+        s.write_all(b"ping").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    });
+    reactor.run().unwrap();
+    assert_eq!(rx.recv().unwrap(), "timer 1 saw ping");
+    assert_eq!(*log.borrow(), ["lost after 1 timer(s)"]);
+}
+
+/// A connection's timers are cancelled when it is lost (they would find no protocol).
+#[test]
+fn a_connection_timer_is_cancelled_when_the_connection_is_lost() {
+    let reactor = twistor_testing::reactor();
+    type Timers = Rc<RefCell<Vec<twistor::DelayedCall>>>;
+    struct Patient {
+        timers: Timers,
+        reactor: Reactor,
+    }
+    impl Protocol for Patient {
+        fn connection_made(&mut self, t: &Transport) {
+            let never = t
+                .call_later(
+                    Duration::from_secs(3600),
+                    |_: &mut Patient, _: &Transport| panic!("a timer outlived its connection"),
+                )
+                .unwrap();
+            self.timers.borrow_mut().push(never);
+        }
+        fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+        fn connection_lost(&mut self, _: &CloseReason) {
+            self.reactor.stop();
+        }
+    }
+    let timers: Timers = Rc::default();
+    let (t, r) = (timers.clone(), reactor.clone());
+    let port = local_listen(
+        &reactor,
+        factory(move |_| Patient {
+            timers: t.clone(),
+            reactor: r.clone(),
+        }),
+    );
+    let p = port.port();
+    thread::spawn(move || drop(TcpStream::connect(("127.0.0.1", p)).unwrap()));
+    reactor.run().unwrap();
+    let timers = timers.borrow();
+    assert_eq!(timers.len(), 1);
+    assert!(timers[0].cancelled(), "cancelled by the connection's end");
 }

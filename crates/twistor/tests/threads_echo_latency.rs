@@ -59,7 +59,7 @@ fn pinger(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<Duration>>
 
 #[test]
 fn the_reactor_keeps_answering_while_the_pool_runs_a_thousand_blocking_jobs() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     reactor.suggest_thread_pool_size(POOL);
     let r = reactor.clone();
     let port = reactor

@@ -6,7 +6,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use twistor::Reactor;
 use twistor::defer::{Deferred, DeferredError, Failure, gather_results};
 use twistor::task::sleep;
 use twistor::threads::{ThreadPool, blocking_call_from_thread};
@@ -42,7 +41,7 @@ fn eventually(what: &str, cond: impl Fn() -> bool) {
 
 #[test]
 fn defer_to_thread_runs_off_the_reactor_thread_and_answers_on_it() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let here = thread::current().id();
     let d = reactor
         .defer_to_thread(move || thread::current().id() != here)
@@ -52,7 +51,7 @@ fn defer_to_thread_runs_off_the_reactor_thread_and_answers_on_it() {
 
 #[test]
 fn failures_and_panics_in_jobs_fail_their_deferreds() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let failed = reactor.try_defer_to_thread(|| -> Result<(), std::io::Error> {
         Err(std::io::Error::other("disk unplugged"))
     });
@@ -74,7 +73,7 @@ fn failures_and_panics_in_jobs_fail_their_deferreds() {
 
 #[test]
 fn the_pool_starts_lazily_and_never_exceeds_its_size() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     reactor.suggest_thread_pool_size(2);
     let pool = reactor.thread_pool();
     assert_eq!(pool.threads(), 0, "no thread before the first job");
@@ -120,7 +119,7 @@ fn call_in_thread_runs_jobs_in_order_on_a_single_thread_pool() {
 
 #[test]
 fn a_pool_thread_can_wait_for_the_reactor() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let handle = reactor.handle();
     let d = reactor.try_defer_to_thread(move || {
         // Ask the reactor for something that itself takes a while there.
@@ -134,7 +133,7 @@ fn a_pool_thread_can_wait_for_the_reactor() {
 
 #[test]
 fn blocking_call_from_the_reactor_thread_is_refused() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let result = blocking_call_from_thread(&reactor.handle(), |_| Deferred::succeeded(1));
     assert_eq!(
         result.unwrap_err().downcast_ref(),
@@ -144,7 +143,7 @@ fn blocking_call_from_the_reactor_thread_is_refused() {
 
 #[test]
 fn blocking_calls_carry_failures_back() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let handle = reactor.handle();
     let d = reactor.defer_to_thread(move || {
         blocking_call_from_thread(&handle, |_| Deferred::<()>::failed(Failure::msg("no")))
@@ -156,7 +155,7 @@ fn blocking_calls_carry_failures_back() {
 
 #[test]
 fn a_blocking_call_into_a_reactor_that_goes_away_fails() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let handle = reactor.handle();
     let waiter = thread::spawn(move || {
         blocking_call_from_thread(&handle, |_| Deferred::succeeded(1))
@@ -175,7 +174,7 @@ fn a_blocking_call_into_a_reactor_that_goes_away_fails() {
 
 #[test]
 fn shutdown_lets_queued_jobs_finish_then_joins_the_threads() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     reactor.suggest_thread_pool_size(2);
     let done = Arc::new(AtomicUsize::new(0));
     let handle = reactor.handle();
@@ -196,7 +195,7 @@ fn shutdown_lets_queued_jobs_finish_then_joins_the_threads() {
 
 #[test]
 fn the_pool_works_again_when_the_reactor_runs_again() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let first = reactor.defer_to_thread(|| 1);
     assert_eq!(reactor.run_until(first).unwrap().unwrap(), 1);
     let second = reactor.defer_to_thread(|| 2);

@@ -4,7 +4,6 @@ mod tls_support;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use tls_support::{Leaf, TestCa};
 use twistor::endpoints::{client_from_string, connect_protocol, server_from_string};
@@ -40,15 +39,6 @@ impl Protocol for Hello {
     }
 }
 
-fn watched() -> Reactor {
-    let reactor = Reactor::new().unwrap();
-    reactor.call_later(Duration::from_secs(60), || {
-        eprintln!("test timed out after 60 s");
-        std::process::abort();
-    });
-    reactor
-}
-
 /// An `Echo` listening on `ssl:0` on loopback with `leaf`'s key and certificate, from the
 /// endpoint string.
 fn listen_ssl_echo(reactor: &Reactor, leaf: &Leaf) -> twistor::ListeningPort {
@@ -69,7 +59,7 @@ fn listen_ssl_echo(reactor: &Reactor, leaf: &Leaf) -> twistor::ListeningPort {
 fn ssl_server_and_tls_client_from_strings() {
     let ca = TestCa::new("endpoints");
     let leaf = ca.leaf("server", "localhost", &["localhost"]);
-    let reactor = watched();
+    let reactor = twistor_testing::reactor();
     let port = listen_ssl_echo(&reactor, &leaf);
     let client = format!(
         "tls:localhost:{}:trustRoots={}",
@@ -99,7 +89,7 @@ fn an_untrusted_server_fails_the_connection() {
     let ca = TestCa::new("endpoints-untrusted");
     let other = TestCa::new("endpoints-other");
     let leaf = ca.leaf("server", "localhost", &["localhost"]);
-    let reactor = watched();
+    let reactor = twistor_testing::reactor();
     let port = listen_ssl_echo(&reactor, &leaf);
     let client = format!(
         "tls:localhost:{}:trustRoots={}",
@@ -128,7 +118,7 @@ fn an_untrusted_server_fails_the_connection() {
 
 #[test]
 fn malformed_tls_descriptions_name_the_problem() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let err = server_from_string(&reactor, "ssl:443")
         .err()
         .unwrap()

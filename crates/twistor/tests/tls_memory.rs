@@ -867,3 +867,164 @@ fn no_handshake_timeout_when_turned_off() {
     s.make_connection(&lower.transport());
     assert!(clock.delayed_calls().is_empty());
 }
+
+/// A panic in the protocol over TLS aborts that connection (the protocol hears why), as it
+/// does over TCP; it used to unwind out of the TLS layer into whatever drove it.
+#[test]
+fn a_panicking_protocol_over_tls_aborts_its_connection() {
+    struct Fragile(Rc<RefCell<Option<CloseReason>>>);
+    impl Protocol for Fragile {
+        fn data_received(&mut self, _: &Transport, data: &[u8]) {
+            if data == b"boom" {
+                panic!("protocol bug");
+            }
+        }
+        fn connection_lost(&mut self, reason: &CloseReason) {
+            *self.0.borrow_mut() = Some(reason.clone());
+        }
+    }
+    let ca = TestCa::new("panic");
+    let lost = Rc::new(RefCell::new(None));
+    let clog = log();
+    let mut pair = ConnectedPair::new(
+        server(&ca.server_config(), Fragile(lost.clone())),
+        client(
+            &ca.client_config("localhost"),
+            Recorder::new(&clog).greeting(b"boom"),
+        ),
+    );
+    pair.pump();
+    assert!(pair.closed(), "the connection was aborted");
+    let reason = lost.borrow().clone().expect("connection_lost was called");
+    assert!(
+        matches!(&reason, CloseReason::Lost(Error::ProtocolPanicked(m)) if m == "protocol bug"),
+        "{reason}"
+    );
+    assert!(clog.borrow().lost.as_ref().is_some_and(|r| !r.is_clean()));
+}
+
+/// `Transport::call_later` over TLS (on the test kit's clock): the timer reaches the
+/// protocol over TLS, through the TLS transport's own guard, and is cancelled when the
+/// connection is lost.
+#[test]
+fn a_connection_timer_over_tls_reaches_its_protocol_and_dies_with_it() {
+    struct Later {
+        greeted: u32,
+        long: Rc<RefCell<Option<twistor::DelayedCall>>>,
+    }
+    impl Protocol for Later {
+        fn handshake_completed(&mut self, t: &Transport) {
+            t.call_later(Duration::from_secs(5), |me: &mut Later, t: &Transport| {
+                me.greeted += 1;
+                t.write(format!("greeting {}", me.greeted).as_bytes());
+            })
+            .unwrap();
+            let long = t
+                .call_later(Duration::from_secs(60), |_: &mut Later, _: &Transport| {
+                    panic!("a timer outlived its connection")
+                })
+                .unwrap();
+            *self.long.borrow_mut() = Some(long);
+        }
+        fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+    }
+    let ca = TestCa::new("call-later");
+    let clock = Clock::new();
+    let long = Rc::new(RefCell::new(None));
+    let clog = log();
+    let server_tls = server(
+        &ca.server_config(),
+        Later {
+            greeted: 0,
+            long: long.clone(),
+        },
+    )
+    .with_clock(clock.clone());
+    let mut pair = ConnectedPair::new(
+        server_tls,
+        client(&ca.client_config("localhost"), Recorder::new(&clog)),
+    );
+    pair.pump();
+    assert!(clog.borrow().data.is_empty());
+    clock.advance(Duration::from_secs(5));
+    pair.pump();
+    assert_eq!(clog.borrow().data, b"greeting 1");
+    let long = long.borrow_mut().take().unwrap();
+    assert!(long.active());
+    pair.client_transport().lose_connection();
+    pair.pump();
+    assert!(pair.closed());
+    assert!(long.cancelled(), "cancelled when the connection was lost");
+    assert!(clock.delayed_calls().is_empty());
+}
+
+/// A connection timer that comes due while its protocol is running (here the protocol
+/// advances the fake clock itself) waits for the running callback to return.
+#[test]
+fn a_connection_timer_due_inside_a_callback_follows_it() {
+    struct Advancer(Clock, Rc<RefCell<Vec<&'static str>>>);
+    impl Protocol for Advancer {
+        fn data_received(&mut self, t: &Transport, _: &[u8]) {
+            self.1.borrow_mut().push("data begins");
+            t.call_later(
+                Duration::from_secs(1),
+                |me: &mut Advancer, _: &Transport| {
+                    me.1.borrow_mut().push("timer");
+                },
+            )
+            .unwrap();
+            self.0.advance(Duration::from_secs(1));
+            self.1.borrow_mut().push("data ends");
+        }
+    }
+    let ca = TestCa::new("due-inside");
+    let clock = Clock::new();
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let server_tls = server(&ca.server_config(), Advancer(clock.clone(), events.clone()))
+        .with_clock(clock.clone());
+    let clog = log();
+    let mut pair = ConnectedPair::new(
+        server_tls,
+        client(
+            &ca.client_config("localhost"),
+            Recorder::new(&clog).greeting(b"go"),
+        ),
+    );
+    pair.pump();
+    assert_eq!(*events.borrow(), ["data begins", "data ends", "timer"]);
+}
+
+/// `lose_connection` after a half-close closes the connection (close_notify is out already)
+/// even if the peer never closes its side; it used to wait for the peer.
+#[test]
+fn lose_connection_after_a_half_close_closes() {
+    struct Silent(SharedLog);
+    impl Protocol for Silent {
+        fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+        // Keeps its own side open.
+        fn read_connection_lost(&mut self, _: &Transport) {
+            self.0.borrow_mut().read_lost = true;
+        }
+        fn connection_lost(&mut self, reason: &CloseReason) {
+            self.0.borrow_mut().lost = Some(reason.clone());
+        }
+    }
+    let ca = TestCa::new("half-then-full");
+    let (slog, clog) = (log(), log());
+    let mut pair = ConnectedPair::new(
+        server(&ca.server_config(), Silent(slog.clone())),
+        client(&ca.client_config("localhost"), Recorder::new(&clog)),
+    );
+    pair.pump();
+    let ct = clog.borrow().transport.clone().unwrap();
+    ct.lose_write_connection();
+    pair.pump();
+    assert!(slog.borrow().read_lost, "the server saw close_notify");
+    assert!(!pair.closed(), "half-closed only");
+    assert!(!ct.disconnecting(), "still reading");
+    ct.lose_connection();
+    assert!(ct.disconnecting());
+    pair.pump();
+    assert!(pair.closed());
+    assert!(clog.borrow().lost.as_ref().unwrap().is_clean());
+}

@@ -174,7 +174,7 @@ fn hello_client(
     Option<Vec<u8>>,
     Option<TlsVersion>,
 ) {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let clog = log();
     let lost = Rc::new(RefCell::new(None));
     let client = Rc::new(OneClient {
@@ -330,7 +330,7 @@ fn s_client_starttls_smtp() {
     }
     let ca = TestCa::new("smtp");
     let config = ca.server_config();
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let port = reactor
         .listen_tcp(
             0,

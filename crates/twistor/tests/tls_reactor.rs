@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tls_support::{Recorder, SharedLog, TestCa, log, pattern, tls_error};
 use twistor::protocol::factory;
+use twistor::reactor::UnhandledPanic;
 use twistor::tls::{ClientTlsConfig, ServerTlsConfig, TlsTransport, start_tls};
 use twistor::transport::Producer;
 use twistor::{Address, ClientFactory, CloseReason, Connector, Error, Factory, Protocol};
@@ -65,7 +66,24 @@ fn run_pair<S: Protocol>(
     client_config: ClientTlsConfig,
     client_app: impl Protocol,
 ) -> CloseReason {
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
+    run_pair_on(
+        reactor,
+        server_config,
+        server_app,
+        client_config,
+        client_app,
+    )
+}
+
+/// [`run_pair`] on `reactor`.
+fn run_pair_on<S: Protocol>(
+    reactor: Reactor,
+    server_config: ServerTlsConfig,
+    server_app: impl Fn() -> S + 'static,
+    client_config: ClientTlsConfig,
+    client_app: impl Protocol,
+) -> CloseReason {
     let port = reactor
         .listen_ssl(0, factory(move |_| server_app()), server_config)
         .unwrap();
@@ -190,7 +208,7 @@ impl Protocol for StartTls {
 fn start_tls_mid_conversation() {
     let ca = TestCa::new("starttls");
     let (slog, clog) = (log(), log());
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let server_config = ca.server_config();
     let s = slog.clone();
     let port = reactor
@@ -373,7 +391,7 @@ fn producers_run_through_tls() {
         }
         fn data_received(&mut self, _: &Transport, _: &[u8]) {}
     }
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     *reactor_slot.borrow_mut() = Some(reactor.clone());
     let port = reactor
         .listen_ssl(
@@ -458,7 +476,7 @@ fn pausing_reading_over_tcp() {
         fn data_received(&mut self, _: &Transport, _: &[u8]) {}
     }
     let ca = TestCa::new("slow-reader");
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let port = reactor
         .listen_ssl(0, factory(|_| Sender), ca.server_config())
         .unwrap();
@@ -584,7 +602,7 @@ fn pull_producer_closing_from_resume_over_plain_tcp() {
         }
         fn data_received(&mut self, _: &Transport, _: &[u8]) {}
     }
-    let reactor = Reactor::new().unwrap();
+    let reactor = twistor_testing::reactor();
     let port = reactor.listen_tcp(0, factory(|_| PullServer)).unwrap();
     let clog = log();
     let (client, lost) = OneClient::new(&reactor, Recorder::new(&clog));
@@ -613,7 +631,11 @@ fn a_panicking_protocol_under_tls_loses_its_connection() {
     let slog = log();
     let s = slog.clone();
     let clog = log();
-    let reason = run_pair(
+    let reactor = twistor_testing::reactor();
+    // Panics on purpose: the default mode, where a panic costs only that connection.
+    reactor.set_unhandled_panic(UnhandledPanic::Ignore);
+    let reason = run_pair_on(
+        reactor,
         ca.server_config(),
         move || Panicky(s.clone()),
         ca.client_config("localhost"),

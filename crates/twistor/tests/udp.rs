@@ -8,8 +8,9 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::{ChildGuard, example, have, run_with_input, watched_reactor};
+use common::{ChildGuard, example, have, run_with_input};
 use twistor::address::UnixAddress;
+use twistor::reactor::UnhandledPanic;
 use twistor::udp::UdpOptions;
 use twistor::{Address, DatagramProtocol, DatagramTransport, Error, Reactor};
 
@@ -76,7 +77,7 @@ impl DatagramProtocol for Record {
 
 #[test]
 fn connected_udp_hears_refusals() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     let t = reactor
         .listen_udp_with(
@@ -101,7 +102,7 @@ fn connected_udp_hears_refusals() {
 
 #[test]
 fn oversized_datagrams_are_an_error_and_long_ones_are_truncated() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let log: Log = Rc::default();
     let t = reactor
         .listen_udp_with(
@@ -126,7 +127,7 @@ fn oversized_datagrams_are_an_error_and_long_ones_are_truncated() {
 
 #[test]
 fn two_multicast_listeners_share_a_port_and_both_hear_the_group() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let group: IpAddr = "239.255.43.21".parse().unwrap();
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
     let logs: Vec<Log> = vec![Rc::default(), Rc::default()];
@@ -184,7 +185,7 @@ fn unix_datagrams_both_ways() {
     std::fs::create_dir_all(&dir).unwrap();
     let server_path = dir.join("server.sock");
     let client_path = dir.join("client.sock");
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     struct Answer;
     impl DatagramProtocol for Answer {
         fn datagram_received(&mut self, t: &DatagramTransport, data: &[u8], addr: &Address) {
@@ -217,4 +218,44 @@ fn unix_datagrams_both_ways() {
         format!("QUIET WORDS from unix:{}", server_path.display())
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A datagram protocol that panics has its socket closed (it hears `stop_protocol`), as a
+/// panicking connection is aborted; it used to go on receiving.
+#[test]
+fn a_panicking_datagram_protocol_has_its_socket_closed() {
+    struct Fragile(Log, Reactor);
+    impl DatagramProtocol for Fragile {
+        fn datagram_received(&mut self, _: &DatagramTransport, data: &[u8], _: &Address) {
+            self.0
+                .borrow_mut()
+                .push(String::from_utf8_lossy(data).into_owned());
+            if data == b"boom" {
+                panic!("datagram bug");
+            }
+        }
+        fn stop_protocol(&mut self) {
+            self.0.borrow_mut().push("stop".into());
+            self.1.stop();
+        }
+    }
+    let reactor = twistor_testing::reactor();
+    // Panics on purpose: the default mode, where a panic costs only what panicked.
+    reactor.set_unhandled_panic(UnhandledPanic::Ignore);
+    let log: Log = Rc::default();
+    let t = reactor
+        .listen_udp_with(
+            0,
+            Fragile(log.clone(), reactor.clone()),
+            UdpOptions::default().interface("127.0.0.1".parse().unwrap()),
+        )
+        .unwrap();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = t.port();
+    sender.send_to(b"boom", ("127.0.0.1", port)).unwrap();
+    sender.send_to(b"after", ("127.0.0.1", port)).unwrap();
+    // Closing the socket stops the reactor.
+    reactor.run().unwrap();
+    assert!(!t.listening());
+    assert_eq!(*log.borrow(), ["boom", "stop"]);
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Echo, watched_reactor};
+use common::Echo;
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -47,7 +47,7 @@ fn unix_echo_through_socat_and_cleanup() {
     }
     let dir = TempDir::new("socat");
     let path = dir.path("echo.sock");
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let port = reactor
         .listen_unix_with(
             path.as_path(),
@@ -77,7 +77,7 @@ fn unix_echo_through_socat_and_cleanup() {
 fn an_existing_socket_is_not_stolen_but_a_dead_owners_is_reclaimed() {
     let dir = TempDir::new("lock");
     let path = dir.path("s.sock");
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let first = reactor
         .listen_unix_with(
             path.as_path(),
@@ -156,7 +156,7 @@ impl ClientFactory for Collect {
 
 #[test]
 fn abstract_namespace_listen_and_connect() {
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let name = format!("twistor-test-{}", std::process::id()).into_bytes();
     let address = UnixAddress::Abstract(name.clone());
     let port = reactor
@@ -180,7 +180,7 @@ fn abstract_namespace_listen_and_connect() {
 #[test]
 fn connecting_to_a_missing_socket_fails_cleanly() {
     let dir = TempDir::new("missing");
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let log = Rc::new(RefCell::new(Vec::new()));
     reactor.connect_unix(
         dir.path("nobody.sock").as_path(),
@@ -228,7 +228,7 @@ fn descriptors_from_another_process_arrive_before_their_bytes() {
     let path = dir.path("fd.sock");
     let secret = dir.path("secret.txt");
     std::fs::write(&secret, "the contents of secret.txt\n").unwrap();
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let got = Rc::new(RefCell::new(Vec::new()));
     let g = got.clone();
     reactor
@@ -267,7 +267,7 @@ fn descriptors_from_another_process_arrive_before_their_bytes() {
 fn twistor_passes_descriptors_to_twistor() {
     let dir = TempDir::new("fds2");
     let path = dir.path("fd.sock");
-    let reactor = watched_reactor();
+    let reactor = twistor_testing::reactor();
     let got = Rc::new(RefCell::new(Vec::new()));
     let g = got.clone();
     reactor

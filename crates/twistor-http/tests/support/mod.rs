@@ -40,7 +40,7 @@ impl Server {
     ) -> Server {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let reactor = Reactor::new().unwrap();
+            let reactor = twistor_testing::reactor();
             let site = build(&reactor);
             let port = listen(&reactor, Rc::new(site));
             tx.send((port.port(), reactor.handle())).unwrap();
@@ -76,8 +76,12 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.handle.call_from_thread(|r| r.stop());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(t) = self.thread.take()
+            && let Err(panic) = t.join()
+            && !std::thread::panicking()
+        {
+            // The reactor caught a panic (and stopped): fail the test with it.
+            std::panic::resume_unwind(panic);
         }
     }
 }

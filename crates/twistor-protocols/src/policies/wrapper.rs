@@ -7,9 +7,10 @@ use std::fmt;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::rc::{Rc, Weak};
+use std::time::Duration;
 
-use twistor::transport::{Producer, ProtocolWrapper as WrapFn, TransportImpl};
-use twistor::{Address, CloseReason, Error, Factory, Protocol, Transport};
+use twistor::transport::{Producer, ProtocolCall, ProtocolWrapper as WrapFn, TransportImpl};
+use twistor::{Address, CloseReason, DelayedCall, Error, Factory, Protocol, Reactor, Transport};
 
 /// What a [`WrappingFactory`] does around each connection. Every method has a
 /// pass-through default; a policy overrides the ones it needs.
@@ -502,6 +503,27 @@ impl TransportImpl for ConnState {
 
     fn wrap_protocol(&self, _wrap: WrapFn) -> Result<(), Error> {
         Err(Error::Unsupported("wrap_protocol under a policy wrapper"))
+    }
+
+    /// Scheduled on the real transport, whose protocol is the wrapper: the call reaches the
+    /// wrapped protocol through it.
+    fn call_later(&self, delay: Duration, call: ProtocolCall) -> Result<DelayedCall, Error> {
+        let real = self
+            .real()
+            .ok_or(Error::io(io::Error::from(io::ErrorKind::NotConnected)))?;
+        real.call_later_boxed(
+            delay,
+            Box::new(move |protocol, _real| {
+                if let Some(wrapper) = protocol.downcast_mut::<ProtocolWrapper>() {
+                    let wrapped = wrapper.conn.transport();
+                    call(&mut *wrapper.inner, &wrapped);
+                }
+            }),
+        )
+    }
+
+    fn reactor(&self) -> Option<Reactor> {
+        self.real().and_then(|t| t.reactor())
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -25,7 +25,7 @@ impl ReactorThread {
     ) -> (ReactorThread, T) {
         let (tx, rx) = mpsc::channel();
         let join = std::thread::spawn(move || {
-            let reactor = Reactor::new().expect("reactor");
+            let reactor = twistor_testing::reactor();
             let value = setup(&reactor);
             tx.send((reactor.handle(), value)).expect("send");
             reactor.run().expect("run");
@@ -44,8 +44,12 @@ impl ReactorThread {
 impl Drop for ReactorThread {
     fn drop(&mut self) {
         let _ = self.handle.call_from_thread(|r| r.stop());
-        if let Some(join) = self.join.take() {
-            let _ = join.join();
+        if let Some(join) = self.join.take()
+            && let Err(panic) = join.join()
+            && !std::thread::panicking()
+        {
+            // The reactor caught a panic (and stopped): fail the test with it.
+            std::panic::resume_unwind(panic);
         }
     }
 }

@@ -75,7 +75,6 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -85,9 +84,10 @@ use mio::Interest;
 
 use crate::address::Address;
 use crate::error::Error;
+use crate::guard::{Delivery, Guard, Kind, Panicked};
 use crate::pipe::{PipeOwner, PipeReader, PipeWriter};
 use crate::protocol::CloseReason;
-use crate::reactor::{Reactor, Readiness, Source, panic_message};
+use crate::reactor::{Reactor, Readiness, Source};
 use crate::transport::{Producer, Transport, TransportImpl};
 use crate::unstable::ReactorInternals;
 
@@ -452,7 +452,7 @@ fn start_process(
     };
     match process.start(reactor, command) {
         Ok(()) => {
-            process.dispatch(|p, t| p.make_connection(t));
+            process.dispatch(ProcessEvent::Make);
             (transport, None)
         }
         Err(err) => (transport, Some(err)),
@@ -710,7 +710,7 @@ impl TransportImpl for ProcessTransport {
 struct ProcessInner {
     pid: Cell<Option<u32>>,
     status: RefCell<Option<ProcessStatus>>,
-    protocol: RefCell<Option<Box<dyn ProcessProtocol>>>,
+    protocol: Guard<Processes>,
     readers: RefCell<BTreeMap<i32, Rc<PipeReader>>>,
     writers: RefCell<BTreeMap<i32, Rc<PipeWriter>>>,
     pty: bool,
@@ -726,7 +726,7 @@ impl ProcessInner {
         Rc::new_cyclic(|me| ProcessInner {
             pid: Cell::new(None),
             status: RefCell::new(None),
-            protocol: RefCell::new(Some(protocol)),
+            protocol: Guard::new(protocol),
             readers: RefCell::new(BTreeMap::new()),
             writers: RefCell::new(BTreeMap::new()),
             pty,
@@ -804,29 +804,24 @@ impl ProcessInner {
         }
     }
 
-    /// Runs one protocol callback, catching a panic (which closes the pipes).
-    fn dispatch(&self, f: impl FnOnce(&mut dyn ProcessProtocol, &ProcessTransport)) {
+    /// Runs one protocol callback under the guard; a panic closes the pipes.
+    fn dispatch(&self, event: impl Delivery<Processes>) {
         let Some(me) = self.me.upgrade() else {
             return;
         };
         let transport = ProcessTransport { inner: me };
-        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
-            tracing::warn!("process protocol callback re-entered; event dropped");
-            return;
-        };
-        let Some(protocol) = slot.as_mut() else {
-            return;
-        };
-        let result = catch_unwind(AssertUnwindSafe(|| f(&mut **protocol, &transport)));
-        drop(slot);
-        if let Err(panic) = result {
-            tracing::error!(
-                "process protocol callback panicked (pid {:?}): {}; closing its pipes",
-                self.pid.get(),
-                panic_message(&*panic)
-            );
-            self.lose_all(true);
+        if let Err(panicked) = self.protocol.deliver(&transport, event) {
+            self.panicked(panicked);
         }
+    }
+
+    #[cold]
+    fn panicked(&self, panicked: Panicked) {
+        let _ = panicked.report(format_args!(
+            "the protocol of child process {:?} (closing its pipes)",
+            self.pid.get()
+        ));
+        self.lose_all(true);
     }
 
     /// The child was reaped.
@@ -839,7 +834,7 @@ impl ProcessInner {
                 writer.abort();
             }
         }
-        self.dispatch(|p, t| p.process_exited(t, &status));
+        self.dispatch(ProcessEvent::Exited(status));
         self.maybe_end();
     }
 
@@ -855,18 +850,22 @@ impl ProcessInner {
             return;
         };
         self.ended.set(true);
-        let protocol = self.protocol.borrow_mut().take();
-        if let Some(mut protocol) = protocol
-            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| protocol.process_ended(&status)))
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let transport = ProcessTransport { inner: me };
+        if let Err(panicked) = self
+            .protocol
+            .finish(&transport, ProcessEvent::Ended(status))
         {
-            tracing::error!("process_ended panicked: {}", panic_message(&*panic));
+            let _ = panicked.report(format_args!("process_ended"));
         }
     }
 }
 
 impl PipeOwner for ProcessInner {
     fn pipe_data(&self, id: i32, data: &[u8]) {
-        self.dispatch(|p, t| p.child_data_received(t, id, data));
+        self.dispatch(Received(id, data));
     }
 
     fn pipe_closed(&self, id: i32, reason: CloseReason) {
@@ -880,9 +879,60 @@ impl PipeOwner for ProcessInner {
         // The pty's one terminal appears as fd 0 (writer) and fd 1 (reader); report its end
         // once, as stdout's.
         if !(self.pty && id == 0) {
-            self.dispatch(|p, t| p.child_connection_lost(t, id));
+            self.dispatch(ProcessEvent::ChildLost(id));
         }
         self.maybe_end();
+    }
+}
+
+/// A process protocol's callbacks, as the guard delivers (and queues) them.
+enum ProcessEvent {
+    Make,
+    Data(i32, Vec<u8>),
+    ChildLost(i32),
+    Exited(ProcessStatus),
+    Ended(ProcessStatus),
+}
+
+/// The guard's [`Kind`] for [`ProcessProtocol`]s.
+struct Processes;
+
+impl Kind for Processes {
+    type Protocol = dyn ProcessProtocol;
+    type Transport = ProcessTransport;
+    type Event = ProcessEvent;
+
+    fn deliver(p: &mut dyn ProcessProtocol, t: &ProcessTransport, event: ProcessEvent) {
+        match event {
+            ProcessEvent::Make => p.make_connection(t),
+            ProcessEvent::Data(fd, data) => p.child_data_received(t, fd, &data),
+            ProcessEvent::ChildLost(fd) => p.child_connection_lost(t, fd),
+            ProcessEvent::Exited(status) => p.process_exited(t, &status),
+            ProcessEvent::Ended(status) => p.process_ended(&status),
+        }
+    }
+}
+
+impl Delivery<Processes> for ProcessEvent {
+    fn call(self, p: &mut dyn ProcessProtocol, t: &ProcessTransport) {
+        Processes::deliver(p, t, self)
+    }
+
+    fn keep(self) -> ProcessEvent {
+        self
+    }
+}
+
+/// Bytes read from child descriptor `.0` (copied only if kept).
+struct Received<'a>(i32, &'a [u8]);
+
+impl Delivery<Processes> for Received<'_> {
+    fn call(self, p: &mut dyn ProcessProtocol, t: &ProcessTransport) {
+        p.child_data_received(t, self.0, self.1)
+    }
+
+    fn keep(self) -> ProcessEvent {
+        ProcessEvent::Data(self.0, self.1.to_vec())
     }
 }
 

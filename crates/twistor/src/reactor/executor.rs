@@ -229,7 +229,7 @@ impl Executor {
             Ok(Poll::Ready(())) => true,
             Ok(Poll::Pending) => false,
             Err(panic) => {
-                crate::log::report_error!("task panicked: {}", panic_message(&*panic));
+                super::report_panic(format_args!("a task"), &panic_message(&*panic));
                 true
             }
         };

@@ -18,6 +18,7 @@
 
 mod executor;
 mod handle;
+mod panics;
 mod signals;
 pub(crate) mod source;
 pub(crate) mod timer;
@@ -41,6 +42,8 @@ use mio::{Events, Interest, Token};
 
 pub use executor::TaskHandle;
 pub use handle::ReactorHandle;
+pub use panics::UnhandledPanic;
+pub(crate) use panics::report_panic;
 pub use timer::{DelayedCall, ReactorTime};
 pub use triggers::{PendingWork, Phase, SystemEvent, TriggerId};
 
@@ -105,6 +108,11 @@ pub(crate) struct Inner {
     signal_handlers: RefCell<HashMap<libc::c_int, Vec<SignalHandler>>>,
     /// Set by `stop_now`: the shutdown stops waiting for `before` work.
     cut: Rc<Cut>,
+    /// What to do with the panics the reactor catches.
+    panic_mode: Cell<UnhandledPanic>,
+    /// The first panic that stopped the reactor (`UnhandledPanic::StopReactor`), for `run`
+    /// to return.
+    panicked: RefCell<Option<Error>>,
 }
 
 impl Drop for Inner {
@@ -152,6 +160,8 @@ impl Reactor {
             signals: RefCell::new(None),
             signal_handlers: RefCell::new(HashMap::new()),
             cut: Rc::new(Cut::default()),
+            panic_mode: Cell::new(UnhandledPanic::Ignore),
+            panicked: RefCell::new(None),
         });
         let reactor = Reactor { inner };
         reactor.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, {
@@ -171,12 +181,15 @@ impl Reactor {
     /// The startup triggers run first; a `stop()` made before `run` (or during startup) is
     /// honoured once they have: the reactor then shuts down at once, as Twisted's does.
     /// On the main thread, SIGINT and SIGTERM are handled for the duration: they stop the
-    /// reactor gracefully. Fails if this reactor is already running.
+    /// reactor gracefully. Fails if this reactor is already running, and with
+    /// [`Error::UnhandledPanic`] if a panic stopped it (see
+    /// [`set_unhandled_panic`](Reactor::set_unhandled_panic)).
     pub fn run(&self) -> Result<(), Error> {
         let inner = &*self.inner;
         if inner.in_run.replace(true) {
             return Err(Error::AlreadyRunning);
         }
+        let _current = panics::Current::enter(&self.inner);
         inner.stopping.set(false);
         inner.exit.set(false);
         inner.cut.reset();
@@ -209,7 +222,10 @@ impl Reactor {
         if installed {
             self.uninstall_signal_handlers();
         }
-        Ok(())
+        match self.take_panic() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 
     /// Runs the loop until `future` completes, then stops the reactor and returns the
@@ -511,6 +527,7 @@ impl Reactor {
     /// past the next timer). For driving the reactor from a loop it does not own, and for
     /// tests; startup and shutdown triggers do not run.
     pub fn iterate(&self, delay: Duration) {
+        let _current = panics::Current::enter(&self.inner);
         self.turn(Some(delay));
     }
 
@@ -824,10 +841,11 @@ impl Cut {
     }
 }
 
-/// Runs a callback from the loop, logging a panic instead of unwinding through the reactor.
+/// Runs a callback from the loop, reporting a panic instead of unwinding through the
+/// reactor.
 fn run_guarded(what: &str, f: impl FnOnce()) {
     if let Err(panic) = catch_unwind(AssertUnwindSafe(f)) {
-        crate::log::report_error!("Unhandled panic in {what}: {}", panic_message(&*panic));
+        report_panic(format_args!("a {what}"), &panic_message(&*panic));
     }
 }
 

@@ -41,8 +41,7 @@ impl FdCell {
         }
     }
 
-    /// Whether the cell still holds its descriptor.
-    #[cfg(test)]
+    /// Whether the cell still holds its descriptor (for tests and debug assertions).
     pub(crate) fn is_open(&self) -> bool {
         let raw = self.raw.get();
         raw >= 0 || raw == LENT

@@ -14,7 +14,6 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,30 +25,76 @@ use super::error::TlsError;
 use crate::address::Address;
 use crate::error::Error;
 use crate::flags::Flags;
-use crate::protocol::{CloseReason, Protocol};
-use crate::reactor::{DelayedCall, ReactorTime, WeakReactor};
+use crate::guard::{Delivery, Guard, Panicked};
+use crate::protocol::{CloseReason, Conn, ConnEvent, Protocol, Received};
+use crate::reactor::{DelayedCall, Reactor, ReactorTime, WeakReactor};
 use crate::stream::StreamConnection;
-use crate::transport::{Producer, ProtocolWrapper, Transport, TransportImpl};
+use crate::transport::{Producer, ProtocolCall, ProtocolWrapper, Transport, TransportImpl};
 
-// State flags.
+/// Where the connection is in its life: exactly one of these, changed only forwards
+/// (the handshake is a flag of its own: a close can be asked for before it completes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Open,
+    /// `lose_connection` (`Full`) or `lose_write_connection` (`Half`): close_notify is sent
+    /// once nothing holds it back (a producer, data written before the handshake).
+    Closing(Close),
+    /// close_notify is queued, nothing more is written, and the lower transport is closing
+    /// (`Full`) or half-closed (`Half`; reading goes on).
+    CloseSent(Close),
+    /// A TLS error, a truncated connection, a handshake timeout or a panic is closing the
+    /// lower connection; `error` says which.
+    Failed,
+    /// `abort_connection`.
+    Aborted,
+    /// The lower connection is gone.
+    Closed,
+}
+
+/// How far a requested close goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// Both directions.
+    Full,
+    /// Our sending side only.
+    Half,
+}
+
+impl Life {
+    /// Failed, aborted or closed: nothing more is read, written or delivered.
+    fn ending(self) -> bool {
+        matches!(self, Life::Failed | Life::Aborted | Life::Closed)
+    }
+
+    /// Writes are taken (encrypted and sent).
+    fn writable(self) -> bool {
+        matches!(self, Life::Open | Life::Closing(_))
+    }
+
+    /// The transitions there are: forwards only.
+    fn may_become(self, next: Life) -> bool {
+        use Close::{Full, Half};
+        match (self, next) {
+            (Life::Closed, _) | (_, Life::Open) => false,
+            (_, Life::Closed) => true,
+            (Life::Aborted, _) => false,
+            (_, Life::Aborted) => true,
+            (Life::Failed, _) => false,
+            (_, Life::Failed) => true,
+            (Life::Open, Life::Closing(_)) => true,
+            (Life::Closing(Half), Life::Closing(Full)) => true,
+            (Life::Closing(a), Life::CloseSent(b)) => a == b,
+            (Life::CloseSent(Half), Life::CloseSent(Full)) => true,
+            _ => false,
+        }
+    }
+}
+
+// Independent state flags.
 /// The handshake has completed.
 const HANDSHAKE_DONE: u32 = 1 << 0;
-/// The wrapped protocol is running.
-const IN_APP: u32 = 1 << 1;
 /// Feeding received bytes through rustls.
 const PROCESSING: u32 = 1 << 2;
-/// `lose_connection`: send close_notify and close once nothing holds it back.
-const DISCONNECTING: u32 = 1 << 3;
-/// `lose_write_connection`: send close_notify and shut the lower's sending side.
-const HALF_CLOSING: u32 = 1 << 4;
-/// close_notify has been queued; nothing more can be written.
-const CLOSE_SENT: u32 = 1 << 5;
-/// `abort_connection`.
-const ABORTED: u32 = 1 << 6;
-/// The lower connection is gone.
-const CLOSED: u32 = 1 << 7;
-/// A TLS error (or a truncated connection) is closing the lower connection.
-const FAILED: u32 = 1 << 8;
 /// The wrapped protocol paused reading.
 const READ_PAUSED: u32 = 1 << 9;
 /// Received data is held (decrypted in rustls or in `pending_in`) until reading resumes.
@@ -91,13 +136,13 @@ pub struct TlsTransport {
     me: Weak<TlsTransport>,
     conn: RefCell<rustls::Connection>,
     lower: RefCell<Option<Transport>>,
-    app: RefCell<Option<Box<dyn Protocol>>>,
+    app: Guard<Conn>,
+    life: Cell<Life>,
     flags: Cell<u32>,
     /// Received bytes not yet fed to rustls, held while reading is paused.
     pending_in: RefCell<Vec<u8>>,
     /// Why the connection is failing, given to `connection_lost`.
     error: RefCell<Option<Error>>,
-    pending_wrap: RefCell<Option<ProtocolWrapper>>,
     producer: RefCell<Option<Rc<AppProducer>>>,
     reactor: RefCell<Option<WeakReactor>>,
     /// The name a client asked for.
@@ -108,8 +153,11 @@ pub struct TlsTransport {
     handshake_timeout: Option<Duration>,
     /// Aborts the connection if the handshake has not completed in time.
     handshake_timer: RefCell<Option<DelayedCall>>,
-    /// The clock for the handshake timer, if not the lower connection's reactor.
+    /// The clock for the handshake timer and `call_later`, if not the lower connection's
+    /// reactor.
     time: RefCell<Option<Rc<dyn ReactorTime>>>,
+    /// Timers set with `Transport::call_later`, cancelled when the connection is lost.
+    timers: RefCell<Vec<DelayedCall>>,
 }
 
 /// The protocol that runs on the lower transport and drives a [`TlsTransport`]. Made by the
@@ -163,9 +211,10 @@ impl TlsProtocol {
         }
     }
 
-    /// Times the handshake on `time` instead of the lower connection's reactor (needed
-    /// when the lower transport has none, such as the test kit's in-memory pairs, and for
-    /// tests on a fake clock). Call it before the connection is made.
+    /// Times the handshake, and the protocol's [`Transport::call_later`] timers, on `time`
+    /// instead of the lower connection's reactor (needed when the lower transport has
+    /// none, such as the test kit's in-memory pairs, and for tests on a fake clock). Call
+    /// it before the connection is made.
     pub fn with_clock(self, time: impl ReactorTime + 'static) -> TlsProtocol {
         *self.tls.time.borrow_mut() = Some(Rc::new(time));
         self
@@ -184,7 +233,7 @@ impl TlsProtocol {
 impl Protocol for TlsProtocol {
     fn make_connection(&mut self, transport: &Transport) {
         self.tls.attach(transport);
-        self.tls.dispatch_app(|p, t| p.make_connection(t));
+        self.tls.dispatch_app(ConnEvent::Make);
         self.tls.flush_tls();
     }
 
@@ -201,7 +250,7 @@ impl Protocol for TlsProtocol {
     }
 
     fn write_connection_lost(&mut self, _transport: &Transport) {
-        self.tls.dispatch_app(|p, t| p.write_connection_lost(t));
+        self.tls.dispatch_app(ConnEvent::WriteLost);
     }
 
     // The lower transport's own handshake (TLS over TLS) is no business of ours.
@@ -222,11 +271,11 @@ impl TlsTransport {
             me: me.clone(),
             conn: RefCell::new(conn),
             lower: RefCell::new(None),
-            app: RefCell::new(app),
+            app: app.map_or_else(Guard::empty, Guard::new),
+            life: Cell::new(Life::Open),
             flags: Cell::new(0),
             pending_in: RefCell::new(Vec::new()),
             error: RefCell::new(None),
-            pending_wrap: RefCell::new(None),
             producer: RefCell::new(None),
             reactor: RefCell::new(None),
             requested_name,
@@ -234,6 +283,7 @@ impl TlsTransport {
             handshake_timeout,
             handshake_timer: RefCell::new(None),
             time: RefCell::new(None),
+            timers: RefCell::new(Vec::new()),
         })
     }
 
@@ -319,6 +369,21 @@ impl TlsTransport {
         self.start_handshake_timer();
     }
 
+    /// Schedules `fire` on this connection's clock: the one given with `with_clock`, else
+    /// the lower connection's reactor.
+    fn schedule(&self, delay: Duration, fire: Box<dyn FnOnce()>) -> Option<DelayedCall> {
+        let explicit = self.time.borrow().clone();
+        if let Some(time) = explicit {
+            return Some(time.call_later_boxed(delay, fire));
+        }
+        let reactor = self
+            .reactor
+            .borrow()
+            .as_ref()
+            .and_then(WeakReactor::upgrade)?;
+        Some(reactor.call_later_boxed(delay, fire))
+    }
+
     /// Starts timing the handshake, if it has a time limit and a clock to time it on.
     fn start_handshake_timer(&self) {
         let Some(timeout) = self.handshake_timeout else {
@@ -333,20 +398,9 @@ impl TlsTransport {
                 tls.handshake_timed_out(timeout);
             }
         });
-        let explicit = self.time.borrow().clone();
-        let call = match explicit {
-            Some(time) => time.call_later_boxed(timeout, fire),
-            None => match self
-                .reactor
-                .borrow()
-                .as_ref()
-                .and_then(WeakReactor::upgrade)
-            {
-                Some(reactor) => reactor.call_later_boxed(timeout, fire),
-                None => return,
-            },
-        };
-        *self.handshake_timer.borrow_mut() = Some(call);
+        if let Some(call) = self.schedule(timeout, fire) {
+            *self.handshake_timer.borrow_mut() = Some(call);
+        }
     }
 
     fn cancel_handshake_timer(&self) {
@@ -361,7 +415,7 @@ impl TlsTransport {
     /// nothing is flushed).
     fn handshake_timed_out(&self, after: Duration) {
         self.handshake_timer.borrow_mut().take();
-        if self.has(HANDSHAKE_DONE | FAILED | CLOSED | ABORTED) {
+        if self.has(HANDSHAKE_DONE) || self.life().ending() {
             return;
         }
         let peer = self
@@ -369,57 +423,59 @@ impl TlsTransport {
             .map(|l| l.peer().to_string())
             .unwrap_or_default();
         tracing::debug!("TLS handshake with {peer} did not complete in {after:?}; aborting");
-        self.set(FAILED);
+        self.set_life(Life::Failed);
         *self.error.borrow_mut() = Some(Error::Tls(TlsError::HandshakeTimeout { after }));
         if let Some(lower) = self.lower() {
             lower.abort_connection();
         }
     }
 
-    /// Installs the wrapped protocol (`start_tls`, once the lower transport lets go of it).
-    pub(crate) fn set_app(&self, app: Box<dyn Protocol>) {
-        *self.app.borrow_mut() = Some(app);
+    fn life(&self) -> Life {
+        self.life.get()
     }
 
-    /// Runs one callback of the wrapped protocol. A panic is passed on (after our state is
-    /// put right) to the lower transport, which aborts the connection.
-    fn dispatch_app(&self, f: impl FnOnce(&mut dyn Protocol, &Transport)) {
+    fn set_life(&self, next: Life) {
+        debug_assert!(self.life().may_become(next), "{:?} → {next:?}", self.life());
+        self.life.set(next);
+    }
+
+    /// Installs the wrapped protocol (`start_tls`, once the lower transport lets go of it).
+    pub(crate) fn set_app(&self, app: Box<dyn Protocol>) {
+        self.app.set(app);
+    }
+
+    /// Runs one callback of the wrapped protocol under its guard (queued if it is
+    /// running); a panic aborts the connection.
+    fn dispatch_app(&self, event: impl Delivery<Conn>) {
         let Some(transport) = self.handle() else {
             return;
         };
-        let Ok(mut slot) = self.app.try_borrow_mut() else {
-            tracing::warn!("TLS protocol callback re-entered; event dropped");
-            return;
-        };
-        let Some(app) = slot.as_mut() else {
-            return;
-        };
-        self.set(IN_APP);
-        let result = catch_unwind(AssertUnwindSafe(|| f(&mut **app, &transport)));
-        self.unset(IN_APP);
-        drop(slot);
-        if self.pending_wrap.borrow().is_some() {
-            self.apply_pending_wrap();
+        if let Err(panicked) = self.app.deliver(&transport, event) {
+            self.app_panicked(panicked);
         }
-        if let Err(panic) = result {
-            resume_unwind(panic);
-        }
-        if self.has(DELIVER_AFTER_APP) && !self.has(PROCESSING) {
+        if self.has(DELIVER_AFTER_APP) && !self.has(PROCESSING) && !self.app.running() {
             self.unset(DELIVER_AFTER_APP);
             self.run_pending();
         }
     }
 
-    fn apply_pending_wrap(&self) {
-        let Some(wrap) = self.pending_wrap.borrow_mut().take() else {
-            return;
-        };
-        let Ok(mut slot) = self.app.try_borrow_mut() else {
-            *self.pending_wrap.borrow_mut() = Some(wrap);
-            return;
-        };
-        if let Some(app) = slot.take() {
-            *slot = Some(wrap(app));
+    /// The wrapped protocol panicked: report it and abort the lower connection; the
+    /// protocol hears `connection_lost` with the panic as the reason.
+    #[cold]
+    fn app_panicked(&self, panicked: Panicked) {
+        let peer = self.lower().map(|l| l.peer());
+        let message = panicked.report(format_args!(
+            "the protocol of the TLS connection from {} (aborting it)",
+            peer.map_or_else(|| "an unknown peer".to_string(), |p| p.to_string())
+        ));
+        match self.life() {
+            Life::Aborted | Life::Closed => return,
+            Life::Failed => {}
+            _ => self.set_life(Life::Failed),
+        }
+        *self.error.borrow_mut() = Some(Error::ProtocolPanicked(message));
+        if let Some(lower) = self.lower() {
+            lower.abort_connection();
         }
     }
 
@@ -445,7 +501,7 @@ impl TlsTransport {
 
     /// Bytes from the lower transport.
     fn receive(&self, data: &[u8]) {
-        if self.has(CLOSED | ABORTED | FAILED) {
+        if self.life().ending() {
             return;
         }
         if self.has(PENDING | READ_PAUSED | PROCESSING) {
@@ -472,7 +528,7 @@ impl TlsTransport {
                 self.hold(input);
                 return;
             }
-            if input.is_empty() || self.has(CLOSED | ABORTED | FAILED | PEER_CLOSED) {
+            if input.is_empty() || self.has(PEER_CLOSED) || self.life().ending() {
                 break;
             }
             let read = self.conn.borrow_mut().read_tls(&mut input);
@@ -527,7 +583,7 @@ impl TlsTransport {
             if self.has(READ_PAUSED) {
                 return false;
             }
-            if self.has(CLOSED | ABORTED | FAILED) {
+            if self.life().ending() {
                 return true;
             }
             let read = self.conn.borrow_mut().reader().read(buf);
@@ -535,11 +591,11 @@ impl TlsTransport {
                 Ok(0) => {
                     if !self.has(PEER_CLOSED) {
                         self.set(PEER_CLOSED);
-                        self.dispatch_app(|p, t| p.read_connection_lost(t));
+                        self.dispatch_app(ConnEvent::ReadLost);
                     }
                     return true;
                 }
-                Ok(n) => self.dispatch_app(|p, t| p.data_received(t, &buf[..n])),
+                Ok(n) => self.dispatch_app(Received(&buf[..n])),
                 Err(_) => return true,
             }
         }
@@ -551,8 +607,9 @@ impl TlsTransport {
         }
         self.set(HANDSHAKE_DONE);
         self.cancel_handshake_timer();
+        debug_assert!(self.handshake_timer.borrow().is_none());
         self.flush_tls();
-        self.dispatch_app(|p, t| p.handshake_completed(t));
+        self.dispatch_app(ConnEvent::Handshake);
         let producer = self.producer.borrow().clone();
         if let Some(producer) = producer {
             producer.release();
@@ -563,11 +620,11 @@ impl TlsTransport {
     /// Closes the connection because of a TLS error (reported to the wrapped protocol's
     /// `connection_lost`).
     fn fail(&self, err: Error) {
-        if self.has(FAILED | CLOSED | ABORTED) {
+        if self.life().ending() {
             return;
         }
         tracing::debug!("TLS connection failing: {err}");
-        self.set(FAILED);
+        self.set_life(Life::Failed);
         *self.error.borrow_mut() = Some(err);
         if let Some(lower) = self.lower() {
             lower.lose_connection();
@@ -580,7 +637,11 @@ impl TlsTransport {
             self.set(LOWER_EOF);
             return;
         }
-        if self.has(CLOSED | ABORTED | FAILED | PEER_CLOSED | CLOSE_SENT) {
+        if self.has(PEER_CLOSED) || self.life().ending() {
+            return;
+        }
+        if let Life::CloseSent(_) = self.life() {
+            // We closed first: the peer's answer may come without close_notify.
             return;
         }
         let why = if self.has(HANDSHAKE_DONE) {
@@ -593,15 +654,22 @@ impl TlsTransport {
 
     /// The lower connection is gone: tell the producer and the wrapped protocol.
     fn lower_lost(&self, reason: &CloseReason) {
-        if self.has(CLOSED) {
+        let was = self.life();
+        if was == Life::Closed {
             return;
         }
-        self.set(CLOSED);
+        self.set_life(Life::Closed);
         self.cancel_handshake_timer();
+        let timers = std::mem::take(&mut *self.timers.borrow_mut());
+        for timer in timers {
+            if timer.active() {
+                let _ = timer.cancel();
+            }
+        }
         // Our own failures abort the lower connection too; only the wrapped protocol's
         // `abort_connection` makes the close an abort.
         let reason = match self.error.borrow_mut().take() {
-            Some(err) if !self.has(ABORTED) => CloseReason::Lost(err),
+            Some(err) if was != Life::Aborted => CloseReason::Lost(err),
             _ => reason.clone(),
         };
         let producer = self.producer.borrow_mut().take();
@@ -611,42 +679,39 @@ impl TlsTransport {
         if let Some(sink) = &self.close_sink {
             *sink.borrow_mut() = Some(reason.clone());
         }
-        let app = match self.app.try_borrow_mut() {
-            Ok(mut slot) => slot.take(),
-            Err(_) => {
-                tracing::warn!("TLS connection lost inside its own protocol's callback");
-                None
-            }
-        };
-        if let Some(mut app) = app {
-            app.connection_lost(&reason);
+        if let Some(transport) = self.handle()
+            && let Err(panicked) = self.app.finish(&transport, ConnEvent::Lost(reason))
+        {
+            let _ = panicked.report(format_args!("connection_lost of a TLS connection"));
         }
+        // Closed holds nothing that could fire later.
+        debug_assert!(
+            self.producer.borrow().is_none()
+                && self.handshake_timer.borrow().is_none()
+                && self.timers.borrow().iter().all(|t| !t.active())
+        );
     }
 
     /// Sends close_notify and closes (or half-closes) the lower transport, once no producer
     /// and no unfinished handshake holds the close back.
     fn maybe_finish_close(&self) {
-        if !self.has(DISCONNECTING | HALF_CLOSING) || self.has(CLOSE_SENT | CLOSED | ABORTED) {
+        let Life::Closing(how) = self.life() else {
             return;
-        }
-        if self.producer.borrow().is_some() && self.has(DISCONNECTING) {
-            return;
-        }
-        if self.has(FAILED) {
+        };
+        if self.producer.borrow().is_some() && how == Close::Full {
             return;
         }
         if !self.has(HANDSHAKE_DONE) && self.has(WROTE_EARLY) {
             // What was written is waiting for the handshake: send it first.
             return;
         }
-        self.set(CLOSE_SENT);
+        self.set_life(Life::CloseSent(how));
         self.conn.borrow_mut().send_close_notify();
         self.flush_tls();
         if let Some(lower) = self.lower() {
-            if self.has(DISCONNECTING) {
-                lower.lose_connection();
-            } else {
-                lower.lose_write_connection();
+            match how {
+                Close::Full => lower.lose_connection(),
+                Close::Half => lower.lose_write_connection(),
             }
         }
     }
@@ -693,14 +758,14 @@ impl TlsTransport {
             }
             // No reactor (an in-memory transport): deliver now, unless the wrapped protocol
             // is running, in which case the delivery continues when it returns.
-            None if !self.has(IN_APP) => self.run_pending(),
+            None if !self.app.running() => self.run_pending(),
             None => self.set(DELIVER_AFTER_APP),
         }
     }
 
     /// Delivers held data after reading resumed, then resumes the lower transport.
     fn run_pending(&self) {
-        if self.has(READ_PAUSED | CLOSED | PROCESSING) {
+        if self.has(READ_PAUSED | PROCESSING) || self.life() == Life::Closed {
             return;
         }
         let held = std::mem::take(&mut *self.pending_in.borrow_mut());
@@ -716,7 +781,7 @@ impl TlsTransport {
 
 impl TransportImpl for TlsTransport {
     fn write(&self, data: &[u8]) {
-        if self.has(CLOSED | ABORTED | FAILED | CLOSE_SENT) {
+        if !self.life().writable() {
             tracing::debug!("write of {} bytes after TLS close ignored", data.len());
             return;
         }
@@ -724,7 +789,7 @@ impl TransportImpl for TlsTransport {
     }
 
     fn write_sequence(&self, data: &[&[u8]]) {
-        if self.has(CLOSED | ABORTED | FAILED | CLOSE_SENT) {
+        if !self.life().writable() {
             tracing::debug!("write after TLS close ignored");
             return;
         }
@@ -732,18 +797,28 @@ impl TransportImpl for TlsTransport {
     }
 
     fn lose_connection(&self) {
-        if self.has(DISCONNECTING | ABORTED | CLOSED) {
-            return;
+        match self.life() {
+            Life::Open | Life::Closing(Close::Half) => {
+                self.set_life(Life::Closing(Close::Full));
+                self.maybe_finish_close();
+            }
+            Life::CloseSent(Close::Half) => {
+                // close_notify is out and our side shut: now close the rest (Twisted's
+                // `_shutdownTLS` does the same).
+                self.set_life(Life::CloseSent(Close::Full));
+                if let Some(lower) = self.lower() {
+                    lower.lose_connection();
+                }
+            }
+            _ => {}
         }
-        self.set(DISCONNECTING);
-        self.maybe_finish_close();
     }
 
     fn abort_connection(&self) {
-        if self.has(ABORTED | CLOSED) {
+        if matches!(self.life(), Life::Aborted | Life::Closed) {
             return;
         }
-        self.set(ABORTED);
+        self.set_life(Life::Aborted);
         if let Some(lower) = self.lower() {
             lower.abort_connection();
         }
@@ -752,10 +827,10 @@ impl TransportImpl for TlsTransport {
     /// Sends close_notify (after what is queued) and shuts down the lower transport's
     /// sending side; reading goes on.
     fn lose_write_connection(&self) {
-        if self.has(HALF_CLOSING | DISCONNECTING | ABORTED | CLOSED) {
+        if self.life() != Life::Open {
             return;
         }
-        self.set(HALF_CLOSING);
+        self.set_life(Life::Closing(Close::Half));
         self.maybe_finish_close();
     }
 
@@ -770,8 +845,12 @@ impl TransportImpl for TlsTransport {
     }
 
     fn disconnecting(&self) -> bool {
-        self.has(DISCONNECTING | ABORTED | CLOSED | FAILED)
-            || self.lower().is_some_and(|l| l.disconnecting())
+        let closing = match self.life() {
+            Life::Open => false,
+            Life::Closing(how) | Life::CloseSent(how) => how == Close::Full,
+            Life::Failed | Life::Aborted | Life::Closed => true,
+        };
+        closing || self.lower().is_some_and(|l| l.disconnecting())
     }
 
     fn buffered(&self) -> usize {
@@ -804,7 +883,7 @@ impl TransportImpl for TlsTransport {
     }
 
     fn register_producer(&self, producer: Box<dyn Producer>, streaming: bool) -> Result<(), Error> {
-        if self.has(CLOSED) {
+        if self.life() == Life::Closed {
             producer.stop_producing();
             return Ok(());
         }
@@ -870,17 +949,40 @@ impl TransportImpl for TlsTransport {
     }
 
     fn wrap_protocol(&self, wrap: ProtocolWrapper) -> Result<(), Error> {
-        if self.has(CLOSED) {
+        if self.life() == Life::Closed {
             return Err(Error::io(io::Error::from(io::ErrorKind::NotConnected)));
         }
-        if self.pending_wrap.borrow().is_some() {
-            return Err(Error::Unsupported("wrapping twice in one callback"));
+        self.app
+            .replace(wrap)
+            .map_err(|_| Error::Unsupported("wrapping twice in one callback"))
+    }
+
+    fn call_later(&self, delay: Duration, call: ProtocolCall) -> Result<DelayedCall, Error> {
+        if self.life() == Life::Closed {
+            return Err(Error::io(io::Error::from(io::ErrorKind::NotConnected)));
         }
-        *self.pending_wrap.borrow_mut() = Some(wrap);
-        if !self.has(IN_APP) {
-            self.apply_pending_wrap();
-        }
-        Ok(())
+        let me = self.me.clone();
+        let fire: Box<dyn FnOnce()> = Box::new(move || {
+            if let Some(tls) = me.upgrade()
+                && tls.life() != Life::Closed
+            {
+                tls.dispatch_app(ConnEvent::Call(call));
+            }
+        });
+        let timer = self.schedule(delay, fire).ok_or(Error::Unsupported(
+            "call_later over a transport without a clock (see TlsProtocol::with_clock)",
+        ))?;
+        let mut timers = self.timers.borrow_mut();
+        timers.retain(DelayedCall::active);
+        timers.push(timer.clone());
+        Ok(timer)
+    }
+
+    fn reactor(&self) -> Option<Reactor> {
+        self.reactor
+            .borrow()
+            .as_ref()
+            .and_then(WeakReactor::upgrade)
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -977,5 +1079,113 @@ fn tls_error(err: rustls::Error) -> Error {
 impl crate::flags::Flags for TlsTransport {
     fn flags(&self) -> &std::cell::Cell<u32> {
         &self.flags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{ClientTlsConfig, Identity, ServerTlsConfig};
+
+    type Log = Rc<RefCell<Vec<String>>>;
+
+    /// One side's lower transport: what it is given to write goes at once to the other
+    /// side's TLS layer (a synchronous loopback), so the peer's answer arrives while this
+    /// side's protocol is still in the callback that wrote.
+    struct Loopback {
+        peer: RefCell<Option<Rc<TlsTransport>>>,
+    }
+
+    impl TransportImpl for Loopback {
+        fn write(&self, data: &[u8]) {
+            let peer = self.peer.borrow().clone();
+            if let Some(peer) = peer {
+                peer.receive(data);
+            }
+        }
+        fn lose_connection(&self) {}
+        fn abort_connection(&self) {}
+        fn peer(&self) -> Address {
+            Address::Memory("loopback".into())
+        }
+        fn host(&self) -> Address {
+            Address::Memory("loopback".into())
+        }
+        fn disconnecting(&self) -> bool {
+            false
+        }
+        fn buffered(&self) -> usize {
+            0
+        }
+        fn pause_producing(&self) {}
+        fn resume_producing(&self) {}
+        fn register_producer(&self, _: Box<dyn Producer>, _: bool) -> Result<(), Error> {
+            Ok(())
+        }
+        fn unregister_producer(&self) {}
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    /// Writes a greeting as soon as it is connected, and records what it hears.
+    struct Greeter(Log);
+
+    impl Protocol for Greeter {
+        fn connection_made(&mut self, t: &Transport) {
+            self.0.borrow_mut().push("made".into());
+            t.write(b"hello");
+            self.0.borrow_mut().push("wrote".into());
+        }
+        fn handshake_completed(&mut self, _: &Transport) {
+            self.0.borrow_mut().push("handshake".into());
+        }
+        fn data_received(&mut self, _: &Transport, data: &[u8]) {
+            let text = String::from_utf8_lossy(data);
+            self.0.borrow_mut().push(format!("data {text}"));
+        }
+    }
+
+    struct Echo;
+
+    impl Protocol for Echo {
+        fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            t.write(data);
+        }
+    }
+
+    /// The client's greeting drives the whole handshake, and the server's echo, through
+    /// the synchronous loopback while the client is still in `connection_made`: its
+    /// `handshake_completed` and the echoed bytes must follow that callback, in order.
+    /// (They used to be dropped: "TLS protocol callback re-entered; event dropped".)
+    #[test]
+    fn events_for_a_running_protocol_follow_its_callback() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let identity = Identity::from_pem(
+            cert.signing_key.serialize_pem().as_bytes(),
+            cert.cert.pem().as_bytes(),
+        )
+        .unwrap();
+        let server_config = ServerTlsConfig::new(identity);
+        let client_config = ClientTlsConfig::new("localhost")
+            .unwrap()
+            .dangerous_accept_any_certificate();
+        let log: Log = Rc::default();
+        let mut server = TlsProtocol::server(&server_config, Box::new(Echo)).unwrap();
+        let mut client =
+            TlsProtocol::client(&client_config, Box::new(Greeter(log.clone()))).unwrap();
+        let to_server = Rc::new(Loopback {
+            peer: RefCell::new(Some(server.tls.clone())),
+        });
+        let to_client = Rc::new(Loopback {
+            peer: RefCell::new(Some(client.tls.clone())),
+        });
+        server.make_connection(&Transport::new(to_client));
+        client.make_connection(&Transport::new(to_server));
+        assert_eq!(
+            *log.borrow(),
+            ["made", "wrote", "handshake", "data hello"],
+            "the handshake and the echo arrived during connection_made"
+        );
     }
 }

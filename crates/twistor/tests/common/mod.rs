@@ -22,17 +22,6 @@ pub fn peer_script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A reactor for a test, with a watchdog: a test that hangs fails loudly after 60 s (a
-/// panic in a timer would only be logged by the reactor).
-pub fn watched_reactor() -> twistor::Reactor {
-    let reactor = twistor::Reactor::new().unwrap();
-    reactor.call_later(std::time::Duration::from_secs(60), || {
-        eprintln!("test timed out after 60 s");
-        std::process::abort();
-    });
-    reactor
-}
-
 /// Sends back what it receives.
 pub struct Echo;
 
