@@ -150,10 +150,11 @@ fn wait_for_fds(pid: u32, fds: usize, limit: Duration) -> Result<Duration, usize
 #[test]
 fn clients_that_wrote_without_reading_and_died_leave_no_connection_behind() {
     // Through an echo: once the clients are gone the forwarder reads (and drops) what the
-    // echo sends back, so the echo reads again and the queue to it drains.
+    // echo sends back, so the echo reads again and the queue to it drains, long before the
+    // drain timeout.
     let (_echo, echo_port) = start(&["echo"]);
     let dest = format!("127.0.0.1:{echo_port}");
-    let (forward, port) = start(&["portforward", "--dest", &dest, "--drain-timeout", "2"]);
+    let (forward, port) = start(&["portforward", "--dest", &dest, "--drain-timeout", "60"]);
     let baseline = open_fds(forward.id());
     let clients = clients_that_write_without_reading(port, 20);
     assert!(

@@ -7,12 +7,14 @@
 //! the proxy's memory stays bounded whatever the speeds. A half-close on one side is passed
 //! on to the other.
 //!
-//! When one side is lost, the other is closed after sending what is queued for it, but it
-//! is given only [`DEFAULT_DRAIN_TIMEOUT`] (or the time set with
-//! [`ProxyFactory::set_drain_timeout`]) to do so, and is read from (and what it sends thrown
-//! away) meanwhile. A peer that neither reads nor stops writing — a client that wrote
-//! without reading and died, leaving the destination blocked writing to us while we wait to
-//! write to it — would otherwise hold both the connection and its queued bytes for ever.
+//! When one side is lost, the other sends what is queued for it, then its sending side is
+//! shut and it is closed; it is read from meanwhile (what it sends is thrown away), so a
+//! peer blocked writing to us reads again. If what is queued makes no progress for
+//! [`DEFAULT_DRAIN_TIMEOUT`] (or the time set with [`ProxyFactory::set_drain_timeout`]),
+//! the survivor is aborted: a peer that neither reads nor stops writing — a client that
+//! wrote without reading and died, leaving the destination blocked writing to us while we
+//! wait to write to it — would otherwise hold both connections and their queued bytes for
+//! ever.
 //!
 //! ```no_run
 //! use twistor::Reactor;
@@ -30,12 +32,12 @@ use std::time::Duration;
 
 use twistor::tcp::{ConnectOptions, ReactorTcp};
 use twistor::{
-    Address, ClientFactory, CloseReason, Connector, DelayedCall, Error, Factory, Protocol,
-    ReactorTime, Transport,
+    Address, ClientFactory, CloseReason, Connector, DelayedCall, Error, Factory, Producer,
+    Protocol, ReactorTime, Transport,
 };
 
-/// How long the surviving side of a forwarded connection may take to send what is queued
-/// for it once the other side is gone, before it is aborted.
+/// How long the surviving side of a forwarded connection may go without taking any of
+/// what is queued for it, once the other side is gone, before it is aborted.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the proxy needs of a reactor: connecting, and timers (for the drain timeout).
@@ -77,9 +79,9 @@ impl ProxyFactory {
         })
     }
 
-    /// Sets how long the surviving side of a connection may take to send what is queued
-    /// for it once the other side is gone (default [`DEFAULT_DRAIN_TIMEOUT`]); after that it
-    /// is aborted. Applies to connections made from then on.
+    /// Sets how long the surviving side of a connection may go without taking any of what
+    /// is queued for it once the other side is gone (default [`DEFAULT_DRAIN_TIMEOUT`]);
+    /// after that it is aborted. Applies to connections made from then on.
     pub fn set_drain_timeout(&self, timeout: Duration) {
         self.drain_timeout.set(timeout);
     }
@@ -128,13 +130,22 @@ impl Link {
         self.client.borrow().clone()
     }
 
-    /// One side is gone: close `survivor` once it has sent what is queued for it, or abort
-    /// it when the drain timeout passes first. It is read from meanwhile (what it sends has
-    /// nowhere to go and is dropped), so a peer blocked writing to us can read again.
+    /// One side is gone: `survivor` sends what is queued for it, then its sending side is
+    /// shut and it is closed. It is read from meanwhile (what it sends has nowhere to go
+    /// and is dropped), so a peer blocked writing to us reads again. If the queue makes no
+    /// progress for the drain timeout, the survivor is aborted.
     fn close_survivor(self: &Rc<Self>, survivor: &Transport, survivor_is_server: bool) {
         survivor.unregister_producer();
         survivor.resume_producing();
-        survivor.lose_connection();
+        // Not `lose_connection`: a closing stream stops reading, and a peer that only reads
+        // again once it may write would never take the rest.
+        survivor.lose_write_connection();
+        self.arm_drain_timer(survivor_is_server, survivor.buffered());
+    }
+
+    /// Checks on the survivor after the drain timeout: still draining (fewer bytes queued
+    /// than `queued`) gives it another period; no progress aborts it.
+    fn arm_drain_timer(self: &Rc<Self>, survivor_is_server: bool, queued: usize) {
         let link = Rc::downgrade(self);
         let timer = self.reactor.call_later_boxed(
             self.drain_timeout,
@@ -142,22 +153,37 @@ impl Link {
                 let Some(link) = link.upgrade() else {
                     return;
                 };
+                link.drain_timer.borrow_mut().take();
                 let still_open = if survivor_is_server {
                     link.server()
                 } else {
                     link.client()
                 };
-                if let Some(transport) = still_open {
-                    tracing::debug!(
-                        "port forward: {} did not take its last {} bytes in time; aborting",
-                        transport.peer(),
-                        transport.buffered()
-                    );
-                    transport.abort_connection();
+                let Some(transport) = still_open else {
+                    return;
+                };
+                let now = transport.buffered();
+                if now > 0 && now < queued {
+                    link.arm_drain_timer(survivor_is_server, now);
+                    return;
                 }
+                tracing::debug!(
+                    "port forward: {} took none of its last {now} bytes in time; aborting",
+                    transport.peer(),
+                );
+                transport.abort_connection();
             }),
         );
         *self.drain_timer.borrow_mut() = Some(timer);
+    }
+
+    /// Whether the other side of the connection is gone (the one calling is the survivor).
+    fn other_gone(&self, caller_is_server: bool) -> bool {
+        if caller_is_server {
+            self.client.borrow().is_none() && self.connector.borrow().is_none()
+        } else {
+            self.server.borrow().is_none()
+        }
     }
 
     /// The survivor is gone too: its drain timer has nothing left to do.
@@ -201,9 +227,19 @@ impl Protocol for ProxyServer {
         }
     }
 
-    fn read_connection_lost(&mut self, _transport: &Transport) {
+    fn read_connection_lost(&mut self, transport: &Transport) {
         if let Some(client) = self.link.client() {
             client.lose_write_connection();
+        } else if self.link.other_gone(true) {
+            transport.lose_connection();
+        }
+    }
+
+    fn write_connection_lost(&mut self, transport: &Transport) {
+        // Draining after the destination went: all sent, so close (the kernel still
+        // delivers what it holds).
+        if self.link.other_gone(true) {
+            transport.lose_connection();
         }
     }
 
@@ -250,6 +286,24 @@ impl ClientFactory for ProxyClientFactory {
     }
 }
 
+/// One side's reading, as the producer of the other side's output: a full buffer on one
+/// side pauses reading on the other. Unlike a transport registered as a producer, it does
+/// not close the reading side when the writing side goes (`stop_producing`): the link
+/// drains the survivor instead.
+struct PeerReading(Transport);
+
+impl Producer for PeerReading {
+    fn pause_producing(&self) {
+        self.0.pause_producing();
+    }
+
+    fn resume_producing(&self) {
+        self.0.resume_producing();
+    }
+
+    fn stop_producing(&self) {}
+}
+
 /// The outgoing side (Twisted's `ProxyClient`).
 struct ProxyClient {
     link: Rc<Link>,
@@ -265,8 +319,8 @@ impl Protocol for ProxyClient {
         *self.link.client.borrow_mut() = Some(transport.clone());
         // Each side throttles the other: a full outgoing buffer pauses reading there.
         let wired = transport
-            .register_producer(server.clone(), true)
-            .and_then(|()| server.register_producer(transport.clone(), true));
+            .register_producer(PeerReading(server.clone()), true)
+            .and_then(|()| server.register_producer(PeerReading(transport.clone()), true));
         if let Err(err) = wired {
             tracing::warn!("port forward: cannot wire flow control: {err}");
         }
@@ -279,9 +333,18 @@ impl Protocol for ProxyClient {
         }
     }
 
-    fn read_connection_lost(&mut self, _transport: &Transport) {
-        if let Some(server) = self.link.server() {
-            server.lose_write_connection();
+    fn read_connection_lost(&mut self, transport: &Transport) {
+        match self.link.server() {
+            Some(server) => server.lose_write_connection(),
+            None => transport.lose_connection(),
+        }
+    }
+
+    fn write_connection_lost(&mut self, transport: &Transport) {
+        // Draining after the client went: all sent, so close (the kernel still delivers
+        // what it holds).
+        if self.link.other_gone(false) {
+            transport.lose_connection();
         }
     }
 

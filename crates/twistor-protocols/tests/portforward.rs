@@ -294,13 +294,14 @@ fn a_destination_that_never_drains_is_aborted_at_the_drain_timeout() {
         wired_in_memory(Duration::from_secs(5));
     server.data_received(&incoming.transport(), b"queued for the destination");
     outgoing.transport().pause_producing();
+    outgoing.set_buffered(1_000_000);
     // The client dies (it wrote without reading, and was reset).
     server.connection_lost(&CloseReason::Lost(twistor::Error::io(
         std::io::ErrorKind::ConnectionReset.into(),
     )));
     assert!(
-        outgoing.disconnecting(),
-        "the destination is closed after a flush"
+        outgoing.write_closed() && !outgoing.disconnecting(),
+        "the destination's sending side is shut after a flush; it is still read from"
     );
     assert_eq!(
         outgoing.producer_state(),
@@ -319,9 +320,44 @@ fn a_client_that_never_drains_is_aborted_when_the_destination_goes() {
         wired_in_memory(Duration::from_secs(2));
     client.data_received(&outgoing.transport(), b"queued for the client");
     client.connection_lost(&CloseReason::Done);
-    assert!(incoming.disconnecting());
+    assert!(incoming.write_closed());
     reactor.advance(Duration::from_secs(2));
     assert!(incoming.aborted());
+}
+
+#[test]
+fn a_survivor_that_keeps_draining_is_given_more_time() {
+    let (mut server, _incoming, mut client, outgoing, reactor) =
+        wired_in_memory(Duration::from_secs(5));
+    outgoing.set_buffered(1_000_000);
+    server.connection_lost(&CloseReason::Done);
+    reactor.advance(Duration::from_secs(4));
+    outgoing.set_buffered(400_000);
+    reactor.advance(Duration::from_secs(2));
+    assert!(!outgoing.aborted(), "it took some: another period");
+    outgoing.set_buffered(100_000);
+    reactor.advance(Duration::from_secs(5));
+    assert!(!outgoing.aborted(), "and more");
+    reactor.advance(Duration::from_secs(5));
+    assert!(outgoing.aborted(), "then nothing for a whole period");
+    client.connection_lost(&CloseReason::Aborted);
+    assert!(reactor.clock().delayed_calls().is_empty());
+}
+
+#[test]
+fn a_survivor_that_has_sent_everything_is_closed_and_hears_its_peer_close() {
+    let (mut server, _incoming, mut client, outgoing, _reactor) =
+        wired_in_memory(Duration::from_secs(5));
+    server.connection_lost(&CloseReason::Done);
+    // The flush is done and the sending side shut: close, without waiting for the peer.
+    client.write_connection_lost(&outgoing.transport());
+    assert!(outgoing.disconnecting());
+    // Or, had the peer closed first, its end of stream closes ours.
+    let (mut server, _incoming, mut client, outgoing, _reactor) =
+        wired_in_memory(Duration::from_secs(5));
+    server.connection_lost(&CloseReason::Done);
+    client.read_connection_lost(&outgoing.transport());
+    assert!(outgoing.disconnecting());
 }
 
 #[test]

@@ -57,6 +57,7 @@ struct Inner {
     peer: RefCell<Address>,
     host: RefCell<Address>,
     high_water: Cell<usize>,
+    buffered: Cell<usize>,
 }
 
 impl Default for StringTransport {
@@ -79,6 +80,7 @@ impl StringTransport {
                 peer: RefCell::new(Address::Tcp("192.168.1.1:54321".parse().unwrap())),
                 host: RefCell::new(Address::Tcp("10.0.0.1:80".parse().unwrap())),
                 high_water: Cell::new(twistor::transport::DEFAULT_HIGH_WATER_MARK),
+                buffered: Cell::new(0),
             }),
         }
     }
@@ -89,6 +91,12 @@ impl StringTransport {
         *st.inner.peer.borrow_mut() = peer;
         *st.inner.host.borrow_mut() = host;
         st
+    }
+
+    /// Makes the transport say `bytes` are queued but unsent (its `buffered()`), as a real
+    /// connection to a slow reader would; 0 by default.
+    pub fn set_buffered(&self, bytes: usize) {
+        self.inner.buffered.set(bytes);
     }
 
     /// The handle to give the protocol.
@@ -189,7 +197,7 @@ impl TransportImpl for Inner {
     }
 
     fn buffered(&self) -> usize {
-        0
+        self.buffered.get()
     }
 
     fn pause_producing(&self) {
