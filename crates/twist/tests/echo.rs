@@ -282,6 +282,8 @@ fn listens_on_unix_sockets() {
         socat.args(["-", &format!("UNIX-CONNECT:{}", path.display())]);
         assert_eq!(run_with_input(socat, b"socat too\n"), b"socat too\n");
     }
+    // Closed first, or the shutdown would give it its grace period.
+    drop(s);
     server.signal(libc::SIGTERM);
     let (status, _) = server.wait();
     assert!(status.success());

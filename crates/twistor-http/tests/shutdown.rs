@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use support::{Server, connect, field, read_response};
-use twistor_http::server::{Render, Site, handler};
+use twistor_http::server::{Render, Request, Site, handler};
 
 thread_local! {
     /// The site, on the reactor thread that serves it.
     static SITE: RefCell<Option<Site>> = const { RefCell::new(None) };
-    /// Whether the slow request is being answered.
-    static SLOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The slow request, answered when the test says so.
+    static SLOW: RefCell<Option<Request>> = const { RefCell::new(None) };
 }
 
 /// Reads until the server closes; true if it did within the read timeout.
@@ -29,12 +29,9 @@ fn closes(s: &mut std::net::TcpStream) -> bool {
 #[test]
 fn a_drained_site_closes_idle_connections_and_finishes_responses_in_flight() {
     let server = Server::start(|reactor| {
-        let r = reactor.clone();
         let root = handler(move |req| {
             if req.path() == "/slow" {
-                SLOW.with(|s| s.set(true));
-                let req = req.clone();
-                r.call_later(Duration::from_millis(300), move || req.respond("slow"));
+                SLOW.with(|s| *s.borrow_mut() = Some(req.clone()));
                 return Render::Later;
             }
             "quick".into()
@@ -60,7 +57,7 @@ fn a_drained_site_closes_idle_connections_and_finishes_responses_in_flight() {
         let started = server.on_reactor(move |_| {
             SITE.with(|s| {
                 let site = s.borrow().clone().unwrap();
-                let ready = site.connection_count() == 2 && SLOW.with(|s| s.get());
+                let ready = site.connection_count() == 2 && SLOW.with(|s| s.borrow().is_some());
                 if ready {
                     site.drain()
                         .consume(move |r| d.store(r.is_ok(), Ordering::SeqCst));
@@ -79,6 +76,8 @@ fn a_drained_site_closes_idle_connections_and_finishes_responses_in_flight() {
         !drained.load(Ordering::SeqCst),
         "a response is still in flight"
     );
+    // Now the slow response is ready.
+    server.on_reactor(|_| SLOW.with(|s| s.borrow_mut().take().unwrap().respond("slow")));
     let (head, body) = read_response(&mut busy);
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     assert_eq!(field(&head, "connection").as_deref(), Some("close"));

@@ -720,7 +720,10 @@ impl StreamConnection {
             }
         }
         if let Some(slot) = producer {
-            slot.producer.stop_producing();
+            // User code, and the close must go on whatever it does.
+            caught("stop_producing of a producer", &self.peer, || {
+                slot.producer.stop_producing()
+            });
         }
         let transport = Transport::new(self.clone());
         if let Err(panicked) = self
@@ -733,7 +736,11 @@ impl StreamConnection {
             ));
         }
         if let Some(owner) = self.owner.take() {
-            owner.connection_lost(&reason);
+            caught(
+                "client_connection_lost of a client factory",
+                &self.peer,
+                || owner.connection_lost(&reason),
+            );
         }
         self.debug_invariants();
     }
@@ -867,6 +874,18 @@ impl StreamConnection {
         self.fd
             .with(|fd| f(SockRef::from(&fd)))
             .unwrap_or_else(|| Err(sys_closed()))
+    }
+}
+
+/// Runs user code on a connection's close path, reporting a panic instead of letting it
+/// stop the close.
+#[cold]
+fn caught(what: &str, peer: &Address, f: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        crate::reactor::report_panic(
+            format_args!("{what} (connection from {peer})"),
+            &crate::reactor::panic_message(&*panic),
+        );
     }
 }
 

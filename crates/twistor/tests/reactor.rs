@@ -409,3 +409,20 @@ fn run_until_returns_a_panic_that_stopped_the_reactor() {
         "{err}"
     );
 }
+
+/// A reactor driven by `iterate` cannot be stopped by a panic; its next `run` reports it
+/// at once instead of running on until something else stops it.
+#[test]
+fn a_panic_caught_while_iterating_is_returned_by_the_next_run() {
+    let reactor = twistor_testing::reactor();
+    reactor.call_soon(|| panic!("bug in a soon call"));
+    reactor.iterate(Duration::ZERO);
+    match reactor.run() {
+        Err(Error::UnhandledPanic { message, .. }) => assert!(message.contains("bug in a soon")),
+        other => panic!("expected the panic, got {other:?}"),
+    }
+    // Reported once: the reactor runs normally afterwards.
+    let r = reactor.clone();
+    reactor.call_when_running(move || r.stop());
+    reactor.run().unwrap();
+}

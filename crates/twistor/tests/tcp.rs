@@ -460,6 +460,58 @@ fn a_panicking_protocol_costs_only_its_connection() {
     assert_eq!(&echo, b"still here", "the other connection goes on");
 }
 
+/// A producer is user code the transport runs outside the protocol's callbacks: its panic
+/// too costs only that connection (it used to unwind out of `run`).
+#[test]
+fn a_panicking_producer_costs_only_its_connection() {
+    let reactor = twistor_testing::reactor();
+    reactor.set_unhandled_panic(UnhandledPanic::Ignore);
+    /// Writes once when registered; panics when asked for more (from the transport's
+    /// flush, once the first chunk has gone: outside any protocol callback).
+    struct Exploding(Transport, Cell<bool>);
+    impl Producer for Exploding {
+        fn pause_producing(&self) {}
+        fn resume_producing(&self) {
+            if self.1.replace(true) {
+                panic!("producer bug");
+            }
+            self.0.write(b"first chunk");
+        }
+        fn stop_producing(&self) {}
+    }
+    struct Fragile;
+    impl Protocol for Fragile {
+        fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            if data.starts_with(b"produce") {
+                // A pull producer is asked for data at once, and panics.
+                t.register_producer(Exploding(t.clone(), Cell::new(false)), false)
+                    .unwrap();
+                return;
+            }
+            t.write(data);
+        }
+    }
+    let port = local_listen(&reactor, factory(|_| Fragile));
+    let p = port.port();
+    let rx = client_thread(&reactor, p, move |mut victim| {
+        let mut other = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        victim.write_all(b"produce").unwrap();
+        let mut buf = Vec::new();
+        let closed = victim.read_to_end(&mut buf).is_ok() || buf.starts_with(b"first");
+        other.write_all(b"still here").unwrap();
+        let mut echo = [0u8; 10];
+        other.read_exact(&mut echo).unwrap();
+        (closed, echo)
+    });
+    reactor.run().unwrap();
+    let (closed, echo) = rx.recv().unwrap();
+    assert!(
+        closed,
+        "the connection with the panicking producer was dropped"
+    );
+    assert_eq!(&echo, b"still here", "the other connection goes on");
+}
+
 /// The same bug with the test kit's reactor (`UnhandledPanic::StopReactor`): the reactor
 /// stops, the test sees the panic, and every connection is closed.
 #[test]

@@ -180,7 +180,10 @@ pub struct LineSender {
 impl LineSender {
     /// Writes `line` followed by the connection's delimiter.
     pub fn send_line(&self, line: &[u8]) {
-        let delimiter = self.control.state.delimiter.borrow();
+        // Copied, not borrowed across the write: on an in-memory transport the write may
+        // run the peer, and through it this connection's handler, which may change the
+        // delimiter.
+        let delimiter = self.control.state.delimiter.borrow().clone();
         self.transport.write_sequence(&[line, &delimiter]);
     }
 

@@ -186,9 +186,14 @@ impl Reactor {
     /// [`set_unhandled_panic`](Reactor::set_unhandled_panic)).
     pub fn run(&self) -> Result<(), Error> {
         let inner = &*self.inner;
-        if inner.in_run.replace(true) {
+        if inner.in_run.get() {
             return Err(Error::AlreadyRunning);
         }
+        // A panic caught while the loop was driven by `iterate` (which cannot stop it).
+        if let Some(err) = self.take_panic() {
+            return Err(err);
+        }
+        inner.in_run.set(true);
         let _current = panics::Current::enter(&self.inner);
         inner.stopping.set(false);
         inner.exit.set(false);
@@ -565,16 +570,14 @@ impl Reactor {
             }
             let source = inner.sources.borrow().get(token.0).cloned();
             if let Some(source) = source {
-                source.ready(
-                    self,
-                    Readiness {
-                        readable: event.is_readable(),
-                        writable: event.is_writable(),
-                        read_closed: event.is_read_closed(),
-                        write_closed: event.is_write_closed(),
-                        error: event.is_error(),
-                    },
-                );
+                let readiness = Readiness {
+                    readable: event.is_readable(),
+                    writable: event.is_writable(),
+                    read_closed: event.is_read_closed(),
+                    write_closed: event.is_write_closed(),
+                    error: event.is_error(),
+                };
+                self.guarded(&source, |s| s.ready(self, readiness));
             }
         }
         drop(events);
@@ -645,9 +648,24 @@ impl Reactor {
                 return;
             }
             for source in batch.drain(..) {
-                source.flush(self);
+                self.guarded(&source, |s| s.flush(self));
             }
             *inner.dirty_spare.borrow_mut() = batch;
+        }
+    }
+
+    /// Runs one of `source`'s entry points. Protocol callbacks catch their own panics (the
+    /// guard); this catches the rest — a producer's or a client factory's callback run by
+    /// the source — so it costs only that source, which is shut down.
+    #[inline]
+    fn guarded(&self, source: &Rc<dyn Source>, f: impl FnOnce(Rc<dyn Source>)) {
+        let run = source.clone();
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(move || f(run))) {
+            report_panic(
+                format_args!("a callback of an event source (a producer, a client factory)"),
+                &panic_message(&*panic),
+            );
+            source.clone().shutdown(self);
         }
     }
 

@@ -29,7 +29,7 @@ pub enum UnhandledPanic {
     /// [`Reactor::run`] (and [`Reactor::run_until`]) return
     /// [`Error::UnhandledPanic`] with the first panic's message. For tests: a panicking
     /// callback fails the test instead of hanging it. A reactor driven by
-    /// [`Reactor::iterate`] is not stopped; its next `run` returns the error.
+    /// [`Reactor::iterate`] is not stopped; its next `run` returns the error at once.
     StopReactor,
 }
 
