@@ -577,7 +577,10 @@ impl Reactor {
                     write_closed: event.is_write_closed(),
                     error: event.is_error(),
                 };
-                self.guarded(&source, |s| s.ready(self, readiness));
+                // On a panic the source is looked up again by its token: cloning the
+                // handle on every event would cost the hot path.
+                let recover = || inner.sources.borrow().get(token.0).cloned();
+                self.guarded(source, recover, |s| s.ready(self, readiness));
             }
         }
         drop(events);
@@ -648,7 +651,8 @@ impl Reactor {
                 return;
             }
             for source in batch.drain(..) {
-                self.guarded(&source, |s| s.flush(self));
+                let again = source.clone();
+                self.guarded(source, move || Some(again), |s| s.flush(self));
             }
             *inner.dirty_spare.borrow_mut() = batch;
         }
@@ -657,15 +661,22 @@ impl Reactor {
     /// Runs one of `source`'s entry points. Protocol callbacks catch their own panics (the
     /// guard); this catches the rest — a producer's or a client factory's callback run by
     /// the source — so it costs only that source, which is shut down.
+    /// `recover` finds the source again for that.
     #[inline]
-    fn guarded(&self, source: &Rc<dyn Source>, f: impl FnOnce(Rc<dyn Source>)) {
-        let run = source.clone();
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(move || f(run))) {
+    fn guarded(
+        &self,
+        source: Rc<dyn Source>,
+        recover: impl FnOnce() -> Option<Rc<dyn Source>>,
+        f: impl FnOnce(Rc<dyn Source>),
+    ) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(move || f(source))) {
             report_panic(
                 format_args!("a callback of an event source (a producer, a client factory)"),
                 &panic_message(&*panic),
             );
-            source.clone().shutdown(self);
+            if let Some(source) = recover() {
+                source.shutdown(self);
+            }
         }
     }
 
