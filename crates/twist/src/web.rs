@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use twistor::endpoints::{Description, server_from_string};
+use twistor::endpoints::{Description, server_from_string, ssl_server_config};
 use twistor::reactor::WeakReactor;
 use twistor::reactor::{Phase, SystemEvent};
 use twistor::tcp::ListenOptions;
@@ -360,29 +360,8 @@ fn parse_listen(text: &str, reuse_port: bool) -> Result<Listen, Failure> {
         })
         .unwrap_or(50);
     let tls = if tls {
-        let key = d
-            .kwargs
-            .get("privateKey")
-            .ok_or_else(|| Failure::Usage(format!("{:?}: ssl needs privateKey=FILE", d.text)))?;
-        let config = ServerTlsConfig::from_pem_files(
-            key.as_str(),
-            d.kwargs.get("certKey").map(String::as_str),
-            d.kwargs.get("extraCertChain").map(String::as_str),
-        )
-        .map_err(|e| Failure::Usage(format!("{:?}: {e}", d.text)))?;
-        let handshake = match d.kwargs.get("handshakeTimeout") {
-            None => Some(twistor::tls::DEFAULT_HANDSHAKE_TIMEOUT),
-            Some(text) => Some(
-                crate::parse_seconds(text)
-                    .map_err(|e| Failure::Usage(format!("{:?}: handshakeTimeout: {e}", d.text)))?,
-            )
-            .filter(|t| !t.is_zero()),
-        };
-        Some(
-            config
-                .with_alpn(["http/1.1"])
-                .with_handshake_timeout(handshake),
-        )
+        let config = ssl_server_config(&d).map_err(usage)?;
+        Some(config.with_alpn(["http/1.1"]))
     } else {
         None
     };

@@ -305,18 +305,7 @@ fn ssl_server(reactor: &Reactor, d: &Description) -> Result<Box<dyn ServerEndpoi
         ],
     )?;
     let port = d.port(0, "port")?;
-    let handshake = handshake_timeout(d)?;
-    let key = d
-        .kwargs
-        .get("privateKey")
-        .ok_or_else(|| d.error("missing privateKey=KEY.pem"))?;
-    let config = crate::tls::ServerTlsConfig::from_pem_files(
-        key.as_str(),
-        d.kwargs.get("certKey").map(String::as_str),
-        d.kwargs.get("extraCertChain").map(String::as_str),
-    )
-    .map_err(|e| d.error(e.to_string()))?
-    .with_handshake_timeout(handshake);
+    let config = ssl_server_config(d)?;
     let interface = match d.kwargs.get("interface").map(String::as_str) {
         None | Some("") => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         Some(text) => text
@@ -420,6 +409,25 @@ fn unix_address_named(d: &Description, name: &str) -> Result<UnixAddress, Error>
 }
 
 /// The `timeout=SECONDS` option (default 30 seconds).
+/// The TLS server configuration an `ssl:` description names: `privateKey=KEY.pem`
+/// (required), `certKey=CERT.pem` (else the certificate is read from the key file),
+/// `extraCertChain=CHAIN.pem`, `handshakeTimeout=SECONDS` (`0` for none). For servers that
+/// read `ssl:` descriptions themselves (to add ALPN, say).
+pub fn ssl_server_config(d: &Description) -> Result<crate::tls::ServerTlsConfig, Error> {
+    let handshake = handshake_timeout(d)?;
+    let key = d
+        .kwargs
+        .get("privateKey")
+        .ok_or_else(|| d.error("missing privateKey=KEY.pem"))?;
+    Ok(crate::tls::ServerTlsConfig::from_pem_files(
+        key.as_str(),
+        d.kwargs.get("certKey").map(String::as_str),
+        d.kwargs.get("extraCertChain").map(String::as_str),
+    )
+    .map_err(|e| d.error(e.to_string()))?
+    .with_handshake_timeout(handshake))
+}
+
 /// `handshakeTimeout=SECONDS` (`0` for none); the default is
 /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::tls::DEFAULT_HANDSHAKE_TIMEOUT).
 fn handshake_timeout(d: &Description) -> Result<Option<Duration>, Error> {
