@@ -29,6 +29,7 @@
 
 pub mod address;
 mod adopt;
+pub mod application;
 pub mod connector;
 pub mod datagram;
 pub mod defer;

@@ -99,6 +99,14 @@ pub trait Protocol: Any {
     /// negotiated details are on the transport: downcast it to
     /// [`TlsTransport`](crate::tls::TlsTransport).
     fn handshake_completed(&mut self, _transport: &Transport) {}
+
+    /// The protocol this one wraps, for a wrapper that passes every callback on to another
+    /// protocol (as [`ClientService`](crate::application::ClientService) does to watch its
+    /// connection). [`Transport::call_later`] and `downcast_mut` look through it to find
+    /// the application's protocol. The default: `None`, this is no wrapper.
+    fn wrapped_protocol(&mut self) -> Option<&mut dyn Protocol> {
+        None
+    }
 }
 
 impl<P: Protocol + ?Sized> Protocol for Box<P> {
@@ -126,18 +134,25 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     fn handshake_completed(&mut self, transport: &Transport) {
         (**self).handshake_completed(transport)
     }
+    fn wrapped_protocol(&mut self) -> Option<&mut dyn Protocol> {
+        (**self).wrapped_protocol()
+    }
 }
 
 impl dyn Protocol {
     /// The protocol as a `P`, if it is one (looking through a `Box<dyn Protocol>` that
-    /// holds one).
+    /// holds one, and through wrappers that say what they wrap with
+    /// [`Protocol::wrapped_protocol`]).
     pub fn downcast_mut<P: Protocol>(&mut self) -> Option<&mut P> {
-        let any: &mut dyn Any = self;
-        if any.is::<P>() {
-            return any.downcast_mut::<P>();
+        let is = |p: &dyn Protocol, id: std::any::TypeId| (p as &dyn Any).type_id() == id;
+        if is(self, std::any::TypeId::of::<P>()) {
+            return (self as &mut dyn Any).downcast_mut::<P>();
         }
-        let inner = any.downcast_mut::<Box<dyn Protocol>>()?;
-        (**inner).downcast_mut::<P>()
+        if is(self, std::any::TypeId::of::<Box<dyn Protocol>>()) {
+            let inner = (self as &mut dyn Any).downcast_mut::<Box<dyn Protocol>>()?;
+            return (**inner).downcast_mut::<P>();
+        }
+        self.wrapped_protocol()?.downcast_mut::<P>()
     }
 }
 

@@ -136,7 +136,7 @@ struct Retry {
     reset_on_connect: Cell<bool>,
     call: RefCell<Option<DelayedCall>>,
     connector: RefCell<Option<Connector>>,
-    rng: Cell<u64>,
+    rng: Jitter,
 }
 
 impl<F: ClientFactory> ReconnectingClientFactory<F> {
@@ -152,10 +152,6 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
         backoff: Backoff,
         build: impl FnOnce(ReconnectControl) -> F,
     ) -> Rc<Self> {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
-            | 1;
         let retry = Rc::new(Retry {
             clock: Rc::new(clock),
             delay: Cell::new(backoff.initial_delay),
@@ -165,7 +161,7 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
             reset_on_connect: Cell::new(true),
             call: RefCell::new(None),
             connector: RefCell::new(None),
-            rng: Cell::new(seed),
+            rng: Jitter::new(),
         });
         let control = ReconnectControl {
             retry: Rc::downgrade(&retry),
@@ -195,7 +191,7 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
 
     /// Seeds the jitter's random numbers, for reproducible tests.
     pub fn seed(&self, seed: u64) {
-        self.retry.rng.set(seed | 1);
+        self.retry.rng.seed(seed);
     }
 
     /// The delay the last retry was scheduled with (or the initial delay), in seconds.
@@ -284,10 +280,10 @@ impl Retry {
             );
             return;
         }
-        let mut delay = (self.delay.get() * self.backoff.factor).min(self.backoff.max_delay);
-        if self.backoff.jitter > 0.0 {
-            delay = (delay + self.next_normal() * delay * self.backoff.jitter).max(0.0);
-        }
+        let delay = self.backoff.jittered(
+            (self.delay.get() * self.backoff.factor).min(self.backoff.max_delay),
+            &self.rng,
+        );
         self.delay.set(delay);
         tracing::info!("{log_prefix} will retry in {} seconds", Seconds(delay));
         let target = connector.clone();
@@ -317,8 +313,45 @@ impl Retry {
         self.call.borrow_mut().take();
         self.continue_trying.set(true);
     }
+}
 
-    /// A standard normal variate (Box–Muller over xorshift64*).
+impl Backoff {
+    /// The delay before retry number `attempt` (1 for the first): `initial_delay *
+    /// factor^attempt`, at most `max_delay`, with jitter drawn from `rng`.
+    pub(crate) fn delay_for(&self, attempt: u32, rng: &Jitter) -> f64 {
+        let exponent = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let delay = (self.initial_delay * self.factor.powi(exponent)).min(self.max_delay);
+        self.jittered(delay, rng)
+    }
+
+    /// `delay` moved by this policy's relative jitter (never below zero).
+    fn jittered(&self, delay: f64, rng: &Jitter) -> f64 {
+        if self.jitter > 0.0 {
+            (delay + rng.next_normal() * delay * self.jitter).max(0.0)
+        } else {
+            delay
+        }
+    }
+}
+
+/// The random numbers behind backoff jitter: xorshift64*, seeded from the time of day
+/// (this spreads clients out; it is no secret).
+pub(crate) struct Jitter(Cell<u64>);
+
+impl Jitter {
+    pub(crate) fn new() -> Jitter {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64);
+        Jitter(Cell::new(seed | 1))
+    }
+
+    /// Restarts the sequence from `seed`, for reproducible tests.
+    pub(crate) fn seed(&self, seed: u64) {
+        self.0.set(seed | 1);
+    }
+
+    /// A standard normal variate (Box–Muller).
     fn next_normal(&self) -> f64 {
         let u1 = self.next_unit().max(f64::MIN_POSITIVE);
         let u2 = self.next_unit();
@@ -326,11 +359,11 @@ impl Retry {
     }
 
     fn next_unit(&self) -> f64 {
-        let mut x = self.rng.get();
+        let mut x = self.0.get();
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        self.rng.set(x);
+        self.0.set(x);
         (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
 }

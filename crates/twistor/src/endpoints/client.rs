@@ -166,4 +166,8 @@ impl Protocol for Announce {
     fn handshake_completed(&mut self, transport: &Transport) {
         self.inner.handshake_completed(transport)
     }
+
+    fn wrapped_protocol(&mut self) -> Option<&mut dyn Protocol> {
+        Some(&mut *self.inner)
+    }
 }
