@@ -7,6 +7,7 @@ use twistor::protocol::{Protocol, factory};
 use twistor::{Reactor, Transport};
 
 use crate::Failure;
+use crate::serve::{Server, sources};
 
 /// Options of `twist echo`.
 #[derive(clap::Args)]
@@ -70,21 +71,15 @@ pub fn run(options: Options) -> Result<(), Failure> {
     let echo_factory: Rc<dyn twistor::Factory> = factory(|_addr| Echo);
     // Serving only standard I/O, the service is done when that connection is.
     let stdio_only = endpoints.iter().all(|e| e.describe() == "stdio:");
-    let mut ports = Vec::new();
-    for endpoint in &endpoints {
+    let server = Server::new(&reactor, sources(&reactor), || {});
+    for endpoint in endpoints {
         let factory = if endpoint.describe() == "stdio:" && stdio_only {
             let r = reactor.clone();
             twistor::protocol::factory(move |_addr| StopWhenDone { reactor: r.clone() })
         } else {
             echo_factory.clone()
         };
-        // Listening on these endpoints completes at once; a failure is known here.
-        match endpoint.listen(factory).try_result() {
-            Some(Ok(port)) => ports.push(port),
-            Some(Err(failure)) => return Err(Failure::Runtime(failure.to_string())),
-            None => {}
-        }
+        server.listen(endpoint, factory);
     }
-    crate::shutdown::drain_on_shutdown(&reactor, ports, || {}, crate::shutdown::sources(&reactor));
-    reactor.run().map_err(|e| Failure::Runtime(e.to_string()))
+    server.run()
 }

@@ -7,7 +7,7 @@
 
 mod echo;
 mod portforward;
-mod shutdown;
+mod serve;
 mod web;
 
 use std::process::ExitCode;
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     twistor_protocols::haproxy::register();
-    shutdown::set_grace(cli.shutdown_timeout);
+    serve::set_grace(cli.shutdown_timeout);
     let result = match cli.service {
         Service::Echo(options) => echo::run(options),
         Service::Portforward(options) => portforward::run(options),

@@ -7,6 +7,7 @@ use twistor::endpoints::server_from_string;
 use twistor_protocols::portforward::ProxyFactory;
 
 use crate::Failure;
+use crate::serve::{Server, sources};
 
 /// Options of `twist portforward`.
 #[derive(clap::Args)]
@@ -62,15 +63,11 @@ pub fn run(options: Options) -> Result<(), Failure> {
     let forward = ProxyFactory::new(reactor.clone(), &host, port);
     forward.set_drain_timeout(options.drain_timeout);
     let proxy: Rc<dyn twistor::Factory> = forward;
-    let mut ports = Vec::new();
-    for endpoint in &endpoints {
-        match endpoint.listen(proxy.clone()).try_result() {
-            Some(Ok(port)) => ports.push(port),
-            Some(Err(failure)) => return Err(Failure::Runtime(failure.to_string())),
-            None => {}
-        }
+    let server = Server::new(&reactor, sources(&reactor), || {});
+    for endpoint in endpoints {
+        server.listen(endpoint, proxy.clone());
     }
-    crate::shutdown::drain_on_shutdown(&reactor, ports, || {}, crate::shutdown::sources(&reactor));
+    server.start()?;
     tracing::info!("forwarding to {host}:{port}");
     reactor.run().map_err(|e| Failure::Runtime(e.to_string()))
 }

@@ -15,12 +15,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use twistor::endpoints::{Description, server_from_string, ssl_server_config};
+use twistor::application::{Service, StreamServerEndpointService};
+use twistor::defer::Deferred;
+use twistor::endpoints::{
+    Description, ServerEndpoint, SslServerEndpoint, TcpServerEndpoint, server_from_string,
+    ssl_server_config,
+};
 use twistor::reactor::WeakReactor;
-use twistor::reactor::{Phase, SystemEvent};
 use twistor::tcp::ListenOptions;
 use twistor::tls::ServerTlsConfig;
-use twistor::{Factory, ListeningPort, Reactor, ReactorHandle};
+use twistor::{Factory, Reactor, ReactorHandle};
 use twistor_http::proxy::ReverseProxy;
 use twistor_http::server::{
     AccessLog, AccessLogEntry, Resource, ServerOptions, Site, combined_log_line,
@@ -28,6 +32,7 @@ use twistor_http::server::{
 use twistor_http::static_files::StaticFile;
 
 use crate::Failure;
+use crate::serve::Server;
 
 /// Options of `twist web`.
 #[derive(clap::Args)]
@@ -96,44 +101,44 @@ pub fn run(options: Options) -> Result<(), Failure> {
         send_timeout: Duration::from_secs(options.send_timeout),
     };
     let reactor = crate::service_reactor()?;
-    // Check everything before listening anywhere, so a typo fails fast.
+    // Everything is checked before anything listens, so a typo fails fast.
     let (site, log) = build_site(&reactor, &content, tuning)?;
     if options.workers == 1 {
         // `ssl:` is read here, so its listeners offer ALPN `http/1.1`; the rest are
         // whatever endpoint types the engine knows.
-        let mut tls = Vec::new();
         let mut endpoints = Vec::new();
         for text in &options.listen {
-            if is_ssl(text) {
-                tls.push(parse_listen(text, false)?);
+            endpoints.push(if is_ssl(text) {
+                parse_listen(text, false)?.endpoint(&reactor)
             } else {
-                endpoints.push(
-                    server_from_string(&reactor, text)
-                        .map_err(|e| Failure::Usage(e.to_string()))?,
-                );
-            }
+                server_from_string(&reactor, text).map_err(|e| Failure::Usage(e.to_string()))?
+            });
         }
+        let server = site_server(&reactor, &site, || 0);
         let factory: Rc<dyn Factory> = Rc::new(site.clone());
-        let mut ports = Vec::new();
-        for listen in tls {
-            ports.push(listen.start(&reactor, factory.clone())?);
+        for endpoint in endpoints {
+            server.listen(endpoint, factory.clone());
         }
-        for endpoint in &endpoints {
-            // Listening on these endpoints completes at once; a failure is known here.
-            match endpoint.listen(factory.clone()).try_result() {
-                Some(Ok(port)) => ports.push(port),
-                Some(Err(failure)) => return Err(Failure::Runtime(failure.to_string())),
-                None => {}
-            }
-        }
-        drain_site_on_shutdown(&reactor, ports, &site, || 0);
-        let result = reactor.run().map_err(|e| Failure::Runtime(e.to_string()));
+        let result = server.run();
         flush_log(&log);
         return result;
     }
     let result = run_workers(&reactor, site, content, tuning, &options);
     flush_log(&log);
     result
+}
+
+/// The services of a site: shutdown closes its listeners, closes its idle connections and
+/// lets busy ones finish their response ([`Site::drain`]), and waits for them (and for
+/// `elsewhere()` more, such as worker threads still draining) up to the grace period.
+fn site_server(reactor: &Reactor, site: &Site, elsewhere: impl Fn() -> usize + 'static) -> Server {
+    let (draining, counted) = (site.clone(), site.clone());
+    Server::new(
+        reactor,
+        move || counted.connection_count() + elsewhere(),
+        // Completion is watched through the connection count.
+        move || drop(draining.drain()),
+    )
 }
 
 /// One reactor per worker, each on its own thread with its own listeners sharing the
@@ -151,22 +156,53 @@ fn run_workers(
         .iter()
         .map(|text| parse_listen(text, true))
         .collect::<Result<Vec<_>, _>>()?;
-    // The first worker binds first, so a port of 0 becomes the same port for all.
-    let factory: Rc<dyn Factory> = Rc::new(site.clone());
-    let mut bound = Vec::new();
-    let mut ports = Vec::new();
-    for listen in listens {
-        let port = listen.port;
-        let listening = listen.start(reactor, factory.clone())?;
-        bound.push((listen.text, if port == 0 { listening.port() } else { port }));
-        ports.push(listening);
-    }
     // Worker threads whose reactor still runs (each drains on its own at shutdown).
     let running = Arc::new(AtomicUsize::new(0));
-    let mut workers: Vec<(ReactorHandle, std::thread::JoinHandle<()>)> = Vec::new();
-    for n in 1..options.workers {
+    let counted = running.clone();
+    let server = site_server(reactor, &site, move || counted.load(Ordering::SeqCst));
+    let factory: Rc<dyn Factory> = Rc::new(site.clone());
+    let listening = listens
+        .into_iter()
+        .map(|listen| {
+            let service = server.listen(listen.endpoint(reactor), factory.clone());
+            (listen, service)
+        })
+        .collect();
+    let workers = Rc::new(Workers {
+        count: options.workers,
+        content,
+        tuning,
+        listening,
+        running,
+        threads: RefCell::new(Vec::new()),
+    });
+    // Started after the listeners (the first worker binds first, so a port of 0 becomes
+    // the same port for all), stopped before them.
+    server.add(workers.clone());
+    let result = server.run();
+    // Whatever is left (the grace period passed, or a second signal came) is cut.
+    workers.stop_all();
+    result
+}
+
+/// The worker threads beyond the first, as a service: started once this thread listens,
+/// told to stop (each closes its listeners and drains) when the server stops.
+struct Workers {
+    count: usize,
+    content: Content,
+    tuning: Tuning,
+    /// This thread's listeners, and what they were made from.
+    listening: Vec<(Listen, Rc<StreamServerEndpointService>)>,
+    running: Arc<AtomicUsize>,
+    threads: RefCell<Vec<(ReactorHandle, std::thread::JoinHandle<()>)>>,
+}
+
+impl Workers {
+    fn start_one(&self, n: usize, bound: &[(String, u16)]) -> Result<(), String> {
         let (tx, rx) = mpsc::channel::<Result<ReactorHandle, String>>();
-        let (content, bound, running) = (content.clone(), bound.clone(), running.clone());
+        let (content, bound, running) =
+            (self.content.clone(), bound.to_vec(), self.running.clone());
+        let tuning = self.tuning;
         running.fetch_add(1, Ordering::SeqCst);
         let thread = std::thread::Builder::new()
             .name(format!("web-worker-{n}"))
@@ -174,57 +210,66 @@ fn run_workers(
                 worker(content, bound, tuning, tx);
                 running.fetch_sub(1, Ordering::SeqCst);
             })
-            .map_err(|e| Failure::Runtime(format!("cannot start a worker: {e}")))?;
+            .map_err(|e| {
+                self.running.fetch_sub(1, Ordering::SeqCst);
+                format!("cannot start a worker: {e}")
+            })?;
         match rx.recv() {
-            Ok(Ok(handle)) => workers.push((handle, thread)),
-            Ok(Err(e)) => {
-                stop_workers(workers);
-                return Err(Failure::Runtime(e));
+            Ok(Ok(handle)) => {
+                self.threads.borrow_mut().push((handle, thread));
+                Ok(())
             }
-            Err(_) => {
-                stop_workers(workers);
-                return Err(Failure::Runtime("a worker died while starting".into()));
-            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("a worker died while starting".into()),
         }
     }
-    tracing::info!("serving with {} workers", options.workers);
-    // At shutdown the workers are told to stop (each closes its listeners and drains), and
-    // this one waits for its own connections and for them.
-    let handles: Vec<ReactorHandle> = workers.iter().map(|(h, _)| h.clone()).collect();
-    drain_site_on_shutdown(reactor, ports, &site, move || {
-        running.load(Ordering::SeqCst)
-    });
-    reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
-        for handle in &handles {
-            let _ = handle.call_from_thread(|r| r.stop());
+
+    /// Stops every worker at once and waits for its thread.
+    fn stop_all(&self) {
+        let threads = std::mem::take(&mut *self.threads.borrow_mut());
+        for (handle, _) in &threads {
+            let _ = handle.call_from_thread(|r| r.stop_now());
         }
-        None
-    });
-    let result = reactor.run().map_err(|e| Failure::Runtime(e.to_string()));
-    // Whatever is left (the grace period passed, or a second signal came) is cut.
-    stop_workers(workers);
-    result
+        for (_, thread) in threads {
+            let _ = thread.join();
+        }
+    }
 }
 
-/// Graceful shutdown for a site: its listeners close, its idle connections close and busy
-/// ones finish their response ([`Site::drain`]), and shutdown waits for them (and for
-/// `elsewhere()` more, such as worker threads still draining) up to the grace period.
-fn drain_site_on_shutdown(
-    reactor: &Reactor,
-    ports: Vec<ListeningPort>,
-    site: &Site,
-    elsewhere: impl Fn() -> usize + 'static,
-) {
-    let (draining, counted) = (site.clone(), site.clone());
-    crate::shutdown::drain_on_shutdown(
-        reactor,
-        ports,
-        move || {
-            // Completion is watched through the connection count below.
-            drop(draining.drain());
-        },
-        move || counted.connection_count() + elsewhere(),
-    );
+impl Service for Workers {
+    fn start_service(&self) -> Result<(), twistor::defer::Failure> {
+        let bound: Vec<(String, u16)> = self
+            .listening
+            .iter()
+            .map(|(listen, service)| {
+                let port = match listen.port {
+                    0 => service.port().map_or(0, |p| p.port()),
+                    port => port,
+                };
+                (listen.text.clone(), port)
+            })
+            .collect();
+        for n in 1..self.count {
+            if let Err(e) = self.start_one(n, &bound) {
+                self.stop_all();
+                return Err(twistor::defer::Failure::msg(e));
+            }
+        }
+        tracing::info!("serving with {} workers", self.count);
+        Ok(())
+    }
+
+    /// Tells each worker to stop; this thread's drain counts them until they have.
+    fn stop_service(&self) -> Deferred<()> {
+        for (handle, _) in self.threads.borrow().iter() {
+            let _ = handle.call_from_thread(|r| r.stop());
+        }
+        Deferred::succeeded(())
+    }
+
+    fn running(&self) -> bool {
+        !self.threads.borrow().is_empty()
+    }
 }
 
 fn worker(
@@ -247,36 +292,29 @@ fn worker(
             return;
         }
     };
+    let server = site_server(&reactor, &site, || 0);
     let factory: Rc<dyn Factory> = Rc::new(site.clone());
-    let mut ports = Vec::new();
     for (text, port) in &bound {
-        let started = parse_listen(text, true).and_then(|mut listen| {
-            listen.port = *port;
-            listen.start(&reactor, factory.clone())
-        });
-        match started {
-            Ok(listening) => ports.push(listening),
+        match parse_listen(text, true) {
+            Ok(mut listen) => {
+                listen.port = *port;
+                server.listen(listen.endpoint(&reactor), factory.clone());
+            }
             Err(Failure::Usage(e) | Failure::Runtime(e)) => {
                 let _ = tx.send(Err(e));
                 return;
             }
         }
     }
-    drain_site_on_shutdown(&reactor, ports, &site, || 0);
+    if let Err(Failure::Usage(e) | Failure::Runtime(e)) = server.start() {
+        let _ = tx.send(Err(e));
+        return;
+    }
     let _ = tx.send(Ok(reactor.handle()));
     if let Err(e) = reactor.run() {
         tracing::error!("worker stopped: {e}");
     }
     flush_log(&log);
-}
-
-fn stop_workers(workers: Vec<(ReactorHandle, std::thread::JoinHandle<()>)>) {
-    for (handle, _) in &workers {
-        let _ = handle.call_from_thread(|r| r.stop_now());
-    }
-    for (_, thread) in workers {
-        let _ = thread.join();
-    }
 }
 
 /// A `tcp:`, `tcp6:` or `ssl:` description read by `twist web` itself: for
@@ -289,15 +327,21 @@ struct Listen {
 }
 
 impl Listen {
-    /// Listens; returns the listening port.
-    fn start(&self, reactor: &Reactor, factory: Rc<dyn Factory>) -> Result<ListeningPort, Failure> {
-        let port = match &self.tls {
-            Some(config) => {
-                reactor.listen_ssl_with(self.port, factory, config.clone(), self.options.clone())
-            }
-            None => reactor.listen_tcp_with(self.port, factory, self.options.clone()),
-        };
-        port.map_err(|e| Failure::Runtime(e.to_string()))
+    /// The endpoint that listens as this description says.
+    fn endpoint(&self, reactor: &Reactor) -> Box<dyn ServerEndpoint> {
+        match &self.tls {
+            Some(config) => Box::new(SslServerEndpoint::new(
+                reactor,
+                self.port,
+                self.options.clone(),
+                config.clone(),
+            )),
+            None => Box::new(TcpServerEndpoint::new(
+                reactor,
+                self.port,
+                self.options.clone(),
+            )),
+        }
     }
 }
 
