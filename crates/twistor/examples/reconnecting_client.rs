@@ -1,14 +1,19 @@
-//! A client that reconnects: it says hello each time it connects, prints each line the
-//! server sends, and stops for good (no more retries) when the server says `bye`.
+//! A client that reconnects (Twisted's `ClientService`): it says hello each time it
+//! connects, prints each line the server sends, and when the server says `bye` it stops the
+//! program, which stops the service: the connection is closed and no retry follows.
 //!
 //! `cargo run --example reconnecting_client -- PORT`
 
-use twistor::protocol::{ClientFactory, Factory};
-use twistor::reconnect::{Backoff, ReconnectControl, ReconnectingClientFactory};
-use twistor::{Address, CloseReason, Connector, Protocol, Reactor, Transport};
+use std::rc::Rc;
+
+use twistor::application::{self, ClientService};
+use twistor::endpoints::client_from_string;
+use twistor::protocol::factory;
+use twistor::reactor::WeakReactor;
+use twistor::{Protocol, Reactor, Transport};
 
 struct Greeter {
-    retry: ReconnectControl,
+    reactor: WeakReactor,
 }
 
 impl Protocol for Greeter {
@@ -16,34 +21,14 @@ impl Protocol for Greeter {
         transport.write(b"hello\n");
     }
 
-    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+    fn data_received(&mut self, _transport: &Transport, data: &[u8]) {
         for line in String::from_utf8_lossy(data).lines() {
             println!("server said: {line}");
-            if line == "bye" {
-                self.retry.stop_trying(); // Twisted's self.factory.stopTrying()
-                transport.lose_connection();
+            if line == "bye"
+                && let Some(reactor) = self.reactor.upgrade()
+            {
+                reactor.stop(); // stops the service first, which closes the connection
             }
-        }
-    }
-}
-
-/// Builds greeters, and stops the reactor once the reconnecting factory gives up.
-struct Greeters {
-    retry: ReconnectControl,
-    reactor: Reactor,
-}
-
-impl Factory for Greeters {
-    fn build_protocol(&self, _addr: &Address) -> Option<Box<dyn Protocol>> {
-        let retry = self.retry.clone();
-        Some(Box::new(Greeter { retry }))
-    }
-}
-
-impl ClientFactory for Greeters {
-    fn client_connection_lost(&self, _connector: &Connector, _reason: &CloseReason) {
-        if !self.retry.continue_trying() {
-            self.reactor.stop();
         }
     }
 }
@@ -54,12 +39,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: reconnecting_client PORT")?
         .parse()?;
     let reactor = Reactor::new()?;
-    let backoff = Backoff::default().initial_delay(0.1).max_delay(1.0);
-    let r = reactor.clone();
-    let retrying = ReconnectingClientFactory::with_control(reactor.clone(), backoff, |retry| {
-        Greeters { retry, reactor: r }
+    let endpoint = client_from_string(&reactor, &format!("tcp:127.0.0.1:{port}"))?;
+    let weak = reactor.downgrade();
+    let greeters = factory(move |_addr| Greeter {
+        reactor: weak.clone(),
     });
-    reactor.connect_tcp("127.0.0.1", port, retrying);
-    reactor.run()?;
+    let backoff = ClientService::default_backoff()
+        .initial_delay(0.1)
+        .max_delay(1.0);
+    let service = ClientService::new(reactor.clone(), endpoint, greeters).with_backoff(backoff);
+    application::run(&reactor, Rc::new(service))?;
     Ok(())
 }
