@@ -653,3 +653,58 @@ fn a_port_in_use_fails_the_start_and_names_the_address() {
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(text.contains("starting service \"web\""), "{text}");
 }
+
+#[test]
+fn a_connection_counts_once_prepared_and_a_failed_preparation_retries() {
+    let prepared: Rc<RefCell<Vec<Deferred<()>>>> = Rc::default();
+    let clock = Clock::new();
+    let endpoint = FakeEndpoint::default();
+    let p = prepared.clone();
+    let service = ClientService::new(
+        clock.clone(),
+        Box::new(endpoint.clone()),
+        factory(|_| Counted {
+            made: Rc::default(),
+        }),
+    )
+    .with_backoff(
+        Backoff::default()
+            .initial_delay(1.0)
+            .factor(1.0)
+            .jitter(0.0),
+    )
+    .with_prepare(move |transport| {
+        transport.write(b" login");
+        let d = Deferred::new();
+        p.borrow_mut().push(d.clone());
+        d
+    });
+    service.start_service().unwrap();
+    let connected = service.when_connected();
+    let mut first = endpoint.accept();
+    assert_eq!(
+        first.transport.value(),
+        b"hello login",
+        "prepared after connection_made"
+    );
+    assert!(
+        !connected.called(),
+        "not connected before the preparation succeeds"
+    );
+    assert!(service.transport().is_none());
+
+    // The preparation fails: the connection is closed and retried.
+    let d = prepared.borrow_mut().remove(0);
+    d.errback(Failure::msg("login refused")).unwrap();
+    assert!(first.transport.aborted());
+    first.protocol.connection_lost(&twistor::CloseReason::Done);
+    assert!(!connected.called());
+    assert_eq!(service.failures(), 1);
+    clock.advance(Duration::from_secs(1));
+    let second = endpoint.accept();
+    let d = prepared.borrow_mut().remove(0);
+    d.callback(()).unwrap();
+    let transport = connected.try_result().unwrap().unwrap();
+    assert!(transport.ptr_eq(&second.transport.transport()));
+    assert_eq!(service.failures(), 0);
+}

@@ -63,9 +63,13 @@ struct Inner {
     factory: Rc<dyn Factory>,
     clock: Rc<dyn ReactorTime>,
     backoff: RefCell<Backoff>,
+    prepare: Option<Prepare>,
     rng: Jitter,
     st: RefCell<State>,
 }
+
+/// Readies a new connection before it counts as connected (a login, say).
+type Prepare = Box<dyn Fn(&Transport) -> Deferred<()>>;
 
 /// What the service is doing.
 enum Phase {
@@ -74,6 +78,8 @@ enum Phase {
     Connecting(Deferred<Transport>),
     /// Waiting to try again.
     Waiting(DelayedCall),
+    /// Connected, and the prepare function's Deferred has not fired yet.
+    Preparing(Transport),
     Connected(Transport),
     /// Stopping: closing the connection; the Deferreds fire once it is closed.
     Closing(Vec<Deferred<()>>),
@@ -107,6 +113,7 @@ impl ClientService {
                 factory,
                 clock: Rc::new(clock),
                 backoff: RefCell::new(ClientService::default_backoff()),
+                prepare: None,
                 rng: Jitter::new(),
                 st: RefCell::new(State {
                     phase: Phase::Stopped,
@@ -136,6 +143,18 @@ impl ClientService {
         self
     }
 
+    /// Readies each new connection with `prepare` before it counts as connected (Twisted's
+    /// `prepareConnection`): `when_connected` fires once its Deferred has succeeded. If it
+    /// fails, the failure is logged and the connection closed (and retried).
+    ///
+    /// Panics if called after the service was shared (it is a builder method).
+    pub fn with_prepare(mut self, prepare: impl Fn(&Transport) -> Deferred<()> + 'static) -> Self {
+        Rc::get_mut(&mut self.inner)
+            .expect("with_prepare is called while building the service")
+            .prepare = Some(Box::new(prepare));
+        self
+    }
+
     /// Seeds the jitter's random numbers, for reproducible tests.
     pub fn seed(&self, seed: u64) {
         self.inner.rng.seed(seed);
@@ -161,7 +180,7 @@ impl ClientService {
                 return Deferred::failed(DeferredError::Cancelled);
             }
             Phase::GaveUp => return Deferred::failed(st.give_up_failure()),
-            Phase::Connecting(_) | Phase::Waiting(_) => {}
+            Phase::Connecting(_) | Phase::Waiting(_) | Phase::Preparing(_) => {}
         }
         if let Some(limit) = limit
             && st.failures >= limit
@@ -227,15 +246,36 @@ impl Inner {
         }
         match result {
             Ok(transport) => {
-                st.failures = 0;
-                st.last_failure = None;
-                st.phase = Phase::Connected(transport.clone());
-                let waiting = std::mem::take(&mut st.waiting);
+                let Some(prepare) = &self.prepare else {
+                    drop(st);
+                    self.connected(attempt, transport);
+                    return;
+                };
+                st.phase = Phase::Preparing(transport.clone());
                 drop(st);
-                tracing::info!("connected to {}", self.endpoint.describe());
-                for (d, _) in waiting {
-                    let _ = d.callback(transport.clone());
-                }
+                let weak = Rc::downgrade(self);
+                let t = transport.clone();
+                prepare(&transport).consume(move |result| {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let current = {
+                        let st = inner.st.borrow();
+                        st.attempt == attempt && matches!(st.phase, Phase::Preparing(_))
+                    };
+                    match result {
+                        Ok(()) if current => inner.connected(attempt, t),
+                        Ok(()) => {}
+                        Err(failure) => {
+                            tracing::warn!(
+                                "preparing the connection to {} failed: {failure}",
+                                inner.endpoint.describe()
+                            );
+                            if current {
+                                inner.st.borrow_mut().last_failure = Some(failure);
+                                t.abort_connection();
+                            }
+                        }
+                    }
+                });
             }
             Err(failure) => {
                 tracing::info!(
@@ -246,6 +286,23 @@ impl Inner {
                 drop(st);
                 self.failed();
             }
+        }
+    }
+
+    /// The connection of attempt `attempt` is up (and ready).
+    fn connected(self: &Rc<Self>, attempt: u64, transport: Transport) {
+        let mut st = self.st.borrow_mut();
+        if st.attempt != attempt {
+            return;
+        }
+        st.failures = 0;
+        st.last_failure = None;
+        st.phase = Phase::Connected(transport.clone());
+        let waiting = std::mem::take(&mut st.waiting);
+        drop(st);
+        tracing::info!("connected to {}", self.endpoint.describe());
+        for (d, _) in waiting {
+            let _ = d.callback(transport.clone());
         }
     }
 
@@ -262,12 +319,14 @@ impl Inner {
                     let _ = d.callback(());
                 }
             }
-            Phase::Connected(_) | Phase::Connecting(_) => {
+            Phase::Connected(_) | Phase::Connecting(_) | Phase::Preparing(_) => {
                 tracing::info!("connection to {} lost: {reason}", self.endpoint.describe());
                 // An attempt whose connection went before its Deferred fired: make the
                 // Deferred's outcome stale.
                 st.attempt += 1;
-                st.last_failure = Some(Failure::msg(format!("connection lost: {reason}")));
+                if st.last_failure.is_none() {
+                    st.last_failure = Some(Failure::msg(format!("connection lost: {reason}")));
+                }
                 drop(st);
                 self.failed();
             }
@@ -337,7 +396,7 @@ impl Service for ClientService {
         let mut st = self.inner.st.borrow_mut();
         let waiting = std::mem::take(&mut st.waiting);
         let done = match std::mem::replace(&mut st.phase, Phase::Stopped) {
-            Phase::Connected(transport) => {
+            Phase::Connected(transport) | Phase::Preparing(transport) => {
                 let d = Deferred::new();
                 st.phase = Phase::Closing(vec![d.clone()]);
                 drop(st);
