@@ -398,52 +398,8 @@ impl Channel {
             st.body_paused = false;
         }
         let request = Request::from_inner(inner.clone());
-        let rendered = catch_unwind(AssertUnwindSafe(|| {
-            let resource = self.locate(&request);
-            resource.render(&request)
-        }));
-        match rendered {
-            Ok(Render::Body(body)) => self.respond(&inner, body),
-            Ok(Render::Later) => {}
-            Ok(Render::Deferred(d)) => {
-                inner.resp.borrow_mut().pending = Some(d.clone());
-                let request = request.clone();
-                d.consume(move |result| {
-                    request.inner.resp.borrow_mut().pending = None;
-                    match result {
-                        Ok(body) => request.respond(body),
-                        Err(failure) => internal_error(&request, &failure.to_string()),
-                    }
-                });
-            }
-            Err(panic) => {
-                let message = panic_message(&*panic);
-                tracing::error!("rendering {} panicked: {message}", request.path());
-                internal_error(&request, &message);
-            }
-        }
-    }
-
-    /// Walks the tree from the root (Twisted's `getChildForRequest`).
-    fn locate(&self, request: &Request) -> Rc<dyn Resource> {
-        let mut resource = self.site.root.clone();
-        let path = request.path();
-        if !path.starts_with('/') {
-            request.inner.postpath_at.set(path.len() + 1);
-            return resource;
-        }
-        let mut pos = 1;
-        while !resource.is_leaf() && pos <= path.len() {
-            let end = path[pos..].find('/').map_or(path.len(), |i| pos + i);
-            let segment = percent_decode(&path[pos..end]);
-            request.inner.postpath_at.set(end + 1);
-            resource = match resource.child(&segment, request) {
-                Some(child) => child,
-                None => return Rc::new(NotFound),
-            };
-            pos = end + 1;
-        }
-        resource
+        let root = self.site.root.clone();
+        render_into(&request, || locate(root, &request));
     }
 
     fn body_data(&self, data: Bytes) {
@@ -1182,4 +1138,53 @@ fn internal_error(request: &Request, detail: &str) {
     ) {
         request.respond(body);
     }
+}
+
+/// Renders what `find` finds for `request` and sends what the resource gives back: a body
+/// now, later through the request, or when a Deferred fires; a panic is a 500.
+pub(crate) fn render_into(request: &Request, find: impl FnOnce() -> Rc<dyn Resource>) {
+    let rendered = catch_unwind(AssertUnwindSafe(|| find().render(request)));
+    match rendered {
+        Ok(Render::Body(body)) => request.respond(body),
+        Ok(Render::Later) => {}
+        Ok(Render::Deferred(d)) => {
+            request.inner.resp.borrow_mut().pending = Some(d.clone());
+            let request = request.clone();
+            d.consume(move |result| {
+                request.inner.resp.borrow_mut().pending = None;
+                match result {
+                    Ok(body) => request.respond(body),
+                    Err(failure) => internal_error(&request, &failure.to_string()),
+                }
+            });
+        }
+        Err(panic) => {
+            let message = panic_message(&*panic);
+            tracing::error!("rendering {} panicked: {message}", request.path());
+            internal_error(request, &message);
+        }
+    }
+}
+
+/// Walks the tree from `resource` over the request's postpath (Twisted's
+/// `getChildForRequest`): from the site's root for a new request, or from the resource a
+/// leaf hands the rest of the path to (as the authentication guard does).
+pub(crate) fn locate(mut resource: Rc<dyn Resource>, request: &Request) -> Rc<dyn Resource> {
+    let path = request.path();
+    if !path.starts_with('/') {
+        request.inner.postpath_at.set(path.len() + 1);
+        return resource;
+    }
+    let mut pos = request.inner.postpath_at.get().max(1);
+    while !resource.is_leaf() && pos <= path.len() {
+        let end = path[pos..].find('/').map_or(path.len(), |i| pos + i);
+        let segment = percent_decode(&path[pos..end]);
+        request.inner.postpath_at.set(end + 1);
+        resource = match resource.child(&segment, request) {
+            Some(child) => child,
+            None => return Rc::new(NotFound),
+        };
+        pos = end + 1;
+    }
+    resource
 }
