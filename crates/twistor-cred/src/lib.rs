@@ -88,5 +88,5 @@ pub mod users_file {}
 pub use credentials::{AvatarId, CredentialKind, Credentials};
 pub use error::{FileError, HashError, LoginError};
 pub use portal::Portal;
-pub use realm::{Login, Realm};
+pub use realm::{Login, Logout, Realm};
 pub use throttle::ThrottleConfig;

@@ -29,6 +29,9 @@ impl<A: 'static, R: Realm<A> + ?Sized> Realm<A> for Rc<R> {
     }
 }
 
+/// A realm's logout function, as [`Login::into_parts`] hands it over.
+pub type Logout = Box<dyn FnOnce()>;
+
 /// A logged-in session: who ([`avatar_id`](Login::avatar_id)), the avatar the protocol
 /// acts through, and the realm's logout function.
 ///
@@ -44,7 +47,7 @@ pub struct Login<A> {
 
 /// The logout function, run when dropped. Kept apart from `Login` so `Login` itself has
 /// no `Drop` and its fields can be moved out.
-struct OnLogout(Option<Box<dyn FnOnce()>>);
+struct OnLogout(Option<Logout>);
 
 impl Drop for OnLogout {
     fn drop(&mut self) {
@@ -92,7 +95,7 @@ impl<A> Login<A> {
 
     /// Takes the session apart; the caller then owns the logout function (and must call
     /// it: dropping it does not).
-    pub fn into_parts(self) -> (AvatarId, A, Option<Box<dyn FnOnce()>>) {
+    pub fn into_parts(self) -> (AvatarId, A, Option<Logout>) {
         let Login {
             avatar_id,
             avatar,
