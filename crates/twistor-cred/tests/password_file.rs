@@ -288,3 +288,21 @@ fn a_login_after_the_reactor_is_gone_is_unavailable() {
         "{failure}"
     );
 }
+
+#[test]
+fn the_example_in_the_users_file_documentation_loads_and_verifies() {
+    let doc = include_str!("../../../docs/users-file.md");
+    let start = doc.find("```text\n").expect("an example file") + "```text\n".len();
+    let example = &doc[start..start + doc[start..].find("```").unwrap()];
+    let dir = TempDir::new("doc");
+    let path = dir.write("users", example);
+    let reactor = twistor_testing::reactor();
+    let file = PasswordFile::open(&reactor, &path).unwrap();
+    assert_eq!(file.users(), 3);
+    for user in ["alice", "bob", "carol"] {
+        assert_eq!(
+            check(&reactor, &file, user, "not a real password"),
+            Ok(AvatarId::user(user))
+        );
+    }
+}

@@ -25,7 +25,7 @@ use crate::hash::PasswordHash;
 /// `openssl passwd -6` of a password no one is told.
 const EMPTY_FILE_DECOY: &str = "$6$decoydecoydecoy$A7pvAgMWIuECcHm2/QCkH8rbQXjg/6L0g0bLaXgt97iov3FGA/oR7WtSKFP0cWERwFHd5Wgsd/mmvumFixjG31";
 
-/// A users file: `user:HASH` lines, as the [crate documentation](crate#the-users-file)
+/// A users file: `user:HASH` lines, as [`users_file`](crate::users_file)
 /// describes (Twisted's `FilePasswordDB`, with one-way hashes only).
 ///
 /// - **Off the reactor.** Each password is verified on the reactor's thread pool
@@ -105,11 +105,6 @@ impl PasswordFile {
     /// How many users are loaded.
     pub fn users(&self) -> usize {
         self.users.borrow().by_name.len()
-    }
-
-    /// Whether `username` is listed (as of the last load).
-    pub fn contains(&self, username: &str) -> bool {
-        self.users.borrow().by_name.contains_key(username)
     }
 
     /// How many password verifications have started, for monitoring: an unknown user's
