@@ -91,7 +91,8 @@ impl<R: 'static> Portal<R> {
     /// and with what the checker said otherwise; every failure but
     /// [`LoginError::KeyAcceptable`] is counted against `peer` and delayed. A checker's
     /// failure that is not a `LoginError` is logged and becomes
-    /// [`LoginError::Unavailable`]. Cancelling the Deferred cancels the check or the delay.
+    /// [`LoginError::Unavailable`]. Cancelling the Deferred cancels the check (which then
+    /// counts as no failure) or the delay.
     pub fn login<A: 'static>(
         &self,
         credentials: Credentials,
@@ -113,6 +114,10 @@ impl<R: 'static> Portal<R> {
         };
         let (throttle, clock) = (self.throttle.clone(), self.clock.clone());
         checked.add_errback_deferred(move |failure| {
+            // Cancelled by the caller (the peer left mid-check): not a failed login.
+            if failure.is_cancelled() {
+                return Deferred::failed(failure);
+            }
             let error = login_error(&failure);
             if error == LoginError::KeyAcceptable {
                 return Deferred::failed(error);

@@ -52,6 +52,22 @@ impl Checker for Refuses {
     }
 }
 
+/// Never answers, keeping its Deferreds as a check still running would.
+#[derive(Default)]
+struct Pending(std::cell::RefCell<Vec<Deferred<AvatarId>>>);
+
+impl Checker for Pending {
+    fn kinds(&self) -> &[CredentialKind] {
+        &[CredentialKind::UsernamePassword]
+    }
+
+    fn check(&self, _: &Credentials) -> Deferred<AvatarId> {
+        let d = Deferred::new();
+        self.0.borrow_mut().push(d.clone());
+        d
+    }
+}
+
 fn portal(clock: &Clock) -> Portal<TestRealm> {
     portal_with(clock, ThrottleConfig::default())
 }
@@ -375,4 +391,19 @@ fn cancelling_a_failing_login_cancels_its_delay() {
     // AlreadyCalled error) and the next failure is still counted as the second.
     clock.advance(Duration::from_secs(3));
     assert_eq!(failure_delay(&clock, &portal, ip(1)), 500);
+}
+
+#[test]
+fn cancelling_a_login_while_it_is_checked_is_no_failure() {
+    let clock = Clock::new();
+    let portal = Portal::new(TestRealm::default(), clock.clone());
+    let checker = Rc::new(Pending::default());
+    portal.register_checker(checker.clone());
+    let d = attempt(&portal, "alice", "right", ip(1));
+    d.cancel();
+    let check = checker.0.borrow_mut().pop().unwrap();
+    assert!(check.called(), "the check was cancelled too");
+    let failure = d.try_result().unwrap().expect_err("cancelled");
+    assert!(failure.is_cancelled(), "{failure}");
+    assert_eq!(portal.tracked_peers(), 0, "not counted against the peer");
 }
