@@ -31,6 +31,10 @@ use twistor_http::server::{
 };
 use twistor_http::static_files::StaticFile;
 
+use twistor_cred::checkers::PasswordFile;
+use twistor_cred::{AvatarId, Login, Portal, Realm};
+use twistor_http::server::BasicAuth;
+
 use crate::Failure;
 use crate::serve::Server;
 
@@ -61,6 +65,21 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = 1)]
     workers: usize,
 
+    /// Ask for a user name and password (HTTP Basic) and check them against this file of
+    /// `user:HASH` lines (docs/users-file.md: `$6$`, `$2b$`/`$2y$` or `$argon2id$` hashes,
+    /// reloaded when it changes). Serve it over `ssl:`: Basic sends passwords as typed.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+
+    /// The name of the protected space, shown by browsers when they ask for a login.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "twist web",
+        requires = "users"
+    )]
+    auth_realm: String,
+
     /// Do not write the access log (combined log format) to standard output.
     #[arg(long)]
     no_access_log: bool,
@@ -74,7 +93,15 @@ pub struct Options {
 
 /// What each worker serves; `Send`, so each thread builds its own site from it.
 #[derive(Clone)]
-enum Content {
+struct Content {
+    serve: Serve,
+    /// The `--users` file and the `--auth-realm`, when logins are asked for.
+    users: Option<(PathBuf, String)>,
+}
+
+/// Files or a proxy.
+#[derive(Clone)]
+enum Serve {
     Files(PathBuf),
     Proxy(String),
 }
@@ -91,11 +118,23 @@ pub fn run(options: Options) -> Result<(), Failure> {
     if options.workers == 0 {
         return Err(Failure::Usage("--workers must be at least 1".into()));
     }
-    let content = match (&options.proxy, &options.path) {
-        (Some(url), _) => Content::Proxy(url.clone()),
-        (None, Some(path)) => Content::Files(path.clone()),
-        (None, None) => Content::Files(PathBuf::from(".")),
+    let serve = match (&options.proxy, &options.path) {
+        (Some(url), _) => Serve::Proxy(url.clone()),
+        (None, Some(path)) => Serve::Files(path.clone()),
+        (None, None) => Serve::Files(PathBuf::from(".")),
     };
+    let content = Content {
+        serve,
+        users: options
+            .users
+            .clone()
+            .map(|path| (path, options.auth_realm.clone())),
+    };
+    if content.users.is_some() && options.listen.iter().any(|l| !is_ssl(l)) {
+        tracing::warn!(
+            "--users with a listener that is not ssl: passwords cross the network in the clear"
+        );
+    }
     let tuning = Tuning {
         access_log: !options.no_access_log,
         send_timeout: Duration::from_secs(options.send_timeout),
@@ -420,21 +459,37 @@ fn parse_listen(text: &str, reuse_port: bool) -> Result<Listen, Failure> {
     })
 }
 
+/// The realm of `twist web --users`: everyone who logs in sees the same tree.
+struct Everyone(Rc<dyn Resource>);
+
+impl Realm<Rc<dyn Resource>> for Everyone {
+    fn request_avatar(&self, id: &AvatarId) -> Deferred<Login<Rc<dyn Resource>>> {
+        Deferred::succeeded(Login::new(id.clone(), self.0.clone()))
+    }
+}
+
 /// The site for `content`, and its access log (to flush when the reactor stops).
 fn build_site(
     reactor: &Reactor,
     content: &Content,
     tuning: Tuning,
 ) -> Result<(Site, Option<Rc<StdoutLog>>), Failure> {
-    let root: Rc<dyn Resource> = match content {
-        Content::Files(path) => Rc::new(
+    let mut root: Rc<dyn Resource> = match &content.serve {
+        Serve::Files(path) => Rc::new(
             StaticFile::new(path)
                 .map_err(|e| Failure::Usage(format!("cannot serve {}: {e}", path.display())))?,
         ),
-        Content::Proxy(url) => {
+        Serve::Proxy(url) => {
             Rc::new(ReverseProxy::new(reactor, url).map_err(|e| Failure::Usage(e.to_string()))?)
         }
     };
+    if let Some((users, realm)) = &content.users {
+        let checker =
+            PasswordFile::open(reactor, users).map_err(|e| Failure::Usage(e.to_string()))?;
+        let portal = Portal::new(Everyone(root), reactor.clone());
+        portal.register_checker(checker);
+        root = Rc::new(BasicAuth::new(Rc::new(portal), realm));
+    }
     let mut options = ServerOptions::default();
     options.send_timeout = tuning.send_timeout;
     let stdout_log = tuning.access_log.then(|| StdoutLog::new(reactor));

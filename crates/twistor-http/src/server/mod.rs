@@ -45,6 +45,7 @@
 
 mod channel;
 mod connections;
+mod guard;
 mod log;
 mod request;
 mod resource;
@@ -58,6 +59,7 @@ use twistor::defer::Deferred;
 use twistor::protocol::{Factory, Protocol};
 use twistor::{Address, ReactorTime};
 
+pub use guard::BasicAuth;
 pub use log::{AccessLog, AccessLogEntry, combined_log_line};
 pub use request::{BodyProducer, Request};
 pub use resource::{
