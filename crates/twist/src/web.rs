@@ -68,6 +68,8 @@ pub struct Options {
     /// Ask for a user name and password (HTTP Basic) and check them against this file of
     /// `user:HASH` lines (docs/users-file.md: `$6$`, `$2b$`/`$2y$` or `$argon2id$` hashes,
     /// reloaded when it changes). Serve it over `ssl:`: Basic sends passwords as typed.
+    /// With `--proxy`, the `Authorization` header goes on to the backend (as with nginx).
+    /// With `--workers`, each worker counts failed logins on its own.
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
 

@@ -489,3 +489,21 @@ fn user_names_that_could_leave_the_directory_are_refused_before_any_file_is_name
     assert_eq!(wait(&reactor, &d).unwrap(), AvatarId::user("alice"));
     assert_eq!(*asked.borrow(), ["alice"]);
 }
+
+#[test]
+fn a_keys_file_that_is_a_fifo_is_refused_without_blocking() {
+    let setup = Setup::new("fifo");
+    let fifo = setup.dir.path().join("keys").join("alice");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let key = Key::generate(Algorithm::Ed25519);
+    // Opening a FIFO for reading would wait for a writer; the check must answer at once.
+    let result = setup.check(key.signed("alice"));
+    assert!(
+        matches!(result, Err(LoginError::Unavailable(ref why)) if why.contains("not a regular file")),
+        "{result:?}"
+    );
+}

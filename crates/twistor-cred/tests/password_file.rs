@@ -306,3 +306,27 @@ fn the_example_in_the_users_file_documentation_loads_and_verifies() {
         );
     }
 }
+
+#[test]
+fn a_password_longer_than_anyone_types_is_refused_without_hashing() {
+    let dir = TempDir::new("long");
+    let path = dir.write("users", &format!("bob:{SECOND}\n"));
+    let reactor = twistor_testing::reactor();
+    let file = PasswordFile::open(&reactor, &path).unwrap();
+    let long = "x".repeat(twistor_cred::checkers::MAX_PASSWORD_LEN + 1);
+    assert_eq!(
+        check(&reactor, &file, "bob", &long),
+        Err(LoginError::Unauthorized)
+    );
+    assert_eq!(
+        check(&reactor, &file, "nobody", &long),
+        Err(LoginError::Unauthorized)
+    );
+    assert_eq!(file.verifications(), 0, "no hashing for either");
+    let longest = "x".repeat(twistor_cred::checkers::MAX_PASSWORD_LEN);
+    assert_eq!(
+        check(&reactor, &file, "bob", &longest),
+        Err(LoginError::Unauthorized)
+    );
+    assert_eq!(file.verifications(), 1, "up to the limit, checked as usual");
+}

@@ -287,11 +287,9 @@ impl Retry {
         self.delay.set(delay);
         tracing::info!("{log_prefix} will retry in {} seconds", Seconds(delay));
         let target = connector.clone();
-        let call = self
-            .clock
-            .call_later(Duration::from_secs_f64(delay), move || {
-                target.connect();
-            });
+        let call = self.clock.call_later(delay_duration(delay), move || {
+            target.connect();
+        });
         *self.call.borrow_mut() = Some(call);
     }
 
@@ -332,6 +330,18 @@ impl Backoff {
             delay
         }
     }
+}
+
+/// A policy's delay as a `Duration`: at most a year, so that an unbounded policy (an
+/// infinite `max_delay`, a NaN from odd settings) cannot overflow the timer or panic.
+pub(crate) fn delay_duration(seconds: f64) -> Duration {
+    const YEAR: f64 = 365.0 * 86400.0;
+    let seconds = if seconds.is_nan() {
+        YEAR
+    } else {
+        seconds.clamp(0.0, YEAR)
+    };
+    Duration::from_secs_f64(seconds)
 }
 
 /// The random numbers behind backoff jitter: xorshift64*, seeded from the time of day

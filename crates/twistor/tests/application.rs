@@ -708,3 +708,83 @@ fn a_connection_counts_once_prepared_and_a_failed_preparation_retries() {
     assert!(transport.ptr_eq(&second.transport.transport()));
     assert_eq!(service.failures(), 0);
 }
+
+#[test]
+fn started_again_while_closing_it_connects_once_the_old_connection_is_gone() {
+    let (_clock, endpoint, service, _) = client_on_clock(Backoff::default());
+    service.start_service().unwrap();
+    let mut first = endpoint.accept();
+    let stopped = service.stop_service();
+    service.start_service().unwrap();
+    assert!(service.running(), "a restart is pending");
+    let waiter = service.when_connected();
+    assert_eq!(
+        endpoint.pending(),
+        0,
+        "not before the old connection is gone"
+    );
+    first.protocol.connection_lost(&twistor::CloseReason::Done);
+    assert!(stopped.try_result().unwrap().is_ok());
+    assert_eq!(endpoint.pending(), 1, "then it connects again");
+    let second = endpoint.accept();
+    assert!(
+        waiter
+            .try_result()
+            .unwrap()
+            .unwrap()
+            .ptr_eq(&second.transport.transport())
+    );
+}
+
+#[test]
+fn stopping_while_preparing_cancels_the_preparation() {
+    let prepared: Rc<RefCell<Option<Deferred<()>>>> = Rc::default();
+    let cancelled = Rc::new(Cell::new(false));
+    let clock = Clock::new();
+    let endpoint = FakeEndpoint::default();
+    let (p, c) = (prepared.clone(), cancelled.clone());
+    let service = ClientService::new(
+        clock.clone(),
+        Box::new(endpoint.clone()),
+        factory(|_| Counted {
+            made: Rc::default(),
+        }),
+    )
+    .with_prepare(move |_| {
+        let c = c.clone();
+        let d = Deferred::with_canceller(move |d: &Deferred<()>| {
+            c.set(true);
+            let _ = d.errback(DeferredError::Cancelled);
+        });
+        *p.borrow_mut() = Some(d.clone());
+        d
+    });
+    service.start_service().unwrap();
+    let waiter = service.when_connected();
+    let mut connection = endpoint.accept();
+    let stopped = service.stop_service();
+    assert!(cancelled.get(), "the preparation is cancelled");
+    assert!(connection.transport.disconnecting());
+    assert!(waiter.try_result().unwrap().unwrap_err().is_cancelled());
+    connection
+        .protocol
+        .connection_lost(&twistor::CloseReason::Done);
+    assert!(stopped.try_result().unwrap().is_ok());
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(endpoint.pending(), 0);
+}
+
+#[test]
+fn an_unbounded_backoff_never_overflows_the_timer() {
+    let backoff = Backoff::default()
+        .jitter(0.0)
+        .factor(10.0)
+        .max_delay(f64::INFINITY);
+    let (clock, endpoint, service, _) = client_on_clock(backoff);
+    service.start_service().unwrap();
+    for _ in 0..400 {
+        endpoint.refuse();
+        clock.advance(Duration::from_secs(366 * 86400));
+        assert_eq!(endpoint.pending(), 1, "retried within a year");
+    }
+}

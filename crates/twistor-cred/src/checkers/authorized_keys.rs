@@ -53,7 +53,9 @@ pub struct AuthorizedKeys {
 impl AuthorizedKeys {
     /// Keys of user `u` from the file `template` names with `%u` replaced by the user name
     /// (`%%` is a `%`): `AuthorizedKeys::new(&reactor, "/etc/twistor/keys/%u")`. A template
-    /// without `%u` is one file for every user, as in OpenSSH.
+    /// without `%u` is one file for every user, as in OpenSSH: then every key in it logs in
+    /// as *any* user name the peer asks for, so the realm must refuse names it does not
+    /// know.
     pub fn new(reactor: &Reactor, template: impl Into<String>) -> Rc<AuthorizedKeys> {
         let template = template.into();
         AuthorizedKeys::with_paths(reactor, move |user| PathBuf::from(expand(&template, user)))
@@ -242,9 +244,17 @@ fn verify(key: &KeyData, algorithm: &str, data: &[u8], signature_blob: &[u8]) ->
     }
 }
 
-/// Reads `path` as text, refusing one above [`MAX_FILE_SIZE`].
+/// Reads `path` as text, refusing one above [`MAX_FILE_SIZE`], and anything but a regular
+/// file (a FIFO would block the pool thread until someone writes to it).
 fn read_limited(path: &Path) -> io::Result<String> {
-    let file = File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
     let mut text = String::new();
     file.take(MAX_FILE_SIZE + 1).read_to_string(&mut text)?;
     if text.len() as u64 > MAX_FILE_SIZE {

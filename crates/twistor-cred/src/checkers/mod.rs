@@ -16,7 +16,7 @@ mod password_file;
 pub use anonymous::AllowAnonymous;
 pub use authorized_keys::{AuthorizedKeys, username_is_safe};
 pub use memory::InMemoryChecker;
-pub use password_file::PasswordFile;
+pub use password_file::{MAX_PASSWORD_LEN, PasswordFile};
 
 use twistor::defer::Deferred;
 

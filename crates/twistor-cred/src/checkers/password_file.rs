@@ -162,6 +162,12 @@ impl Checker for PasswordFile {
         let Some(reactor) = self.reactor.upgrade() else {
             return Deferred::failed(LoginError::Unavailable("the reactor is gone".into()));
         };
+        // Hashing work grows with the password's length (SHA-512-crypt's does, over 5000
+        // rounds): a password longer than anyone types is refused without any, for every
+        // user alike.
+        if password.len() > MAX_PASSWORD_LEN {
+            return Deferred::failed(LoginError::Unauthorized);
+        }
         self.refresh();
         let (hash, known) = {
             let users = self.users.borrow();
@@ -187,6 +193,9 @@ impl Checker for PasswordFile {
             })
     }
 }
+
+/// The longest password checked, in bytes (bcrypt reads only the first 72 anyway).
+pub const MAX_PASSWORD_LEN: usize = 1024;
 
 impl fmt::Debug for PasswordFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -17,7 +17,8 @@ use super::{Render, Request, Resource, error_page};
 /// an unknown user get the same answer, after the portal's failed-login delay.
 ///
 /// The password crosses the network as it was typed: serve it over TLS (`ssl:`), or on
-/// loopback only.
+/// loopback only. The request's `Authorization` header stays as it came, so a
+/// [`ReverseProxy`](crate::proxy::ReverseProxy) below the guard passes it on.
 ///
 /// ```no_run
 /// use std::rc::Rc;

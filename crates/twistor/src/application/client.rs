@@ -3,14 +3,13 @@
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 use std::rc::{Rc, Weak};
-use std::time::Duration;
 
 use crate::address::Address;
 use crate::defer::{Deferred, DeferredError, Failure};
 use crate::endpoints::ClientEndpoint;
 use crate::protocol::{CloseReason, Factory, Protocol};
 use crate::reactor::{DelayedCall, ReactorTime};
-use crate::reconnect::{Backoff, Jitter};
+use crate::reconnect::{Backoff, Jitter, delay_duration};
 use crate::transport::Transport;
 
 use super::Service;
@@ -78,8 +77,8 @@ enum Phase {
     Connecting(Deferred<Transport>),
     /// Waiting to try again.
     Waiting(DelayedCall),
-    /// Connected, and the prepare function's Deferred has not fired yet.
-    Preparing(Transport),
+    /// Connected, and the prepare function's Deferred (kept to cancel it) has not fired.
+    Preparing(Transport, Deferred<()>),
     Connected(Transport),
     /// Stopping: closing the connection; the Deferreds fire once it is closed.
     Closing(Vec<Deferred<()>>),
@@ -97,6 +96,8 @@ struct State {
     waiting: Vec<(Deferred<Transport>, Option<u32>)>,
     /// The last attempt's failure.
     last_failure: Option<Failure>,
+    /// Started again while closing: connect once the old connection is gone.
+    restart: bool,
 }
 
 impl ClientService {
@@ -121,6 +122,7 @@ impl ClientService {
                     failures: 0,
                     waiting: Vec::new(),
                     last_failure: None,
+                    restart: false,
                 }),
             }),
         }
@@ -136,8 +138,9 @@ impl ClientService {
     }
 
     /// Sets the retry policy: after the `n`th failure in a row the wait is
-    /// `initial_delay * factor^n` (at most `max_delay`, with jitter); after `max_retries`
-    /// failures it gives up (`when_connected` waiters fail) until restarted.
+    /// `initial_delay * factor^n` (at most `max_delay`, with jitter); once `max_retries`
+    /// retries have failed too (`max_retries + 1` failures in a row) it gives up
+    /// (`when_connected` waiters fail) until restarted.
     pub fn with_backoff(self, backoff: Backoff) -> Self {
         *self.inner.backoff.borrow_mut() = backoff;
         self
@@ -176,11 +179,11 @@ impl ClientService {
         let mut st = self.inner.st.borrow_mut();
         match &st.phase {
             Phase::Connected(transport) => return Deferred::succeeded(transport.clone()),
-            Phase::Stopped | Phase::Closing(_) => {
-                return Deferred::failed(DeferredError::Cancelled);
-            }
+            Phase::Stopped => return Deferred::failed(DeferredError::Cancelled),
+            Phase::Closing(_) if !st.restart => return Deferred::failed(DeferredError::Cancelled),
             Phase::GaveUp => return Deferred::failed(st.give_up_failure()),
-            Phase::Connecting(_) | Phase::Waiting(_) | Phase::Preparing(_) => {}
+            Phase::Closing(_) | Phase::Connecting(_) | Phase::Waiting(_) | Phase::Preparing(..) => {
+            }
         }
         if let Some(limit) = limit
             && st.failures >= limit
@@ -228,9 +231,16 @@ impl Inner {
             service: Rc::downgrade(self),
             attempt,
         });
+        // Connecting before the endpoint is called (it may make and lose a connection at
+        // once); then the attempt's own Deferred, unless that attempt is already over.
+        self.st.borrow_mut().phase = Phase::Connecting(Deferred::new());
         let d = self.endpoint.connect(watcher);
-        // The phase is set before the outcome is handled, which may be at once.
-        self.st.borrow_mut().phase = Phase::Connecting(d.clone());
+        {
+            let mut st = self.st.borrow_mut();
+            if st.attempt == attempt && matches!(st.phase, Phase::Connecting(_)) {
+                st.phase = Phase::Connecting(d.clone());
+            }
+        }
         let weak = Rc::downgrade(self);
         d.consume(move |result| {
             if let Some(inner) = weak.upgrade() {
@@ -251,19 +261,24 @@ impl Inner {
                     self.connected(attempt, transport);
                     return;
                 };
-                st.phase = Phase::Preparing(transport.clone());
+                st.phase = Phase::Preparing(transport.clone(), Deferred::new());
                 drop(st);
+                let preparing = prepare(&transport);
+                if let Phase::Preparing(_, slot) = &mut self.st.borrow_mut().phase {
+                    *slot = preparing.clone();
+                }
                 let weak = Rc::downgrade(self);
                 let t = transport.clone();
-                prepare(&transport).consume(move |result| {
+                preparing.consume(move |result| {
                     let Some(inner) = weak.upgrade() else { return };
                     let current = {
                         let st = inner.st.borrow();
-                        st.attempt == attempt && matches!(st.phase, Phase::Preparing(_))
+                        st.attempt == attempt && matches!(st.phase, Phase::Preparing(..))
                     };
                     match result {
                         Ok(()) if current => inner.connected(attempt, t),
                         Ok(()) => {}
+                        Err(failure) if failure.is_cancelled() && !current => {}
                         Err(failure) => {
                             tracing::warn!(
                                 "preparing the connection to {} failed: {failure}",
@@ -314,12 +329,20 @@ impl Inner {
         }
         match std::mem::replace(&mut st.phase, Phase::Stopped) {
             Phase::Closing(stops) => {
+                let restart = std::mem::take(&mut st.restart);
+                if restart {
+                    st.failures = 0;
+                    st.last_failure = None;
+                }
                 drop(st);
                 for d in stops {
                     let _ = d.callback(());
                 }
+                if restart {
+                    self.connect();
+                }
             }
-            Phase::Connected(_) | Phase::Connecting(_) | Phase::Preparing(_) => {
+            Phase::Connected(_) | Phase::Connecting(_) | Phase::Preparing(..) => {
                 tracing::info!("connection to {} lost: {reason}", self.endpoint.describe());
                 // An attempt whose connection went before its Deferred fired: make the
                 // Deferred's outcome stale.
@@ -361,13 +384,11 @@ impl Inner {
                 self.endpoint.describe()
             );
             let weak = Rc::downgrade(self);
-            let call = self
-                .clock
-                .call_later(Duration::from_secs_f64(delay), move || {
-                    if let Some(inner) = weak.upgrade() {
-                        inner.connect();
-                    }
-                });
+            let call = self.clock.call_later(delay_duration(delay), move || {
+                if let Some(inner) = weak.upgrade() {
+                    inner.connect();
+                }
+            });
             st.phase = Phase::Waiting(call);
         }
         drop(st);
@@ -383,6 +404,11 @@ impl Service for ClientService {
             let mut st = self.inner.st.borrow_mut();
             match st.phase {
                 Phase::Stopped | Phase::GaveUp => {}
+                // The old connection is still closing: connect again once it is gone.
+                Phase::Closing(_) => {
+                    st.restart = true;
+                    return Ok(());
+                }
                 _ => return Ok(()),
             }
             st.failures = 0;
@@ -394,12 +420,21 @@ impl Service for ClientService {
 
     fn stop_service(&self) -> Deferred<()> {
         let mut st = self.inner.st.borrow_mut();
+        st.restart = false;
         let waiting = std::mem::take(&mut st.waiting);
         let done = match std::mem::replace(&mut st.phase, Phase::Stopped) {
-            Phase::Connected(transport) | Phase::Preparing(transport) => {
+            Phase::Connected(transport) => {
                 let d = Deferred::new();
                 st.phase = Phase::Closing(vec![d.clone()]);
                 drop(st);
+                transport.lose_connection();
+                d
+            }
+            Phase::Preparing(transport, preparing) => {
+                let d = Deferred::new();
+                st.phase = Phase::Closing(vec![d.clone()]);
+                drop(st);
+                preparing.cancel();
                 transport.lose_connection();
                 d
             }
@@ -433,10 +468,12 @@ impl Service for ClientService {
     }
 
     fn running(&self) -> bool {
-        !matches!(
-            self.inner.st.borrow().phase,
-            Phase::Stopped | Phase::Closing(_)
-        )
+        let st = self.inner.st.borrow();
+        match st.phase {
+            Phase::Stopped => false,
+            Phase::Closing(_) => st.restart,
+            _ => true,
+        }
     }
 }
 

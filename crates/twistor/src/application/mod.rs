@@ -54,6 +54,7 @@ pub use server::StreamServerEndpointService;
 pub use service::{DuplicateName, MultiService, Service};
 pub use timer::TimerService;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::defer::Failure;
@@ -62,9 +63,16 @@ use crate::reactor::{Phase, Reactor, SystemEvent};
 /// Starts `service` now, and stops it when `reactor` shuts down: the shutdown waits for
 /// the service's stop to fire (a second SIGINT/SIGTERM, or `Reactor::stop_now`, does not
 /// wait). An error starting it is returned, and nothing is left registered.
+///
+/// The reactor holds the service until it has stopped it (the first shutdown); a service
+/// that holds the reactor (most do, as their clock) keeps it alive until then.
 pub fn attach(reactor: &Reactor, service: Rc<dyn Service>) -> Result<(), Failure> {
     service.start_service()?;
+    // Taken at the first shutdown, so the reactor and the service do not keep each other
+    // alive after it.
+    let service = RefCell::new(Some(service));
     reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
+        let service = service.borrow_mut().take()?;
         if !service.running() {
             return None;
         }

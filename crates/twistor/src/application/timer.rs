@@ -26,7 +26,7 @@ use super::Service;
 /// let r = runs.clone();
 /// let service = TimerService::new(clock.clone(), Duration::from_secs(10), move || r.set(r.get() + 1));
 /// service.start_service().unwrap();
-/// clock.advance(Duration::from_secs(30));
+/// clock.pump(&[Duration::from_secs(10); 3]);
 /// assert_eq!(runs.get(), 4); // at 0, 10, 20 and 30 s
 /// service.stop_service();
 /// ```
@@ -64,7 +64,10 @@ impl Service for TimerService {
         if self.running.replace(true) {
             return Ok(());
         }
-        let ended = self.call.start(self.interval, true)?;
+        let ended = self
+            .call
+            .start(self.interval, true)
+            .inspect_err(|_| self.running.set(false))?;
         // The result is kept for `stop_service`; a failed run is reported as it happens.
         let done = Deferred::new();
         let fire = done.clone();
