@@ -38,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .ok_or("usage: reconnecting_client PORT")?
         .parse()?;
+    twistor::log::init(); // connections and retries at info level, on stderr
     let reactor = Reactor::new()?;
     let endpoint = client_from_string(&reactor, &format!("tcp:127.0.0.1:{port}"))?;
     let weak = reactor.downgrade();

@@ -788,3 +788,36 @@ fn an_unbounded_backoff_never_overflows_the_timer() {
         assert_eq!(endpoint.pending(), 1, "retried within a year");
     }
 }
+
+#[test]
+fn a_service_only_the_reactor_holds_is_kept_until_it_has_stopped() {
+    let reactor = twistor_testing::reactor();
+    let server = StreamServerEndpointService::new(
+        server_from_string(&reactor, "tcp:0:interface=127.0.0.1").unwrap(),
+        factory(|_| Greeter {
+            connections: Rc::default(),
+        }),
+    );
+    server.start_service().unwrap();
+    let port = server.port().unwrap().port();
+    let heard: Rc<RefCell<Vec<String>>> = Rc::default();
+    let h = heard.clone();
+    let client = ClientService::new(
+        reactor.clone(),
+        client_from_string(&reactor, &format!("tcp:127.0.0.1:{port}")).unwrap(),
+        factory(move |_| Listener { heard: h.clone() }),
+    );
+    // The reactor holds the only reference: its stop must still complete (the closing
+    // connection reports to the service, which must be alive to fire its stop).
+    application::attach(&reactor, Rc::new(client)).unwrap();
+    let r = reactor.clone();
+    let stop_once_heard = twistor::task::LoopingCall::new(reactor.clone(), move || {
+        if !heard.borrow().is_empty() {
+            r.stop();
+        }
+    });
+    stop_once_heard
+        .start(Duration::from_millis(5), false)
+        .unwrap();
+    reactor.run().unwrap();
+}

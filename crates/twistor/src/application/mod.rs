@@ -78,6 +78,8 @@ pub fn attach(reactor: &Reactor, service: Rc<dyn Service>) -> Result<(), Failure
         }
         let stopped = service.stop_service();
         Some(Box::pin(async move {
+            // Alive until stopped: what it stops may report back to it.
+            let _service = service;
             if let Err(failure) = stopped.await {
                 tracing::error!("stopping the service failed: {failure}");
             }
