@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,27 +14,7 @@ fn twist() -> Command {
     Command::new(env!("CARGO_BIN_EXE_twist"))
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("twist-web-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn write(&self, name: &str, data: &[u8]) {
-        let p = self.0.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap();
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use twistor_testing::TempDir;
 
 /// Starts `twist web` with `args` on an OS-chosen port; returns it and the port.
 fn start(args: &[&str]) -> (ChildGuard, u16) {
@@ -65,7 +45,7 @@ fn fetch(port: u16, path: &str) -> String {
 fn serves_files_and_logs_each_request_to_stdout() {
     let dir = TempDir::new("files");
     dir.write("hello.txt", b"hello from twist web\n");
-    let (mut child, port) = start(&["--path", dir.0.to_str().unwrap()]);
+    let (mut child, port) = start(&["--path", dir.path().to_str().unwrap()]);
     let response = fetch(port, "/hello.txt");
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.ends_with("\r\n\r\nhello from twist web\n"));
@@ -87,7 +67,7 @@ fn serves_files_and_logs_each_request_to_stdout() {
 fn reverse_proxy_to_another_twist_web() {
     let dir = TempDir::new("upstream");
     dir.write("up.txt", b"from upstream");
-    let (_upstream, up_port) = start(&["--path", dir.0.to_str().unwrap(), "--no-access-log"]);
+    let (_upstream, up_port) = start(&["--path", dir.path().to_str().unwrap(), "--no-access-log"]);
     let (_proxy, port) = start(&["--proxy", &format!("http://127.0.0.1:{up_port}/")]);
     let response = fetch(port, "/up.txt");
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
@@ -98,7 +78,7 @@ fn reverse_proxy_to_another_twist_web() {
 fn workers_share_one_port() {
     let dir = TempDir::new("workers");
     dir.write("w.txt", b"w");
-    let (mut child, port) = start(&["--path", dir.0.to_str().unwrap(), "--workers", "3"]);
+    let (mut child, port) = start(&["--path", dir.path().to_str().unwrap(), "--workers", "3"]);
     child.err_line_containing("serving with 3 workers");
     let threads = std::fs::read_dir(format!("/proc/{}/task", child.id()))
         .unwrap()
@@ -147,10 +127,10 @@ fn chromium_renders_the_directory_listing() {
     dir.write("listing/<b>bold & \"more\".txt", b"bb");
     dir.write("listing/Überraschung.pdf", b"ccc");
     dir.write("listing/nested/inner.txt", b"d");
-    let (_child, port) = start(&["--path", dir.0.to_str().unwrap(), "--no-access-log"]);
+    let (_child, port) = start(&["--path", dir.path().to_str().unwrap(), "--no-access-log"]);
     let url = format!("http://127.0.0.1:{port}/listing/");
     let shot = std::env::temp_dir().join(format!("twist-web-listing-{}.png", std::process::id()));
-    let profile = dir.0.join("chromium-profile");
+    let profile = dir.join("chromium-profile");
     let base = |cmd: &mut Command| {
         cmd.args([
             "--headless",
@@ -254,11 +234,11 @@ fn https_listeners_offer_http11_with_one_or_several_workers() {
     }
     let dir = TempDir::new("https");
     dir.write("s.txt", b"over tls");
-    let (key, cert, ca) = certificate(&dir.0);
+    let (key, cert, ca) = certificate(dir.path());
     for workers in ["1", "2"] {
         let mut cmd = twist();
         cmd.args(["web", "--no-access-log", "--workers", workers, "--path"])
-            .arg(&dir.0)
+            .arg(dir.path())
             .arg("--listen")
             .arg(format!(
                 "ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
@@ -293,9 +273,9 @@ const UNREAD_PIPELINE_BOUND_KIB: u64 = 4 * 1024;
 fn an_unread_pipeline_does_not_grow_the_server_and_others_are_served_until_dropped() {
     let dir = TempDir::new("pipeline");
     for i in 0..200 {
-        dir.write(&format!("a-file-with-a-fairly-long-name-{i:04}.txt"), b"x");
+        dir.write(format!("a-file-with-a-fairly-long-name-{i:04}.txt"), b"x");
     }
-    let path = dir.0.to_str().unwrap();
+    let path = dir.path().to_str().unwrap();
     let (child, port) = start(&["--path", path, "--no-access-log", "--send-timeout", "1"]);
     let pid = child.id();
     let listing = fetch(port, "/");
@@ -377,8 +357,8 @@ fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
 fn sigterm_lets_a_download_in_flight_finish_and_closes_idle_connections() {
     const SIZE: usize = 32 << 20;
     let dir = TempDir::new("drain");
-    dir.write("big.bin", &vec![7u8; SIZE]);
-    let (mut child, port) = start(&["--path", dir.0.to_str().unwrap(), "--no-access-log"]);
+    dir.write("big.bin", vec![7u8; SIZE]);
+    let (mut child, port) = start(&["--path", dir.path().to_str().unwrap(), "--no-access-log"]);
     // A keep-alive connection that has had its response and sits idle.
     let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(10)))
@@ -425,7 +405,7 @@ fn sigterm_lets_a_download_in_flight_finish_and_closes_idle_connections() {
 fn workers_drain_and_exit_on_sigterm() {
     let dir = TempDir::new("workers-drain");
     dir.write("w.txt", b"w");
-    let (mut child, port) = start(&["--path", dir.0.to_str().unwrap(), "--workers", "2"]);
+    let (mut child, port) = start(&["--path", dir.path().to_str().unwrap(), "--workers", "2"]);
     child.err_line_containing("serving with 2 workers");
     assert!(fetch(port, "/w.txt").ends_with("\r\n\r\nw"));
     child.signal(libc::SIGTERM);

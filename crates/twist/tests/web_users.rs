@@ -1,7 +1,7 @@
 //! `twist web --users FILE`: HTTP Basic logins checked against a password file whose hashes
 //! are made by real tools (`openssl passwd -6`, `htpasswd -B`), driven by curl.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -11,25 +11,7 @@ fn twist() -> Command {
     Command::new(env!("CARGO_BIN_EXE_twist"))
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("twist-users-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use twistor_testing::TempDir;
 
 /// What a tool prints, trimmed.
 fn output(program: &str, args: &[&str]) -> String {
@@ -75,12 +57,12 @@ fn curl(port: u16, login: Option<&str>) -> (u16, Option<String>, String) {
 }
 
 fn start(dir: &TempDir) -> (ChildGuard, u16) {
-    std::fs::write(dir.path("hello.txt"), "members only\n").unwrap();
+    std::fs::write(dir.join("hello.txt"), "members only\n").unwrap();
     let mut cmd = twist();
     cmd.args(["web", "--listen", "tcp:0:interface=127.0.0.1", "--path"])
-        .arg(&dir.0)
+        .arg(dir.path())
         .arg("--users")
-        .arg(dir.path("users"))
+        .arg(dir.join("users"))
         .args(["--auth-realm", "staff \"only\""]);
     let mut child = ChildGuard::spawn(cmd);
     let line = child.err_line_containing("starting on");
@@ -97,7 +79,7 @@ fn logins_are_checked_against_hashes_made_by_openssl_and_htpasswd() {
         return;
     }
     let dir = TempDir::new("login");
-    write_users(&dir.path("users"), "alice pw", "bob pw", 0);
+    write_users(&dir.join("users"), "alice pw", "bob pw", 0);
     let (_child, port) = start(&dir);
 
     let (status, _, body) = curl(port, Some("alice:alice pw"));
@@ -131,18 +113,18 @@ fn the_users_file_is_reloaded_when_it_changes() {
         return;
     }
     let dir = TempDir::new("reload");
-    write_users(&dir.path("users"), "old", "bob pw", 0);
+    write_users(&dir.join("users"), "old", "bob pw", 0);
     let (mut child, port) = start(&dir);
     assert_eq!(curl(port, Some("alice:old")).0, 200);
-    write_users(&dir.path("users"), "new", "bob pw", 10);
+    write_users(&dir.join("users"), "new", "bob pw", 10);
     assert_eq!(curl(port, Some("alice:new")).0, 200);
     assert_eq!(curl(port, Some("alice:old")).0, 401);
 
     // A broken rewrite keeps the users that were there, and says where it is broken.
-    std::fs::write(dir.path("users"), "alice:not-a-hash\n").unwrap();
+    std::fs::write(dir.join("users"), "alice:not-a-hash\n").unwrap();
     let file = std::fs::File::options()
         .write(true)
-        .open(dir.path("users"))
+        .open(dir.join("users"))
         .unwrap();
     file.set_modified(SystemTime::now() + Duration::from_secs(20))
         .unwrap();
@@ -154,15 +136,15 @@ fn the_users_file_is_reloaded_when_it_changes() {
 #[test]
 fn a_malformed_users_file_exits_2_naming_file_and_line() {
     let dir = TempDir::new("bad");
-    std::fs::write(dir.path("users"), "# ok\nalice:$6$salt$abc\nbob\n").unwrap();
+    std::fs::write(dir.join("users"), "# ok\nalice:$6$salt$abc\nbob\n").unwrap();
     let out = twist()
         .args(["web", "--listen", "tcp:0:interface=127.0.0.1", "--users"])
-        .arg(dir.path("users"))
+        .arg(dir.join("users"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    let users = dir.path("users");
+    let users = dir.join("users");
     assert!(
         err.contains(&format!("{}:", users.display())),
         "names the file: {err}"

@@ -58,7 +58,7 @@ fn pool_threads() -> Vec<Task> {
 #[test]
 fn bcrypt_cost_12_runs_on_a_pool_thread_while_the_reactor_keeps_serving() {
     let dir = TempDir::new("off-reactor");
-    let path = dir.write("users", &format!("alice:{COST_12}\n"));
+    let path = dir.write("users", format!("alice:{COST_12}\n"));
     let reactor = twistor_testing::reactor();
     let file = PasswordFile::open(&reactor, &path).unwrap();
     let reactor_thread = this_thread();

@@ -37,7 +37,7 @@ fn each_scheme_logs_in_with_its_password_only() {
     let dir = TempDir::new("schemes");
     let path = dir.write(
         "users",
-        &format!("# test users\nalice:{FIRST}\n\nbob:{SECOND}\ncarol:{ARGON}\n"),
+        format!("# test users\nalice:{FIRST}\n\nbob:{SECOND}\ncarol:{ARGON}\n"),
     );
     let reactor = twistor_testing::reactor();
     let file = PasswordFile::open(&reactor, &path).unwrap();
@@ -67,7 +67,7 @@ fn each_scheme_logs_in_with_its_password_only() {
 #[test]
 fn an_unknown_user_is_verified_and_refused_like_a_wrong_password() {
     let dir = TempDir::new("unknown");
-    let path = dir.write("users", &format!("alice:{FIRST}\n"));
+    let path = dir.write("users", format!("alice:{FIRST}\n"));
     let reactor = twistor_testing::reactor();
     let file = PasswordFile::open(&reactor, &path).unwrap();
 
@@ -133,7 +133,7 @@ impl Write for Logs {
 #[test]
 fn a_changed_file_is_reloaded_and_a_broken_one_keeps_the_old_users() {
     let dir = TempDir::new("reload");
-    let path = dir.write("users", &format!("alice:{FIRST}\n"));
+    let path = dir.write("users", format!("alice:{FIRST}\n"));
     let reactor = twistor_testing::reactor();
     let file = PasswordFile::open(&reactor, &path).unwrap();
     assert!(check(&reactor, &file, "alice", "first password").is_ok());
@@ -198,7 +198,7 @@ fn a_changed_file_is_reloaded_and_a_broken_one_keeps_the_old_users() {
 #[test]
 fn a_file_replaced_by_rename_is_reloaded_even_with_the_same_size_and_mtime() {
     let dir = TempDir::new("rename");
-    let path = dir.write("users", &format!("alice:{FIRST}\n"));
+    let path = dir.write("users", format!("alice:{FIRST}\n"));
     let reactor = twistor_testing::reactor();
     let file = PasswordFile::open(&reactor, &path).unwrap();
     let old_mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
@@ -274,7 +274,7 @@ fn open_errors_name_the_file_and_line() {
 #[test]
 fn a_login_after_the_reactor_is_gone_is_unavailable() {
     let dir = TempDir::new("gone");
-    let path = dir.write("users", &format!("alice:{FIRST}\n"));
+    let path = dir.write("users", format!("alice:{FIRST}\n"));
     let reactor = Reactor::new().unwrap();
     let file = PasswordFile::open(&reactor, &path).unwrap();
     drop(reactor);
@@ -310,7 +310,7 @@ fn the_example_in_the_users_file_documentation_loads_and_verifies() {
 #[test]
 fn a_password_longer_than_anyone_types_is_refused_without_hashing() {
     let dir = TempDir::new("long");
-    let path = dir.write("users", &format!("bob:{SECOND}\n"));
+    let path = dir.write("users", format!("bob:{SECOND}\n"));
     let reactor = twistor_testing::reactor();
     let file = PasswordFile::open(&reactor, &path).unwrap();
     let long = "x".repeat(twistor_cred::checkers::MAX_PASSWORD_LEN + 1);

@@ -376,7 +376,7 @@ fn agent_against_twisted_web() {
     }
     let dir = TempDir::new("tw");
     dir.write("index.html", b"<h1>twisted serves</h1>");
-    dir.write("data.txt", &b"0123456789".repeat(10_000));
+    dir.write("data.txt", b"0123456789".repeat(10_000));
     let mut cmd = Command::new("python3");
     cmd.args([
         "-u",

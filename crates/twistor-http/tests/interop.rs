@@ -222,7 +222,7 @@ fn twisted_agent_against_our_server() {
         return;
     }
     let dir = TempDir::new("twagent");
-    dir.write("t.txt", &b"twisted ".repeat(1000));
+    dir.write("t.txt", b"twisted ".repeat(1000));
     let server = site(dir.path().into());
     let script = format!(
         r#"

@@ -37,7 +37,7 @@ fn site_dir() -> TempDir {
     dir.write("page.html", b"<p>hi</p>");
     dir.write(
         "data.bin",
-        &(0..=255u8).cycle().take(1000).collect::<Vec<_>>(),
+        (0..=255u8).cycle().take(1000).collect::<Vec<_>>(),
     );
     dir.write("sub/index.html", b"sub index");
     dir.write("plain/a.txt", b"a");

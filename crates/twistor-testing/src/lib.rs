@@ -11,9 +11,11 @@ mod pair;
 pub mod process;
 mod reactor;
 mod string_transport;
+mod tempdir;
 
 pub use clock::Clock;
 pub use memory_reactor::{FakeConnector, FakePort, MemoryReactor, TcpClientCall, TcpServerCall};
 pub use pair::{ConnectedPair, MemoryTransport};
 pub use reactor::{TEST_TIMEOUT, reactor, reactor_with_timeout};
 pub use string_transport::{ProducerState, StringTransport};
+pub use tempdir::TempDir;

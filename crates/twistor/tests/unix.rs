@@ -10,7 +10,6 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::Command;
 use std::rc::Rc;
 use std::thread;
@@ -21,24 +20,7 @@ use twistor::unix::UnixListenOptions;
 use twistor::{Address, Connector, Error, Reactor, Transport};
 use twistor_testing::process::{have, run_with_input};
 
-/// A fresh directory for socket files, removed at the end.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("twistor-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use twistor_testing::TempDir;
 
 #[test]
 fn unix_echo_through_socat_and_cleanup() {
@@ -46,7 +28,7 @@ fn unix_echo_through_socat_and_cleanup() {
         return;
     }
     let dir = TempDir::new("socat");
-    let path = dir.path("echo.sock");
+    let path = dir.join("echo.sock");
     let reactor = twistor_testing::reactor();
     let port = reactor
         .listen_unix_with(
@@ -76,7 +58,7 @@ fn unix_echo_through_socat_and_cleanup() {
 #[test]
 fn an_existing_socket_is_not_stolen_but_a_dead_owners_is_reclaimed() {
     let dir = TempDir::new("lock");
-    let path = dir.path("s.sock");
+    let path = dir.join("s.sock");
     let reactor = twistor_testing::reactor();
     let first = reactor
         .listen_unix_with(
@@ -85,7 +67,7 @@ fn an_existing_socket_is_not_stolen_but_a_dead_owners_is_reclaimed() {
             UnixListenOptions::default().lockfile(true),
         )
         .unwrap();
-    let lock = dir.path("s.sock.lock");
+    let lock = dir.join("s.sock.lock");
     assert_eq!(
         std::fs::read_link(&lock).unwrap().to_str().unwrap(),
         std::process::id().to_string()
@@ -183,7 +165,7 @@ fn connecting_to_a_missing_socket_fails_cleanly() {
     let reactor = twistor_testing::reactor();
     let log = Rc::new(RefCell::new(Vec::new()));
     reactor.connect_unix(
-        dir.path("nobody.sock").as_path(),
+        dir.join("nobody.sock").as_path(),
         Rc::new(Collect {
             log: log.clone(),
             reactor: reactor.clone(),
@@ -225,8 +207,8 @@ fn descriptors_from_another_process_arrive_before_their_bytes() {
         return;
     }
     let dir = TempDir::new("fds");
-    let path = dir.path("fd.sock");
-    let secret = dir.path("secret.txt");
+    let path = dir.join("fd.sock");
+    let secret = dir.join("secret.txt");
     std::fs::write(&secret, "the contents of secret.txt\n").unwrap();
     let reactor = twistor_testing::reactor();
     let got = Rc::new(RefCell::new(Vec::new()));
@@ -266,7 +248,7 @@ fn descriptors_from_another_process_arrive_before_their_bytes() {
 #[test]
 fn twistor_passes_descriptors_to_twistor() {
     let dir = TempDir::new("fds2");
-    let path = dir.path("fd.sock");
+    let path = dir.join("fd.sock");
     let reactor = twistor_testing::reactor();
     let got = Rc::new(RefCell::new(Vec::new()));
     let g = got.clone();
