@@ -24,7 +24,8 @@ use super::{Render, Request, Resource, error_page};
 /// use std::rc::Rc;
 /// use twistor::defer::Deferred;
 /// use twistor::Reactor;
-/// use twistor_cred::{AvatarId, InMemoryChecker, Login, Portal, Realm};
+/// use twistor_cred::checkers::InMemoryChecker;
+/// use twistor_cred::{AvatarId, Login, Portal, Realm};
 /// use twistor_http::server::{BasicAuth, Resource, Site};
 /// use twistor_http::static_files::StaticFile;
 ///
