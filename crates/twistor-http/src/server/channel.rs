@@ -399,7 +399,7 @@ impl Channel {
         }
         let request = Request::from_inner(inner.clone());
         let root = self.site.root.clone();
-        render_into(&request, || locate(root, &request));
+        self.render_into(&request, || locate(root, &request));
     }
 
     fn body_data(&self, data: Bytes) {
@@ -1143,25 +1143,34 @@ fn internal_error(request: &Request, detail: &str) {
 /// Renders what `find` finds for `request` and sends what the resource gives back: a body
 /// now, later through the request, or when a Deferred fires; a panic is a 500.
 pub(crate) fn render_into(request: &Request, find: impl FnOnce() -> Rc<dyn Resource>) {
-    let rendered = catch_unwind(AssertUnwindSafe(|| find().render(request)));
-    match rendered {
-        Ok(Render::Body(body)) => request.respond(body),
-        Ok(Render::Later) => {}
-        Ok(Render::Deferred(d)) => {
-            request.inner.resp.borrow_mut().pending = Some(d.clone());
-            let request = request.clone();
-            d.consume(move |result| {
-                request.inner.resp.borrow_mut().pending = None;
-                match result {
-                    Ok(body) => request.respond(body),
-                    Err(failure) => internal_error(&request, &failure.to_string()),
-                }
-            });
-        }
-        Err(panic) => {
-            let message = panic_message(&*panic);
-            tracing::error!("rendering {} panicked: {message}", request.path());
-            internal_error(request, &message);
+    if let Some(channel) = request.inner.channel.upgrade() {
+        channel.render_into(request, find);
+    }
+}
+
+impl Channel {
+    /// [`render_into`] on this channel (the request's own).
+    fn render_into(&self, request: &Request, find: impl FnOnce() -> Rc<dyn Resource>) {
+        let rendered = catch_unwind(AssertUnwindSafe(|| find().render(request)));
+        match rendered {
+            Ok(Render::Body(body)) => self.respond(&request.inner, body),
+            Ok(Render::Later) => {}
+            Ok(Render::Deferred(d)) => {
+                request.inner.resp.borrow_mut().pending = Some(d.clone());
+                let request = request.clone();
+                d.consume(move |result| {
+                    request.inner.resp.borrow_mut().pending = None;
+                    match result {
+                        Ok(body) => request.respond(body),
+                        Err(failure) => internal_error(&request, &failure.to_string()),
+                    }
+                });
+            }
+            Err(panic) => {
+                let message = panic_message(&*panic);
+                tracing::error!("rendering {} panicked: {message}", request.path());
+                internal_error(request, &message);
+            }
         }
     }
 }
