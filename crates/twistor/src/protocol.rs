@@ -156,6 +156,80 @@ impl dyn Protocol {
     }
 }
 
+/// A protocol wrapped to hear when its connection is made and when it is lost, every
+/// callback passed on: how an endpoint fires its Deferred once connected, and how a
+/// `ClientService` notices its connection went. `Transport::call_later` and
+/// `downcast_mut` look through it.
+pub(crate) struct Watched {
+    inner: Box<dyn Protocol>,
+    on_made: Option<OnMade>,
+    on_lost: Option<OnLost>,
+}
+
+/// What a [`Watched`] runs once the connection is made.
+type OnMade = Box<dyn FnOnce(&Transport)>;
+/// What a [`Watched`] runs once the connection is lost.
+type OnLost = Box<dyn FnOnce(&CloseReason)>;
+
+impl Watched {
+    /// Wraps `inner`, calling `on_made` after its `make_connection`.
+    pub(crate) fn on_made(inner: Box<dyn Protocol>, f: impl FnOnce(&Transport) + 'static) -> Self {
+        Watched {
+            inner,
+            on_made: Some(Box::new(f)),
+            on_lost: None,
+        }
+    }
+
+    /// Wraps `inner`, calling `on_lost` after its `connection_lost`.
+    pub(crate) fn on_lost(
+        inner: Box<dyn Protocol>,
+        f: impl FnOnce(&CloseReason) + 'static,
+    ) -> Self {
+        Watched {
+            inner,
+            on_made: None,
+            on_lost: Some(Box::new(f)),
+        }
+    }
+}
+
+impl Protocol for Watched {
+    fn make_connection(&mut self, transport: &Transport) {
+        self.inner.make_connection(transport);
+        if let Some(f) = self.on_made.take() {
+            f(transport);
+        }
+    }
+    fn connection_made(&mut self, transport: &Transport) {
+        self.inner.connection_made(transport)
+    }
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        self.inner.data_received(transport, data)
+    }
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.inner.connection_lost(reason);
+        if let Some(f) = self.on_lost.take() {
+            f(reason);
+        }
+    }
+    fn read_connection_lost(&mut self, transport: &Transport) {
+        self.inner.read_connection_lost(transport)
+    }
+    fn write_connection_lost(&mut self, transport: &Transport) {
+        self.inner.write_connection_lost(transport)
+    }
+    fn file_descriptor_received(&mut self, transport: &Transport, fd: OwnedFd) {
+        self.inner.file_descriptor_received(transport, fd)
+    }
+    fn handshake_completed(&mut self, transport: &Transport) {
+        self.inner.handshake_completed(transport)
+    }
+    fn wrapped_protocol(&mut self) -> Option<&mut dyn Protocol> {
+        Some(&mut *self.inner)
+    }
+}
+
 /// The application's handler for a datagram socket (UDP, Unix datagrams): Twisted's
 /// `DatagramProtocol`. There is no connection: each datagram arrives whole, with the address
 /// it came from.

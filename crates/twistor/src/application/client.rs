@@ -1,13 +1,12 @@
 //! `ClientService`: keep one connection up through an endpoint.
 
 use std::cell::RefCell;
-use std::os::fd::OwnedFd;
 use std::rc::{Rc, Weak};
 
 use crate::address::Address;
 use crate::defer::{Deferred, DeferredError, Failure};
 use crate::endpoints::ClientEndpoint;
-use crate::protocol::{CloseReason, Factory, Protocol};
+use crate::protocol::{CloseReason, Factory, Protocol, Watched};
 use crate::reactor::{DelayedCall, ReactorTime};
 use crate::reconnect::{Backoff, Jitter, delay_duration};
 use crate::transport::Transport;
@@ -477,7 +476,7 @@ impl Service for ClientService {
     }
 }
 
-/// Builds the application's protocols, each inside a [`Watched`] that reports its loss.
+/// Builds the application's protocols, each wrapped to report its loss to the service.
 struct WatchFactory {
     inner: Rc<dyn Factory>,
     service: Weak<Inner>,
@@ -487,11 +486,12 @@ struct WatchFactory {
 impl Factory for WatchFactory {
     fn build_protocol(&self, addr: &Address) -> Option<Box<dyn Protocol>> {
         let inner = self.inner.build_protocol(addr)?;
-        Some(Box::new(Watched {
-            inner,
-            service: self.service.clone(),
-            attempt: self.attempt,
-        }))
+        let (service, attempt) = (self.service.clone(), self.attempt);
+        Some(Box::new(Watched::on_lost(inner, move |reason| {
+            if let Some(service) = service.upgrade() {
+                service.lost(attempt, reason);
+            }
+        })))
     }
 
     fn start_factory(&self) {
@@ -508,46 +508,5 @@ impl Factory for WatchFactory {
 
     fn noisy(&self) -> bool {
         self.inner.noisy()
-    }
-}
-
-/// The application's protocol, with every callback passed on, and its loss reported to the
-/// service.
-struct Watched {
-    inner: Box<dyn Protocol>,
-    service: Weak<Inner>,
-    attempt: u64,
-}
-
-impl Protocol for Watched {
-    fn make_connection(&mut self, transport: &Transport) {
-        self.inner.make_connection(transport)
-    }
-    fn connection_made(&mut self, transport: &Transport) {
-        self.inner.connection_made(transport)
-    }
-    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        self.inner.data_received(transport, data)
-    }
-    fn connection_lost(&mut self, reason: &CloseReason) {
-        self.inner.connection_lost(reason);
-        if let Some(service) = self.service.upgrade() {
-            service.lost(self.attempt, reason);
-        }
-    }
-    fn read_connection_lost(&mut self, transport: &Transport) {
-        self.inner.read_connection_lost(transport)
-    }
-    fn write_connection_lost(&mut self, transport: &Transport) {
-        self.inner.write_connection_lost(transport)
-    }
-    fn file_descriptor_received(&mut self, transport: &Transport, fd: OwnedFd) {
-        self.inner.file_descriptor_received(transport, fd)
-    }
-    fn handshake_completed(&mut self, transport: &Transport) {
-        self.inner.handshake_completed(transport)
-    }
-    fn wrapped_protocol(&mut self) -> Option<&mut dyn Protocol> {
-        Some(&mut *self.inner)
     }
 }

@@ -2,7 +2,6 @@
 //! connection attempt into a `Deferred<Transport>`.
 
 use std::cell::RefCell;
-use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use crate::address::{Address, UnixAddress};
 use crate::connector::Connector;
 use crate::defer::{Deferred, Failure};
 use crate::error::Error;
-use crate::protocol::{ClientFactory, CloseReason, Factory, Protocol};
+use crate::protocol::{ClientFactory, Factory, Protocol, Watched};
 use crate::reactor::Reactor;
 use crate::transport::Transport;
 
@@ -87,10 +86,7 @@ pub(crate) struct EndpointFactory {
 impl Factory for EndpointFactory {
     fn build_protocol(&self, addr: &Address) -> Option<Box<dyn Protocol>> {
         match self.factory.build_protocol(addr) {
-            Some(inner) => Some(Box::new(Announce {
-                inner,
-                deferred: Some(self.deferred.clone()),
-            })),
+            Some(inner) => Some(Box::new(announce(inner, self.deferred.clone()))),
             None => {
                 let _ = self.deferred.errback(Failure::new(Error::FactoryRefused));
                 None
@@ -124,50 +120,10 @@ impl ClientFactory for EndpointFactory {
 }
 
 /// Wraps the application's protocol to fire the endpoint's Deferred once connected.
-pub(crate) struct Announce {
-    pub(crate) inner: Box<dyn Protocol>,
-    pub(crate) deferred: Option<Deferred<Transport>>,
-}
-
-impl Protocol for Announce {
-    fn make_connection(&mut self, transport: &Transport) {
-        self.inner.make_connection(transport);
-        if let Some(d) = self.deferred.take()
-            && !d.called()
-        {
-            let _ = d.callback(transport.clone());
+pub(crate) fn announce(inner: Box<dyn Protocol>, deferred: Deferred<Transport>) -> Watched {
+    Watched::on_made(inner, move |transport| {
+        if !deferred.called() {
+            let _ = deferred.callback(transport.clone());
         }
-    }
-
-    fn connection_made(&mut self, transport: &Transport) {
-        self.inner.connection_made(transport)
-    }
-
-    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        self.inner.data_received(transport, data)
-    }
-
-    fn connection_lost(&mut self, reason: &CloseReason) {
-        self.inner.connection_lost(reason)
-    }
-
-    fn read_connection_lost(&mut self, transport: &Transport) {
-        self.inner.read_connection_lost(transport)
-    }
-
-    fn write_connection_lost(&mut self, transport: &Transport) {
-        self.inner.write_connection_lost(transport)
-    }
-
-    fn file_descriptor_received(&mut self, transport: &Transport, fd: OwnedFd) {
-        self.inner.file_descriptor_received(transport, fd)
-    }
-
-    fn handshake_completed(&mut self, transport: &Transport) {
-        self.inner.handshake_completed(transport)
-    }
-
-    fn wrapped_protocol(&mut self) -> Option<&mut dyn Protocol> {
-        Some(&mut *self.inner)
-    }
+    })
 }

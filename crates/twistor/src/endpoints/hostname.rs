@@ -23,7 +23,7 @@ use crate::tcp::{ConnectOptions, DEFAULT_CONNECT_TIMEOUT, ReactorTcp};
 use crate::transport::Transport;
 
 use super::ClientEndpoint;
-use super::client::Announce;
+use super::client::announce;
 
 /// RFC 8305's recommended "Connection Attempt Delay".
 pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -321,10 +321,7 @@ impl Factory for Attempt {
         }
         race.won(self.id);
         match race.factory.build_protocol(addr) {
-            Some(inner) => Some(Box::new(Announce {
-                inner,
-                deferred: Some(race.deferred.clone()),
-            })),
+            Some(inner) => Some(Box::new(announce(inner, race.deferred.clone()))),
             None => {
                 race.finish(Err(Failure::new(Error::FactoryRefused)));
                 None

@@ -14,7 +14,7 @@ use crate::tcp::ListenOptions;
 use crate::tls::{ClientTlsConfig, ServerTlsConfig, TlsProtocol};
 use crate::transport::Transport;
 
-use super::client::Announce;
+use super::client::announce;
 use super::server::done;
 use super::{ClientEndpoint, ServerEndpoint};
 
@@ -125,10 +125,7 @@ impl Factory for TlsOver {
             let _ = self.announce.errback(Failure::new(Error::FactoryRefused));
             return None;
         };
-        let announced = Box::new(Announce {
-            inner: app,
-            deferred: Some(self.announce.clone()),
-        });
+        let announced = Box::new(announce(app, self.announce.clone()));
         match TlsProtocol::client(&self.config, announced) {
             Ok(tls) => Some(Box::new(tls)),
             Err(err) => {
