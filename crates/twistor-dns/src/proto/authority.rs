@@ -1,0 +1,1 @@
+//! The server's answering logic over a catalog of zones.

@@ -1,0 +1,1 @@
+//! One zone's records and the lookups an authoritative server makes.

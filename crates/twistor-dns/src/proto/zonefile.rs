@@ -1,0 +1,1 @@
+//! BIND-format zone files.

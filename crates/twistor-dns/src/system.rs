@@ -1,0 +1,1 @@
+//! `/etc/resolv.conf` and `/etc/hosts`.
