@@ -1,7 +1,9 @@
 //! Host name lookups that do not block the reactor.
 //!
 //! `getaddrinfo` blocks, so each lookup runs on a short-lived thread and its answer comes
-//! back through the reactor's cross-thread queue. IP literals are answered at once.
+//! back through the reactor's cross-thread queue, unless a resolver was installed with
+//! [`Reactor::install_resolver`] (`twistor-dns` has one that speaks DNS on the reactor
+//! itself). IP literals are answered at once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -19,15 +21,53 @@ thread_local! {
 }
 
 /// Looks up `host` and calls `done` on the reactor thread with its addresses, in the
-/// resolver's order. An IP literal is answered before this returns.
+/// resolver's order, through the reactor's installed resolver if it has one. An IP literal
+/// is answered before this returns.
 pub fn resolve(
     reactor: &Reactor,
     host: &str,
     port: u16,
     done: impl FnOnce(Result<Vec<SocketAddr>, Error>) + 'static,
 ) {
-    let literal = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = literal.parse::<IpAddr>() {
+    if let Some(ip) = literal(host) {
+        done(Ok(vec![SocketAddr::new(ip, port)]));
+        return;
+    }
+    match reactor.installed_resolver() {
+        Some(resolver) => {
+            let host = host.to_string();
+            resolver.resolve(&host, port).add_both(move |result| {
+                done(
+                    result.map_err(|failure| match failure.downcast_ref::<Error>() {
+                        Some(err @ Error::DnsLookup { .. }) => err.clone(),
+                        _ => Error::DnsLookup {
+                            host,
+                            reason: failure.to_string(),
+                        },
+                    }),
+                );
+                Ok(Vec::new())
+            });
+        }
+        None => resolve_on_thread(reactor, host, port, done),
+    }
+}
+
+fn literal(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// Looks `host` up with `getaddrinfo` on a short-lived thread (the system resolver).
+pub(crate) fn resolve_on_thread(
+    reactor: &Reactor,
+    host: &str,
+    port: u16,
+    done: impl FnOnce(Result<Vec<SocketAddr>, Error>) + 'static,
+) {
+    if let Some(ip) = literal(host) {
         done(Ok(vec![SocketAddr::new(ip, port)]));
         return;
     }

@@ -304,3 +304,68 @@ fn a_refused_endpoint_connection_fails_its_deferred() {
     reactor.run().unwrap();
     assert!(outcome.borrow().contains("refused"), "{}", outcome.borrow());
 }
+
+/// Answers every name with one address, and counts the lookups.
+struct FixedResolver {
+    addr: std::net::IpAddr,
+    lookups: RefCell<Vec<String>>,
+}
+
+impl Resolver for FixedResolver {
+    fn resolve(&self, host: &str, port: u16) -> Deferred<Vec<SocketAddr>> {
+        self.lookups.borrow_mut().push(host.to_string());
+        if host.ends_with(".invalid") {
+            return Deferred::failed(Failure::msg("no such name"));
+        }
+        Deferred::succeeded(vec![SocketAddr::new(self.addr, port)])
+    }
+}
+
+#[test]
+fn an_installed_resolver_serves_connect_tcp_and_hostname_endpoints() {
+    let reactor = twistor_testing::reactor();
+    let resolver = Rc::new(FixedResolver {
+        addr: "127.0.0.1".parse().unwrap(),
+        lookups: RefCell::new(Vec::new()),
+    });
+    reactor.install_resolver(resolver.clone());
+    let port = server_from_string(&reactor, "tcp:0:interface=127.0.0.1")
+        .unwrap()
+        .listen(factory(|_| Echo))
+        .try_result()
+        .unwrap()
+        .unwrap()
+        .port();
+    // Through an endpoint string (a HostnameEndpoint)…
+    let endpoint = client_from_string(&reactor, &format!("tcp:echo.example:{port}")).unwrap();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let hello = Hello {
+        got: got.clone(),
+        reactor: reactor.clone(),
+    };
+    connect_protocol(&*endpoint, hello);
+    reactor.run().unwrap();
+    assert_eq!(*got.borrow(), b"hello endpoint");
+    // …and through `twistor::resolve` (what `connect_tcp` calls), whose failure names the
+    // host and the resolver's reason.
+    let failed = Rc::new(RefCell::new(String::new()));
+    let f = failed.clone();
+    let r = reactor.clone();
+    twistor::resolve(&reactor, "nowhere.invalid", port, move |result| {
+        *f.borrow_mut() = result.unwrap_err().to_string();
+        r.stop();
+    });
+    reactor.run().unwrap();
+    assert!(
+        failed.borrow().contains("nowhere.invalid") && failed.borrow().contains("no such name"),
+        "{}",
+        failed.borrow()
+    );
+    assert_eq!(
+        *resolver.lookups.borrow(),
+        ["echo.example", "nowhere.invalid"]
+    );
+    // IP literals never reach the resolver.
+    twistor::resolve(&reactor, "127.0.0.1", port, |r| assert!(r.is_ok()));
+    assert_eq!(resolver.lookups.borrow().len(), 2);
+}

@@ -53,7 +53,7 @@ impl Resolver for SystemResolver {
     fn resolve(&self, host: &str, port: u16) -> Deferred<Vec<SocketAddr>> {
         let d = Deferred::new();
         let fire = d.clone();
-        crate::resolve::resolve(&self.reactor, host, port, move |result| {
+        crate::resolve::resolve_on_thread(&self.reactor, host, port, move |result| {
             if !fire.called() {
                 let _ = fire.resolve(result.map_err(Failure::new));
             }
@@ -76,12 +76,16 @@ pub struct HostnameEndpoint {
 }
 
 impl HostnameEndpoint {
-    /// Connects to `host:port` through `reactor`, with the system resolver.
+    /// Connects to `host:port` through `reactor`, with the reactor's installed resolver
+    /// ([`Reactor::install_resolver`]) or else the system's.
     pub fn new(reactor: &Reactor, host: &str, port: u16) -> HostnameEndpoint {
+        let resolver = reactor
+            .installed_resolver()
+            .unwrap_or_else(|| Rc::new(SystemResolver::new(reactor)));
         HostnameEndpoint::with_parts(
             Rc::new(reactor.clone()),
             Rc::new(reactor.clone()),
-            Rc::new(SystemResolver::new(reactor)),
+            resolver,
             host,
             port,
         )

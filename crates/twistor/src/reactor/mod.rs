@@ -113,6 +113,8 @@ pub(crate) struct Inner {
     /// The first panic that stopped the reactor (`UnhandledPanic::StopReactor`), for `run`
     /// to return.
     panicked: RefCell<Option<Error>>,
+    /// The name resolver installed in place of the `getaddrinfo` thread, if any.
+    resolver: RefCell<Option<Rc<dyn crate::endpoints::Resolver>>>,
 }
 
 impl Drop for Inner {
@@ -128,6 +130,7 @@ impl Drop for Inner {
         }
         drop(sources);
         self.dirty.get_mut().clear();
+        self.resolver.get_mut().take();
     }
 }
 
@@ -162,6 +165,7 @@ impl Reactor {
             cut: Rc::new(Cut::default()),
             panic_mode: Cell::new(UnhandledPanic::Ignore),
             panicked: RefCell::new(None),
+            resolver: RefCell::new(None),
         });
         let reactor = Reactor { inner };
         reactor.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, {
@@ -389,6 +393,22 @@ impl Reactor {
     /// Seconds on the reactor's monotonic clock (origin unspecified).
     pub fn seconds(&self) -> f64 {
         nanos_to_seconds(self.inner.timers.now())
+    }
+
+    /// Installs `resolver` for the host names this reactor's TCP connections and hostname
+    /// endpoints look up (Twisted's `installNameResolver`), in place of the default: a
+    /// thread running the system's `getaddrinfo` per lookup. `twistor-dns`'s `Resolver`
+    /// implements the trait. The reactor keeps it until another is installed or the reactor
+    /// is dropped; a resolver should hold the reactor weakly ([`Reactor::downgrade`]), or the
+    /// two keep each other alive.
+    pub fn install_resolver(&self, resolver: Rc<dyn crate::endpoints::Resolver>) {
+        *self.inner.resolver.borrow_mut() = Some(resolver);
+    }
+
+    /// The resolver installed by [`install_resolver`](Reactor::install_resolver), if any
+    /// (`None`: lookups run `getaddrinfo` on a thread).
+    pub fn installed_resolver(&self) -> Option<Rc<dyn crate::endpoints::Resolver>> {
+        self.inner.resolver.borrow().clone()
     }
 
     /// The calls scheduled with `call_later` that have not run, earliest first.
