@@ -2,6 +2,8 @@
 
 pub mod authority;
 pub mod cache;
+pub mod header;
 pub mod query;
+pub mod rrl;
 pub mod zone;
 pub mod zonefile;
