@@ -823,7 +823,7 @@ mod tests {
         assert_eq!(again.queries[0].name().to_ascii(), name);
         assert_eq!(ex.case_fallbacks(), &[addr(S1)]);
         let mut answer = reply(again, ResponseCode::NoError);
-        answer.queries[0].set_name(Name::from_str(&name.to_uppercase()).unwrap());
+        answer.queries[0].set_name(Name::from_ascii(name.to_uppercase()).unwrap());
         // Without 0x20, case does not matter.
         ex.handle_udp(addr(S1), &bytes(&answer), secs(1));
         let response = drain(&mut ex).done.unwrap().unwrap();
