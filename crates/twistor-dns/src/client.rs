@@ -465,10 +465,10 @@ impl Resolver {
             out.push(as_is.clone());
         }
         for domain in &config.search {
-            if let Ok(full) = absolute(&format!("{name}.{}", domain.trim_end_matches('.'))) {
-                if !out.contains(&full) {
-                    out.push(full);
-                }
+            if let Ok(full) = absolute(&format!("{name}.{}", domain.trim_end_matches('.')))
+                && !out.contains(&full)
+            {
+                out.push(full);
             }
         }
         if !out.contains(&as_is) {
@@ -543,11 +543,13 @@ impl Resolver {
             return Deferred::failed(twistor::Error::ShuttingDown);
         };
         let now = now(&reactor);
-        if let Some(cache) = inner.cache.borrow_mut().as_mut() {
-            if let Some(mut hit) = cache.get(&question, now) {
-                hit.metadata.id = rand::random();
-                return Deferred::succeeded(hit);
-            }
+        let hit = match inner.cache.borrow_mut().as_mut() {
+            Some(cache) => cache.get(&question, now),
+            None => None,
+        };
+        if let Some(mut hit) = hit {
+            hit.metadata.id = rand::random();
+            return Deferred::succeeded(hit);
         }
         let key = CacheKey::new(&question);
         let waiter = {
@@ -619,10 +621,10 @@ impl Inner {
     /// An exchange ended: cache its response and hand it to everyone waiting.
     fn land(&self, key: &CacheKey, result: Result<Message, Failure>, fallbacks: Vec<SocketAddr>) {
         self.note_fallbacks(fallbacks);
-        if let (Ok(response), Some(reactor)) = (&result, self.reactor.upgrade()) {
-            if let Some(cache) = self.cache.borrow_mut().as_mut() {
-                cache.insert(response, now(&reactor));
-            }
+        if let (Ok(response), Some(reactor)) = (&result, self.reactor.upgrade())
+            && let Some(cache) = self.cache.borrow_mut().as_mut()
+        {
+            cache.insert(response, now(&reactor));
         }
         let waiters = self
             .in_flight
