@@ -247,8 +247,9 @@ impl Resolver {
 
     /// Forwards a client's `request` upstream (for a forwarding server): its first
     /// question, with its CD and DO bits, through the cache (unless CD or DO is set). The
-    /// response comes back with the request's id and question, its RD/RA bits as upstream
-    /// set them; the forwarder adds its own EDNS OPT. Fails (with the [`Error`] of
+    /// response comes back with the request's id and question, without upstream's EDNS OPT
+    /// (the forwarder adds its own, sized for its client) and with the header bits (AA, RA,
+    /// rcode) as upstream set them. Fails (with the [`Error`] of
     /// [`query`](Resolver::query)) when no usable response came: answer SERVFAIL then.
     pub fn forward(&self, request: &Message) -> Deferred<Message> {
         let Some(question) = request.queries.first().cloned() else {
@@ -288,6 +289,8 @@ impl Resolver {
         answer.map(move |mut response| {
             response.metadata.id = id;
             response.queries = vec![question];
+            response.edns = None;
+            response.signature = None;
             response
         })
     }
@@ -563,7 +566,11 @@ impl Resolver {
         };
         if let Some(flight) = inner.in_flight.borrow_mut().get_mut(&key) {
             flight.waiters.push(waiter.clone());
-            return waiter;
+            // The question as this caller asked it (the case may differ).
+            return waiter.map(move |mut response| {
+                response.queries = vec![question];
+                response
+            });
         }
         let exchange = Exchange::new(question, &inner.exchange_config(), now);
         inner.in_flight.borrow_mut().insert(
@@ -795,6 +802,13 @@ impl Driver {
         driver
     }
 
+    fn link(self: &Rc<Self>, generation: u64) -> Link {
+        Link {
+            driver: Rc::downgrade(self),
+            generation,
+        }
+    }
+
     fn finished(&self) -> bool {
         self.on_done.borrow().is_none()
     }
@@ -851,8 +865,7 @@ impl Driver {
             SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         };
         let protocol = UdpAttempt {
-            driver: self.clone(),
-            generation,
+            link: self.link(generation),
         };
         let options = UdpOptions::default()
             .interface(interface)
@@ -881,8 +894,7 @@ impl Driver {
             .deadline()
             .map(|d| d.saturating_sub(now(&reactor)));
         let factory = Rc::new(TcpAttempt {
-            driver: self.clone(),
-            generation,
+            link: self.link(generation),
             server,
             query: RefCell::new(Some(data)),
         });
@@ -953,10 +965,32 @@ impl Driver {
     }
 }
 
+/// What an attempt's socket or connection knows of its driver: a weak handle (the timer
+/// keeps the driver alive; a reactor dropped with the attempt pending frees it) and which
+/// attempt it serves.
+#[derive(Clone)]
+struct Link {
+    driver: Weak<Driver>,
+    generation: u64,
+}
+
+impl Link {
+    fn handle(&self, f: impl FnOnce(&mut Exchange, Duration)) {
+        if let Some(driver) = self.driver.upgrade() {
+            driver.handle(self.generation, f);
+        }
+    }
+
+    fn shut_down(&self) {
+        if let Some(driver) = self.driver.upgrade() {
+            driver.shut_down(self.generation);
+        }
+    }
+}
+
 /// One UDP attempt's socket.
 struct UdpAttempt {
-    driver: Rc<Driver>,
-    generation: u64,
+    link: Link,
 }
 
 impl DatagramProtocol for UdpAttempt {
@@ -964,26 +998,23 @@ impl DatagramProtocol for UdpAttempt {
         let Some(from) = addr.socket_addr() else {
             return;
         };
-        self.driver.handle(self.generation, |exchange, now| {
-            exchange.handle_udp(from, data, now)
-        });
+        self.link
+            .handle(|exchange, now| exchange.handle_udp(from, data, now));
     }
 
     fn connection_refused(&mut self, _transport: &DatagramTransport) {
-        self.driver.handle(self.generation, |exchange, now| {
-            exchange.handle_unreachable(now)
-        });
+        self.link
+            .handle(|exchange, now| exchange.handle_unreachable(now));
     }
 
     fn stop_protocol(&mut self) {
-        self.driver.shut_down(self.generation);
+        self.link.shut_down();
     }
 }
 
 /// One TCP attempt: the factory, and the query it writes once connected.
 struct TcpAttempt {
-    driver: Rc<Driver>,
-    generation: u64,
+    link: Link,
     server: SocketAddr,
     query: RefCell<Option<Vec<u8>>>,
 }
@@ -991,8 +1022,7 @@ struct TcpAttempt {
 impl Factory for TcpAttempt {
     fn build_protocol(&self, _addr: &Address) -> Option<Box<dyn Protocol>> {
         Some(Box::new(TcpReply {
-            driver: self.driver.clone(),
-            generation: self.generation,
+            link: self.link.clone(),
             server: self.server,
             query: self.query.borrow_mut().take(),
             buffer: Vec::new(),
@@ -1007,20 +1037,18 @@ impl Factory for TcpAttempt {
 impl ClientFactory for TcpAttempt {
     fn client_connection_failed(&self, _connector: &Connector, reason: &twistor::Error) {
         if matches!(reason, twistor::Error::ShuttingDown) {
-            self.driver.shut_down(self.generation);
+            self.link.shut_down();
             return;
         }
         tracing::debug!("TCP to {} failed: {reason}", self.server);
-        self.driver.handle(self.generation, |exchange, now| {
-            exchange.handle_tcp_closed(now)
-        });
+        self.link
+            .handle(|exchange, now| exchange.handle_tcp_closed(now));
     }
 }
 
 /// One TCP attempt's connection: writes the query, reads length-prefixed replies.
 struct TcpReply {
-    driver: Rc<Driver>,
-    generation: u64,
+    link: Link,
     server: SocketAddr,
     query: Option<Vec<u8>>,
     /// At most one partial message (two length bytes and up to 65,535 more).
@@ -1047,20 +1075,18 @@ impl Protocol for TcpReply {
             let message = message.to_vec();
             self.buffer.drain(..2 + len);
             let server = self.server;
-            self.driver.handle(self.generation, |exchange, now| {
-                exchange.handle_tcp(server, &message, now)
-            });
+            self.link
+                .handle(|exchange, now| exchange.handle_tcp(server, &message, now));
         }
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
         if matches!(reason, CloseReason::Lost(twistor::Error::ShuttingDown)) {
-            self.driver.shut_down(self.generation);
+            self.link.shut_down();
             return;
         }
-        self.driver.handle(self.generation, |exchange, now| {
-            exchange.handle_tcp_closed(now)
-        });
+        self.link
+            .handle(|exchange, now| exchange.handle_tcp_closed(now));
     }
 }
 
@@ -1082,6 +1108,25 @@ mod tests {
             .iter()
             .map(|n| n.to_ascii())
             .collect()
+    }
+
+    #[test]
+    fn rotate_starts_each_query_with_the_next_server() {
+        let reactor = Reactor::new().unwrap();
+        let servers: Vec<SocketAddr> = ["192.0.2.1:53", "192.0.2.2:53", "192.0.2.3:53"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let mut config = ResolverConfig::new(servers.clone());
+        let plain = Resolver::new(&reactor, config.clone());
+        assert_eq!(plain.inner.exchange_config().servers, servers);
+        assert_eq!(plain.inner.exchange_config().servers, servers);
+        config.rotate = true;
+        let rotating = Resolver::new(&reactor, config);
+        let firsts: Vec<SocketAddr> = (0..4)
+            .map(|_| rotating.inner.exchange_config().servers[0])
+            .collect();
+        assert_eq!(firsts, [servers[0], servers[1], servers[2], servers[0]]);
     }
 
     #[test]

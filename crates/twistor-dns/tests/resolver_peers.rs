@@ -743,3 +743,47 @@ fn cancelling_a_query_closes_its_socket() {
     assert!(pending.try_result().unwrap().unwrap_err().is_cancelled());
     assert_eq!(reactor.source_count(), before);
 }
+
+#[test]
+fn forwarding_a_clients_request() {
+    let Some(nsd) = Nsd::start() else { return };
+    let relay = Relay::start(nsd.addr);
+    let reactor = Reactor::new().unwrap();
+    let resolver = Resolver::new(&reactor, config(&[relay.addr])).with_cache(10);
+    let mut request = Message::new(
+        4321,
+        twistor_dns::wire::op::MessageType::Query,
+        twistor_dns::wire::op::OpCode::Query,
+    );
+    request.metadata.recursion_desired = true;
+    request.add_query(twistor_dns::wire::op::Query::query(
+        Name::from_ascii("Www.Example.Test.").unwrap(),
+        RecordType::AAAA,
+    ));
+    request.set_edns(twistor_dns::wire::op::Edns::new());
+    for expected_queries in [1, 1] {
+        let response = run(&reactor, resolver.forward(&request)).unwrap();
+        assert_eq!(response.metadata.id, 4321);
+        assert_eq!(
+            response.queries[0].name().to_ascii(),
+            "Www.Example.Test.",
+            "the client's question, case and all"
+        );
+        assert_eq!(response.answers.len(), 1);
+        assert!(response.edns.is_none(), "the forwarder adds its own OPT");
+        assert_eq!(
+            relay.queries(),
+            expected_queries,
+            "the second from the cache"
+        );
+    }
+    // With the DO bit, the cache is bypassed and the bit goes upstream.
+    request.edns.as_mut().unwrap().set_dnssec_ok(true);
+    let response = run(&reactor, resolver.forward(&request)).unwrap();
+    assert_eq!(response.metadata.id, 4321);
+    assert_eq!(relay.queries(), 2);
+    // NXDOMAIN comes back as a response, not a failure.
+    request.queries[0].set_name(Name::from_ascii("nope.example.test.").unwrap());
+    let response = run(&reactor, resolver.forward(&request)).unwrap();
+    assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
+}
