@@ -136,6 +136,67 @@ zone:
     }
 }
 
+/// Unbound as a recursive server in front of NSD (stub zones for NSD's zones, nothing
+/// else).
+struct Unbound {
+    _guard: ChildGuard,
+    _dir: TempDir,
+    addr: SocketAddr,
+}
+
+impl Unbound {
+    fn start(nsd: SocketAddr) -> Option<Unbound> {
+        if !have("unbound", &["-V"]) {
+            return None;
+        }
+        let dir = TempDir::new("dns-unbound");
+        let port = free_port();
+        let d = dir.path().display();
+        let upstream = format!("{}@{}", nsd.ip(), nsd.port());
+        let mut conf = format!(
+            r#"server:
+  interface: 127.0.0.1
+  port: {port}
+  do-ip6: no
+  chroot: ""
+  username: ""
+  directory: "{d}"
+  pidfile: "{d}/unbound.pid"
+  do-daemonize: no
+  use-syslog: no
+  logfile: ""
+  verbosity: 1
+  num-threads: 1
+  do-not-query-localhost: no
+  access-control: 127.0.0.0/8 allow
+  module-config: "iterator"
+  qname-minimisation: no
+  local-zone: "test." nodefault
+  local-zone: "2.0.192.in-addr.arpa." nodefault
+  domain-insecure: "test."
+  domain-insecure: "2.0.192.in-addr.arpa."
+remote-control:
+  control-enable: no
+"#
+        );
+        for zone in ["example.test", "other.test", "2.0.192.in-addr.arpa"] {
+            conf.push_str(&format!(
+                "stub-zone:\n  name: \"{zone}.\"\n  stub-addr: {upstream}\n"
+            ));
+        }
+        let path = dir.write("unbound.conf", conf);
+        let mut cmd = Command::new("unbound");
+        cmd.arg("-d").arg("-c").arg(&path);
+        let mut guard = ChildGuard::spawn(cmd);
+        guard.err_line_containing("start of service");
+        Some(Unbound {
+            _guard: guard,
+            _dir: dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        })
+    }
+}
+
 /// `ldns-testns` answering from a script; returns it, its directory and its address.
 fn testns(script: &str) -> Option<(ChildGuard, TempDir, SocketAddr)> {
     // ldns-testns has no option that exits 0; look for it on the PATH.
@@ -498,6 +559,49 @@ fn hostname_endpoint_connects_through_the_resolver() {
         transport.peer().socket_addr().unwrap(),
         SocketAddr::from(([127, 0, 0, 1], port))
     );
+}
+
+// ---- against Unbound ------------------------------------------------------------------
+
+#[test]
+fn through_a_recursive_server() {
+    let Some(nsd) = Nsd::start() else { return };
+    let Some(unbound) = Unbound::start(nsd.addr) else {
+        return;
+    };
+    let reactor = Reactor::new().unwrap();
+    let mut cfg = config(&[unbound.addr]);
+    cfg.use_0x20 = true;
+    let resolver = Resolver::new(&reactor, cfg).with_cache(100);
+
+    // Unbound follows the CNAME out of the zone itself (RA set): one response.
+    let response = run(
+        &reactor,
+        resolver.query("outside.example.test", RecordType::A),
+    )
+    .unwrap();
+    assert!(response.metadata.recursion_available);
+    assert_eq!(response.answers.len(), 2);
+    let via = run(
+        &reactor,
+        resolver.lookup("outside.example.test", RecordType::A),
+    )
+    .unwrap();
+    assert_eq!(via[0].name.to_ascii(), "host.other.test.");
+
+    assert_eq!(
+        run(&reactor, resolver.lookup_ip("www.example.test")).unwrap(),
+        [ip("192.0.2.10"), ip("2001:db8::10")]
+    );
+    let ptr = run(&reactor, resolver.lookup_ptr(ip("192.0.2.10"))).unwrap();
+    assert_eq!(names(&ptr), ["www.example.test."]);
+    let txt = run(&reactor, resolver.lookup_txt("big.example.test")).unwrap();
+    assert_eq!(txt.len(), 12, "truncated over UDP, whole over TCP");
+    let failure = run(&reactor, resolver.lookup_ip("nope.example.test")).unwrap_err();
+    assert!(matches!(dns_error(failure), Error::NoSuchName { .. }));
+    let failure = run(&reactor, resolver.lookup_mx("www.example.test")).unwrap_err();
+    assert!(matches!(dns_error(failure), Error::NoRecords { .. }));
+    assert!(resolver.cache_len() >= 6);
 }
 
 // ---- against ldns-testns ---------------------------------------------------------------

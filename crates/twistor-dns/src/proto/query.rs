@@ -49,6 +49,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData};
 
 use crate::error::Error;
 
@@ -357,6 +358,9 @@ impl Exchange {
             }
             _ => {
                 // Give the question back as asked: the mixed case was ours.
+                if attempt.mixed_case {
+                    unmix(&mut response, attempt.sent.name(), self.question.name());
+                }
                 response.queries = vec![self.question.clone()];
                 self.finish(Ok(response));
             }
@@ -460,6 +464,58 @@ impl Exchange {
     }
 }
 
+/// Puts the case of the question back wherever the server copied our mixed case into the
+/// response: owner names and the names in common record data whose last labels are, byte
+/// for byte, the last labels of the name we sent (name compression points there).
+fn unmix(response: &mut Message, sent: &Name, original: &Name) {
+    let fix = |name: &mut Name| {
+        if let Some(fixed) = unmixed(name, sent, original) {
+            *name = fixed;
+        }
+    };
+    for record in response
+        .answers
+        .iter_mut()
+        .chain(response.authorities.iter_mut())
+        .chain(response.additionals.iter_mut())
+    {
+        fix(&mut record.name);
+        match &mut record.data {
+            RData::CNAME(name) => fix(&mut name.0),
+            RData::NS(name) => fix(&mut name.0),
+            RData::PTR(name) => fix(&mut name.0),
+            RData::MX(mx) => fix(&mut mx.exchange),
+            RData::SRV(srv) => fix(&mut srv.target),
+            RData::SOA(soa) => {
+                fix(&mut soa.mname);
+                fix(&mut soa.rname);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `name` with its trailing labels that equal `sent`'s exactly replaced by `original`'s;
+/// `None` if none do.
+fn unmixed(name: &Name, sent: &Name, original: &Name) -> Option<Name> {
+    let labels: Vec<&[u8]> = name.iter().collect();
+    let common = labels
+        .iter()
+        .rev()
+        .zip(sent.iter().rev())
+        .take_while(|(a, b)| a == &b)
+        .count();
+    if common == 0 {
+        return None;
+    }
+    let keep = labels.len() - common;
+    let tail: Vec<&[u8]> = original.iter().collect();
+    let tail = tail.get(tail.len().checked_sub(common)?..)?;
+    let mut fixed = Name::from_labels(labels[..keep].iter().chain(tail).copied()).ok()?;
+    fixed.set_fqdn(name.is_fqdn());
+    Some(fixed)
+}
+
 /// Whether `data` from `from` answers `attempt`.
 fn judge(attempt: &Attempt, from: SocketAddr, data: &[u8]) -> Verdict {
     if from != attempt.server {
@@ -507,8 +563,8 @@ fn judge(attempt: &Attempt, from: SocketAddr, data: &[u8]) -> Verdict {
 mod tests {
     use std::str::FromStr;
 
-    use hickory_proto::rr::rdata::{A, SOA};
-    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    use hickory_proto::rr::rdata::{A, CNAME, SOA};
+    use hickory_proto::rr::{Record, RecordType};
 
     use super::*;
 
@@ -844,6 +900,41 @@ mod tests {
         );
         let response = drain(&mut ex).done.unwrap().unwrap();
         assert_eq!(response.queries[0].name().to_ascii(), "www.example.com.");
+    }
+
+    #[test]
+    fn case_copied_from_the_mixed_question_is_put_back() {
+        let mut cfg = config(&[S1]);
+        cfg.use_0x20 = true;
+        let asked = "outside.example.test.";
+        let mut ex = Exchange::new(question(asked), &cfg, secs(0));
+        let request = drain(&mut ex).sends.remove(0).2;
+        let sent = request.queries[0].name().clone();
+        let mut answer = reply(&request, ResponseCode::NoError);
+        answer.answers.clear();
+        // As a server compressing against the question would write them.
+        let test_label = sent.iter().next_back().unwrap().to_vec();
+        let host = Name::from_labels(vec![&b"host"[..], b"other", &test_label]).unwrap();
+        answer.add_answer(Record::from_rdata(
+            sent.clone(),
+            60,
+            RData::CNAME(CNAME(host.clone())),
+        ));
+        answer.add_answer(Record::from_rdata(
+            host,
+            60,
+            RData::A(A::new(192, 0, 2, 88)),
+        ));
+        ex.handle_udp(addr(S1), &bytes(&answer), secs(0));
+        let response = drain(&mut ex).done.unwrap().unwrap();
+        assert_eq!(response.answers[0].name.to_ascii(), asked);
+        assert!(
+            matches!(&response.answers[0].data, RData::CNAME(c) if c.0.to_ascii() == "host.other.test.")
+        );
+        assert_eq!(response.answers[1].name.to_ascii(), "host.other.test.");
+        // Names sharing nothing with the question are left alone.
+        let other = Name::from_ascii("Mail.Example.ORG.").unwrap();
+        assert!(unmixed(&other, &sent, &question(asked).name().clone()).is_none());
     }
 
     #[test]
