@@ -769,6 +769,78 @@ ENTRY_END
     );
 }
 
+// ---- scripted in Rust ----------------------------------------------------------------
+
+/// A server on one port: over UDP it answers every query truncated; over TCP (one
+/// connection) it sends, a byte at a time, a frame of garbage, a reply with a wrong id,
+/// then the right reply.
+fn dribbling_server() -> (SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let (tcp, udp) = loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
+            break (tcp, udp);
+        }
+    };
+    let addr = tcp.local_addr().unwrap();
+    let answer = |query: &Message, id: u16| {
+        let mut m = Message::response(id, query.metadata.op_code);
+        m.add_queries(query.queries.iter().cloned());
+        m
+    };
+    let thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let (n, client) = udp.recv_from(&mut buf).unwrap();
+        let query = Message::from_vec(&buf[..n]).unwrap();
+        let mut tc = answer(&query, query.metadata.id);
+        tc.metadata.truncation = true;
+        udp.send_to(&tc.to_vec().unwrap(), client).unwrap();
+
+        let (mut stream, _) = tcp.accept().unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).unwrap();
+        let mut data = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut data).unwrap();
+        let query = Message::from_vec(&data).unwrap();
+        let mut frames: Vec<Vec<u8>> = vec![b"\x12\x34not dns at all".to_vec()];
+        let wrong = answer(&query, query.metadata.id.wrapping_add(1));
+        frames.push(wrong.to_vec().unwrap());
+        let mut right = answer(&query, query.metadata.id);
+        for last in 1..=3 {
+            right.add_answer(twistor_dns::wire::rr::Record::from_rdata(
+                query.queries[0].name().clone(),
+                60,
+                RData::A(twistor_dns::wire::rr::rdata::A::new(192, 0, 2, last)),
+            ));
+        }
+        frames.push(right.to_vec().unwrap());
+        for frame in frames {
+            let mut framed = (frame.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&frame);
+            for byte in framed {
+                if stream.write_all(&[byte]).is_err() {
+                    return;
+                }
+            }
+        }
+        // Wait for the client to hang up.
+        let _ = stream.read(&mut buf);
+    });
+    (addr, thread)
+}
+
+#[test]
+fn tcp_replies_dribbled_byte_by_byte_after_garbage_and_a_wrong_id() {
+    let (addr, server) = dribbling_server();
+    let reactor = Reactor::new().unwrap();
+    let resolver = Resolver::new(&reactor, config(&[addr]));
+    let records = run(&reactor, resolver.lookup("dribble.test", RecordType::A)).unwrap();
+    assert_eq!(records.len(), 3);
+    server.join().unwrap();
+}
+
 // ---- without servers -------------------------------------------------------------------
 
 #[test]

@@ -938,6 +938,37 @@ mod tests {
     }
 
     #[test]
+    fn garbage_and_mangled_replies_never_panic_nor_pass_unchecked() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        for round in 0..2000 {
+            let mut ex = Exchange::new(question("www.example.com."), &config(&[S1]), secs(0));
+            let request = drain(&mut ex).sends.remove(0).2;
+            let mut data = bytes(&reply(&request, ResponseCode::NoError));
+            if round % 2 == 0 {
+                // Flip a few bytes of a good reply.
+                for _ in 0..rng.random_range(1..4) {
+                    let i = rng.random_range(0..data.len());
+                    data[i] = rng.random();
+                }
+            } else {
+                // Or random bytes of random length.
+                let len = rng.random_range(0..600);
+                data = (0..len).map(|_| rng.random()).collect();
+            }
+            ex.handle_udp(addr(S1), &data, secs(1));
+            ex.handle_tcp(addr(S1), &data, secs(1));
+            if let Some(Ok(response)) = drain(&mut ex).done {
+                // Whatever was accepted answered our question with our id.
+                let decoded = Message::from_vec(&data).unwrap();
+                assert_eq!(decoded.metadata.id, request.metadata.id);
+                assert_eq!(decoded.queries[0], request.queries[0]);
+                assert_eq!(response.queries[0], request.queries[0]);
+            }
+        }
+    }
+
+    #[test]
     fn unreachable_server_is_skipped_at_once() {
         let mut ex = Exchange::new(question("a.example."), &config(&[S1, S2]), secs(0));
         drain(&mut ex);
