@@ -266,10 +266,18 @@ impl Resolver {
             let config = inner.exchange_config();
             match Exchange::forward(request, &config, now(&reactor)) {
                 Ok(exchange) => {
-                    let d = Deferred::new();
+                    // Cancelling stops the exchange (the driver is known once started).
+                    let running: Rc<RefCell<Weak<Driver>>> = Rc::default();
+                    let stop = running.clone();
+                    let d = Deferred::with_canceller(move |_| {
+                        let driver = stop.borrow().upgrade();
+                        if let Some(driver) = driver {
+                            driver.abort();
+                        }
+                    });
                     let fire = d.clone();
                     let weak = Rc::downgrade(&inner);
-                    Driver::start(
+                    let driver = Driver::start(
                         &reactor,
                         exchange,
                         Box::new(move |result, fallbacks| {
@@ -279,6 +287,7 @@ impl Resolver {
                             let _ = fire.resolve(result);
                         }),
                     );
+                    *running.borrow_mut() = Rc::downgrade(&driver);
                     d
                 }
                 Err(e) => Deferred::failed(e),

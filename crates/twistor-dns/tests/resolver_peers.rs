@@ -963,3 +963,26 @@ fn forwarding_a_clients_request() {
     let response = run(&reactor, resolver.forward(&request)).unwrap();
     assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
 }
+
+#[test]
+fn cancelling_a_forwarded_request_closes_its_socket() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let reactor = Reactor::new().unwrap();
+    let resolver = Resolver::new(&reactor, config(&[silent.local_addr().unwrap()]));
+    let before = reactor.source_count();
+    for dnssec_ok in [false, true] {
+        let mut request = Message::query();
+        request.add_query(twistor_dns::wire::op::Query::query(
+            Name::from_ascii("www.example.test.").unwrap(),
+            RecordType::A,
+        ));
+        let mut edns = twistor_dns::wire::op::Edns::new();
+        edns.set_dnssec_ok(dnssec_ok);
+        request.set_edns(edns);
+        let pending = resolver.forward(&request);
+        assert!(reactor.source_count() > before);
+        pending.cancel();
+        assert!(pending.try_result().unwrap().unwrap_err().is_cancelled());
+        assert_eq!(reactor.source_count(), before, "DO bit {dnssec_ok}");
+    }
+}
