@@ -440,4 +440,27 @@ mod tests {
         put(&mut none, "one.example.");
         assert!(none.is_empty());
     }
+
+    #[test]
+    fn random_use_keeps_the_bounds() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2308);
+        let mut cache = Cache::new(16);
+        let mut now = 0;
+        for _ in 0..5000 {
+            let n = format!("n{}.example.", rng.random_range(0..40));
+            let query = q(&n, RecordType::A);
+            if rng.random_bool(0.5) {
+                let mut r = response(&query, ResponseCode::NoError);
+                r.add_answer(a(&n, rng.random_range(0..100), 1));
+                cache.insert(&r, secs(now));
+            } else if let Some(hit) = cache.get(&query, secs(now)) {
+                assert!(hit.answers[0].ttl < 100);
+                assert_eq!(hit.queries[0], query);
+            }
+            now += rng.random_range(0..3);
+            assert!(cache.len() <= 16);
+            assert_eq!(cache.order.len(), cache.entries.len());
+        }
+    }
 }
