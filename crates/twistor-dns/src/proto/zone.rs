@@ -157,13 +157,11 @@ impl Zone {
                     record.name
                 )));
             }
-            if record.record_type() == RecordType::SOA {
-                if record.name != origin {
-                    return Err(Error::Invalid(format!(
-                        "SOA at {}, not at the apex",
-                        record.name
-                    )));
-                }
+            if record.record_type() == RecordType::SOA && record.name != origin {
+                return Err(Error::Invalid(format!(
+                    "SOA at {}, not at the apex",
+                    record.name
+                )));
             }
             // Empty non-terminals between the owner and the apex.
             let mut up = record.name.base_name();
@@ -363,10 +361,10 @@ impl Zone {
         if !self.origin_key.zone_of(&key) {
             return Lookup::NxDomain;
         }
-        if self.has_cuts {
-            if let Some(d) = self.find_cut(qname, qtype) {
-                return d;
-            }
+        if self.has_cuts
+            && let Some(d) = self.find_cut(qname, qtype)
+        {
+            return d;
         }
         if let Some(&i) = self.index.get(&key) {
             return self.at_node(&self.nodes[i], qtype, None);
@@ -417,10 +415,10 @@ impl Zone {
         }
         let mut out: Vec<&RrSet> = Vec::new();
         fn add<'a>(set: Option<&'a RrSet>, out: &mut Vec<&'a RrSet>) {
-            if let Some(set) = set {
-                if !out.iter().any(|s| std::ptr::eq(*s, set)) {
-                    out.push(set);
-                }
+            if let Some(set) = set
+                && !out.iter().any(|s| std::ptr::eq(*s, set))
+            {
+                out.push(set);
             }
         }
         match lookup {
@@ -507,12 +505,12 @@ impl Zone {
             }
             let mut glue: Vec<&RrSet> = Vec::new();
             for r in &ns.records {
-                if let RData::NS(target) = &r.data {
-                    if self.origin.zone_of(&target.0) {
-                        for set in self.addresses(&target.0) {
-                            if !glue.iter().any(|g| std::ptr::eq(*g, set)) {
-                                glue.push(set);
-                            }
+                if let RData::NS(target) = &r.data
+                    && self.origin.zone_of(&target.0)
+                {
+                    for set in self.addresses(&target.0) {
+                        if !glue.iter().any(|g| std::ptr::eq(*g, set)) {
+                            glue.push(set);
                         }
                     }
                 }

@@ -479,10 +479,10 @@ impl FileParser {
             }
             break type_value(t)?;
         };
-        if let Some(c) = class {
-            if c != DNSClass::IN {
-                return Err(format!("class {c} is not supported (only IN)"));
-            }
+        if let Some(c) = class
+            && c != DNSClass::IN
+        {
+            return Err(format!("class {c} is not supported (only IN)"));
         }
         let origin = st.origin.clone().unwrap_or_else(Name::root);
         let rdata = rdata_from_tokens(rtype, &toks[i..], &origin)?;
