@@ -289,6 +289,8 @@ struct FileState {
     origin: Option<Name>,
     default_ttl: Option<u32>,
     last_ttl: Option<u32>,
+    /// The SOA's minimum, once read: the default TTL when there is no `$TTL`.
+    soa_minimum: Option<u32>,
     owner: Option<Name>,
 }
 
@@ -319,9 +321,10 @@ impl FileParser {
             origin: self.apex.clone(),
             default_ttl: None,
             last_ttl: None,
+            soa_minimum: None,
             owner: None,
         };
-        self.parse_with(text, name, path, depth, state)
+        self.parse_with(text, name, path, depth, state).map(drop)
     }
 
     fn parse_with(
@@ -331,7 +334,7 @@ impl FileParser {
         path: Option<&Path>,
         depth: usize,
         mut st: FileState,
-    ) -> Result<(), Error> {
+    ) -> Result<FileState, Error> {
         let file_index = self.files.len();
         self.files.push(name.clone());
         if let Some(p) = path {
@@ -366,7 +369,7 @@ impl FileParser {
                             "$INCLUDE takes a file and an optional origin".into(),
                         ));
                     }
-                    self.include(&toks[1..], path, depth, &st, line, &name)?;
+                    self.include(&toks[1..], path, depth, &mut st, line, &name)?;
                 } else {
                     return Err(fail(line, format!("unknown directive {}", first.as_str())));
                 }
@@ -379,7 +382,7 @@ impl FileParser {
         if path.is_some() {
             self.open.pop();
         }
-        Ok(())
+        Ok(st)
     }
 
     fn include(
@@ -387,7 +390,7 @@ impl FileParser {
         args: &[Token],
         path: Option<&Path>,
         depth: usize,
-        st: &FileState,
+        st: &mut FileState,
         line: usize,
         name: &str,
     ) -> Result<(), Error> {
@@ -423,22 +426,27 @@ impl FileParser {
         };
         let text =
             std::fs::read(&file).map_err(|e| fail(format!("$INCLUDE {}: {e}", file.display())))?;
-        // The included file starts with the includer's origin and TTL; nothing it changes
-        // comes back (RFC 1035: "a $INCLUDE entry never changes the relative origin of the
-        // parent file").
+        // The included file starts with the includer's origin and TTLs. Its origin does not
+        // come back (RFC 1035: "a $INCLUDE entry never changes the relative origin of the
+        // parent file"); its $TTL does, as in BIND.
         let inner = FileState {
             origin,
             default_ttl: st.default_ttl,
             last_ttl: st.last_ttl,
+            soa_minimum: st.soa_minimum,
             owner: st.owner.clone(),
         };
-        self.parse_with(
+        let after = self.parse_with(
             &text,
             file.display().to_string(),
             Some(&file),
             depth + 1,
             inner,
-        )
+        )?;
+        st.default_ttl = after.default_ttl;
+        st.last_ttl = after.last_ttl;
+        st.soa_minimum = after.soa_minimum;
+        Ok(())
     }
 
     /// One resource record entry.
@@ -486,20 +494,22 @@ impl FileParser {
         }
         let origin = st.origin.clone().unwrap_or_else(Name::root);
         let rdata = rdata_from_tokens(rtype, &toks[i..], &origin)?;
+        // As BIND: an explicit TTL, else $TTL, else (RFC 2308's old rule) the SOA's minimum,
+        // else the previous record's TTL (RFC 1035).
         let ttl = match ttl {
             Some(t) => {
                 st.last_ttl = Some(t);
                 t
             }
-            None => match (st.default_ttl, st.last_ttl, &rdata) {
-                (Some(t), _, _) | (None, Some(t), _) => t,
-                (None, None, RData::SOA(soa)) => {
-                    st.last_ttl = Some(soa.minimum);
-                    soa.minimum
-                }
+            None => match (st.default_ttl, st.soa_minimum, st.last_ttl, &rdata) {
+                (Some(t), _, _, _) | (None, Some(t), _, _) | (None, None, Some(t), _) => t,
+                (None, None, None, RData::SOA(soa)) => soa.minimum,
                 _ => return Err("no TTL given and no $TTL before".into()),
             },
         };
+        if let RData::SOA(soa) = &rdata {
+            st.soa_minimum = Some(soa.minimum);
+        }
         let mut record = Record::from_rdata(owner, ttl, rdata);
         record.dns_class = DNSClass::IN;
         Ok(record)
@@ -1342,9 +1352,9 @@ mod tests {
         let z = parse_zone_file(&root, Some(&n("example.com."))).unwrap();
         assert_eq!(z.records[1].name, n("x.sub.example.com."));
         assert_eq!(z.records[1].ttl, 42);
-        // The include's origin and $TTL do not leak back.
+        // The include's origin does not come back; its $TTL does (as in BIND).
         assert_eq!(z.records[2].name, n("after.example.com."));
-        assert_eq!(z.records[2].ttl, 300);
+        assert_eq!(z.records[2].ttl, 42);
 
         std::fs::write(
             dir.path().join("sub/inc.zone"),
