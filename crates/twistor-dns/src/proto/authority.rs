@@ -1174,11 +1174,29 @@ mod tests {
                 m
             };
             let via = if i % 3 == 0 { Via::Tcp } else { Via::Udp };
-            let _ = c.respond(&Request {
+            let limit = match (via, Message::from_vec(&msg)) {
+                (Via::Tcp, _) => 65_535,
+                (Via::Udp, Ok(m)) => {
+                    usize::from(m.edns.as_ref().map_or(512, Edns::max_payload).max(512))
+                }
+                (Via::Udp, Err(_)) => 512,
+            };
+            match c.respond(&Request {
                 message: &msg,
                 source: src,
                 via,
-            });
+            }) {
+                Outcome::Reply(r) => {
+                    assert!(r.len() <= limit);
+                    Message::from_vec(&r).expect("every reply decodes");
+                }
+                Outcome::Stream(msgs) => {
+                    for m in msgs {
+                        Message::from_vec(&m).expect("every transfer message decodes");
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
