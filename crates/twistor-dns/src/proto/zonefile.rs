@@ -1392,6 +1392,47 @@ mod tests {
     }
 
     #[test]
+    fn mutated_text_never_panics() {
+        let base = format!(
+            "{SOA}$ORIGIN example.com.\n@ MX 10 mail\nmail A 192.0.2.1\nt TXT \"a\\\"b\" (\n \"c\" )\n\
+             s SRV 0 0 1 t\nk DNSKEY 257 3 13 AQID\nr RRSIG A 13 2 300 20300101000000 20200101000000 1 example.com. AQID\n\
+             n NSEC a A RRSIG\nh HTTPS 1 . alpn=h2\nc CAA 0 issue \"x\"\nz NAPTR 1 1 \"s\" \"x\" \"\" .\n\
+             u TYPE999 \\# 2 0102\nx\\.y\\065 A 192.0.2.2\n"
+        );
+        assert_eq!(parse(&base).unwrap().records.len(), 13);
+        let base = base.as_bytes();
+        let alphabet = b" \t\n;()\"\\.@$*#0123456789aAzZ-";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut accepted = 0;
+        for _ in 0..5_000 {
+            let mut text = base.to_vec();
+            for _ in 0..(next() % 6 + 1) {
+                let at = (next() as usize) % text.len();
+                match next() % 3 {
+                    0 => text[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => {
+                        text.remove(at);
+                    }
+                    _ => text.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                }
+            }
+            let text = String::from_utf8_lossy(&text);
+            if let Ok(z) = parse(&text) {
+                accepted += 1;
+                assert!(!z.records.is_empty());
+            }
+        }
+        // Some mutations are harmless (in a comment, a digit for a digit).
+        assert!(accepted > 0);
+    }
+
+    #[test]
     fn rdata_alone() {
         let r = parse_rdata(RecordType::MX, "5 mx", &n("example.com.")).unwrap();
         assert_eq!(r, RData::MX(MX::new(5, n("mx.example.com."))));
