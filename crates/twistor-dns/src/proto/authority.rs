@@ -204,6 +204,7 @@ impl Catalog {
             via: request.via,
             tsig,
             do_bit: message.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+            recursion: self.recursion,
         };
         match message.op_code {
             OpCode::Query | OpCode::Notify => {}
@@ -587,6 +588,8 @@ struct Ctx<'m> {
     via: Via,
     tsig: Option<TsigState>,
     do_bit: bool,
+    /// The catalog offers recursion: RA is set.
+    recursion: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -724,7 +727,7 @@ impl Ctx<'_> {
             aa: false,
             tc: false,
             rd: self.message.recursion_desired,
-            ra: false,
+            ra: self.recursion,
             cd: self.message.checking_disabled,
             rcode: ResponseCode::NoError,
         }
@@ -1043,12 +1046,16 @@ mod tests {
         let mut c = catalog();
         let r = ask(&c, &query("www.example.org.", RecordType::A));
         assert_eq!(r.response_code, ResponseCode::Refused);
+        assert!(!r.recursion_available);
         c.set_recursion(true);
         let mut q = query("www.example.org.", RecordType::A);
         q.metadata.recursion_desired = true;
         assert!(matches!(ask_via(&c, &q, Via::Udp), Outcome::Recurse(_)));
         let r = ask(&c, &query("www.example.com.", RecordType::A));
-        assert!(r.answers.len() == 1 && !r.recursion_available);
+        assert!(r.answers.len() == 1 && r.recursion_available);
+        let mut q = query("www.example.org.", RecordType::A);
+        q.metadata.recursion_desired = false;
+        assert_eq!(ask(&c, &q).response_code, ResponseCode::Refused);
     }
 
     #[test]
