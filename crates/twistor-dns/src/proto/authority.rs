@@ -34,8 +34,9 @@
 //! - AXFR: TCP only (over UDP: REFUSED); only for a zone's apex (else NOTAUTH); only from an
 //!   address in [`Catalog::allow_axfr`]'s blocks or with a valid TSIG (else REFUSED). The
 //!   zone goes out as [`Outcome::Stream`], messages of at most 64 KiB, SOA first and last.
-//!   IXFR over TCP is answered as a full AXFR-style transfer; over UDP with the SOA alone
-//!   (RFC 1995: the client then asks again over TCP).
+//!   IXFR over TCP is answered as a full AXFR-style transfer, or with the SOA alone when the
+//!   client's serial is not older than ours; over UDP with the SOA alone (RFC 1995: the
+//!   client then asks again over TCP).
 //! - NOTIFY for a zone held: [`Outcome::Notified`] with the AA reply; for other names:
 //!   NOTAUTH. Whether to trust the sender (its address) is the caller's decision.
 
@@ -415,7 +416,14 @@ impl Catalog {
             aa: true,
             ..ctx.flags()
         };
-        if ctx.via == Via::Udp {
+        // IXFR from a client whose serial (the SOA in its authority section) is not older
+        // than ours (RFC 1982 arithmetic): the SOA alone says it is up to date (RFC 1995).
+        let up_to_date = ixfr
+            && ctx.message.authorities.iter().any(|r| match &r.data {
+                RData::SOA(theirs) => (theirs.serial.wrapping_sub(zone.serial()) as i32) >= 0,
+                _ => false,
+            });
+        if ctx.via == Via::Udp || up_to_date {
             // IXFR over UDP: the SOA alone tells the client to come back over TCP.
             let mut out = Sections::default();
             out.answer.push(Group::of(None, zone.soa_rrset(), false));
@@ -1283,6 +1291,14 @@ mod tests {
             transfer(&c, &query("example.com.", RecordType::IXFR), local),
             Outcome::Stream(_)
         ));
+        // IXFR from a client already at our serial: the SOA alone.
+        let mut ixfr = query("example.com.", RecordType::IXFR);
+        ixfr.add_authority(zone.soa_record().clone());
+        let Outcome::Reply(r) = transfer(&c, &ixfr, local) else {
+            panic!()
+        };
+        let r = Message::from_vec(&r).unwrap();
+        assert_eq!(types(&r.answers), vec![RecordType::SOA]);
     }
 
     #[test]
