@@ -245,8 +245,13 @@ impl Catalog {
 
     /// The zone with the longest origin at or above `name`.
     fn find_zone(&self, name: &Name) -> Option<&Zone> {
-        if self.zones.is_empty() {
-            return None;
+        if self.zones.len() <= 4 {
+            // A few zones: compare in place rather than build a lowercased key per label.
+            return self
+                .zones
+                .values()
+                .filter(|z| z.origin().zone_of(name))
+                .max_by_key(|z| z.origin().num_labels());
         }
         let mut key = LowerName::new(name);
         loop {
@@ -767,26 +772,25 @@ impl Ctx<'_> {
         }
     }
 
-    /// The OPT record of the reply, if the request had one.
-    fn opt(&self, rcode: ResponseCode) -> Option<Record> {
+    /// The OPT record of the reply, if the request had one (RFC 6891 6.1.2: root owner,
+    /// our payload size as class, extended rcode, version 0 and DO in the TTL, no options).
+    fn opt(&self, rcode: ResponseCode) -> Option<[u8; 11]> {
         let theirs = self.message.edns.as_ref()?;
-        let mut edns = Edns::new();
-        edns.set_max_payload(OUR_UDP_PAYLOAD);
-        edns.set_version(0);
-        edns.set_dnssec_ok(theirs.flags().dnssec_ok);
-        edns.set_rcode_high(rcode.high());
-        Some(Record::from(&edns))
+        let mut opt = [0u8; 11];
+        opt[1..3].copy_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
+        opt[3..5].copy_from_slice(&OUR_UDP_PAYLOAD.to_be_bytes());
+        opt[5] = rcode.high();
+        opt[6] = 0;
+        opt[7] = if theirs.flags().dnssec_ok { 0x80 } else { 0 };
+        Some(opt)
     }
 
     /// Appends the OPT and TSIG records to a message whose ARCOUNT is `additional` so far.
     fn finish(&mut self, msg: &mut Vec<u8>, rcode: ResponseCode, additional: u16) {
         let mut arcount = additional;
         if let Some(opt) = self.opt(rcode) {
-            let mut buf = Vec::new();
-            if opt.emit(&mut BinEncoder::new(&mut buf)).is_ok() {
-                msg.extend_from_slice(&buf);
-                arcount += 1;
-            }
+            msg.extend_from_slice(&opt);
+            arcount += 1;
         }
         msg[10..12].copy_from_slice(&arcount.to_be_bytes());
         if let Some(tsig) = &mut self.tsig {
@@ -1064,6 +1068,28 @@ mod tests {
         let mut q = query("www.example.org.", RecordType::A);
         q.metadata.recursion_desired = false;
         assert_eq!(ask(&c, &q).response_code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn the_longest_origin_wins() {
+        let child = "$ORIGIN deep.example.com.\n$TTL 300\n@ SOA ns hm 9 1 1 1 1\n@ NS ns\nwww A 192.0.2.99\n";
+        let mut c = catalog();
+        c.insert(Zone::new(parse_zone_str(child, "deep", None).unwrap()).unwrap());
+        for round in 0..2 {
+            let r = ask(&c, &query("www.DEEP.example.com.", RecordType::A));
+            assert_eq!(r.answers.len(), 1, "round {round}");
+            assert_eq!(r.answers[0].data.to_string(), "192.0.2.99");
+            let r = ask(&c, &query("www.example.com.", RecordType::A));
+            assert_eq!(r.answers[0].data.to_string(), "192.0.2.3");
+            // Second round: more zones than the linear scan handles.
+            for i in 0..5 {
+                let text = format!("$ORIGIN z{i}.test.\n$TTL 1\n@ SOA ns hm 1 1 1 1 1\n");
+                c.insert(Zone::new(parse_zone_str(&text, "z", None).unwrap()).unwrap());
+            }
+        }
+        assert!(c.remove(&name("DEEP.example.com.")).is_some());
+        let r = ask(&c, &query("www.deep.example.com.", RecordType::A));
+        assert_eq!(r.response_code, ResponseCode::NXDomain);
     }
 
     #[test]

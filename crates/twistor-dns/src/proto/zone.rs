@@ -138,15 +138,19 @@ impl Zone {
         // Gather nodes (unsorted first), then sort and index.
         let mut nodes: Vec<Node> = Vec::new();
         let mut index: HashMap<LowerName, usize> = HashMap::new();
-        let mut node_of = |name: &Name, nodes: &mut Vec<Node>| -> usize {
+        // The node of a name, made if new (and then `true`).
+        let mut node_of = |name: &Name, nodes: &mut Vec<Node>| -> (usize, bool) {
             let key = LowerName::new(name);
-            *index.entry(key).or_insert_with(|| {
+            let mut made = false;
+            let i = *index.entry(key).or_insert_with(|| {
+                made = true;
                 nodes.push(Node {
                     name: name.clone(),
                     rrsets: Vec::new(),
                 });
                 nodes.len() - 1
-            })
+            });
+            (i, made)
         };
         node_of(&origin, &mut nodes);
         let mut sigs = Vec::new();
@@ -163,17 +167,19 @@ impl Zone {
                     record.name
                 )));
             }
-            // Empty non-terminals between the owner and the apex.
-            let mut up = record.name.base_name();
-            while up.num_labels() > origin.num_labels() {
-                node_of(&up, &mut nodes);
-                up = up.base_name();
+            let (n, made) = node_of(&record.name, &mut nodes);
+            if made {
+                // Empty non-terminals between a new owner and the apex, up to the first
+                // name already known (whose own ancestors are then known too).
+                let mut up = record.name.base_name();
+                while up.num_labels() > origin.num_labels() && node_of(&up, &mut nodes).1 {
+                    up = up.base_name();
+                }
             }
             if record.record_type() == RecordType::RRSIG {
                 sigs.push(record);
                 continue;
             }
-            let n = node_of(&record.name, &mut nodes);
             let rtype = record.record_type();
             let node = &mut nodes[n];
             match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
@@ -207,7 +213,7 @@ impl Zone {
                 RData::DNSSEC(DNSSECRData::RRSIG(s)) => s.input().type_covered,
                 _ => continue,
             };
-            let n = node_of(&sig.name, &mut nodes);
+            let (n, _) = node_of(&sig.name, &mut nodes);
             let node = &mut nodes[n];
             let set = match node.rrsets.iter().position(|s| s.rtype == covered) {
                 Some(i) => &mut node.rrsets[i],
