@@ -1,5 +1,5 @@
-//! The answering logic against NSD: the same zone files (one plain, one signed with NSEC by
-//! `ldns-signzone`) loaded by both, the same queries asked of both, and the replies compared:
+//! The answering logic against NSD: the same zone files (one plain, one signed with NSEC and
+//! one with NSEC3 by `ldns-signzone`) loaded by both, the same queries asked of both, and the replies compared:
 //! response code, AA, answer and authority sections (as sets of records), and the additional
 //! section of referrals (glue). NSD runs with `minimal-responses: yes`, as we answer.
 //!
@@ -41,12 +41,17 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn sign(dir: &Path) {
+/// Signs `file` for `origin` (NSEC, or NSEC3 with `nsec3`), giving `file.signed`.
+fn sign(dir: &Path, origin: &str, file: &str, nsec3: bool) {
     let key = run(Command::new("ldns-keygen")
-        .args(["-a", "ECDSAP256SHA256", "-k", "example.org"])
+        .args(["-a", "ECDSAP256SHA256", "-k", origin])
         .current_dir(dir));
-    run(Command::new("ldns-signzone")
-        .args(["-e", "20400101000000", "org.zone", key.trim()])
+    let mut cmd = Command::new("ldns-signzone");
+    if nsec3 {
+        cmd.args(["-n", "-s", "cafe", "-t", "3"]);
+    }
+    run(cmd
+        .args(["-e", "20400101000000", file, key.trim()])
         .current_dir(dir));
 }
 
@@ -66,7 +71,8 @@ fn start_nsd(dir: &Path, port: u16) -> ChildGuard {
          server-count: 1\n  minimal-responses: yes\n  verbosity: 1\n\
          remote-control:\n  control-enable: no\n\
          zone:\n  name: example.com\n  zonefile: com.zone\n\
-         zone:\n  name: example.org\n  zonefile: org.zone.signed\n"
+         zone:\n  name: example.org\n  zonefile: org.zone.signed\n\
+         zone:\n  name: example.info\n  zonefile: info.zone.signed\n"
     );
     std::fs::write(dir.join("nsd.conf"), conf).unwrap();
     let mut cmd = Command::new("nsd");
@@ -125,12 +131,16 @@ fn same_answers_as_nsd() {
     let dir = TempDir::new("dns-vs-nsd");
     std::fs::write(dir.path().join("com.zone"), PLAIN).unwrap();
     std::fs::write(dir.path().join("org.zone"), SIGNED).unwrap();
-    sign(dir.path());
+    sign(dir.path(), "example.org", "org.zone", false);
+    let info = SIGNED.replace("example.org.", "example.info.");
+    std::fs::write(dir.path().join("info.zone"), info).unwrap();
+    sign(dir.path(), "example.info", "info.zone", true);
 
     let mut catalog = Catalog::new();
     for (origin, file) in [
         ("example.com.", "com.zone"),
         ("example.org.", "org.zone.signed"),
+        ("example.info.", "info.zone.signed"),
     ] {
         let origin = Name::from_ascii(origin).unwrap();
         let data = parse_zone_file(&dir.path().join(file), Some(&origin)).unwrap();
@@ -152,7 +162,34 @@ fn same_answers_as_nsd() {
     );
     assert!(ready.is_some(), "NSD did not start");
 
-    let cases: &[(&str, RecordType)] = &[
+    let signed_cases: &[(&str, RecordType)] = &[
+        ("example.org.", RecordType::SOA),
+        ("example.org.", RecordType::DNSKEY),
+        ("www.example.org.", RecordType::A),
+        ("www.example.org.", RecordType::TXT),
+        ("nope.example.org.", RecordType::A),
+        ("zzz.example.org.", RecordType::A),
+        ("a.nope.example.org.", RecordType::A),
+        ("alias.example.org.", RecordType::A),
+        ("x.wild.example.org.", RecordType::A),
+        ("x.y.wild.example.org.", RecordType::A),
+        ("x.wild.example.org.", RecordType::TXT),
+        ("host.sub.example.org.", RecordType::A),
+        ("sub.example.org.", RecordType::DS),
+        ("host.insecure.example.org.", RecordType::A),
+        ("insecure.example.org.", RecordType::DS),
+        ("b.c.example.org.", RecordType::A),
+        ("x.b.c.example.org.", RecordType::A),
+    ];
+    let mut cases: Vec<(String, RecordType)> = Vec::new();
+    for zone in ["example.org.", "example.info."] {
+        for (name, rtype) in signed_cases {
+            cases.push((name.replace("example.org.", zone), *rtype));
+        }
+    }
+    cases.push(("www.example.org.".into(), RecordType::NSEC));
+    cases.push(("mail.example.org.".into(), RecordType::RRSIG));
+    let plain_cases: &[(&str, RecordType)] = &[
         ("example.com.", RecordType::SOA),
         ("example.com.", RecordType::NS),
         ("example.com.", RecordType::MX),
@@ -172,27 +209,15 @@ fn same_answers_as_nsd() {
         ("b.c.example.com.", RecordType::A),
         ("c.example.com.", RecordType::TXT),
         ("_sip._tcp.example.com.", RecordType::SRV),
-        ("example.org.", RecordType::SOA),
-        ("example.org.", RecordType::DNSKEY),
-        ("www.example.org.", RecordType::A),
-        ("www.example.org.", RecordType::TXT),
-        ("nope.example.org.", RecordType::A),
-        ("zzz.example.org.", RecordType::A),
-        ("alias.example.org.", RecordType::A),
-        ("x.wild.example.org.", RecordType::A),
-        ("x.wild.example.org.", RecordType::TXT),
-        ("host.sub.example.org.", RecordType::A),
-        ("sub.example.org.", RecordType::DS),
-        ("host.insecure.example.org.", RecordType::A),
-        ("b.c.example.org.", RecordType::A),
-        ("www.example.org.", RecordType::NSEC),
-        ("mail.example.org.", RecordType::RRSIG),
     ];
+    cases.extend(plain_cases.iter().map(|(n, t)| (n.to_string(), *t)));
     let mut failures = Vec::new();
     let mut compared = 0;
     let mut nsec_proofs = 0;
+    let mut nsec3_proofs = 0;
     let mut id = 100u16;
-    for &(name, rtype) in cases {
+    for (name, rtype) in &cases {
+        let (name, rtype) = (name.as_str(), *rtype);
         for dnssec in [false, true] {
             id += 1;
             let q = query(name, rtype, dnssec, id);
@@ -214,6 +239,13 @@ fn same_answers_as_nsd() {
                 .any(|r| r.record_type() == RecordType::NSEC)
             {
                 nsec_proofs += 1;
+            }
+            if theirs
+                .authorities
+                .iter()
+                .any(|r| r.record_type() == RecordType::NSEC3)
+            {
+                nsec3_proofs += 1;
             }
             let referral = !theirs.authoritative && theirs.answers.is_empty();
             let mut diffs = Vec::new();
@@ -267,8 +299,14 @@ fn same_answers_as_nsd() {
     assert_eq!(compared, cases.len() * 2);
     // The signed zone's negative answers were compared with their proofs.
     assert!(
-        nsec_proofs >= 7,
+        nsec_proofs >= 9,
         "only {nsec_proofs} replies with NSEC proofs"
     );
-    eprintln!("{compared} replies identical to NSD's, {nsec_proofs} with NSEC proofs");
+    assert!(
+        nsec3_proofs >= 9,
+        "only {nsec3_proofs} replies with NSEC3 proofs"
+    );
+    eprintln!(
+        "{compared} replies identical to NSD's: {nsec_proofs} with NSEC proofs, {nsec3_proofs} with NSEC3 proofs"
+    );
 }

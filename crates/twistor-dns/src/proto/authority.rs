@@ -29,7 +29,7 @@
 //! - ANY (RFC 8482): one RRset of the name — the first held, NSEC and RRSIG passed over —
 //!   over UDP and TCP alike.
 //! - DNSSEC: with DO, each RRset returned comes with its RRSIGs, and negative answers and
-//!   wildcard answers with their NSEC proofs (NSEC zones only; NSEC3 zones get no proof).
+//!   wildcard answers with their NSEC or NSEC3 proofs (from a pre-signed zone).
 //!   Without DO, no RRSIG or NSEC is added, but a query for those types answers them.
 //! - AXFR: TCP only (over UDP: REFUSED); only for a zone's apex (else NOTAUTH); only from an
 //!   address in [`Catalog::allow_axfr`]'s blocks or with a valid TSIG (else REFUSED). The

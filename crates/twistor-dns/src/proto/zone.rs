@@ -7,9 +7,10 @@
 //! non-terminals existing — and, for a pre-signed zone, find the NSEC records that prove a
 //! negative answer ([`nsec_proof`](Zone::nsec_proof)).
 //!
-//! DNSSEC: RRSIGs are kept beside the RRset they cover ([`RrSet::rrsigs`]). Negative proofs
-//! are for NSEC zones only; an NSEC3-signed zone loads and answers, but its negative answers
-//! carry no NSEC3 proof.
+//! DNSSEC: RRSIGs are kept beside the RRset they cover ([`RrSet::rrsigs`]). Negative and
+//! wildcard proofs come from the zone's NSEC chain, or from its NSEC3 chain (RFC 5155
+//! closest-encloser proofs, names hashed with the NSEC3PARAM's salt and iterations) when the
+//! apex has an NSEC3PARAM. Nothing is signed here: the zone must come signed.
 //!
 //! ```
 //! use twistor_dns::proto::zone::{Lookup, Zone};
@@ -25,6 +26,8 @@
 
 use std::collections::HashMap;
 
+use data_encoding::BASE32HEX_NOPAD;
+use hickory_proto::dnssec::Nsec3HashAlgorithm;
 use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -48,7 +51,19 @@ pub struct Zone {
     has_wildcards: bool,
     /// The zone holds NSEC records.
     nsec: bool,
+    /// The zone's NSEC3 chain, if it has an NSEC3PARAM and NSEC3 records.
+    nsec3: Option<Nsec3Chain>,
     record_count: usize,
+}
+
+/// The NSEC3 records of a zone, by hash, and the parameters to hash names with.
+#[derive(Debug, Clone)]
+struct Nsec3Chain {
+    algorithm: Nsec3HashAlgorithm,
+    iterations: u16,
+    salt: Vec<u8>,
+    /// (raw hash of the owner, node index), sorted by hash.
+    hashes: Vec<(Vec<u8>, usize)>,
 }
 
 /// The records at one owner name.
@@ -133,6 +148,7 @@ impl Zone {
             has_cuts: false,
             has_wildcards: false,
             nsec: false,
+            nsec3: None,
             record_count: 0,
         };
         // Gather nodes (unsorted first), then sort and index.
@@ -252,6 +268,7 @@ impl Zone {
             zone.index.insert(key, i);
         }
         zone.nodes = nodes;
+        zone.nsec3 = zone.nsec3_chain();
         Ok(zone)
     }
 
@@ -332,6 +349,11 @@ impl Zone {
         self.nsec
     }
 
+    /// The zone holds an NSEC3PARAM and NSEC3 records (it is signed with NSEC3).
+    pub fn is_nsec3_signed(&self) -> bool {
+        self.nsec3.is_some()
+    }
+
     /// The node at exactly this name (any case).
     pub fn node(&self, name: &Name) -> Option<&Node> {
         self.index
@@ -407,7 +429,8 @@ impl Zone {
         })
     }
 
-    /// The NSEC RRsets proving a negative answer (NSEC-signed zones; empty otherwise):
+    /// The NSEC or NSEC3 RRsets proving a negative or wildcard answer (empty for an unsigned
+    /// zone). NSEC3 zones get RFC 5155's proofs; NSEC zones:
     ///
     /// - NODATA at an existing name: the NSEC at that name;
     /// - NODATA at an empty non-terminal: the NSEC covering it;
@@ -416,17 +439,13 @@ impl Zone {
     ///   closest encloser;
     /// - a wildcard answer: the NSEC covering the query name.
     pub fn nsec_proof(&self, qname: &Name, lookup: &Lookup<'_>) -> Vec<&RrSet> {
+        if let Some(chain) = &self.nsec3 {
+            return self.nsec3_proof(chain, qname, lookup);
+        }
         if !self.nsec {
             return Vec::new();
         }
         let mut out: Vec<&RrSet> = Vec::new();
-        fn add<'a>(set: Option<&'a RrSet>, out: &mut Vec<&'a RrSet>) {
-            if let Some(set) = set
-                && !out.iter().any(|s| std::ptr::eq(*s, set))
-            {
-                out.push(set);
-            }
-        }
         match lookup {
             Lookup::NoData { wildcard: None } => {
                 let exact = self.rrset(qname, RecordType::NSEC);
@@ -458,6 +477,115 @@ impl Zone {
             _ => {}
         }
         out
+    }
+
+    /// NSEC3 proofs (RFC 5155 section 7.2): the closest encloser's matching NSEC3 and the
+    /// one covering the next closer name, plus the wildcard's (covering for NXDOMAIN,
+    /// matching for a wildcard NODATA); NODATA at a name: its matching NSEC3.
+    fn nsec3_proof<'z>(
+        &'z self,
+        chain: &Nsec3Chain,
+        qname: &Name,
+        lookup: &Lookup<'_>,
+    ) -> Vec<&'z RrSet> {
+        let mut out: Vec<&RrSet> = Vec::new();
+        let closest_proof = |name: &Name, out: &mut Vec<&'z RrSet>| {
+            let encloser = self.closest_encloser(name);
+            add(self.nsec3_for(chain, &encloser, true), out);
+            let next_closer = name.trim_to(usize::from(encloser.num_labels()) + 1);
+            add(self.nsec3_for(chain, &next_closer, false), out);
+            encloser
+        };
+        match lookup {
+            Lookup::NoData { wildcard: None } => {
+                match self.nsec3_for(chain, qname, true) {
+                    Some(set) => add(Some(set), &mut out),
+                    // No NSEC3 at the name (opt-out): prove the closest encloser instead.
+                    None => {
+                        closest_proof(qname, &mut out);
+                    }
+                }
+            }
+            Lookup::NoData { wildcard: Some(w) } => {
+                closest_proof(qname, &mut out);
+                add(self.nsec3_for(chain, w, true), &mut out);
+            }
+            Lookup::Answer {
+                wildcard: Some(w), ..
+            }
+            | Lookup::Cname {
+                wildcard: Some(w), ..
+            } => {
+                let encloser = w.base_name();
+                let next_closer = qname.trim_to(usize::from(encloser.num_labels()) + 1);
+                add(self.nsec3_for(chain, &next_closer, false), &mut out);
+            }
+            Lookup::NxDomain => {
+                let encloser = closest_proof(qname, &mut out);
+                if let Ok(wild) = encloser.prepend_label("*") {
+                    add(self.nsec3_for(chain, &wild, false), &mut out);
+                }
+            }
+            Lookup::Delegation { cut, ds: None, .. } => match self.nsec3_for(chain, cut, true) {
+                Some(set) => add(Some(set), &mut out),
+                None => {
+                    closest_proof(cut, &mut out);
+                }
+            },
+            _ => {}
+        }
+        out
+    }
+
+    /// The NSEC3 RRset matching `name` (`matching`), or covering its hash.
+    fn nsec3_for(&self, chain: &Nsec3Chain, name: &Name, matching: bool) -> Option<&RrSet> {
+        let hash = chain
+            .algorithm
+            .hash(&chain.salt, name, chain.iterations)
+            .ok()?;
+        let hash = hash.as_ref();
+        let at = match chain
+            .hashes
+            .binary_search_by(|(h, _)| h.as_slice().cmp(hash))
+        {
+            Ok(i) => i,
+            Err(_) if matching => return None,
+            // The greatest hash below, or the last one (the chain wraps around).
+            Err(0) => chain.hashes.len().checked_sub(1)?,
+            Err(i) => i - 1,
+        };
+        self.nodes[chain.hashes[at].1].rrset(RecordType::NSEC3)
+    }
+
+    /// The NSEC3 chain, from the apex's NSEC3PARAM and the NSEC3 owners.
+    fn nsec3_chain(&self) -> Option<Nsec3Chain> {
+        let param = self.nodes[self.apex].rrset(RecordType::NSEC3PARAM)?;
+        let RData::DNSSEC(DNSSECRData::NSEC3PARAM(param)) = &param.records.first()?.data else {
+            return None;
+        };
+        let mut hashes = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.rrset(RecordType::NSEC3).is_none() || node.name.num_labels() == 0 {
+                continue;
+            }
+            let Some(label) = node.name.iter().next() else {
+                continue;
+            };
+            let upper = label.to_ascii_uppercase();
+            if let Ok(hash) = BASE32HEX_NOPAD.decode(&upper) {
+                hashes.push((hash, i));
+            }
+        }
+        if hashes.is_empty() {
+            return None;
+        }
+        hashes.sort();
+        Some(Nsec3Chain {
+            algorithm: param.hash_algorithm(),
+            iterations: param.iterations(),
+            salt: param.salt().to_vec(),
+            hashes,
+        })
     }
 
     /// The NSEC RRset whose owner is the greatest at or before `name` in canonical order.
@@ -587,6 +715,15 @@ impl Zone {
                 Lookup::NoData { wildcard }
             }
         }
+    }
+}
+
+/// Adds an RRset to a proof once.
+fn add<'a>(set: Option<&'a RrSet>, out: &mut Vec<&'a RrSet>) {
+    if let Some(set) = set
+        && !out.iter().any(|s| std::ptr::eq(*s, set))
+    {
+        out.push(set);
     }
 }
 
