@@ -18,7 +18,8 @@
 //! - TSIG: a signed request is checked against the keys added with
 //!   [`Catalog::add_tsig_key`] (unknown key, bad MAC or time outside the fudge: NOTAUTH with
 //!   the TSIG error); the reply to a good one is signed, every message of a transfer too.
-//! - The zone is the one with the longest origin containing the name. In no zone: REFUSED,
+//! - The zone is the one with the longest origin containing the name (for a DS query at a
+//!   zone's apex, its parent zone if held). In no zone: REFUSED,
 //!   or [`Outcome::Recurse`] when recursion is on and the query asked for it (RD).
 //! - Answers carry AA; CNAMEs are followed within and across the catalog's zones (at most 8,
 //!   loop-safe); names at or below a zone cut get a referral (no AA, NS in authority, glue in
@@ -234,12 +235,22 @@ impl Catalog {
             }
             _ => {}
         }
-        let Some(zone) = self.find_zone(query.name()) else {
+        let Some(mut zone) = self.find_zone(query.name()) else {
             if self.recursion && message.recursion_desired {
                 return Outcome::Recurse(message);
             }
             return Outcome::Reply(ctx.error(ResponseCode::Refused, true));
         };
+        if query.query_type() == RecordType::DS
+            && zone.origin() == query.name()
+            && !query.name().is_root()
+        {
+            // The DS of a zone's apex belongs to its parent: answer from the parent if we
+            // hold it too (RFC 4035 3.1.4.1).
+            if let Some(parent) = self.find_zone(&query.name().base_name()) {
+                zone = parent;
+            }
+        }
         Outcome::Reply(self.answer(&mut ctx, zone, query))
     }
 
@@ -1087,6 +1098,11 @@ mod tests {
                 c.insert(Zone::new(parse_zone_str(&text, "z", None).unwrap()).unwrap());
             }
         }
+        // The child apex's DS is the parent's to answer (here: NODATA from example.com).
+        let r = ask(&c, &query("deep.example.com.", RecordType::DS));
+        assert_eq!(r.authorities[0].name, name("example.com."));
+        let r = ask(&c, &query("deep.example.com.", RecordType::SOA));
+        assert_eq!(r.answers[0].name, name("deep.example.com."));
         assert!(c.remove(&name("DEEP.example.com.")).is_some());
         let r = ask(&c, &query("www.deep.example.com.", RecordType::A));
         assert_eq!(r.response_code, ResponseCode::NXDomain);
