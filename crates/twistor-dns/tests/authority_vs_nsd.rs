@@ -6,7 +6,8 @@
 //! Our side is asked through `Catalog::respond_at` directly (no sockets); NSD over UDP.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -70,9 +71,9 @@ fn start_nsd(dir: &Path, port: u16) -> ChildGuard {
          zonelistfile: \"{d}/zone.list\"\n  xfrdir: \"{d}\"\n  logfile: \"{d}/nsd.log\"\n\
          server-count: 1\n  minimal-responses: yes\n  verbosity: 1\n\
          remote-control:\n  control-enable: no\n\
-         zone:\n  name: example.com\n  zonefile: com.zone\n\
-         zone:\n  name: example.org\n  zonefile: org.zone.signed\n\
-         zone:\n  name: example.info\n  zonefile: info.zone.signed\n"
+         zone:\n  name: example.com\n  zonefile: com.zone\n  provide-xfr: 127.0.0.1 NOKEY\n\
+         zone:\n  name: example.org\n  zonefile: org.zone.signed\n  provide-xfr: 127.0.0.1 NOKEY\n\
+         zone:\n  name: example.info\n  zonefile: info.zone.signed\n  provide-xfr: 127.0.0.1 NOKEY\n"
     );
     std::fs::write(dir.join("nsd.conf"), conf).unwrap();
     let mut cmd = Command::new("nsd");
@@ -121,6 +122,31 @@ fn set(records: &[Record]) -> BTreeSet<String> {
             )
         })
         .collect()
+}
+
+/// The records of an AXFR from NSD over TCP, until the second SOA.
+fn axfr_from_nsd(port: u16, zone: &str) -> Vec<Record> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let q = query(zone, RecordType::AXFR, false, 7);
+    conn.write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat())
+        .unwrap();
+    let mut records = Vec::new();
+    let mut soas = 0;
+    while soas < 2 {
+        let mut len = [0u8; 2];
+        conn.read_exact(&mut len).unwrap();
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut msg).unwrap();
+        let m = Message::from_vec(&msg).unwrap();
+        assert!(!m.answers.is_empty(), "NSD refused the transfer of {zone}");
+        for r in m.answers {
+            soas += usize::from(r.record_type() == RecordType::SOA);
+            records.push(r);
+        }
+    }
+    records
 }
 
 #[test]
@@ -297,6 +323,29 @@ fn same_answers_as_nsd() {
         failures.join("\n")
     );
     assert_eq!(compared, cases.len() * 2);
+
+    // Zone transfers: the same records, SOA first and last.
+    catalog.allow_axfr("127.0.0.1/32".parse().unwrap());
+    for zone in ["example.com.", "example.org.", "example.info."] {
+        let theirs = axfr_from_nsd(port, zone);
+        let Outcome::Stream(msgs) = catalog.respond(&Request {
+            message: &query(zone, RecordType::AXFR, false, 8),
+            source: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            via: Via::Tcp,
+        }) else {
+            panic!("no transfer of {zone}");
+        };
+        let ours: Vec<Record> = msgs
+            .iter()
+            .flat_map(|m| Message::from_vec(m).unwrap().answers)
+            .collect();
+        assert_eq!(ours.len(), theirs.len(), "{zone}");
+        assert_eq!(set(&ours), set(&theirs), "{zone}");
+        for records in [&ours, &theirs] {
+            assert_eq!(records.first().unwrap().record_type(), RecordType::SOA);
+            assert_eq!(records.last().unwrap().record_type(), RecordType::SOA);
+        }
+    }
     // The signed zone's negative answers were compared with their proofs.
     assert!(
         nsec_proofs >= 9,
