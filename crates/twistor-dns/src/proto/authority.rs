@@ -108,6 +108,8 @@ pub struct Catalog {
     recursion: bool,
     axfr_allowed: Vec<IpNet>,
     tsig_keys: Vec<TSigner>,
+    /// Counts the changes, for those who cache answers.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -129,12 +131,20 @@ impl Catalog {
 
     /// Adds a zone, replacing one of the same origin.
     pub fn insert(&mut self, zone: Zone) {
+        self.generation += 1;
         self.zones.insert(LowerName::new(zone.origin()), zone);
     }
 
     /// Takes a zone out.
     pub fn remove(&mut self, origin: &Name) -> Option<Zone> {
+        self.generation += 1;
         self.zones.remove(&LowerName::new(origin))
+    }
+
+    /// A number that changes whenever the catalog does (zones, recursion, transfer rules,
+    /// keys): an answer cached at one generation is good until the next.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The zone of exactly this origin.
@@ -150,17 +160,20 @@ impl Catalog {
     /// Recursion on: the RA bit is set, and queries with RD for names outside every zone
     /// come back as [`Outcome::Recurse`].
     pub fn set_recursion(&mut self, on: bool) {
+        self.generation += 1;
         self.recursion = on;
     }
 
     /// Allows zone transfers to clients in this block (none by default, not even loopback).
     pub fn allow_axfr(&mut self, net: IpNet) {
+        self.generation += 1;
         self.axfr_allowed.push(net);
     }
 
     /// Adds a TSIG key: requests signed with it are verified and their replies signed, and
     /// may transfer zones whatever their address.
     pub fn add_tsig_key(&mut self, key: TSigner) {
+        self.generation += 1;
         self.tsig_keys
             .retain(|k| k.signer_name() != key.signer_name());
         self.tsig_keys.push(key);
