@@ -29,7 +29,9 @@
 
 pub mod client;
 pub mod error;
+pub mod forward;
 pub mod proto;
+pub mod secondary;
 pub mod server;
 pub mod system;
 
