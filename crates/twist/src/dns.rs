@@ -114,8 +114,8 @@ pub fn run(options: Options) -> Result<(), Failure> {
     }
     dns.on_notify(move |name| {
         for zone in &zones {
-            if zone.zone() == &name {
-                zone.refresh();
+            if zone.zone().eq_ignore_root(&name) {
+                zone.refresh().consume(|_| ());
             }
         }
     });

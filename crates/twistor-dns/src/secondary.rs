@@ -59,6 +59,8 @@ impl Secondary {
         zone: Name,
         primary: SocketAddr,
     ) -> Rc<Secondary> {
+        let mut zone = zone;
+        zone.set_fqdn(true);
         Rc::new_cyclic(|me| Secondary {
             reactor: reactor.clone(),
             catalog,
@@ -200,7 +202,8 @@ impl Secondary {
         let me = self.me.clone();
         let call = self.reactor.call_later(after, move || {
             if let Some(me) = me.upgrade() {
-                me.refresh();
+                // A failure is logged (and retried) by `settle`.
+                me.refresh().consume(|_| ());
             }
         });
         if let Some(old) = self.timer.borrow_mut().replace(call) {
@@ -212,7 +215,8 @@ impl Secondary {
 impl Service for Secondary {
     fn start_service(&self) -> Result<(), Failure> {
         if !self.running.replace(true) {
-            self.refresh();
+            // A failure is logged (and retried) by `settle`.
+            self.refresh().consume(|_| ());
         }
         Ok(())
     }

@@ -283,7 +283,7 @@ impl Service for DnsService {
         }
         let listening = self.server.listen(self.addr).map_err(Failure::new)?;
         tracing::info!(
-            "DNS on {} port {} (UDP and TCP)",
+            "DNS over UDP and TCP on {} port {}",
             self.addr.ip(),
             listening.port()
         );

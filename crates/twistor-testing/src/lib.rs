@@ -6,6 +6,7 @@
 //! callbacks, or a hang, fails the test.
 
 mod clock;
+pub mod dns;
 mod memory_reactor;
 mod pair;
 pub mod process;

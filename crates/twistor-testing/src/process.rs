@@ -51,24 +51,16 @@ impl ChildGuard {
         next_line(self.stderr.as_ref(), "stderr")
     }
 
-    /// Reads stdout lines until one contains `needle`; returns it.
+    /// Reads stdout lines until one contains `needle`; returns it. Fails after 30 s
+    /// without one, however many other lines came.
     pub fn line_containing(&mut self, needle: &str) -> String {
-        loop {
-            let line = self.line();
-            if line.contains(needle) {
-                return line;
-            }
-        }
+        line_containing(self.stdout.as_ref(), "stdout", needle)
     }
 
-    /// Reads stderr lines until one contains `needle`; returns it.
+    /// Reads stderr lines until one contains `needle`; returns it. Fails after 30 s
+    /// without one, however many other lines came.
     pub fn err_line_containing(&mut self, needle: &str) -> String {
-        loop {
-            let line = self.err_line();
-            if line.contains(needle) {
-                return line;
-            }
-        }
+        line_containing(self.stderr.as_ref(), "stderr", needle)
     }
 
     /// The number at the end of the next stdout line (the examples print their port so).
@@ -151,6 +143,19 @@ fn next_line(rx: Option<&mpsc::Receiver<String>>, which: &str) -> String {
     rx.expect("output still open")
         .recv_timeout(PATIENCE)
         .unwrap_or_else(|e| panic!("child printed no {which} line in time: {e}"))
+}
+
+fn line_containing(rx: Option<&mpsc::Receiver<String>>, which: &str, needle: &str) -> String {
+    let rx = rx.expect("output still open");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("child printed no {which} line containing {needle:?} in time: {e}"),
+        }
+    }
 }
 
 fn line_channel(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
