@@ -9,6 +9,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 use mio::Interest;
+use rustix::net::SocketAddrAny;
 use socket2::{SockAddr, SockRef, Socket};
 
 use crate::address::{Address, UnixAddress};
@@ -17,6 +18,7 @@ use crate::guard::{Delivery, Guard, Kind, Panicked};
 use crate::protocol::DatagramProtocol;
 use crate::reactor::{Reactor, Readiness, Source, WeakReactor};
 use crate::sys::addr::{IpKind, unix_sockaddr};
+use crate::sys::mmsg::{self, MAX_BATCH, Outgoing};
 use crate::sys::{self, FdCell};
 use crate::unstable::ReactorInternals;
 
@@ -26,6 +28,17 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
 /// How many datagrams one readiness event reads before letting others run; the rest are
 /// read at the end of the turn.
 const DATAGRAMS_PER_TURN: usize = 256;
+
+/// The most bytes one batch of received datagrams takes (in a buffer the reactor shares
+/// between its datagram sockets): up to [`MAX_BATCH`] datagrams of `max_packet_size` per
+/// `recvmmsg`, fewer for large packet sizes (4 at 64 KiB; 32 at the default 8 KiB).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// The longest datagram a protocol's write is queued for the batch's `sendmmsg`; longer
+/// ones are sent at once, so a datagram too long for the socket (`EMSGSIZE`) is still the
+/// caller's error. 1232 bytes (the IPv6 minimum MTU less its headers, the DNS flag day's
+/// EDNS size) fits every IPv6 path and any Unix datagram socket's buffer.
+const QUEUED_SEND_MAX: usize = 1232;
 
 /// Which family a datagram socket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +68,20 @@ pub struct DatagramPort {
     more: Cell<bool>,
     /// Files to remove when the socket closes (a Unix datagram socket's path).
     cleanup: RefCell<Option<std::path::PathBuf>>,
+    /// A batch of received datagrams is being delivered: writes wait in `outbox`.
+    batching: Cell<bool>,
+    /// Datagrams written while a batch is delivered, sent together when it ends.
+    outbox: RefCell<Outbox>,
+}
+
+/// Datagrams written during a batch, waiting for one `sendmmsg`: at most [`MAX_BATCH`] of at
+/// most [`QUEUED_SEND_MAX`] bytes each (it is sent early when full). It keeps its capacity.
+#[derive(Default)]
+struct Outbox {
+    /// The datagrams' bytes, one after another.
+    bytes: Vec<u8>,
+    /// Where each datagram ends in `bytes`, and where it goes (`None`: the connected peer).
+    ends: Vec<(usize, Option<SocketAddrAny>)>,
 }
 
 impl DatagramTransport {
@@ -78,6 +105,8 @@ impl DatagramTransport {
             listening: Cell::new(true),
             more: Cell::new(false),
             cleanup: RefCell::new(cleanup),
+            batching: Cell::new(false),
+            outbox: RefCell::new(Outbox::default()),
         });
         let registered = port
             .socket
@@ -95,7 +124,19 @@ impl DatagramTransport {
 
     /// Sends one datagram to `addr`. A datagram is sent whole or not at all; if the socket's
     /// buffer is full it is dropped (with a debug log), as UDP would drop it anyway.
+    ///
+    /// Written from `datagram_received`, a datagram of up to 1232 bytes waits for the end of
+    /// the batch of datagrams being delivered, and goes out with the other replies in one
+    /// `sendmmsg` (in the order written). An error the kernel reports for such a datagram
+    /// cannot be returned here: it is logged and the datagram dropped (a refusal still
+    /// reaches `connection_refused`). Longer datagrams are sent at once (after those
+    /// waiting), so [`Error::MessageTooLong`] is returned as before.
     pub fn write_to(&self, data: &[u8], addr: &Address) -> Result<(), Error> {
+        if self.inner.queues(data) {
+            let target = self.inner.sockaddr_any_for(addr)?;
+            self.inner.queue(data, Some(target));
+            return Ok(());
+        }
         let target = self.inner.sockaddr_for(addr)?;
         self.send(data, Some(&target))
     }
@@ -107,6 +148,10 @@ impl DatagramTransport {
                 "write without an address needs a connected socket",
             ));
         }
+        if self.inner.queues(data) {
+            self.inner.queue(data, None);
+            return Ok(());
+        }
         self.send(data, None)
     }
 
@@ -115,6 +160,8 @@ impl DatagramTransport {
     /// in Twisted.
     pub fn connect(&self, addr: &Address) -> Result<(), Error> {
         let target = self.inner.sockaddr_for(addr)?;
+        // Datagrams written for the old peer go to it.
+        self.inner.flush_outbox();
         self.inner
             .with_socket(|s| s.connect(&target))
             .map_err(Error::io)?;
@@ -238,6 +285,8 @@ impl DatagramTransport {
             tracing::debug!("datagram of {} bytes after close ignored", data.len());
             return Ok(());
         }
+        // After those written before it.
+        port.flush_outbox();
         loop {
             let result = port.with_socket(|sock| match target {
                 Some(t) => sock.send_to_with_flags(data, t, libc::MSG_NOSIGNAL),
@@ -364,6 +413,101 @@ impl DatagramPort {
             .unwrap_or_else(|| Err(not_open()))
     }
 
+    /// The address to queue a datagram for, as [`sockaddr_for`](Self::sockaddr_for) checks
+    /// it.
+    fn sockaddr_any_for(&self, addr: &Address) -> Result<SocketAddrAny, Error> {
+        match (self.family, addr) {
+            (Family::Udp, Address::Udp(_) | Address::Tcp(_)) | (Family::Unix, Address::Unix(_)) => {
+                sys::addr::to_sockaddr_any(addr).map_err(Error::io)
+            }
+            _ => Err(Error::Unsupported(
+                "the address is not of this socket's family",
+            )),
+        }
+    }
+
+    /// Whether a write of `data` waits in the outbox: during a batch, when it is short enough
+    /// that the kernel will not refuse it as too long.
+    fn queues(&self, data: &[u8]) -> bool {
+        self.batching.get() && self.listening.get() && data.len() <= QUEUED_SEND_MAX
+    }
+
+    /// Queues a datagram for the batch's `sendmmsg`, sending those waiting first if the
+    /// outbox is full.
+    fn queue(self: &Rc<Self>, data: &[u8], to: Option<SocketAddrAny>) {
+        if self.outbox.borrow().ends.len() >= MAX_BATCH {
+            self.flush_outbox();
+        }
+        let mut outbox = self.outbox.borrow_mut();
+        outbox.bytes.extend_from_slice(data);
+        let end = outbox.bytes.len();
+        outbox.ends.push((end, to));
+    }
+
+    /// Sends the datagrams waiting in the outbox, in order, with as few `sendmmsg` calls as
+    /// the kernel takes them in. As a single send would: a full socket buffer drops the rest
+    /// (one debug log), a refusal reaches `connection_refused` next turn; a datagram the
+    /// kernel rejects (too long for the path, say) is dropped with a log, and the rest go.
+    fn flush_outbox(self: &Rc<Self>) {
+        let mut outbox = self.outbox.borrow_mut();
+        let Outbox { bytes, ends } = &mut *outbox;
+        let total = ends.len();
+        let mut next = 0;
+        while next < total {
+            let mut batch = [Outgoing::default(); MAX_BATCH];
+            let mut count = 0;
+            let mut start = match next.checked_sub(1) {
+                Some(prev) => ends[prev].0,
+                None => 0,
+            };
+            for ((end, to), slot) in ends[next..].iter().zip(batch.iter_mut()) {
+                *slot = Outgoing {
+                    data: &bytes[start..*end],
+                    to: to.as_ref(),
+                };
+                start = *end;
+                count += 1;
+            }
+            let sent = self
+                .socket
+                .with(|fd| mmsg::send_batch(fd, &batch[..count]))
+                .unwrap_or_else(|| Err(not_open()));
+            match sent {
+                Ok(0) => {
+                    tracing::debug!("socket buffer full: {} datagrams dropped", total - next);
+                    break;
+                }
+                Ok(n) => next += n,
+                Err(err) => match err.raw_os_error() {
+                    Some(libc::ECONNREFUSED) => {
+                        if let Some(reactor) = self.reactor.upgrade() {
+                            let me = DatagramTransport {
+                                inner: self.clone(),
+                            };
+                            reactor.call_soon(move || me.dispatch(DatagramEvent::Refused));
+                        }
+                        next += 1;
+                    }
+                    Some(libc::EMSGSIZE) => {
+                        tracing::warn!("datagram too long for the socket: dropped");
+                        next += 1;
+                    }
+                    _ => {
+                        if self.listening.get() {
+                            tracing::warn!(
+                                "datagram send failed: {err}: {} datagrams dropped",
+                                total - next
+                            );
+                        }
+                        break;
+                    }
+                },
+            }
+        }
+        bytes.clear();
+        ends.clear();
+    }
+
     fn local_address(&self) -> Address {
         match self.socket.with(sys::socket::local_name) {
             Some(Ok(a)) => sys::addr::to_address(&a, IpKind::Udp),
@@ -371,36 +515,45 @@ impl DatagramPort {
         }
     }
 
+    /// Reads and delivers datagrams, a batch (one `recvmmsg`) at a time, up to the per-turn
+    /// limit. Replies the protocol writes during a batch go out together after it.
     fn read_some(self: &Rc<Self>, reactor: &Reactor) {
         let transport = DatagramTransport {
             inner: self.clone(),
         };
         self.more.set(false);
-        for _ in 0..DATAGRAMS_PER_TURN {
+        let slot = self.max_packet_size;
+        let batch = (BATCH_BYTES / slot).clamp(1, MAX_BATCH);
+        let mut budget = DATAGRAMS_PER_TURN;
+        while budget > 0 {
             if !self.listening.get() {
                 return;
             }
-            let outcome = reactor.with_read_buffer(|buf| -> io::Result<bool> {
-                let buf = &mut buf[..self.max_packet_size];
-                let received = self
+            let want = batch.min(budget);
+            let outcome = reactor.with_datagram_buffer(want * slot, |buf| -> io::Result<usize> {
+                let mut received: [mmsg::Datagram; MAX_BATCH] = Default::default();
+                let n = self
                     .socket
-                    .with(|fd| sys::socket::recv_from(fd, buf))
+                    .with(|fd| mmsg::recv_batch(fd, buf, slot, &mut received[..want]))
                     .unwrap_or(Ok(None))?;
-                let Some((n, from)) = received else {
-                    return Ok(false);
+                let Some(n) = n else {
+                    return Ok(0);
                 };
-                let from = sys::addr::to_address_or_unnamed(from.as_ref(), IpKind::Udp);
-                let data = &buf[..n];
-                transport.dispatch(Received(data, from));
-                Ok(true)
+                self.deliver(&transport, buf, &received[..n]);
+                Ok(n)
             });
             match outcome {
-                Ok(true) => continue,
-                Ok(false) => return,
+                Ok(0) => return,
+                // A short batch emptied the queue: the socket is edge-triggered on every
+                // arrival, so the next datagram wakes us again (and an error queued after
+                // these datagrams reports readiness too). This saves the call that would
+                // only say `EAGAIN`.
+                Ok(n) if n < want => return,
+                Ok(n) => budget -= n,
                 Err(err) => match err.raw_os_error() {
                     Some(libc::ECONNREFUSED) => {
                         transport.dispatch(DatagramEvent::Refused);
-                        continue;
+                        budget -= 1;
                     }
                     _ => {
                         tracing::warn!("datagram receive failed: {err}");
@@ -415,10 +568,36 @@ impl DatagramPort {
         reactor.mark_dirty(self.clone());
     }
 
+    /// Delivers one batch of datagrams, the `i`th from its slot in `buf`, in order, then
+    /// sends what the protocol wrote meanwhile. Closing the socket (from a callback) drops
+    /// the rest of the batch.
+    fn deliver(
+        self: &Rc<Self>,
+        transport: &DatagramTransport,
+        buf: &[u8],
+        received: &[mmsg::Datagram],
+    ) {
+        let slot = self.max_packet_size;
+        self.batching.set(true);
+        for (chunk, datagram) in buf.chunks(slot).zip(received) {
+            if !self.listening.get() {
+                break;
+            }
+            let from = sys::addr::to_address_or_unnamed(datagram.from.as_ref(), IpKind::Udp);
+            let data = chunk.get(..datagram.len).unwrap_or(chunk);
+            transport.dispatch(Received(data, from));
+        }
+        self.batching.set(false);
+        self.flush_outbox();
+    }
+
     fn stop(self: &Rc<Self>) {
-        if !self.listening.replace(false) {
+        if !self.listening.get() {
             return;
         }
+        // What the protocol wrote before closing still goes.
+        self.flush_outbox();
+        self.listening.set(false);
         // An adopted socket has duplicates elsewhere, which would keep our epoll
         // registration alive after we close: remove it first.
         if let Some(reactor) = self.reactor.upgrade() {

@@ -36,6 +36,8 @@
 //!   descriptor is, reopening a standard descriptor, borrowing inherited descriptors.
 //! - `socket.rs`: sends and receives on sockets, `accept`, `shutdown`, `SO_ERROR`, local and
 //!   peer names, and the socket options the transports set.
+//! - `mmsg.rs`: datagrams in batches, `recvmmsg` / `sendmmsg` (the UDP and Unix datagram
+//!   transports' reads, and their replies written while a batch is delivered).
 //! - `fdpass.rs`: `SCM_RIGHTS`: descriptors sent and received with bytes (`sendmsg` /
 //!   `recvmsg`).
 //! - `addr.rs`: socket addresses to and from [`Address`](crate::Address).
@@ -50,6 +52,7 @@ pub(crate) mod addr;
 pub(crate) mod fd;
 pub(crate) mod fdpass;
 pub(crate) mod inotify;
+pub(crate) mod mmsg;
 pub(crate) mod process;
 pub(crate) mod signal;
 pub(crate) mod socket;

@@ -1,0 +1,143 @@
+//! Datagrams in batches: `recvmmsg(2)` and `sendmmsg(2)`, one system call for many
+//! datagrams.
+//!
+//! Both calls take at most [`MAX_BATCH`] datagrams; their headers, I/O vectors and
+//! addresses live on the stack, so neither allocates.
+
+use std::io::{self, IoSlice};
+use std::mem::{MaybeUninit, size_of};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use rustix::net::addr::SocketAddrStorage;
+use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+
+use super::{retry, would_block};
+
+/// Most datagrams one call receives or sends.
+pub(crate) const MAX_BATCH: usize = 32;
+
+/// One datagram read by [`recv_batch`].
+#[derive(Clone, Default)]
+pub(crate) struct Datagram {
+    /// Bytes received into its slot (at most the slot's length: a longer datagram was
+    /// truncated, as `recvfrom` truncates).
+    pub(crate) len: usize,
+    /// Its sender; `None` when the kernel gave no address (an unnamed Unix peer gives one of
+    /// family `AF_UNIX` and no path, which is `Some`).
+    pub(crate) from: Option<SocketAddrAny>,
+}
+
+/// `recvmmsg(2)`: reads up to `out.len()` (at most [`MAX_BATCH`]) datagrams, the `i`th into
+/// `buf[i * slot..(i + 1) * slot]` and its length and sender into `out[i]`. Returns how many
+/// were read, or `None` if none is waiting. The socket must be non-blocking: the call
+/// returns what is queued, it does not wait for a full batch.
+///
+/// As with `recvfrom`, an error queued on the socket (an ICMP refusal) is returned when it
+/// comes first; after some datagrams, the kernel keeps it for the next call.
+pub(crate) fn recv_batch(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    slot: usize,
+    out: &mut [Datagram],
+) -> io::Result<Option<usize>> {
+    let count = out
+        .len()
+        .min(MAX_BATCH)
+        .min(buf.len().checked_div(slot).unwrap_or(0));
+    if count == 0 {
+        return Err(super::invalid());
+    }
+    let mut names = [MaybeUninit::<SocketAddrStorage>::uninit(); MAX_BATCH];
+    // SAFETY: `iovec` and `mmsghdr` are plain C structs for which all-zero bytes are a valid
+    // value (null pointers, zero lengths).
+    let mut iov: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    for (i, chunk) in buf.chunks_exact_mut(slot).take(count).enumerate() {
+        iov[i] = libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: chunk.len(),
+        };
+    }
+    let received = retry(|| {
+        // The kernel writes each header's `msg_namelen` and `msg_flags`: set them afresh on
+        // every try.
+        for i in 0..count {
+            let hdr = &mut hdrs[i].msg_hdr;
+            hdr.msg_name = names[i].as_mut_ptr().cast();
+            hdr.msg_namelen = size_of::<SocketAddrStorage>() as libc::socklen_t;
+            hdr.msg_iov = &mut iov[i];
+            hdr.msg_iovlen = 1;
+            hdrs[i].msg_len = 0;
+        }
+        // SAFETY: `hdrs[..count]` point at live buffers of the lengths they give: each
+        // `msg_iov` at one `iovec` over a disjoint chunk of `buf` (borrowed mutably for the
+        // whole call), each `msg_name` at a `SocketAddrStorage`-sized slot of `names`;
+        // `count` is at most their length. The descriptor is borrowed, so it stays open. A
+        // null timeout is allowed (the socket is non-blocking).
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                count as libc::c_uint,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let errno = io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+            Err(rustix::io::Errno::from_raw_os_error(errno))
+        } else {
+            Ok(n as usize)
+        }
+    });
+    let Some(n) = would_block(received)? else {
+        return Ok(None);
+    };
+    let n = n.min(count);
+    for i in 0..n {
+        let hdr = &hdrs[i];
+        let len = (hdr.msg_len as usize).min(slot);
+        let name_len = (hdr.msg_hdr.msg_namelen as usize).min(size_of::<SocketAddrStorage>());
+        let from = if name_len >= size_of::<libc::sa_family_t>() {
+            // SAFETY: the kernel initialized the first `msg_namelen` bytes of `names[i]` with
+            // a socket address (clamped to the slot's size; `read` copies them out).
+            Some(unsafe { SocketAddrAny::read(names[i].as_ptr(), name_len as u32) })
+        } else {
+            None
+        };
+        out[i] = Datagram { len, from };
+    }
+    Ok(Some(n))
+}
+
+/// One datagram for [`send_batch`]: its bytes and, unless the socket is connected, where to.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Outgoing<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) to: Option<&'a SocketAddrAny>,
+}
+
+/// `sendmmsg(2)` of up to [`MAX_BATCH`] datagrams from `msgs`, with `MSG_NOSIGNAL`: how many
+/// were sent, in order; 0 if the first would block. An error is returned only when the
+/// first datagram fails; after some were sent, the call returns their count and the caller
+/// retries from the first unsent one (which then reports its error).
+pub(crate) fn send_batch(fd: BorrowedFd<'_>, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
+    let count = msgs.len().min(MAX_BATCH);
+    let iovs: [[IoSlice<'_>; 1]; MAX_BATCH] =
+        std::array::from_fn(|i| [IoSlice::new(msgs.get(i).map_or(&[][..], |m| m.data))]);
+    let mut controls: [SendAncillaryBuffer<'_, '_, '_>; MAX_BATCH] =
+        std::array::from_fn(|_| SendAncillaryBuffer::default());
+    let mut controls = controls.iter_mut();
+    // Headers past `count` (empty, never passed to the kernel) keep the array's type fixed.
+    let mut hdrs: [MMsgHdr<'_>; MAX_BATCH] = std::array::from_fn(|i| {
+        let control = controls.next().expect("as many control buffers as headers");
+        match msgs.get(i).and_then(|m| m.to) {
+            Some(to) => MMsgHdr::new_with_addr(to, &iovs[i], control),
+            None => MMsgHdr::new(&iovs[i], control),
+        }
+    });
+    let sent = retry(|| rustix::net::sendmmsg(fd, &mut hdrs[..count], SendFlags::NOSIGNAL));
+    Ok(would_block(sent)?.unwrap_or(0))
+}
