@@ -447,7 +447,8 @@ impl DatagramPort {
     /// Sends the datagrams waiting in the outbox, in order, with as few `sendmmsg` calls as
     /// the kernel takes them in. As a single send would: a full socket buffer drops the rest
     /// (one debug log), a refusal reaches `connection_refused` next turn; a datagram the
-    /// kernel rejects (too long for the path, say) is dropped with a log, and the rest go.
+    /// kernel rejects (too long for the path, an unreachable network, say) is dropped with a
+    /// warning, and the rest go.
     fn flush_outbox(self: &Rc<Self>) {
         let mut outbox = self.outbox.borrow_mut();
         let Outbox { bytes, ends } = &mut *outbox;
@@ -468,40 +469,35 @@ impl DatagramPort {
                 start = *end;
                 count += 1;
             }
-            let sent = self
-                .socket
-                .with(|fd| mmsg::send_batch(fd, &batch[..count]))
-                .unwrap_or_else(|| Err(not_open()));
+            let Some(sent) = self.socket.with(|fd| mmsg::send_batch(fd, &batch[..count])) else {
+                // Closed: nothing more can go.
+                break;
+            };
             match sent {
                 Ok(0) => {
                     tracing::debug!("socket buffer full: {} datagrams dropped", total - next);
                     break;
                 }
                 Ok(n) => next += n,
-                Err(err) => match err.raw_os_error() {
-                    Some(libc::ECONNREFUSED) => {
-                        if let Some(reactor) = self.reactor.upgrade() {
-                            let me = DatagramTransport {
-                                inner: self.clone(),
-                            };
-                            reactor.call_soon(move || me.dispatch(DatagramEvent::Refused));
+                // The first datagram of the call failed: drop it (with a log, as its writer
+                // cannot be told) and go on with the others, as separate sends would.
+                Err(err) => {
+                    match err.raw_os_error() {
+                        Some(libc::ECONNREFUSED) => {
+                            if let Some(reactor) = self.reactor.upgrade() {
+                                let me = DatagramTransport {
+                                    inner: self.clone(),
+                                };
+                                reactor.call_soon(move || me.dispatch(DatagramEvent::Refused));
+                            }
                         }
-                        next += 1;
-                    }
-                    Some(libc::EMSGSIZE) => {
-                        tracing::warn!("datagram too long for the socket: dropped");
-                        next += 1;
-                    }
-                    _ => {
-                        if self.listening.get() {
-                            tracing::warn!(
-                                "datagram send failed: {err}: {} datagrams dropped",
-                                total - next
-                            );
+                        Some(libc::EMSGSIZE) => {
+                            tracing::warn!("datagram too long for the socket: dropped");
                         }
-                        break;
+                        _ => tracing::warn!("datagram send failed: {err}: dropped"),
                     }
-                },
+                    next += 1;
+                }
             }
         }
         bytes.clear();

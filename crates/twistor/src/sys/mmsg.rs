@@ -22,8 +22,7 @@ pub(crate) struct Datagram {
     /// Bytes received into its slot (at most the slot's length: a longer datagram was
     /// truncated, as `recvfrom` truncates).
     pub(crate) len: usize,
-    /// Its sender; `None` when the kernel gave no address (an unnamed Unix peer gives one of
-    /// family `AF_UNIX` and no path, which is `Some`).
+    /// Its sender; `None` when the kernel gave no address (an unnamed Unix peer).
     pub(crate) from: Option<SocketAddrAny>,
 }
 
@@ -48,8 +47,8 @@ pub(crate) fn recv_batch(
         return Err(super::invalid());
     }
     let mut names = [MaybeUninit::<SocketAddrStorage>::uninit(); MAX_BATCH];
-    // SAFETY: `iovec` and `mmsghdr` are plain C structs for which all-zero bytes are a valid
-    // value (null pointers, zero lengths).
+    // SAFETY (both): `iovec` and `mmsghdr` are plain C structs for which all-zero bytes are
+    // a valid value (null pointers, zero lengths and flags).
     let mut iov: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
     for (i, chunk) in buf.chunks_exact_mut(slot).take(count).enumerate() {
@@ -140,4 +139,91 @@ pub(crate) fn send_batch(fd: BorrowedFd<'_>, msgs: &[Outgoing<'_>]) -> io::Resul
     });
     let sent = retry(|| rustix::net::sendmmsg(fd, &mut hdrs[..count], SendFlags::NOSIGNAL));
     Ok(would_block(sent)?.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixDatagram;
+
+    use super::*;
+
+    fn udp() -> UdpSocket {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        sock
+    }
+
+    #[test]
+    fn one_call_sends_and_one_receives_several_datagrams() {
+        let (a, b, c) = (udp(), udp(), udp());
+        let to_c = SocketAddrAny::from(c.local_addr().unwrap());
+        let msgs = [
+            Outgoing {
+                data: b"one",
+                to: Some(&to_c),
+            },
+            Outgoing {
+                data: b"longer than a slot",
+                to: Some(&to_c),
+            },
+            Outgoing {
+                data: b"",
+                to: Some(&to_c),
+            },
+        ];
+        assert_eq!(send_batch(a.as_fd(), &msgs).unwrap(), 3);
+        b.send_to(b"from b", c.local_addr().unwrap()).unwrap();
+
+        let mut buf = [0u8; 8 * 5];
+        let mut out: [Datagram; 5] = Default::default();
+        let n = recv_batch(c.as_fd(), &mut buf, 8, &mut out).unwrap();
+        assert_eq!(n, Some(4));
+        let lens: Vec<usize> = out[..4].iter().map(|d| d.len).collect();
+        assert_eq!(lens, [3, 8, 0, 6], "the long one truncated to its slot");
+        assert_eq!(&buf[..3], b"one");
+        assert_eq!(&buf[8..16], b"longer t");
+        assert_eq!(&buf[24..30], b"from b");
+        let from = |d: &Datagram| SocketAddr::try_from(d.from.clone().unwrap()).unwrap();
+        assert_eq!(from(&out[0]), a.local_addr().unwrap());
+        assert_eq!(from(&out[3]), b.local_addr().unwrap());
+        // Nothing more waiting.
+        assert_eq!(recv_batch(c.as_fd(), &mut buf, 8, &mut out).unwrap(), None);
+    }
+
+    #[test]
+    fn a_full_batch_stops_at_its_size_and_unnamed_senders_have_no_address() {
+        let (left, right) = UnixDatagram::pair().unwrap();
+        right.set_nonblocking(true).unwrap();
+        let msgs = [Outgoing {
+            data: b"x",
+            to: None,
+        }; 3];
+        assert_eq!(send_batch(left.as_fd(), &msgs).unwrap(), 3);
+        let mut buf = [0u8; 4 * 2];
+        let mut out: [Datagram; 2] = Default::default();
+        assert_eq!(
+            recv_batch(right.as_fd(), &mut buf, 4, &mut out).unwrap(),
+            Some(2)
+        );
+        assert!(out.iter().all(|d| d.len == 1 && d.from.is_none()));
+        assert_eq!(
+            recv_batch(right.as_fd(), &mut buf, 4, &mut out).unwrap(),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_send_that_would_block_sent_nothing() {
+        let (left, _right) = UnixDatagram::pair().unwrap();
+        left.set_nonblocking(true).unwrap();
+        let msgs = [Outgoing {
+            data: b"x",
+            to: None,
+        }; MAX_BATCH];
+        // The peer's queue holds `max_dgram_qlen` datagrams: fill it.
+        while send_batch(left.as_fd(), &msgs).unwrap() > 0 {}
+        assert_eq!(send_batch(left.as_fd(), &msgs).unwrap(), 0);
+    }
 }

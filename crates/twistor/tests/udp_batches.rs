@@ -1,0 +1,291 @@
+//! Datagrams in batches (`recvmmsg` / `sendmmsg`): bursts delivered in order with their
+//! senders, replies written during a batch, closing in the middle of one, Unix datagram
+//! sockets, and writes too long for the socket.
+//!
+//! Every test sends its whole burst before the reactor runs (a loopback send is queued at the
+//! receiver when it returns), so the server reads it in full batches.
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::rc::Rc;
+use std::time::Duration;
+
+use socket2::SockRef;
+use twistor::address::UnixAddress;
+use twistor::udp::UdpOptions;
+use twistor::{Address, DatagramProtocol, DatagramTransport, Error, Reactor};
+use twistor_testing::TempDir;
+
+type Log = Rc<RefCell<Vec<(Vec<u8>, Address)>>>;
+
+/// Records each datagram and its sender, answers it if `echo`, closes its socket after
+/// `close_after` datagrams, and stops the reactor after `stop_after` (or when closed).
+struct Server {
+    log: Log,
+    reactor: Reactor,
+    echo: bool,
+    close_after: Option<usize>,
+    stop_after: usize,
+}
+
+impl Server {
+    fn new(log: &Log, reactor: &Reactor, stop_after: usize) -> Server {
+        Server {
+            log: log.clone(),
+            reactor: reactor.clone(),
+            echo: false,
+            close_after: None,
+            stop_after,
+        }
+    }
+
+    fn echo(mut self) -> Server {
+        self.echo = true;
+        self
+    }
+}
+
+impl DatagramProtocol for Server {
+    fn datagram_received(&mut self, t: &DatagramTransport, data: &[u8], addr: &Address) {
+        self.log.borrow_mut().push((data.to_vec(), addr.clone()));
+        if self.echo && *addr != Address::Unix(UnixAddress::Unnamed) {
+            t.write_to(data, addr).unwrap();
+        }
+        let seen = self.log.borrow().len();
+        if self.close_after == Some(seen) {
+            t.stop_listening();
+        }
+        if seen == self.stop_after {
+            self.reactor.stop();
+        }
+    }
+
+    fn stop_protocol(&mut self) {
+        self.reactor.stop();
+    }
+}
+
+fn localhost() -> UdpOptions {
+    UdpOptions::default().interface("127.0.0.1".parse().unwrap())
+}
+
+/// A client socket on loopback with room for a burst of replies.
+fn client() -> UdpSocket {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    roomy(SockRef::from(&sock));
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock
+}
+
+/// Asks for a receive buffer large enough for the bursts here (the kernel caps it at
+/// `rmem_max`, 208 KiB by default, then doubles it).
+fn roomy(sock: SockRef<'_>) {
+    let _ = sock.set_recv_buffer_size(1 << 20);
+}
+
+fn payload(i: usize) -> Vec<u8> {
+    format!("datagram {i}").into_bytes()
+}
+
+fn addr_of(sock: &UdpSocket) -> SocketAddr {
+    sock.local_addr().unwrap()
+}
+
+/// More datagrams than one batch (32) and than one turn (256), from two senders in turn:
+/// each is delivered once, in order, with its own sender.
+#[test]
+fn a_burst_is_delivered_in_order_with_each_sender() {
+    const COUNT: usize = 300;
+    let reactor = twistor_testing::reactor();
+    let log: Log = Rc::default();
+    let server = reactor
+        .listen_udp_with(0, Server::new(&log, &reactor, COUNT), localhost())
+        .unwrap();
+    server.with_fd(|fd| roomy(SockRef::from(&fd))).unwrap();
+    let senders = [client(), client()];
+    for i in 0..COUNT {
+        senders[i % 2]
+            .send_to(&payload(i), ("127.0.0.1", server.port()))
+            .unwrap();
+    }
+    reactor.run().unwrap();
+    let log = log.borrow();
+    assert_eq!(log.len(), COUNT);
+    for (i, (data, from)) in log.iter().enumerate() {
+        assert_eq!(*data, payload(i), "datagram {i}");
+        assert_eq!(
+            *from,
+            Address::Udp(addr_of(&senders[i % 2])),
+            "datagram {i}"
+        );
+    }
+}
+
+/// Replies written while a batch is delivered (queued, then sent together) all arrive, in the
+/// order written, including one too long to queue (sent at once, after those before it).
+#[test]
+fn replies_written_during_a_batch_all_arrive_in_order() {
+    const COUNT: usize = 100;
+    let reactor = twistor_testing::reactor();
+    let log: Log = Rc::default();
+    let server = reactor
+        .listen_udp_with(0, Server::new(&log, &reactor, COUNT).echo(), localhost())
+        .unwrap();
+    server.with_fd(|fd| roomy(SockRef::from(&fd))).unwrap();
+    let sock = client();
+    let message = |i: usize| match i {
+        40 => vec![b'L'; 1400],
+        _ => payload(i),
+    };
+    let host = server.host();
+    for i in 0..COUNT {
+        sock.send_to(&message(i), ("127.0.0.1", server.port()))
+            .unwrap();
+    }
+    reactor.run().unwrap();
+    assert_eq!(log.borrow().len(), COUNT);
+    let mut buf = [0u8; 2048];
+    for i in 0..COUNT {
+        let (n, from) = sock.recv_from(&mut buf).unwrap();
+        assert_eq!(buf[..n], message(i), "reply {i}");
+        assert_eq!(Address::Udp(from), host);
+    }
+}
+
+/// `stop_listening` from `datagram_received` stops the batch there: the rest are not
+/// delivered, but the replies written before it (the closing callback's too) still go.
+#[test]
+fn stop_listening_in_the_middle_of_a_batch() {
+    let reactor = twistor_testing::reactor();
+    let log: Log = Rc::default();
+    let mut protocol = Server::new(&log, &reactor, usize::MAX).echo();
+    protocol.close_after = Some(4);
+    let server = reactor.listen_udp_with(0, protocol, localhost()).unwrap();
+    let port = server.port();
+    let sock = client();
+    for i in 0..10 {
+        sock.send_to(&payload(i), ("127.0.0.1", port)).unwrap();
+    }
+    reactor.run().unwrap();
+    assert!(!server.listening());
+    let delivered: Vec<Vec<u8>> = log.borrow().iter().map(|(d, _)| d.clone()).collect();
+    assert_eq!(delivered, (0..4).map(payload).collect::<Vec<_>>());
+    let mut buf = [0u8; 64];
+    for i in 0..4 {
+        let (n, _) = sock.recv_from(&mut buf).unwrap();
+        assert_eq!(buf[..n], payload(i));
+    }
+    sock.set_nonblocking(true).unwrap();
+    let extra = sock.recv_from(&mut buf);
+    assert!(extra.is_err(), "no reply after the close: {extra:?}");
+}
+
+/// A Unix datagram socket reads in batches too: named senders have their path, unnamed ones
+/// are `Unnamed`, and replies to a path arrive in order.
+#[test]
+fn unix_datagrams_in_a_burst() {
+    // A Unix datagram socket queues at most `net.unix.max_dgram_qlen` (10 by default)
+    // datagrams: a blocking sender would wait for the eleventh.
+    const COUNT: usize = 9;
+    let dir = TempDir::new("udgram-batch");
+    let server_path = dir.join("server.sock");
+    let client_path = dir.join("client.sock");
+    let reactor = twistor_testing::reactor();
+    let log: Log = Rc::default();
+    let server = reactor
+        .listen_unix_datagram(
+            server_path.as_path(),
+            Server::new(&log, &reactor, COUNT + 1).echo(),
+            0o600,
+        )
+        .unwrap();
+    let named = UnixDatagram::bind(&client_path).unwrap();
+    named
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let unnamed = UnixDatagram::unbound().unwrap();
+    for i in 0..COUNT {
+        named.send_to(&payload(i), &server_path).unwrap();
+        if i == COUNT / 2 {
+            unnamed.send_to(b"anonymous", &server_path).unwrap();
+        }
+    }
+    reactor.run().unwrap();
+    drop(server);
+    let log = log.borrow();
+    assert_eq!(log.len(), COUNT + 1);
+    let client = Address::Unix(UnixAddress::Path(client_path.clone()));
+    let mut expected: Vec<(Vec<u8>, Address)> =
+        (0..COUNT).map(|i| (payload(i), client.clone())).collect();
+    expected.insert(
+        COUNT / 2 + 1,
+        (b"anonymous".to_vec(), Address::Unix(UnixAddress::Unnamed)),
+    );
+    assert_eq!(*log, expected);
+    let mut buf = [0u8; 64];
+    for i in 0..COUNT {
+        let n = named.recv(&mut buf).unwrap();
+        assert_eq!(buf[..n], payload(i));
+    }
+}
+
+/// A write too long for the socket is still the caller's error when made during a batch
+/// (it is not queued), and the replies around it still go.
+#[test]
+fn an_oversized_write_during_a_batch_is_an_error() {
+    struct Oversize(Rc<RefCell<Vec<String>>>, Reactor);
+    impl DatagramProtocol for Oversize {
+        fn datagram_received(&mut self, t: &DatagramTransport, data: &[u8], addr: &Address) {
+            t.write_to(b"before", addr).unwrap();
+            let outcome = match t.write_to(&vec![0u8; 70_000], addr) {
+                Err(Error::MessageTooLong { size }) => format!("too long: {size}"),
+                other => format!("{other:?}"),
+            };
+            self.0.borrow_mut().push(outcome);
+            t.write_to(data, addr).unwrap();
+            self.1.stop();
+        }
+    }
+    let reactor = twistor_testing::reactor();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let server = reactor
+        .listen_udp_with(0, Oversize(log.clone(), reactor.clone()), localhost())
+        .unwrap();
+    let sock = client();
+    sock.send_to(b"after", ("127.0.0.1", server.port()))
+        .unwrap();
+    reactor.run().unwrap();
+    assert_eq!(*log.borrow(), ["too long: 70000"]);
+    let mut buf = [0u8; 64];
+    for expected in [&b"before"[..], b"after"] {
+        let (n, _) = sock.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], expected);
+    }
+}
+
+/// A queued datagram the kernel refuses (here: an IPv6 destination for an IPv4 socket) is
+/// dropped alone; the replies after it in the batch still go.
+#[test]
+fn a_refused_queued_datagram_does_not_drop_the_rest() {
+    struct Misdirect(Reactor);
+    impl DatagramProtocol for Misdirect {
+        fn datagram_received(&mut self, t: &DatagramTransport, data: &[u8], addr: &Address) {
+            let elsewhere = Address::Udp("[::1]:9".parse().unwrap());
+            t.write_to(b"lost", &elsewhere).unwrap();
+            t.write_to(data, addr).unwrap();
+            self.0.stop();
+        }
+    }
+    let reactor = twistor_testing::reactor();
+    let server = reactor
+        .listen_udp_with(0, Misdirect(reactor.clone()), localhost())
+        .unwrap();
+    let sock = client();
+    sock.send_to(b"echo", ("127.0.0.1", server.port())).unwrap();
+    reactor.run().unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = sock.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"echo");
+}
