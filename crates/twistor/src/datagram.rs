@@ -1,5 +1,15 @@
 //! Datagram sockets (UDP and Unix datagrams) and the [`DatagramTransport`] their protocols
 //! write through.
+//!
+//! # Batches
+//!
+//! A readable socket is read a batch at a time: one `recvmmsg` takes up to 32 datagrams
+//! (fewer for a large `max_packet_size`: the batch buffer, shared by the reactor's
+//! datagram sockets, is at most 256 KiB), and the protocol hears them one by one, in order.
+//! Replies it writes meanwhile (up to 1232 bytes each) wait and go out together, in the
+//! order written, with one `sendmmsg` when the batch ends; a server answering each query
+//! makes two system calls per batch instead of two per datagram. Writes made at other
+//! times, and longer ones, are sent at once. One turn still reads at most 256 datagrams.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -58,6 +68,8 @@ pub struct DatagramPort {
     /// Closed by `stop` (handles may outlive it).
     socket: FdCell,
     family: Family,
+    /// An IPv4 socket (which cannot send to IPv6 addresses).
+    ipv4: bool,
     token: Cell<usize>,
     max_packet_size: usize,
     protocol: Guard<Datagrams>,
@@ -94,9 +106,14 @@ impl DatagramTransport {
         max_packet_size: usize,
         cleanup: Option<std::path::PathBuf>,
     ) -> Result<DatagramTransport, Error> {
+        let ipv4 = matches!(
+            socket.local_addr().ok().and_then(|a| a.as_socket()),
+            Some(SocketAddr::V4(_))
+        );
         let port = Rc::new(DatagramPort {
             socket: FdCell::new(OwnedFd::from(socket)),
             family,
+            ipv4,
             token: Cell::new(usize::MAX),
             max_packet_size: max_packet_size.clamp(1, crate::reactor::READ_BUFFER_SIZE),
             protocol: Guard::new(protocol),
@@ -141,7 +158,9 @@ impl DatagramTransport {
         self.send(data, Some(&target))
     }
 
-    /// Sends one datagram to the connected address (see [`connect`](Self::connect)).
+    /// Sends one datagram to the connected address (see [`connect`](Self::connect)). As
+    /// with [`write_to`](Self::write_to), a short one written from `datagram_received` goes
+    /// out with the batch's replies.
     pub fn write(&self, data: &[u8]) -> Result<(), Error> {
         if self.inner.connected.borrow().is_none() {
             return Err(Error::Unsupported(
@@ -414,9 +433,15 @@ impl DatagramPort {
     }
 
     /// The address to queue a datagram for, as [`sockaddr_for`](Self::sockaddr_for) checks
-    /// it.
+    /// it, and the error the kernel would give at once for an IPv6 address on an IPv4
+    /// socket (a queued datagram's error cannot reach its writer).
     fn sockaddr_any_for(&self, addr: &Address) -> Result<SocketAddrAny, Error> {
         match (self.family, addr) {
+            (Family::Udp, Address::Udp(SocketAddr::V6(_)) | Address::Tcp(SocketAddr::V6(_)))
+                if self.ipv4 =>
+            {
+                Err(Error::io(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)))
+            }
             (Family::Udp, Address::Udp(_) | Address::Tcp(_)) | (Family::Unix, Address::Unix(_)) => {
                 sys::addr::to_sockaddr_any(addr).map_err(Error::io)
             }

@@ -265,26 +265,34 @@ fn an_oversized_write_during_a_batch_is_an_error() {
     }
 }
 
-/// A queued datagram the kernel refuses (here: an IPv6 destination for an IPv4 socket) is
-/// dropped alone; the replies after it in the batch still go.
+/// A queued datagram the kernel refuses (here: one to port 0, `EINVAL`) is dropped alone,
+/// with a log; the replies after it in the batch still go. An IPv6 destination for an IPv4
+/// socket is refused at once, as before.
 #[test]
 fn a_refused_queued_datagram_does_not_drop_the_rest() {
-    struct Misdirect(Reactor);
+    struct Misdirect(Reactor, Rc<RefCell<Vec<String>>>);
     impl DatagramProtocol for Misdirect {
         fn datagram_received(&mut self, t: &DatagramTransport, data: &[u8], addr: &Address) {
-            let elsewhere = Address::Udp("[::1]:9".parse().unwrap());
-            t.write_to(b"lost", &elsewhere).unwrap();
+            let port_zero = Address::Udp("127.0.0.1:0".parse().unwrap());
+            t.write_to(b"lost", &port_zero).unwrap();
+            let v6 = t.write_to(b"lost", &Address::Udp("[::1]:9".parse().unwrap()));
+            self.1.borrow_mut().push(match v6 {
+                Err(Error::Io(err)) => format!("{:?}", err.raw_os_error()),
+                other => format!("{other:?}"),
+            });
             t.write_to(data, addr).unwrap();
             self.0.stop();
         }
     }
     let reactor = twistor_testing::reactor();
+    let log = Rc::new(RefCell::new(Vec::new()));
     let server = reactor
-        .listen_udp_with(0, Misdirect(reactor.clone()), localhost())
+        .listen_udp_with(0, Misdirect(reactor.clone(), log.clone()), localhost())
         .unwrap();
     let sock = client();
     sock.send_to(b"echo", ("127.0.0.1", server.port())).unwrap();
     reactor.run().unwrap();
+    assert_eq!(*log.borrow(), [format!("{:?}", Some(libc::EAFNOSUPPORT))]);
     let mut buf = [0u8; 64];
     let (n, _) = sock.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"echo");
