@@ -552,15 +552,15 @@ impl DatagramPort {
             }
             let want = batch.min(budget);
             let outcome = reactor.with_datagram_buffer(want * slot, |buf| -> io::Result<usize> {
-                let mut received: [mmsg::Datagram; MAX_BATCH] = Default::default();
+                let mut batch = mmsg::RecvBatch::new();
                 let n = self
                     .socket
-                    .with(|fd| mmsg::recv_batch(fd, buf, slot, &mut received[..want]))
+                    .with(|fd| mmsg::recv_batch(fd, buf, slot, want, &mut batch))
                     .unwrap_or(Ok(None))?;
                 let Some(n) = n else {
                     return Ok(0);
                 };
-                self.deliver(&transport, buf, &received[..n]);
+                self.deliver_batch(&transport, buf, &batch);
                 Ok(n)
             });
             match outcome {
@@ -592,20 +592,23 @@ impl DatagramPort {
     /// Delivers one batch of datagrams, the `i`th from its slot in `buf`, in order, then
     /// sends what the protocol wrote meanwhile. Closing the socket (from a callback) drops
     /// the rest of the batch.
-    fn deliver(
+    fn deliver_batch(
         self: &Rc<Self>,
         transport: &DatagramTransport,
         buf: &[u8],
-        received: &[mmsg::Datagram],
+        batch: &mmsg::RecvBatch,
     ) {
         let slot = self.max_packet_size;
         self.batching.set(true);
-        for (chunk, datagram) in buf.chunks(slot).zip(received) {
+        for (i, chunk) in buf.chunks(slot).enumerate() {
+            let Some((len, from)) = batch.get(i) else {
+                break;
+            };
             if !self.listening.get() {
                 break;
             }
-            let from = sys::addr::to_address_or_unnamed(datagram.from.as_ref(), IpKind::Udp);
-            let data = chunk.get(..datagram.len).unwrap_or(chunk);
+            let from = sys::addr::to_address_or_unnamed(from.as_ref(), IpKind::Udp);
+            let data = chunk.get(..len).unwrap_or(chunk);
             transport.dispatch(Received(data, from));
         }
         self.batching.set(false);

@@ -16,18 +16,47 @@ use super::{retry, would_block};
 /// Most datagrams one call receives or sends.
 pub(crate) const MAX_BATCH: usize = 32;
 
-/// One datagram read by [`recv_batch`].
-#[derive(Clone, Default)]
-pub(crate) struct Datagram {
-    /// Bytes received into its slot (at most the slot's length: a longer datagram was
-    /// truncated, as `recvfrom` truncates).
-    pub(crate) len: usize,
-    /// Its sender; `None` when the kernel gave no address (an unnamed Unix peer).
-    pub(crate) from: Option<SocketAddrAny>,
+/// What one [`recv_batch`] read: each datagram's length and sender. The senders stay in
+/// the kernel's form until asked for, so a batch costs no more to set up than one datagram.
+pub(crate) struct RecvBatch {
+    names: [MaybeUninit<SocketAddrStorage>; MAX_BATCH],
+    /// For each datagram read: its length in its slot, and how many bytes of its entry in
+    /// `names` the kernel initialized (0: no address).
+    lens: [(usize, usize); MAX_BATCH],
+    /// How many were read.
+    count: usize,
 }
 
-/// `recvmmsg(2)`: reads up to `out.len()` (at most [`MAX_BATCH`]) datagrams, the `i`th into
-/// `buf[i * slot..(i + 1) * slot]` and its length and sender into `out[i]`. Returns how many
+impl RecvBatch {
+    pub(crate) fn new() -> RecvBatch {
+        RecvBatch {
+            names: [MaybeUninit::uninit(); MAX_BATCH],
+            lens: [(0, 0); MAX_BATCH],
+            count: 0,
+        }
+    }
+
+    /// The `i`th datagram read: its length (at most the slot's: a longer datagram was
+    /// truncated, as `recvfrom` truncates) and its sender (`None` when the kernel gave no
+    /// address: an unnamed Unix peer).
+    pub(crate) fn get(&self, i: usize) -> Option<(usize, Option<SocketAddrAny>)> {
+        if i >= self.count {
+            return None;
+        }
+        let (len, name_len) = self.lens[i];
+        if name_len < size_of::<libc::sa_family_t>() {
+            return Some((len, None));
+        }
+        // SAFETY: `recv_batch` set `lens[i].1` (for `i < count`) to how many bytes of
+        // `names[i]` the kernel initialized with a socket address, at most the entry's size;
+        // `read` copies them out.
+        let from = unsafe { SocketAddrAny::read(self.names[i].as_ptr(), name_len as u32) };
+        Some((len, Some(from)))
+    }
+}
+
+/// `recvmmsg(2)`: reads up to `want` (at most [`MAX_BATCH`]) datagrams, the `i`th into
+/// `buf[i * slot..(i + 1) * slot]`, their lengths and senders into `batch`. Returns how many
 /// were read, or `None` if none is waiting. The socket must be non-blocking: the call
 /// returns what is queued, it does not wait for a full batch.
 ///
@@ -37,16 +66,16 @@ pub(crate) fn recv_batch(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
     slot: usize,
-    out: &mut [Datagram],
+    want: usize,
+    batch: &mut RecvBatch,
 ) -> io::Result<Option<usize>> {
-    let count = out
-        .len()
+    batch.count = 0;
+    let count = want
         .min(MAX_BATCH)
         .min(buf.len().checked_div(slot).unwrap_or(0));
     if count == 0 {
         return Err(super::invalid());
     }
-    let mut names = [MaybeUninit::<SocketAddrStorage>::uninit(); MAX_BATCH];
     // SAFETY (both): `iovec` and `mmsghdr` are plain C structs for which all-zero bytes are
     // a valid value (null pointers, zero lengths and flags).
     let mut iov: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
@@ -57,6 +86,7 @@ pub(crate) fn recv_batch(
             iov_len: chunk.len(),
         };
     }
+    let names = &mut batch.names;
     let received = retry(|| {
         // The kernel writes each header's `msg_namelen` and `msg_flags`: set them afresh on
         // every try.
@@ -70,7 +100,7 @@ pub(crate) fn recv_batch(
         }
         // SAFETY: `hdrs[..count]` point at live buffers of the lengths they give: each
         // `msg_iov` at one `iovec` over a disjoint chunk of `buf` (borrowed mutably for the
-        // whole call), each `msg_name` at a `SocketAddrStorage`-sized slot of `names`;
+        // whole call), each `msg_name` at a `SocketAddrStorage`-sized entry of `names`;
         // `count` is at most their length. The descriptor is borrowed, so it stays open. A
         // null timeout is allowed (the socket is non-blocking).
         let n = unsafe {
@@ -95,19 +125,13 @@ pub(crate) fn recv_batch(
         return Ok(None);
     };
     let n = n.min(count);
-    for i in 0..n {
-        let hdr = &hdrs[i];
-        let len = (hdr.msg_len as usize).min(slot);
-        let name_len = (hdr.msg_hdr.msg_namelen as usize).min(size_of::<SocketAddrStorage>());
-        let from = if name_len >= size_of::<libc::sa_family_t>() {
-            // SAFETY: the kernel initialized the first `msg_namelen` bytes of `names[i]` with
-            // a socket address (clamped to the slot's size; `read` copies them out).
-            Some(unsafe { SocketAddrAny::read(names[i].as_ptr(), name_len as u32) })
-        } else {
-            None
-        };
-        out[i] = Datagram { len, from };
+    for (hdr, lens) in hdrs[..n].iter().zip(batch.lens.iter_mut()) {
+        *lens = (
+            (hdr.msg_len as usize).min(slot),
+            (hdr.msg_hdr.msg_namelen as usize).min(size_of::<SocketAddrStorage>()),
+        );
     }
+    batch.count = n;
     Ok(Some(n))
 }
 
@@ -118,11 +142,19 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) to: Option<&'a SocketAddrAny>,
 }
 
-/// `sendmmsg(2)` of up to [`MAX_BATCH`] datagrams from `msgs`, with `MSG_NOSIGNAL`: how many
+/// `sendmmsg(2)` (`sendto(2)` for one) of up to [`MAX_BATCH`] datagrams from `msgs`, with `MSG_NOSIGNAL`: how many
 /// were sent, in order; 0 if the first would block. An error is returned only when the
 /// first datagram fails; after some were sent, the call returns their count and the caller
 /// retries from the first unsent one (which then reports its error).
 pub(crate) fn send_batch(fd: BorrowedFd<'_>, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
+    if let [one] = msgs {
+        // The same call with less to set up (the usual reply to a lone query).
+        let sent = retry(|| match one.to {
+            Some(to) => rustix::net::sendto(fd, one.data, SendFlags::NOSIGNAL, to),
+            None => rustix::net::send(fd, one.data, SendFlags::NOSIGNAL),
+        });
+        return Ok(would_block(sent)?.map_or(0, |_| 1));
+    }
     let count = msgs.len().min(MAX_BATCH);
     let iovs: [[IoSlice<'_>; 1]; MAX_BATCH] =
         std::array::from_fn(|i| [IoSlice::new(msgs.get(i).map_or(&[][..], |m| m.data))]);
@@ -177,19 +209,29 @@ mod tests {
         b.send_to(b"from b", c.local_addr().unwrap()).unwrap();
 
         let mut buf = [0u8; 8 * 5];
-        let mut out: [Datagram; 5] = Default::default();
-        let n = recv_batch(c.as_fd(), &mut buf, 8, &mut out).unwrap();
+        let mut batch = RecvBatch::new();
+        let n = recv_batch(c.as_fd(), &mut buf, 8, 5, &mut batch).unwrap();
         assert_eq!(n, Some(4));
-        let lens: Vec<usize> = out[..4].iter().map(|d| d.len).collect();
-        assert_eq!(lens, [3, 8, 0, 6], "the long one truncated to its slot");
+        let got: Vec<(usize, SocketAddr)> = (0..4)
+            .map(|i| batch.get(i).unwrap())
+            .map(|(len, from)| (len, SocketAddr::try_from(from.unwrap()).unwrap()))
+            .collect();
+        let (a, b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        assert_eq!(
+            got,
+            [(3, a), (8, a), (0, a), (6, b)],
+            "the long one truncated"
+        );
+        assert!(batch.get(4).is_none());
         assert_eq!(&buf[..3], b"one");
         assert_eq!(&buf[8..16], b"longer t");
         assert_eq!(&buf[24..30], b"from b");
-        let from = |d: &Datagram| SocketAddr::try_from(d.from.clone().unwrap()).unwrap();
-        assert_eq!(from(&out[0]), a.local_addr().unwrap());
-        assert_eq!(from(&out[3]), b.local_addr().unwrap());
         // Nothing more waiting.
-        assert_eq!(recv_batch(c.as_fd(), &mut buf, 8, &mut out).unwrap(), None);
+        assert_eq!(
+            recv_batch(c.as_fd(), &mut buf, 8, 5, &mut batch).unwrap(),
+            None
+        );
+        assert!(batch.get(0).is_none());
     }
 
     #[test]
@@ -202,16 +244,14 @@ mod tests {
         }; 3];
         assert_eq!(send_batch(left.as_fd(), &msgs).unwrap(), 3);
         let mut buf = [0u8; 4 * 2];
-        let mut out: [Datagram; 2] = Default::default();
-        assert_eq!(
-            recv_batch(right.as_fd(), &mut buf, 4, &mut out).unwrap(),
-            Some(2)
-        );
-        assert!(out.iter().all(|d| d.len == 1 && d.from.is_none()));
-        assert_eq!(
-            recv_batch(right.as_fd(), &mut buf, 4, &mut out).unwrap(),
-            Some(1)
-        );
+        let mut batch = RecvBatch::new();
+        let n = recv_batch(right.as_fd(), &mut buf, 4, 3, &mut batch).unwrap();
+        assert_eq!(n, Some(2), "as many as the buffer has slots");
+        for i in 0..2 {
+            assert!(matches!(batch.get(i), Some((1, None))));
+        }
+        let n = recv_batch(right.as_fd(), &mut buf, 4, 3, &mut batch).unwrap();
+        assert_eq!(n, Some(1));
     }
 
     #[test]
