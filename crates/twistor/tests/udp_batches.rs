@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixDatagram;
 use std::rc::Rc;
 use std::time::Duration;
@@ -182,8 +183,8 @@ fn stop_listening_in_the_middle_of_a_batch() {
     assert!(extra.is_err(), "no reply after the close: {extra:?}");
 }
 
-/// A Unix datagram socket reads in batches too: named senders have their path, unnamed ones
-/// are `Unnamed`, and replies to a path arrive in order.
+/// A Unix datagram socket reads in batches too: senders have their path or abstract name,
+/// unnamed ones are `Unnamed`, and replies (queued, to a path or a name) arrive in order.
 #[test]
 fn unix_datagrams_in_a_burst() {
     // A Unix datagram socket queues at most `net.unix.max_dgram_qlen` (10 by default)
@@ -197,7 +198,7 @@ fn unix_datagrams_in_a_burst() {
     let server = reactor
         .listen_unix_datagram(
             server_path.as_path(),
-            Server::new(&log, &reactor, COUNT + 1).echo(),
+            Server::new(&log, &reactor, COUNT + 2).echo(),
             0o600,
         )
         .unwrap();
@@ -206,16 +207,23 @@ fn unix_datagrams_in_a_burst() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let unnamed = UnixDatagram::unbound().unwrap();
+    let name = format!("twistor-batch-{}", std::process::id()).into_bytes();
+    let abstract_addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+    let abstract_client = UnixDatagram::bind_addr(&abstract_addr).unwrap();
+    abstract_client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     for i in 0..COUNT {
         named.send_to(&payload(i), &server_path).unwrap();
         if i == COUNT / 2 {
             unnamed.send_to(b"anonymous", &server_path).unwrap();
+            abstract_client.send_to(b"abstract", &server_path).unwrap();
         }
     }
     reactor.run().unwrap();
     drop(server);
     let log = log.borrow();
-    assert_eq!(log.len(), COUNT + 1);
+    assert_eq!(log.len(), COUNT + 2);
     let client = Address::Unix(UnixAddress::Path(client_path.clone()));
     let mut expected: Vec<(Vec<u8>, Address)> =
         (0..COUNT).map(|i| (payload(i), client.clone())).collect();
@@ -223,8 +231,21 @@ fn unix_datagrams_in_a_burst() {
         COUNT / 2 + 1,
         (b"anonymous".to_vec(), Address::Unix(UnixAddress::Unnamed)),
     );
+    expected.insert(
+        COUNT / 2 + 2,
+        (
+            b"abstract".to_vec(),
+            Address::Unix(UnixAddress::Abstract(name)),
+        ),
+    );
     assert_eq!(*log, expected);
     let mut buf = [0u8; 64];
+    let n = abstract_client.recv(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"abstract",
+        "the reply to an abstract name arrived"
+    );
     for i in 0..COUNT {
         let n = named.recv(&mut buf).unwrap();
         assert_eq!(buf[..n], payload(i));
@@ -296,4 +317,35 @@ fn a_refused_queued_datagram_does_not_drop_the_rest() {
     let mut buf = [0u8; 64];
     let (n, _) = sock.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"echo");
+}
+
+/// On a connected socket, `write` during a batch queues too (to the connected peer), and the
+/// replies arrive in order.
+#[test]
+fn writes_to_the_connected_peer_during_a_batch() {
+    struct Answer(Reactor, usize);
+    impl DatagramProtocol for Answer {
+        fn datagram_received(&mut self, t: &DatagramTransport, data: &[u8], _: &Address) {
+            t.write(&data.to_ascii_uppercase()).unwrap();
+            self.1 += 1;
+            if self.1 == 5 {
+                self.0.stop();
+            }
+        }
+    }
+    let reactor = twistor_testing::reactor();
+    let t = reactor
+        .listen_udp_with(0, Answer(reactor.clone(), 0), localhost())
+        .unwrap();
+    let peer = client();
+    t.connect(&Address::Udp(addr_of(&peer))).unwrap();
+    for i in 0..5 {
+        peer.send_to(&payload(i), ("127.0.0.1", t.port())).unwrap();
+    }
+    reactor.run().unwrap();
+    let mut buf = [0u8; 64];
+    for i in 0..5 {
+        let n = peer.recv(&mut buf).unwrap();
+        assert_eq!(buf[..n], payload(i).to_ascii_uppercase());
+    }
 }
