@@ -1,5 +1,15 @@
 //! Datagram sockets (UDP and Unix datagrams) and the [`DatagramTransport`] their protocols
 //! write through.
+//!
+//! # Batches
+//!
+//! A readable socket is read a batch at a time: one `recvmmsg` takes up to 32 datagrams
+//! (fewer for a large `max_packet_size`: the batch buffer, shared by the reactor's
+//! datagram sockets, is at most 256 KiB), and the protocol hears them one by one, in order.
+//! Replies it writes meanwhile (up to 1232 bytes each) wait and go out together, in the
+//! order written, with one `sendmmsg` when the batch ends; a server answering each query
+//! makes two system calls per batch instead of two per datagram. Writes made at other
+//! times, and longer ones, are sent at once. One turn still reads at most 256 datagrams.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -9,6 +19,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 use mio::Interest;
+use rustix::net::SocketAddrAny;
 use socket2::{SockAddr, SockRef, Socket};
 
 use crate::address::{Address, UnixAddress};
@@ -17,6 +28,7 @@ use crate::guard::{Delivery, Guard, Kind, Panicked};
 use crate::protocol::DatagramProtocol;
 use crate::reactor::{Reactor, Readiness, Source, WeakReactor};
 use crate::sys::addr::{IpKind, unix_sockaddr};
+use crate::sys::mmsg::{self, MAX_BATCH, Outgoing};
 use crate::sys::{self, FdCell};
 use crate::unstable::ReactorInternals;
 
@@ -26,6 +38,17 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
 /// How many datagrams one readiness event reads before letting others run; the rest are
 /// read at the end of the turn.
 const DATAGRAMS_PER_TURN: usize = 256;
+
+/// The most bytes one batch of received datagrams takes (in a buffer the reactor shares
+/// between its datagram sockets): up to [`MAX_BATCH`] datagrams of `max_packet_size` per
+/// `recvmmsg`, fewer for large packet sizes (4 at 64 KiB; 32 at the default 8 KiB).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// The longest datagram a protocol's write is queued for the batch's `sendmmsg`; longer
+/// ones are sent at once, so a datagram too long for the socket (`EMSGSIZE`) is still the
+/// caller's error. 1232 bytes (the IPv6 minimum MTU less its headers, the DNS flag day's
+/// EDNS size) fits every IPv6 path and any Unix datagram socket's buffer.
+const QUEUED_SEND_MAX: usize = 1232;
 
 /// Which family a datagram socket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +68,8 @@ pub struct DatagramPort {
     /// Closed by `stop` (handles may outlive it).
     socket: FdCell,
     family: Family,
+    /// An IPv4 socket (which cannot send to IPv6 addresses).
+    ipv4: bool,
     token: Cell<usize>,
     max_packet_size: usize,
     protocol: Guard<Datagrams>,
@@ -55,6 +80,20 @@ pub struct DatagramPort {
     more: Cell<bool>,
     /// Files to remove when the socket closes (a Unix datagram socket's path).
     cleanup: RefCell<Option<std::path::PathBuf>>,
+    /// A batch of received datagrams is being delivered: writes wait in `outbox`.
+    batching: Cell<bool>,
+    /// Datagrams written while a batch is delivered, sent together when it ends.
+    outbox: RefCell<Outbox>,
+}
+
+/// Datagrams written during a batch, waiting for one `sendmmsg`: at most [`MAX_BATCH`] of at
+/// most [`QUEUED_SEND_MAX`] bytes each (it is sent early when full). It keeps its capacity.
+#[derive(Default)]
+struct Outbox {
+    /// The datagrams' bytes, one after another.
+    bytes: Vec<u8>,
+    /// Where each datagram ends in `bytes`, and where it goes (`None`: the connected peer).
+    ends: Vec<(usize, Option<SocketAddrAny>)>,
 }
 
 impl DatagramTransport {
@@ -67,9 +106,14 @@ impl DatagramTransport {
         max_packet_size: usize,
         cleanup: Option<std::path::PathBuf>,
     ) -> Result<DatagramTransport, Error> {
+        let ipv4 = matches!(
+            socket.local_addr().ok().and_then(|a| a.as_socket()),
+            Some(SocketAddr::V4(_))
+        );
         let port = Rc::new(DatagramPort {
             socket: FdCell::new(OwnedFd::from(socket)),
             family,
+            ipv4,
             token: Cell::new(usize::MAX),
             max_packet_size: max_packet_size.clamp(1, crate::reactor::READ_BUFFER_SIZE),
             protocol: Guard::new(protocol),
@@ -78,6 +122,8 @@ impl DatagramTransport {
             listening: Cell::new(true),
             more: Cell::new(false),
             cleanup: RefCell::new(cleanup),
+            batching: Cell::new(false),
+            outbox: RefCell::new(Outbox::default()),
         });
         let registered = port
             .socket
@@ -95,17 +141,35 @@ impl DatagramTransport {
 
     /// Sends one datagram to `addr`. A datagram is sent whole or not at all; if the socket's
     /// buffer is full it is dropped (with a debug log), as UDP would drop it anyway.
+    ///
+    /// Written from `datagram_received`, a datagram of up to 1232 bytes waits for the end of
+    /// the batch of datagrams being delivered, and goes out with the other replies in one
+    /// `sendmmsg` (in the order written). An error the kernel reports for such a datagram
+    /// cannot be returned here: it is logged and the datagram dropped (a refusal still
+    /// reaches `connection_refused`). Longer datagrams are sent at once (after those
+    /// waiting), so [`Error::MessageTooLong`] is returned as before.
     pub fn write_to(&self, data: &[u8], addr: &Address) -> Result<(), Error> {
+        if self.inner.queues(data) {
+            let target = self.inner.sockaddr_any_for(addr)?;
+            self.inner.queue(data, Some(target));
+            return Ok(());
+        }
         let target = self.inner.sockaddr_for(addr)?;
         self.send(data, Some(&target))
     }
 
-    /// Sends one datagram to the connected address (see [`connect`](Self::connect)).
+    /// Sends one datagram to the connected address (see [`connect`](Self::connect)). As
+    /// with [`write_to`](Self::write_to), a short one written from `datagram_received` goes
+    /// out with the batch's replies.
     pub fn write(&self, data: &[u8]) -> Result<(), Error> {
         if self.inner.connected.borrow().is_none() {
             return Err(Error::Unsupported(
                 "write without an address needs a connected socket",
             ));
+        }
+        if self.inner.queues(data) {
+            self.inner.queue(data, None);
+            return Ok(());
         }
         self.send(data, None)
     }
@@ -115,6 +179,8 @@ impl DatagramTransport {
     /// in Twisted.
     pub fn connect(&self, addr: &Address) -> Result<(), Error> {
         let target = self.inner.sockaddr_for(addr)?;
+        // Datagrams written for the old peer go to it.
+        self.inner.flush_outbox();
         self.inner
             .with_socket(|s| s.connect(&target))
             .map_err(Error::io)?;
@@ -238,6 +304,8 @@ impl DatagramTransport {
             tracing::debug!("datagram of {} bytes after close ignored", data.len());
             return Ok(());
         }
+        // After those written before it.
+        port.flush_outbox();
         loop {
             let result = port.with_socket(|sock| match target {
                 Some(t) => sock.send_to_with_flags(data, t, libc::MSG_NOSIGNAL),
@@ -364,6 +432,103 @@ impl DatagramPort {
             .unwrap_or_else(|| Err(not_open()))
     }
 
+    /// The address to queue a datagram for, as [`sockaddr_for`](Self::sockaddr_for) checks
+    /// it, and the error the kernel would give at once for an IPv6 address on an IPv4
+    /// socket (a queued datagram's error cannot reach its writer).
+    fn sockaddr_any_for(&self, addr: &Address) -> Result<SocketAddrAny, Error> {
+        match (self.family, addr) {
+            (Family::Udp, Address::Udp(SocketAddr::V6(_)) | Address::Tcp(SocketAddr::V6(_)))
+                if self.ipv4 =>
+            {
+                Err(Error::io(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)))
+            }
+            (Family::Udp, Address::Udp(_) | Address::Tcp(_)) | (Family::Unix, Address::Unix(_)) => {
+                sys::addr::to_sockaddr_any(addr).map_err(Error::io)
+            }
+            _ => Err(Error::Unsupported(
+                "the address is not of this socket's family",
+            )),
+        }
+    }
+
+    /// Whether a write of `data` waits in the outbox: during a batch, when it is short enough
+    /// that the kernel will not refuse it as too long.
+    fn queues(&self, data: &[u8]) -> bool {
+        self.batching.get() && self.listening.get() && data.len() <= QUEUED_SEND_MAX
+    }
+
+    /// Queues a datagram for the batch's `sendmmsg`, sending those waiting first if the
+    /// outbox is full.
+    fn queue(self: &Rc<Self>, data: &[u8], to: Option<SocketAddrAny>) {
+        if self.outbox.borrow().ends.len() >= MAX_BATCH {
+            self.flush_outbox();
+        }
+        let mut outbox = self.outbox.borrow_mut();
+        outbox.bytes.extend_from_slice(data);
+        let end = outbox.bytes.len();
+        outbox.ends.push((end, to));
+    }
+
+    /// Sends the datagrams waiting in the outbox, in order, with as few `sendmmsg` calls as
+    /// the kernel takes them in. As a single send would: a full socket buffer drops the rest
+    /// (one debug log), a refusal reaches `connection_refused` next turn; a datagram the
+    /// kernel rejects (too long for the path, an unreachable network, say) is dropped with a
+    /// warning, and the rest go.
+    fn flush_outbox(self: &Rc<Self>) {
+        let mut outbox = self.outbox.borrow_mut();
+        let Outbox { bytes, ends } = &mut *outbox;
+        let total = ends.len();
+        let mut next = 0;
+        while next < total {
+            let mut batch = [Outgoing::default(); MAX_BATCH];
+            let mut count = 0;
+            let mut start = match next.checked_sub(1) {
+                Some(prev) => ends[prev].0,
+                None => 0,
+            };
+            for ((end, to), slot) in ends[next..].iter().zip(batch.iter_mut()) {
+                *slot = Outgoing {
+                    data: &bytes[start..*end],
+                    to: to.as_ref(),
+                };
+                start = *end;
+                count += 1;
+            }
+            let Some(sent) = self.socket.with(|fd| mmsg::send_batch(fd, &batch[..count])) else {
+                // Closed: nothing more can go.
+                break;
+            };
+            match sent {
+                Ok(0) => {
+                    tracing::debug!("socket buffer full: {} datagrams dropped", total - next);
+                    break;
+                }
+                Ok(n) => next += n,
+                // The first datagram of the call failed: drop it (with a log, as its writer
+                // cannot be told) and go on with the others, as separate sends would.
+                Err(err) => {
+                    match err.raw_os_error() {
+                        Some(libc::ECONNREFUSED) => {
+                            if let Some(reactor) = self.reactor.upgrade() {
+                                let me = DatagramTransport {
+                                    inner: self.clone(),
+                                };
+                                reactor.call_soon(move || me.dispatch(DatagramEvent::Refused));
+                            }
+                        }
+                        Some(libc::EMSGSIZE) => {
+                            tracing::warn!("datagram too long for the socket: dropped");
+                        }
+                        _ => tracing::warn!("datagram send failed: {err}: dropped"),
+                    }
+                    next += 1;
+                }
+            }
+        }
+        bytes.clear();
+        ends.clear();
+    }
+
     fn local_address(&self) -> Address {
         match self.socket.with(sys::socket::local_name) {
             Some(Ok(a)) => sys::addr::to_address(&a, IpKind::Udp),
@@ -371,36 +536,45 @@ impl DatagramPort {
         }
     }
 
+    /// Reads and delivers datagrams, a batch (one `recvmmsg`) at a time, up to the per-turn
+    /// limit. Replies the protocol writes during a batch go out together after it.
     fn read_some(self: &Rc<Self>, reactor: &Reactor) {
         let transport = DatagramTransport {
             inner: self.clone(),
         };
         self.more.set(false);
-        for _ in 0..DATAGRAMS_PER_TURN {
+        let slot = self.max_packet_size;
+        let batch = (BATCH_BYTES / slot).clamp(1, MAX_BATCH);
+        let mut budget = DATAGRAMS_PER_TURN;
+        while budget > 0 {
             if !self.listening.get() {
                 return;
             }
-            let outcome = reactor.with_read_buffer(|buf| -> io::Result<bool> {
-                let buf = &mut buf[..self.max_packet_size];
-                let received = self
+            let want = batch.min(budget);
+            let outcome = reactor.with_datagram_buffer(want * slot, |buf| -> io::Result<usize> {
+                let mut batch = mmsg::RecvBatch::new();
+                let n = self
                     .socket
-                    .with(|fd| sys::socket::recv_from(fd, buf))
+                    .with(|fd| mmsg::recv_batch(fd, buf, slot, want, &mut batch))
                     .unwrap_or(Ok(None))?;
-                let Some((n, from)) = received else {
-                    return Ok(false);
+                let Some(n) = n else {
+                    return Ok(0);
                 };
-                let from = sys::addr::to_address_or_unnamed(from.as_ref(), IpKind::Udp);
-                let data = &buf[..n];
-                transport.dispatch(Received(data, from));
-                Ok(true)
+                self.deliver_batch(&transport, buf, &batch);
+                Ok(n)
             });
             match outcome {
-                Ok(true) => continue,
-                Ok(false) => return,
+                Ok(0) => return,
+                // A short batch emptied the queue: the socket is edge-triggered on every
+                // arrival, so the next datagram wakes us again (and an error queued after
+                // these datagrams reports readiness too). This saves the call that would
+                // only say `EAGAIN`.
+                Ok(n) if n < want => return,
+                Ok(n) => budget -= n,
                 Err(err) => match err.raw_os_error() {
                     Some(libc::ECONNREFUSED) => {
                         transport.dispatch(DatagramEvent::Refused);
-                        continue;
+                        budget -= 1;
                     }
                     _ => {
                         tracing::warn!("datagram receive failed: {err}");
@@ -415,10 +589,39 @@ impl DatagramPort {
         reactor.mark_dirty(self.clone());
     }
 
+    /// Delivers one batch of datagrams, the `i`th from its slot in `buf`, in order, then
+    /// sends what the protocol wrote meanwhile. Closing the socket (from a callback) drops
+    /// the rest of the batch.
+    fn deliver_batch(
+        self: &Rc<Self>,
+        transport: &DatagramTransport,
+        buf: &[u8],
+        batch: &mmsg::RecvBatch,
+    ) {
+        let slot = self.max_packet_size;
+        self.batching.set(true);
+        for (i, chunk) in buf.chunks(slot).enumerate() {
+            let Some((len, from)) = batch.get(i) else {
+                break;
+            };
+            if !self.listening.get() {
+                break;
+            }
+            let from = sys::addr::to_address_or_unnamed(from.as_ref(), IpKind::Udp);
+            let data = chunk.get(..len).unwrap_or(chunk);
+            transport.dispatch(Received(data, from));
+        }
+        self.batching.set(false);
+        self.flush_outbox();
+    }
+
     fn stop(self: &Rc<Self>) {
-        if !self.listening.replace(false) {
+        if !self.listening.get() {
             return;
         }
+        // What the protocol wrote before closing still goes.
+        self.flush_outbox();
+        self.listening.set(false);
         // An adopted socket has duplicates elsewhere, which would keep our epoll
         // registration alive after we close: remove it first.
         if let Some(reactor) = self.reactor.upgrade() {

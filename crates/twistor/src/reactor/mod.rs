@@ -494,9 +494,11 @@ impl Reactor {
         self.inner.sources.borrow().len()
     }
 
-    /// Lends the reactor's shared read buffer to `f` (or a fresh one, if it is already lent).
-    pub(crate) fn with_read_buffer<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
-        self.inner.io.with_read_buffer(f)
+    /// Lends `f` a buffer of `len` bytes for a batch of datagrams (grown on first use, kept
+    /// for the next batch; a fresh one if it is already lent).
+    #[inline]
+    pub(crate) fn with_datagram_buffer<R>(&self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.inner.io.with_datagram_buffer(len, f)
     }
 
     /// The buffers the reactor's connections share.
@@ -820,6 +822,9 @@ pub(crate) struct IoBuffers {
     /// The connection whose bytes `staging` holds (an address used only for comparison;
     /// null when empty).
     pub(crate) staging_owner: Cell<*const ()>,
+    /// Where datagram sockets receive a batch of datagrams (`recvmmsg`): empty until the first
+    /// UDP read, then as large as the largest batch (bounded by the datagram module).
+    pub(crate) datagrams: RefCell<Vec<u8>>,
 }
 
 impl IoBuffers {
@@ -828,15 +833,22 @@ impl IoBuffers {
             read: RefCell::new(vec![0; READ_BUFFER_SIZE]),
             staging: RefCell::new(Vec::new()),
             staging_owner: Cell::new(std::ptr::null()),
+            datagrams: RefCell::new(Vec::new()),
         }
     }
 
-    /// Lends the read buffer to `f` (or a fresh one, if it is already lent).
+    /// Lends `len` bytes of the datagram buffer to `f` (or a fresh one, if it is already
+    /// lent).
     #[inline]
-    pub(crate) fn with_read_buffer<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
-        match self.read.try_borrow_mut() {
-            Ok(mut buf) => f(&mut buf),
-            Err(_) => f(&mut vec![0; READ_BUFFER_SIZE]),
+    fn with_datagram_buffer<R>(&self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        match self.datagrams.try_borrow_mut() {
+            Ok(mut buf) => {
+                if buf.len() < len {
+                    buf.resize(len, 0);
+                }
+                f(&mut buf[..len])
+            }
+            Err(_) => f(&mut vec![0; len]),
         }
     }
 }

@@ -70,6 +70,22 @@ fn unix_address(addr: &SocketAddrUnix) -> UnixAddress {
     UnixAddress::Unnamed
 }
 
+/// The kernel address to send a datagram to, as `sendmmsg` takes it: UDP (or TCP) addresses
+/// as IP ones, Unix ones by path or abstract name.
+pub(crate) fn to_sockaddr_any(address: &Address) -> io::Result<SocketAddrAny> {
+    match address {
+        Address::Udp(a) | Address::Tcp(a) => Ok(SocketAddrAny::from(*a)),
+        Address::Unix(UnixAddress::Path(path)) => Ok(SocketAddrUnix::new(path.as_path())?.into()),
+        Address::Unix(UnixAddress::Abstract(name)) => {
+            Ok(SocketAddrUnix::new_abstract_name(name)?.into())
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no socket address to send to",
+        )),
+    }
+}
+
 /// The socket address to bind or connect to for a Unix address.
 pub(crate) fn unix_sockaddr(address: &UnixAddress) -> io::Result<SockAddr> {
     match address {

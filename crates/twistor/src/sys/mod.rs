@@ -23,9 +23,9 @@
 //! - **`EAGAIN` is a value** where that is what callers branch on: a read that would block
 //!   is `Ok(None)`, a send that would block has sent `Ok(0)` bytes, an `accept` with nothing
 //!   pending is `Ok(None)`. Other errors are `io::Error`s carrying the errno.
-//! - **No allocation on the hot path.** Reads, sends and `recvmsg` (with descriptors) use
-//!   only the caller's buffers and the stack. (Sending descriptors, a rare operation,
-//!   allocates its control buffer.)
+//! - **No allocation on the hot path.** Reads, sends, `recvmsg` (with descriptors) and the
+//!   datagram batches use only the caller's buffers and the stack. (Sending descriptors, a
+//!   rare operation, allocates its control buffer.)
 //! - **No `SIGPIPE`.** Socket sends pass `MSG_NOSIGNAL`; pipe writers call
 //!   [`signal::ignore_sigpipe`] first, so a vanished reader is `EPIPE`.
 //!
@@ -34,8 +34,10 @@
 //! - `fd.rs`: [`FdCell`], and descriptors in general: `read`/`write`, `O_NONBLOCK`,
 //!   duplicating above the standard descriptors, `/dev/null`, pipes, what kind of file a
 //!   descriptor is, reopening a standard descriptor, borrowing inherited descriptors.
-//! - `socket.rs`: sends and receives on sockets, `accept`, `shutdown`, `SO_ERROR`, local and
-//!   peer names, and the socket options the transports set.
+//! - `socket.rs`: sends on sockets, `accept`, `shutdown`, `SO_ERROR`, local and peer
+//!   names, and the socket options the transports set.
+//! - `mmsg.rs`: datagrams in batches, `recvmmsg` / `sendmmsg` (the UDP and Unix datagram
+//!   transports' reads, and their replies written while a batch is delivered).
 //! - `fdpass.rs`: `SCM_RIGHTS`: descriptors sent and received with bytes (`sendmsg` /
 //!   `recvmsg`).
 //! - `addr.rs`: socket addresses to and from [`Address`](crate::Address).
@@ -50,6 +52,7 @@ pub(crate) mod addr;
 pub(crate) mod fd;
 pub(crate) mod fdpass;
 pub(crate) mod inotify;
+pub(crate) mod mmsg;
 pub(crate) mod process;
 pub(crate) mod signal;
 pub(crate) mod socket;

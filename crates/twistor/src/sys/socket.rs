@@ -1,9 +1,9 @@
-//! Socket calls: sends and receives, `accept`, `shutdown`, `SO_ERROR`, names.
+//! Socket calls: sends, `accept`, `shutdown`, `SO_ERROR`, names.
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
-use rustix::net::{RecvFlags, SendFlags, Shutdown, SocketAddrAny, SocketFlags};
+use rustix::net::{SendFlags, Shutdown, SocketAddrAny, SocketFlags};
 
 use super::{retry, would_block};
 
@@ -12,16 +12,6 @@ use super::{retry, would_block};
 pub(crate) fn send(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
     let sent = retry(|| rustix::net::send(fd, data, SendFlags::NOSIGNAL));
     Ok(would_block(sent)?.unwrap_or(0))
-}
-
-/// `recvfrom(2)` of one datagram into `buf` (truncated to it): its length and sender, or
-/// `None` if none is waiting.
-pub(crate) fn recv_from(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-) -> io::Result<Option<(usize, Option<SocketAddrAny>)>> {
-    let received = retry(|| rustix::net::recvfrom(fd, &mut *buf, RecvFlags::empty()));
-    Ok(would_block(received)?.map(|(n, _, from)| (n, from)))
 }
 
 /// `accept4(2)`: a connection, non-blocking and close-on-exec, and its peer's address; `None`
