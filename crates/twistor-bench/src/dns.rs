@@ -89,6 +89,9 @@ pub struct DnsOptions {
     pub outstanding: usize,
     /// `dnsperf -q` for Twisted, which would only queue a deeper load.
     pub twisted_outstanding: usize,
+    /// `dnsperf -Q`: the most queries per second offered to any server, to compare them
+    /// at one rate (servers that batch their reads get cheaper per query as load grows).
+    pub max_qps: Option<u64>,
     /// The twistor command, `{port}` and `{zone}` standing for the port and the zone file;
     /// empty when twistor cannot run (the reason is in `twistor_missing`).
     pub twistor_cmd: Vec<String>,
@@ -705,6 +708,7 @@ fn run_once(
         .args(["-s", "127.0.0.1", "-p", &port, "-l", &seconds])
         .args(["-c", &opts.clients.to_string()])
         .args(["-q", &r.outstanding.to_string()])
+        .args(opts.max_qps.map(|q| format!("-Q{q}")))
         .arg("-d")
         .arg(&workload.query_file)
         .stdin(Stdio::null())
@@ -876,13 +880,15 @@ fn markdown(
     ));
     md.push_str(&format!(
         "Command: `twistor-bench dns --duration {} --repeats {} --clients {} --outstanding {} \
-         --twisted-outstanding {}` · servers pinned to core {} · dnsperf {} · twistor \
+         --twisted-outstanding {}{}` · servers pinned to core {} · dnsperf {} · twistor \
          server: `{}`\n\n",
         opts.duration.as_secs_f64(),
         opts.repeats,
         opts.clients,
         opts.outstanding,
         opts.twisted_outstanding,
+        opts.max_qps
+            .map_or(String::new(), |q| format!(" --max-qps {q}")),
         opts.server_core
             .map_or("(not pinned)".into(), |c| c.to_string()),
         opts.client_core

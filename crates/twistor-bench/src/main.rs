@@ -176,6 +176,10 @@ struct DnsArgs {
     /// dnsperf -q for Twisted.
     #[arg(long, default_value_t = 20)]
     twisted_outstanding: usize,
+    /// dnsperf -Q: offer every server at most this many queries per second (default: as
+    /// many as it answers).
+    #[arg(long)]
+    max_qps: Option<u64>,
     /// About 15 seconds: 2 s runs, 1 repeat.
     #[arg(long)]
     quick: bool,
@@ -426,6 +430,7 @@ fn run_dns(args: DnsArgs) -> BoxResult<()> {
         clients: args.clients.max(1),
         outstanding: args.outstanding.max(1),
         twisted_outstanding: args.twisted_outstanding.max(1),
+        max_qps: args.max_qps,
         twistor_cmd,
         twistor_missing,
         server_core: pin.then_some(placement.server_core),
