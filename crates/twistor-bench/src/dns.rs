@@ -8,6 +8,7 @@
 //! loaded. Its CPU time is that of its whole process tree (NSD forks its workers) from
 //! `/proc`, read before and after each `dnsperf` run.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -89,9 +90,12 @@ pub struct DnsOptions {
     pub outstanding: usize,
     /// `dnsperf -q` for Twisted, which would only queue a deeper load.
     pub twisted_outstanding: usize,
-    /// `dnsperf -Q`: the most queries per second offered to any server, to compare them
-    /// at one rate (servers that batch their reads get cheaper per query as load grows).
-    pub max_qps: Option<u64>,
+    /// The offered rates, one scenario each, run in this order: `None` is as fast as the
+    /// server answers, `Some(n)` is `dnsperf -Q n` (servers that batch their reads get
+    /// cheaper per query as load grows, so compare them at one rate too). A server whose
+    /// answers per second in an earlier unpaced scenario fell short of a paced rate is not
+    /// run at it.
+    pub rates: Vec<Option<u64>>,
     /// The twistor command, `{port}` and `{zone}` standing for the port and the zone file;
     /// empty when twistor cannot run (the reason is in `twistor_missing`).
     pub twistor_cmd: Vec<String>,
@@ -333,6 +337,14 @@ impl DnsFigures {
     }
 }
 
+/// A scenario's name: `max` for an unpaced run, else the offered rate, e.g. `50,000/s`.
+pub fn rate_name(rate: Option<u64>) -> String {
+    rate.map_or("max".into(), |q| format!("{}/s", fmt_num(q as f64)))
+}
+
+/// Figures per (scenario index, server).
+type ByPair<T> = BTreeMap<(usize, DnsServerKind), T>;
+
 /// The files every server and `dnsperf` read, written under the work directory.
 #[derive(Debug, Clone)]
 struct Workload {
@@ -396,33 +408,52 @@ pub fn run(opts: &DnsOptions) -> io::Result<()> {
         }
     }
 
-    let mut samples: Vec<Vec<DnsFigures>> = vec![Vec::new(); running.len()];
-    for rep in 0..opts.repeats {
-        for (r, runs) in running.iter().zip(samples.iter_mut()) {
-            let f = run_once(&dnsperf, r, opts, &workload)?;
-            eprintln!(
-                "{:>8} run {}/{}: {} queries/s, server CPU {} µs/query (user {}, {}%), lost \
-                 {}%, latency {} µs",
-                r.kind.name(),
-                rep + 1,
-                opts.repeats,
-                fmt_num(f.qps),
-                fmt_num(f.cpu_us),
-                fmt_num(f.user_us),
-                fmt_num(f.cpu_pct),
-                fmt_num(f.lost_pct),
-                fmt_num(f.latency_us),
-            );
-            runs.push(f);
+    let mut samples: ByPair<Vec<DnsFigures>> = BTreeMap::new();
+    for (si, &rate) in opts.rates.iter().enumerate() {
+        for rep in 0..opts.repeats {
+            for r in &running {
+                if let Some(most) = too_slow_for(rate, r.kind, &opts.rates[..si], &samples) {
+                    if rep == 0 {
+                        let why = format!(
+                            "{} not run at {}: it answered at most {} queries/s",
+                            r.kind,
+                            rate_name(rate),
+                            fmt_num(most)
+                        );
+                        eprintln!("note: {why}");
+                        notes.push(why);
+                    }
+                    continue;
+                }
+                let f = run_once(&dnsperf, r, rate, opts, &workload)?;
+                eprintln!(
+                    "{:>8} {:>10} run {}/{}: {} queries/s, server CPU {} µs/query (user {}, \
+                     {}%), lost {}%, latency {} µs",
+                    r.kind.name(),
+                    rate_name(rate),
+                    rep + 1,
+                    opts.repeats,
+                    fmt_num(f.qps),
+                    fmt_num(f.cpu_us),
+                    fmt_num(f.user_us),
+                    fmt_num(f.cpu_pct),
+                    fmt_num(f.lost_pct),
+                    fmt_num(f.latency_us),
+                );
+                samples.entry((si, r.kind)).or_default().push(f);
+            }
         }
     }
     let kinds: Vec<DnsServerKind> = running.iter().map(|r| r.kind).collect();
     let outstanding: Vec<usize> = running.iter().map(|r| r.outstanding).collect();
     drop(running);
 
-    let medians: Vec<DnsFigures> = samples.iter().map(|s| DnsFigures::median_of(s)).collect();
-    let table = main_table(&kinds, &outstanding, &medians);
-    let targets = targets_table(&kinds, &samples, &medians);
+    let medians: ByPair<DnsFigures> = samples
+        .iter()
+        .map(|(&key, runs)| (key, DnsFigures::median_of(runs)))
+        .collect();
+    let table = main_table(&opts.rates, &kinds, &outstanding, &medians);
+    let targets = targets_table(&opts.rates, &samples, &medians);
     println!("\n{}", table.to_text());
     if !targets.rows.is_empty() {
         println!("{}", targets.to_text());
@@ -435,22 +466,25 @@ pub fn run(opts: &DnsOptions) -> io::Result<()> {
     std::fs::write(&md_path, md)?;
     let svg_path = opts.out_dir.join("dns.svg");
     let series: Vec<String> = kinds.iter().map(|k| k.name().to_owned()).collect();
-    let group = |f: &dyn Fn(&DnsFigures) -> f64| BarGroup {
-        label: "UDP, small zone".into(),
-        bars: kinds
-            .iter()
-            .zip(&medians)
-            .map(|(k, m)| (k.name().to_owned(), f(m)))
-            .collect(),
+    let groups = |f: &dyn Fn(&DnsFigures) -> f64| -> Vec<BarGroup> {
+        (0..opts.rates.len())
+            .map(|si| BarGroup {
+                label: rate_name(opts.rates[si]),
+                bars: kinds
+                    .iter()
+                    .filter_map(|&k| medians.get(&(si, k)).map(|m| (k.name().to_owned(), f(m))))
+                    .collect(),
+            })
+            .collect()
     };
     let panels = [
         Panel {
             title: "server CPU µs per query (lower is better)".into(),
-            groups: vec![group(&|m| m.cpu_us)],
+            groups: groups(&|m| m.cpu_us),
         },
         Panel {
             title: "queries per second (higher is better)".into(),
-            groups: vec![group(&|m| m.qps)],
+            groups: groups(&|m| m.qps),
         },
     ];
     let title = format!("{TITLE}, {}", report::today());
@@ -458,6 +492,24 @@ pub fn run(opts: &DnsOptions) -> io::Result<()> {
         .map_err(|e| io::Error::other(e.to_string()))?;
     eprintln!("wrote {} and {}", md_path.display(), svg_path.display());
     Ok(())
+}
+
+/// If `rate` is paced and `kind` answered fewer than 90 % of it per second (its median)
+/// in one of the unpaced scenarios of `earlier`, that many.
+fn too_slow_for(
+    rate: Option<u64>,
+    kind: DnsServerKind,
+    earlier: &[Option<u64>],
+    samples: &ByPair<Vec<DnsFigures>>,
+) -> Option<f64> {
+    let rate = rate? as f64;
+    earlier
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_none())
+        .filter_map(|(si, _)| samples.get(&(si, kind)))
+        .map(|runs| DnsFigures::median_of(runs).qps)
+        .find(|&most| most < 0.9 * rate)
 }
 
 fn write_workload(dir: &Path) -> io::Result<Workload> {
@@ -691,11 +743,12 @@ fn verify(server: &Server, workload: &Workload, dnsperf: &Path) -> Result<(), St
     Ok(())
 }
 
-/// One `dnsperf` run against `r` for the suite's duration; the server's CPU time is that
-/// of its process tree over the run.
+/// One `dnsperf` run against `r` for the suite's duration, paced at `rate` if given; the
+/// server's CPU time is that of its process tree over the run.
 fn run_once(
     dnsperf: &Path,
     r: &Running,
+    rate: Option<u64>,
     opts: &DnsOptions,
     workload: &Workload,
 ) -> io::Result<DnsFigures> {
@@ -708,7 +761,7 @@ fn run_once(
         .args(["-s", "127.0.0.1", "-p", &port, "-l", &seconds])
         .args(["-c", &opts.clients.to_string()])
         .args(["-q", &r.outstanding.to_string()])
-        .args(opts.max_qps.map(|q| format!("-Q{q}")))
+        .args(rate.map(|q| format!("-Q{q}")))
         .arg("-d")
         .arg(&workload.query_file)
         .stdin(Stdio::null())
@@ -737,11 +790,14 @@ fn run_once(
     })
 }
 
-fn main_table(kinds: &[DnsServerKind], outstanding: &[usize], medians: &[DnsFigures]) -> Table {
-    let find = |k: DnsServerKind| kinds.iter().position(|&x| x == k).map(|i| medians[i]);
-    let nsd = find(DnsServerKind::Nsd);
-    let twistor = find(DnsServerKind::Twistor);
+fn main_table(
+    rates: &[Option<u64>],
+    kinds: &[DnsServerKind],
+    outstanding: &[usize],
+    medians: &ByPair<DnsFigures>,
+) -> Table {
     let mut t = Table::new(&[
+        "offered",
         "server",
         "outstanding",
         "queries /s",
@@ -755,35 +811,44 @@ fn main_table(kinds: &[DnsServerKind], outstanding: &[usize], medians: &[DnsFigu
         "mean latency",
         "response B",
     ]);
-    for ((kind, q), f) in kinds.iter().zip(outstanding).zip(medians) {
-        t.push(vec![
-            kind.name().into(),
-            q.to_string(),
-            fmt_num(f.qps),
-            fmt_num(f.cpu_us),
-            fmt_num(f.user_us),
-            fmt_num(f.cpu_pct),
-            fmt_ratio(nsd.map(|b| f.cpu_us / b.cpu_us)),
-            fmt_ratio(twistor.map(|b| f.cpu_us / b.cpu_us)),
-            fmt_ratio(nsd.map(|b| f.qps / b.qps)),
-            format!("{}%", fmt_num(f.lost_pct)),
-            format!("{} µs", fmt_num(f.latency_us)),
-            fmt_num(f.response_bytes),
-        ]);
+    for (si, &rate) in rates.iter().enumerate() {
+        let nsd = medians.get(&(si, DnsServerKind::Nsd));
+        let twistor = medians.get(&(si, DnsServerKind::Twistor));
+        for (&kind, q) in kinds.iter().zip(outstanding) {
+            let Some(f) = medians.get(&(si, kind)) else {
+                continue;
+            };
+            t.push(vec![
+                rate_name(rate),
+                kind.name().into(),
+                q.to_string(),
+                fmt_num(f.qps),
+                fmt_num(f.cpu_us),
+                fmt_num(f.user_us),
+                fmt_num(f.cpu_pct),
+                fmt_ratio(nsd.map(|b| f.cpu_us / b.cpu_us)),
+                fmt_ratio(twistor.map(|b| f.cpu_us / b.cpu_us)),
+                fmt_ratio(nsd.map(|b| f.qps / b.qps)),
+                format!("{}%", fmt_num(f.lost_pct)),
+                format!("{} µs", fmt_num(f.latency_us)),
+                fmt_num(f.response_bytes),
+            ]);
+        }
     }
     t
 }
 
-/// Issue 14's targets, as measured: twistor's CPU per query against NSD's (at most 1×)
-/// and Twisted's (under 1/30), and knot's for the record. Each ratio between the medians
-/// and paired (the median of the ratios within each repeat, whose servers ran back to
-/// back); the verdict goes by the paired median.
+/// Issue 14's targets, as measured in each scenario: twistor's CPU per query against
+/// NSD's (at most 1×) and Twisted's (under 1/30), and knot's for the record. Each ratio
+/// between the medians and paired (the median of the ratios within each repeat, whose
+/// servers ran back to back); the verdict goes by the paired median.
 fn targets_table(
-    kinds: &[DnsServerKind],
-    samples: &[Vec<DnsFigures>],
-    medians: &[DnsFigures],
+    rates: &[Option<u64>],
+    samples: &ByPair<Vec<DnsFigures>>,
+    medians: &ByPair<DnsFigures>,
 ) -> Table {
     let mut t = Table::new(&[
+        "offered",
         "target",
         "twistor",
         "peer",
@@ -791,10 +856,6 @@ fn targets_table(
         "paired ratio: median [min–max]",
         "",
     ]);
-    let index = |k: DnsServerKind| kinds.iter().position(|&x| x == k);
-    let Some(tw) = index(DnsServerKind::Twistor) else {
-        return t;
-    };
     let goals = [
         (DnsServerKind::Nsd, "CPU/query ≤ nsd's", Some(1.0)),
         (
@@ -802,45 +863,49 @@ fn targets_table(
             "CPU/query under 1/30 of Twisted's",
             Some(1.0 / 30.0),
         ),
-        (
-            DnsServerKind::Knot,
-            "CPU/query against knot's (for the record)",
-            None,
-        ),
+        (DnsServerKind::Knot, "CPU/query against knot's", None),
     ];
-    for (peer, what, bound) in goals {
-        let Some(p) = index(peer) else {
+    for (si, &rate) in rates.iter().enumerate() {
+        let tw_key = (si, DnsServerKind::Twistor);
+        let (Some(tw), Some(tw_runs)) = (medians.get(&tw_key), samples.get(&tw_key)) else {
             continue;
         };
-        let paired: Vec<f64> = samples[tw]
-            .iter()
-            .zip(&samples[p])
-            .map(|(a, b)| a.cpu_us / b.cpu_us)
-            .collect();
-        let paired_median = median(&paired).unwrap_or(f64::NAN);
-        let (lo, hi) = paired
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
-                (lo.min(r), hi.max(r))
-            });
-        let verdict = match bound {
-            Some(b) if paired_median <= b => "met",
-            Some(_) => "missed",
-            None => "",
-        };
-        t.push(vec![
-            what.into(),
-            format!("{} µs", fmt_num(medians[tw].cpu_us)),
-            format!("{peer} {} µs", fmt_num(medians[p].cpu_us)),
-            fmt_ratio(Some(medians[tw].cpu_us / medians[p].cpu_us)),
-            format!(
-                "{} [{}–{}]",
-                fmt_ratio(Some(paired_median)),
-                fmt_ratio(Some(lo)),
-                fmt_ratio(Some(hi))
-            ),
-            verdict.into(),
-        ]);
+        for (peer, what, bound) in goals {
+            let key = (si, peer);
+            let (Some(p), Some(p_runs)) = (medians.get(&key), samples.get(&key)) else {
+                continue;
+            };
+            let paired: Vec<f64> = tw_runs
+                .iter()
+                .zip(p_runs)
+                .map(|(a, b)| a.cpu_us / b.cpu_us)
+                .collect();
+            let paired_median = median(&paired).unwrap_or(f64::NAN);
+            let (lo, hi) = paired
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
+                    (lo.min(r), hi.max(r))
+                });
+            let verdict = match bound {
+                Some(b) if paired_median <= b => "met",
+                Some(_) => "missed",
+                None => "(for the record)",
+            };
+            t.push(vec![
+                rate_name(rate),
+                what.into(),
+                format!("{} µs", fmt_num(tw.cpu_us)),
+                format!("{peer} {} µs", fmt_num(p.cpu_us)),
+                fmt_ratio(Some(tw.cpu_us / p.cpu_us)),
+                format!(
+                    "{} [{}–{}]",
+                    fmt_ratio(Some(paired_median)),
+                    fmt_ratio(Some(lo)),
+                    fmt_ratio(Some(hi))
+                ),
+                verdict.into(),
+            ]);
+        }
     }
     t
 }
@@ -880,15 +945,18 @@ fn markdown(
     ));
     md.push_str(&format!(
         "Command: `twistor-bench dns --duration {} --repeats {} --clients {} --outstanding {} \
-         --twisted-outstanding {}{}` · servers pinned to core {} · dnsperf {} · twistor \
+         --twisted-outstanding {} --rates {}` · servers pinned to core {} · dnsperf {} · twistor \
          server: `{}`\n\n",
         opts.duration.as_secs_f64(),
         opts.repeats,
         opts.clients,
         opts.outstanding,
         opts.twisted_outstanding,
-        opts.max_qps
-            .map_or(String::new(), |q| format!(" --max-qps {q}")),
+        opts.rates
+            .iter()
+            .map(|r| r.map_or("max".into(), |q| q.to_string()))
+            .collect::<Vec<_>>()
+            .join(","),
         opts.server_core
             .map_or("(not pinned)".into(), |c| c.to_string()),
         opts.client_core
@@ -918,9 +986,12 @@ fn markdown(
         count(&|q| !q.exists),
     ));
     md.push_str(
-        "Medians of the interleaved repeats. *outstanding* is `dnsperf -q`, the queries in \
-         flight at once (a closed loop: no server is sent more than it answers, so a slow \
-         one is measured rather than drowned); *queries /s* is dnsperf's count of answers; \
+        "Medians of the interleaved repeats. *offered*: `max` lets each server go as fast \
+         as it answers, a rate paces dnsperf (`-Q`) so every server is compared at the same \
+         load (a server that batches its reads gets cheaper per query as load grows, one \
+         that sleeps between queries pays for its wake-ups). *outstanding* is `dnsperf \
+         -q`, the queries in flight at once (a closed loop: no server is sent more than it \
+         answers, so a slow one is measured rather than drowned); *queries /s* is dnsperf's count of answers; \
          *CPU µs/query* is the server's user + system time, summed over its whole process \
          tree from `/proc/PID/stat` before and after the dnsperf run, per answer, *of it \
          user* its user-space part; *CPU %* is that time as a share of one core over the \
@@ -1057,6 +1128,30 @@ mod tests {
             assert_eq!(zone.contains(&line), x.exists, "{x:?}");
         }
         assert_eq!(query_file_text(&q).lines().count(), 100);
+    }
+
+    #[test]
+    fn paced_scenarios_skip_servers_too_slow_for_them() {
+        assert_eq!(rate_name(None), "max");
+        assert_eq!(rate_name(Some(50_000)), "50,000/s");
+        let figures = |qps| DnsFigures {
+            qps,
+            ..DnsFigures::default()
+        };
+        let mut samples: ByPair<Vec<DnsFigures>> = BTreeMap::new();
+        samples.insert((0, DnsServerKind::Nsd), vec![figures(300_000.0)]);
+        samples.insert((0, DnsServerKind::Twisted), vec![figures(12_000.0)]);
+        let earlier = [None];
+        let slow = |rate, kind| too_slow_for(rate, kind, &earlier, &samples);
+        assert_eq!(slow(Some(50_000), DnsServerKind::Twisted), Some(12_000.0));
+        assert_eq!(slow(Some(50_000), DnsServerKind::Nsd), None);
+        assert_eq!(slow(Some(10_000), DnsServerKind::Twisted), None);
+        assert_eq!(slow(None, DnsServerKind::Twisted), None);
+        // Nothing measured unpaced yet: run it.
+        assert_eq!(
+            too_slow_for(Some(50_000), DnsServerKind::Twisted, &[], &samples),
+            None
+        );
     }
 
     #[test]

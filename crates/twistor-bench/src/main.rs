@@ -162,7 +162,7 @@ struct DnsArgs {
     #[arg(long, value_delimiter = ',')]
     servers: Vec<String>,
     /// Seconds of each dnsperf run.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 4.0)]
     duration: f64,
     /// Runs per server, interleaved A B C D A B C D …; medians are reported.
     #[arg(long, default_value_t = 3)]
@@ -176,11 +176,11 @@ struct DnsArgs {
     /// dnsperf -q for Twisted.
     #[arg(long, default_value_t = 20)]
     twisted_outstanding: usize,
-    /// dnsperf -Q: offer every server at most this many queries per second (default: as
-    /// many as it answers).
-    #[arg(long)]
-    max_qps: Option<u64>,
-    /// About 15 seconds: 2 s runs, 1 repeat.
+    /// Offered rates, one scenario each: `max` (as fast as each server answers) or queries
+    /// per second (dnsperf -Q), the same for every server.
+    #[arg(long, value_delimiter = ',', default_value = "max,50000")]
+    rates: Vec<String>,
+    /// About 20 seconds: 2 s runs, 1 repeat.
     #[arg(long)]
     quick: bool,
 }
@@ -411,6 +411,19 @@ fn run_dns(args: DnsArgs) -> BoxResult<()> {
     } else {
         servers
     };
+    let rates = args
+        .rates
+        .iter()
+        .map(|r| match r.as_str() {
+            "max" => Ok(None),
+            n => n
+                .parse::<u64>()
+                .ok()
+                .filter(|&q| q > 0)
+                .map(Some)
+                .ok_or_else(|| format!("bad rate {n:?}: `max` or queries per second")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let placement = &args.placement;
     let pin = !placement.no_pin && server::cpu_count() >= 2;
     if pin {
@@ -430,7 +443,7 @@ fn run_dns(args: DnsArgs) -> BoxResult<()> {
         clients: args.clients.max(1),
         outstanding: args.outstanding.max(1),
         twisted_outstanding: args.twisted_outstanding.max(1),
-        max_qps: args.max_qps,
+        rates,
         twistor_cmd,
         twistor_missing,
         server_core: pin.then_some(placement.server_core),
