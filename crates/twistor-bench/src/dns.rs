@@ -896,18 +896,27 @@ fn targets_table(
                 what.into(),
                 format!("{} µs", fmt_num(tw.cpu_us)),
                 format!("{peer} {} µs", fmt_num(p.cpu_us)),
-                fmt_ratio(Some(tw.cpu_us / p.cpu_us)),
+                fine_ratio(tw.cpu_us / p.cpu_us),
                 format!(
                     "{} [{}–{}]",
-                    fmt_ratio(Some(paired_median)),
-                    fmt_ratio(Some(lo)),
-                    fmt_ratio(Some(hi))
+                    fine_ratio(paired_median),
+                    fine_ratio(lo),
+                    fine_ratio(hi)
                 ),
                 verdict.into(),
             ]);
         }
     }
     t
+}
+
+/// A ratio to three significant digits, `0.0333×`, since the Twisted target is 1/30.
+fn fine_ratio(r: f64) -> String {
+    if r.is_finite() {
+        format!("{}×", fmt_num(r))
+    } else {
+        "–".into()
+    }
 }
 
 fn markdown(
