@@ -980,7 +980,7 @@ fn markdown(
     md.push_str(&format!(
         "The zone `{ZONE}`: SOA, NS and MX at the apex, `ns1`, `mail` (A, AAAA) and {HOSTS} \
          hosts with A, AAAA and MX records. The query file, {total} queries that `dnsperf` \
-         sends over and over over UDP (no EDNS): {} A, {} AAAA and {} MX for the hosts, {} \
+         sends round and round over UDP (no EDNS): {} A, {} AAAA and {} MX for the hosts, {} \
          A for names that do not exist (NXDOMAIN). Every server was first checked: one pass \
          of the file with the right response codes and, with `dig`, the right A, AAAA and MX \
          data. Servers: `twistor` as above; `nsd` (`nsd -d`, `server-count: 1`, so one \
@@ -1004,7 +1004,7 @@ fn markdown(
          *CPU µs/query* is the server's user + system time, summed over its whole process \
          tree from `/proc/PID/stat` before and after the dnsperf run, per answer, *of it \
          user* its user-space part; *CPU %* is that time as a share of one core over the \
-         run (under 100 means the load generator, not the server, was the limit); the × \
+         run (flat out, under 100 means the load generator, not the server, set the pace); the × \
          columns divide by NSD's or twistor's figure; *lost* is the share of queries not \
          answered within dnsperf's timeout; *response B* the mean response size (servers \
          differ in what they add to the additional and authority sections).\n\n",
