@@ -2,7 +2,8 @@
 //!
 //! The `twistor-bench` binary measures twistor's echo server side by side with tokio
 //! (`current_thread` and `multi_thread`), a minimal C epoll loop and Twisted on CPython, and
-//! twistor-http's hello world beside hyper, a C responder and `twisted.web`, in the same run
+//! twistor-http's hello world beside hyper, a C responder and `twisted.web`, and twistor's
+//! DNS server beside NSD, Knot DNS and Twisted's (`dns`, loaded by `dnsperf`), in the same run
 //! on the same pinned core, and reports ratios. See the crate's README for the
 //! commands and how to read their output. These are benchmarks, not tests: CI may build them
 //! but never times them.
@@ -21,6 +22,7 @@
 //! ```
 
 pub mod counts;
+pub mod dns;
 pub mod echo;
 pub mod http;
 pub mod load;

@@ -1,7 +1,7 @@
 //! `twistor-bench`: twistor against tokio, hyper, a C epoll loop and Twisted.
 //!
 //! `cargo run --release -p twistor-bench -- echo` runs the echo suite, `-- http` the HTTP
-//! one; `--help` lists the rest.
+//! one, `-- dns` the DNS one; `--help` lists the rest.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +15,7 @@ use twistor_bench::load::{self, HttpLoad, Limit};
 use twistor_bench::report::{self, Table, fmt_num, fmt_us};
 use twistor_bench::server::{self, Launcher, ServerKind, ServerSet};
 use twistor_bench::suite::{SuiteOptions, SuiteScenario};
-use twistor_bench::{micro, peers};
+use twistor_bench::{dns, micro, peers};
 
 /// What the subcommands return: any error ends the run with its message.
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -37,6 +37,9 @@ enum Command {
     /// HTTP hello world, keep-alive and pipelined, against hyper, C and Twisted; writes
     /// http.md and http.svg.
     Http(HttpArgs),
+    /// Authoritative DNS over UDP against NSD, Knot and Twisted, loaded by dnsperf; writes
+    /// dns.md and dns.svg.
+    Dns(DnsArgs),
     /// User-space instructions per HTTP request under valgrind's callgrind.
     HttpCallgrind(HttpCountArgs),
     /// User-space instructions per round trip at 50×64 B, under valgrind's callgrind.
@@ -142,6 +145,42 @@ struct HttpArgs {
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// About 20 seconds: 0.5 s runs, 0.1 s warm-up, 1 repeat.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Args)]
+struct DnsArgs {
+    #[command(flatten)]
+    placement: Placement,
+    /// The twistor server command, `{port}` and `{zone}` standing for the port and the zone
+    /// file (default: `twist dns --port {port} --interface 127.0.0.1 --zone {zone}
+    /// --rate-limit 0`, with the `twist` next to this binary).
+    #[arg(long)]
+    twistor_cmd: Option<String>,
+    /// Servers to run: twistor, nsd, knot, twisted (default: all).
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Seconds of each dnsperf run.
+    #[arg(long, default_value_t = 4.0)]
+    duration: f64,
+    /// Runs per server, interleaved A B C D A B C D …; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// dnsperf -c: client sockets.
+    #[arg(long, default_value_t = 10)]
+    clients: usize,
+    /// dnsperf -q: queries in flight at once, for every server but Twisted.
+    #[arg(long, default_value_t = 100)]
+    outstanding: usize,
+    /// dnsperf -q for Twisted.
+    #[arg(long, default_value_t = 20)]
+    twisted_outstanding: usize,
+    /// Offered rates, one scenario each: `max` (as fast as each server answers) or queries
+    /// per second (dnsperf -Q), the same for every server.
+    #[arg(long, value_delimiter = ',', default_value = "max,50000")]
+    rates: Vec<String>,
+    /// About 20 seconds: 2 s runs, 1 repeat.
     #[arg(long)]
     quick: bool,
 }
@@ -255,6 +294,7 @@ fn run(command: Command) -> BoxResult<()> {
     match command {
         Command::Echo(args) => run_echo(args),
         Command::Http(args) => run_http(args),
+        Command::Dns(args) => run_dns(args),
         Command::HttpCallgrind(args) => run_http_callgrind(args),
         Command::LoadHttp(args) => run_load_http(args),
         Command::Callgrind(args) => {
@@ -348,6 +388,70 @@ fn run_http(args: HttpArgs) -> BoxResult<()> {
         servers,
     )?;
     Ok(http::run(&launcher, &opts)?)
+}
+
+fn run_dns(args: DnsArgs) -> BoxResult<()> {
+    let (duration, repeats) = if args.quick {
+        (2.0, 1)
+    } else {
+        (args.duration, args.repeats)
+    };
+    let servers = args
+        .servers
+        .iter()
+        .map(|n| {
+            dns::DnsServerKind::from_name(n).ok_or_else(|| {
+                let known: Vec<&str> = dns::DnsServerKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown server {n:?}: {}", known.join(", "))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let servers = if servers.is_empty() {
+        dns::DnsServerKind::ALL.to_vec()
+    } else {
+        servers
+    };
+    let rates = args
+        .rates
+        .iter()
+        .map(|r| match r.as_str() {
+            "max" => Ok(None),
+            n => n
+                .parse::<u64>()
+                .ok()
+                .filter(|&q| q > 0)
+                .map(Some)
+                .ok_or_else(|| format!("bad rate {n:?}: `max` or queries per second")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let placement = &args.placement;
+    let pin = !placement.no_pin && server::cpu_count() >= 2;
+    if pin {
+        server::pin_current_thread(placement.client_core)?;
+    }
+    let (twistor_cmd, twistor_missing) = match args.twistor_cmd.as_deref() {
+        Some(cmd) => (cmd.split_whitespace().map(str::to_owned).collect(), None),
+        None => match dns::default_twistor_cmd(&std::env::current_exe()?) {
+            Ok(cmd) => (cmd, None),
+            Err(why) => (Vec::new(), Some(why)),
+        },
+    };
+    let opts = dns::DnsOptions {
+        servers,
+        duration: Duration::from_secs_f64(duration),
+        repeats: repeats.max(1),
+        clients: args.clients.max(1),
+        outstanding: args.outstanding.max(1),
+        twisted_outstanding: args.twisted_outstanding.max(1),
+        rates,
+        twistor_cmd,
+        twistor_missing,
+        server_core: pin.then_some(placement.server_core),
+        client_core: pin.then_some(placement.client_core),
+        work_dir: std::env::temp_dir().join(format!("twistor-bench-dns-{}", std::process::id())),
+        out_dir: results_dir(placement.out.as_ref())?,
+    };
+    Ok(dns::run(&opts)?)
 }
 
 fn run_http_callgrind(args: HttpCountArgs) -> BoxResult<()> {

@@ -22,6 +22,19 @@ impl CpuTime {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))
     }
 
+    /// The CPU time of `pid` and all its descendants (for servers that fork workers, such
+    /// as NSD); a descendant that exits while this reads is left out.
+    pub fn of_tree(pid: u32) -> io::Result<CpuTime> {
+        let mut total = CpuTime::of(pid)?;
+        for child in descendants(pid) {
+            if let Ok(cpu) = CpuTime::of(child) {
+                total.user += cpu.user;
+                total.system += cpu.system;
+            }
+        }
+        Ok(total)
+    }
+
     /// User plus system time.
     pub fn total(&self) -> Duration {
         self.user + self.system
@@ -128,6 +141,23 @@ pub fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// The pids of every descendant of `pid` (children, their children, …), parents first.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = children(pid);
+    let mut i = 0;
+    // A pid seen twice (reused while walking) would loop: the walk is bounded by the
+    // number of processes there are.
+    while let Some(&p) = out.get(i) {
+        for c in children(p) {
+            if !out.contains(&c) && c != pid {
+                out.push(c);
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,9 +207,22 @@ mod tests {
     }
 
     #[test]
+    fn descendants_include_a_child() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let found = descendants(std::process::id()).contains(&child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found);
+    }
+
+    #[test]
     fn reads_own_process() {
         let pid = std::process::id();
         assert!(CpuTime::of(pid).is_ok());
+        assert!(CpuTime::of_tree(pid).unwrap().total() >= CpuTime::of(pid).unwrap().total());
         assert!(Memory::of(pid).unwrap().rss > 0);
     }
 }

@@ -284,6 +284,23 @@ impl Server {
         core: Option<usize>,
         ready_timeout: Duration,
     ) -> io::Result<Server> {
+        let accepts = |addr: &SocketAddr| {
+            TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok()
+        };
+        Server::spawn_probed(name, argv, port, core, ready_timeout, accepts)
+    }
+
+    /// Like [`Server::spawn`], but the server is ready when `ready(addr)` says so (for a
+    /// UDP server, an answer to a query); `ready` should wait no more than a fraction of a
+    /// second each time, as it is called again until `ready_timeout`.
+    pub fn spawn_probed(
+        name: &'static str,
+        argv: &[String],
+        port: u16,
+        core: Option<usize>,
+        ready_timeout: Duration,
+        ready: impl FnMut(&SocketAddr) -> bool,
+    ) -> io::Result<Server> {
         let Some((program, args)) = argv.split_first() else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
         };
@@ -303,7 +320,7 @@ impl Server {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child,
         };
-        server.wait_ready(ready_timeout)?;
+        server.wait_ready(ready_timeout, ready)?;
         Ok(server)
     }
 
@@ -334,7 +351,11 @@ impl Server {
         false
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> io::Result<()> {
+    fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        mut ready: impl FnMut(&SocketAddr) -> bool,
+    ) -> io::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -343,7 +364,7 @@ impl Server {
                     self.name
                 )));
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+            if ready(&self.addr) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -360,8 +381,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            // A wrapper's children (strace's tracee) would outlive it: kill them first.
-            for pid in crate::procfs::children(self.child.id()) {
+            // A wrapper's children (strace's tracee) and a server's forked workers (NSD's)
+            // would outlive it: kill them first.
+            for pid in crate::procfs::descendants(self.child.id()) {
                 let _ = Server::signal(pid, libc::SIGKILL);
             }
             let _ = self.child.kill();
