@@ -53,8 +53,10 @@ use crate::proto::rrl::{self, RateLimiter, ResponseKind, Verdict};
 /// not minutes; NSD's `tcp-timeout` default is 120 s, Knot's `tcp-idle-timeout` 10 s).
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The largest DNS message over TCP (the 2-byte length prefix).
-const MAX_TCP_MESSAGE: usize = 65_535;
+/// The largest query read over UDP: queries are small (a name, an OPT, perhaps a TSIG);
+/// a bigger datagram arrives cut short and is answered FORMERR. Small buffers let the
+/// engine read 32 datagrams per system call.
+const MAX_UDP_QUERY: usize = 4096;
 
 /// Answers the queries for names in none of the server's zones: a forwarder or a
 /// recursive resolver. The answer is a whole response message (wire format) for the query,
@@ -182,7 +184,7 @@ impl DnsServer {
         };
         let options = UdpOptions::default()
             .interface(addr.ip())
-            .max_packet_size(MAX_TCP_MESSAGE);
+            .max_packet_size(MAX_UDP_QUERY);
         self.reactor.listen_udp_with(addr.port(), udp, options)
     }
 
