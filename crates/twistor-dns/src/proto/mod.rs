@@ -3,6 +3,7 @@
 pub mod authority;
 pub mod cache;
 pub mod header;
+pub mod iterate;
 pub mod query;
 pub mod rrl;
 pub mod zone;
