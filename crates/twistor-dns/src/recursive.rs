@@ -301,6 +301,10 @@ impl Inner {
         depth: usize,
     ) -> Boxed<Message> {
         Box::pin(async move {
+            let mut question = question;
+            let mut name = question.name().clone();
+            name.set_fqdn(true);
+            question.set_name(name);
             if let Some(hit) = self.cached(&question) {
                 return Ok(hit);
             }
@@ -315,12 +319,9 @@ impl Inner {
                 let response = match self.cached(&asked) {
                     Some(hit) => hit,
                     None => {
-                        let response = self
-                            .clone()
+                        self.clone()
                             .iterate(&current, qtype, &budget, depth)
-                            .await?;
-                        self.cache(&response);
-                        response
+                            .await?
                     }
                 };
                 let walk = iterate::walk(&response.answers, &current, qtype, &mut visited);
@@ -346,6 +347,11 @@ impl Inner {
                         .then(|| (code, response.authorities.clone()))
                 };
                 if let Some((code, authorities)) = done {
+                    // The last step answered its own question completely: worth keeping
+                    // for the next chain through it.
+                    if current != *question.name() {
+                        self.cache(&response);
+                    }
                     let mut resolved = Message::response(0, OpCode::Query);
                     resolved.metadata.response_code = code;
                     resolved.metadata.authoritative = false;
@@ -637,4 +643,96 @@ fn give_up(name: &Name, reason: &str) -> Failure {
         name: name.to_string(),
         reason: reason.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(name: &str, record_type: RecordType) -> Message {
+        let mut m = Message::query();
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), record_type));
+        m
+    }
+
+    fn invalid(d: Deferred<Message>) -> bool {
+        let failure = d.try_result().unwrap().unwrap_err();
+        matches!(failure.downcast_ref::<Error>(), Some(Error::Invalid(_)))
+    }
+
+    #[test]
+    fn root_hints_are_the_thirteen_servers_in_both_families() {
+        let v4 = ROOT_HINTS.iter().filter(|ip| ip.is_ipv4()).count();
+        assert_eq!((v4, ROOT_HINTS.len() - v4), (13, 13));
+        let mut unique = ROOT_HINTS.to_vec();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 26);
+        let reactor = Reactor::new().unwrap();
+        let r = Recursive::from_root_hints(&reactor);
+        assert_eq!(r.inner.hints.len(), 26);
+        assert!(r.inner.hints.iter().all(|h| h.port() == 53));
+        assert!(r.inner.hints[..13].iter().all(SocketAddr::is_ipv4));
+        assert!(
+            ROOT_HINTS
+                .iter()
+                .all(|ip| r.inner.hints.contains(&SocketAddr::new(*ip, 53)))
+        );
+    }
+
+    #[test]
+    fn servers_are_asked_on_the_port_given() {
+        let reactor = Reactor::new().unwrap();
+        let hint: SocketAddr = "192.0.2.1:5353".parse().unwrap();
+        let r = Recursive::new(&reactor, vec![hint]);
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(r.inner.socket(hint.ip()), hint);
+        assert_eq!(r.inner.socket(other), SocketAddr::new(other, 53));
+        let r = r.with_port(1053);
+        assert_eq!(r.inner.socket(hint.ip()), SocketAddr::new(hint.ip(), 1053));
+        assert_eq!(r.inner.socket(other), SocketAddr::new(other, 1053));
+        // With nothing cached, resolutions start at the hints.
+        let start = r
+            .inner
+            .closest(&Name::from_ascii("www.example.").unwrap())
+            .unwrap();
+        assert!(start.zone.is_root());
+        assert_eq!(start.servers[0].addresses, [hint.ip()]);
+    }
+
+    #[test]
+    fn what_cannot_be_resolved_fails_at_once() {
+        let reactor = Reactor::new().unwrap();
+        let r = Recursive::new(&reactor, vec!["192.0.2.1:53".parse().unwrap()]);
+        assert!(invalid(r.resolve(&Message::query())));
+        let mut chaos = request("version.bind.", RecordType::TXT);
+        chaos.queries[0].set_query_class(DNSClass::CH);
+        assert!(invalid(r.resolve(&chaos)));
+        assert!(invalid(r.resolve(&request("example.", RecordType::AXFR))));
+        assert_eq!(r.queries_sent(), 0);
+        drop(reactor);
+        let failure = r
+            .resolve(&request("example.", RecordType::A))
+            .try_result()
+            .unwrap()
+            .unwrap_err();
+        assert!(failure.find::<twistor::Error>().is_some());
+    }
+
+    #[test]
+    fn a_spent_deadline_sends_nothing() {
+        let reactor = Reactor::new().unwrap();
+        let r =
+            Recursive::new(&reactor, vec!["192.0.2.1:53".parse().unwrap()]).with_limits(Limits {
+                deadline: Duration::ZERO,
+                ..Limits::default()
+            });
+        let d = r.resolve(&request("www.example.", RecordType::A));
+        let failure = reactor.run_until(d).unwrap().unwrap_err();
+        assert!(
+            matches!(failure.downcast_ref::<Error>(), Some(Error::Recursion { reason, .. }) if reason.contains("deadline")),
+            "{failure}"
+        );
+        assert_eq!(r.queries_sent(), 0);
+    }
 }

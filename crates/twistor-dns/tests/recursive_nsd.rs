@@ -1,0 +1,422 @@
+//! The recursive resolver against a real hierarchy of NSD servers on loopback, all on one
+//! port P (the OS picks it), each on its own address:
+//!
+//! - 127.0.0.2 serves the root `.`: `test.` → 127.0.0.3 (glue `ns.test.`); `loop1.` and
+//!   `loop2.` delegated to each other's name servers without glue; `sink.` → 127.0.0.9.
+//! - 127.0.0.3 serves `test.`: `example.test.` → `ns.example.test.` 127.0.0.4 (glue),
+//!   `other.test.` → `ns.example.test.` (out of its bailiwick: resolved separately),
+//!   `lame.test.` → four servers of which only the last works, `fan.test.` → twenty name
+//!   servers under `sink.`, none reachable.
+//! - 127.0.0.4 serves `example.test.`, `other.test.` and `lame.test.`.
+//! - 127.0.0.5 serves only `elsewhere.`: it REFUSEs questions about `lame.test.`.
+//! - Nothing listens on 127.0.0.9 (ICMP port unreachable: a fast failure).
+//!
+//! Each test starts its own hierarchy (NSD starts in about 50 ms) and stops it.
+
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::Command;
+
+use twistor::Reactor;
+use twistor::defer::{Deferred, Failure};
+use twistor_dns::Error;
+use twistor_dns::recursive::{Limits, Recursive};
+use twistor_dns::wire::op::{Message, Query, ResponseCode};
+use twistor_dns::wire::rr::{Name, RData, RecordType};
+use twistor_testing::TempDir;
+use twistor_testing::process::{ChildGuard, have};
+
+const ROOT_ZONE: &str = "$ORIGIN .
+$TTL 3600
+.            SOA   rootns. hostmaster.rootns. 1 3600 600 86400 60
+.            NS    rootns.
+rootns.      A     127.0.0.2
+test.        NS    ns.test.
+ns.test.     A     127.0.0.3
+loop1.       NS    ns.loop2.
+loop2.       NS    ns.loop1.
+sink.        NS    ns.sink.
+ns.sink.     A     127.0.0.9
+";
+
+const TEST_ZONE: &str = "$ORIGIN test.
+$TTL 3600
+@            SOA   ns hostmaster 1 3600 600 86400 60
+@            NS    ns
+ns           A     127.0.0.3
+example      NS    ns.example
+ns.example   A     127.0.0.4
+other        NS    ns.example.test.
+lame         NS    ns1.lame
+lame         NS    ns2.lame
+lame         NS    ns3.lame
+lame         NS    ns4.lame
+ns1.lame     A     127.0.0.9
+ns2.lame     A     127.0.0.5
+ns3.lame     A     127.0.0.3
+ns4.lame     A     127.0.0.4
+";
+
+const EXAMPLE_ZONE: &str = "$ORIGIN example.test.
+$TTL 300
+@            SOA   ns hostmaster 1 3600 600 86400 30
+@            NS    ns
+ns           A     127.0.0.4
+www          A     192.0.2.10
+www          AAAA  2001:db8::10
+@            MX    10 mail
+mail         A     192.0.2.25
+alias        CNAME www.other.test.
+chain        CNAME alias
+dangling     CNAME nowhere.other.test.
+loopa        CNAME loopb.other.test.
+";
+
+const OTHER_ZONE: &str = "$ORIGIN other.test.
+$TTL 300
+@            SOA   ns.example.test. hostmaster.example.test. 1 3600 600 86400 30
+@            NS    ns.example.test.
+www          A     192.0.2.20
+loopb        CNAME loopa.example.test.
+";
+
+const LAME_ZONE: &str = "$ORIGIN lame.test.
+$TTL 300
+@            SOA   ns4 hostmaster 1 3600 600 86400 30
+@            NS    ns1
+@            NS    ns2
+@            NS    ns3
+@            NS    ns4
+ns1          A     127.0.0.9
+ns2          A     127.0.0.5
+ns3          A     127.0.0.3
+ns4          A     127.0.0.4
+www          A     192.0.2.30
+";
+
+const ELSEWHERE_ZONE: &str = "$ORIGIN elsewhere.
+$TTL 300
+@            SOA   ns hostmaster 1 3600 600 86400 30
+@            NS    ns
+ns           A     127.0.0.5
+";
+
+/// The four NSD servers, sharing a port.
+struct Hierarchy {
+    _servers: Vec<(ChildGuard, TempDir)>,
+    port: u16,
+}
+
+impl Hierarchy {
+    fn start() -> Option<Hierarchy> {
+        if !have("nsd", &["-v"]) {
+            return None;
+        }
+        let mut fan = String::new();
+        for i in 0..20 {
+            fan.push_str(&format!("fan NS ns{i}.sink.\n"));
+        }
+        let test_zone = format!("{TEST_ZONE}{fan}");
+        let servers: [(u8, Vec<(&str, &str)>); 4] = [
+            (2, vec![(".", ROOT_ZONE)]),
+            (3, vec![("test", test_zone.as_str())]),
+            (
+                4,
+                vec![
+                    ("example.test", EXAMPLE_ZONE),
+                    ("other.test", OTHER_ZONE),
+                    ("lame.test", LAME_ZONE),
+                ],
+            ),
+            (5, vec![("elsewhere", ELSEWHERE_ZONE)]),
+        ];
+        // Another test (or program) may take the port between our probe and NSD's bind:
+        // start again on another.
+        for _ in 0..5 {
+            let port = free_port();
+            let started = catch_unwind(AssertUnwindSafe(|| {
+                servers
+                    .iter()
+                    .map(|(last, zones)| nsd(*last, port, zones))
+                    .collect::<Vec<_>>()
+            }));
+            if let Ok(servers) = started {
+                return Some(Hierarchy {
+                    _servers: servers,
+                    port,
+                });
+            }
+        }
+        panic!("NSD did not start on five ports");
+    }
+
+    fn resolver(&self, reactor: &Reactor) -> Recursive {
+        Recursive::new(reactor, vec![SocketAddr::from(([127, 0, 0, 2], self.port))])
+            .with_port(self.port)
+    }
+}
+
+/// A port free for UDP and TCP on each server address (bound, then released).
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.2:0").expect("bind");
+        let port = udp.local_addr().unwrap().port();
+        let free = (2..=5).all(|last| {
+            let ip = IpAddr::from([127, 0, 0, last]);
+            TcpListener::bind((ip, port)).is_ok()
+                && (last == 2 || UdpSocket::bind((ip, port)).is_ok())
+        });
+        if free {
+            return port;
+        }
+    }
+}
+
+/// NSD on 127.0.0.`last`:`port` serving `zones` (name, text).
+fn nsd(last: u8, port: u16, zones: &[(&str, &str)]) -> (ChildGuard, TempDir) {
+    let dir = TempDir::new("dns-recursive-nsd");
+    let d = dir.path().display();
+    let mut conf = format!(
+        r#"server:
+  ip-address: 127.0.0.{last}@{port}
+  port: {port}
+  username: ""
+  chroot: ""
+  zonesdir: "{d}"
+  zonelistfile: "{d}/zone.list"
+  database: ""
+  pidfile: "{d}/nsd.pid"
+  xfrdfile: "{d}/xfrd.state"
+  xfrdir: "{d}"
+  server-count: 1
+  verbosity: 1
+remote-control:
+  control-enable: no
+"#
+    );
+    for (i, (name, text)) in zones.iter().enumerate() {
+        dir.write(format!("{i}.zone"), text);
+        conf.push_str(&format!(
+            "zone:\n  name: \"{name}\"\n  zonefile: {i}.zone\n"
+        ));
+    }
+    let path = dir.write("nsd.conf", conf);
+    let mut cmd = Command::new("nsd");
+    cmd.arg("-d").arg("-c").arg(&path);
+    let mut guard = ChildGuard::spawn(cmd);
+    guard.err_line_containing("nsd started");
+    (guard, dir)
+}
+
+fn request(name: &str, record_type: RecordType) -> Message {
+    let mut m = Message::query();
+    m.metadata.id = 4242;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), record_type));
+    m
+}
+
+fn run<T: 'static>(reactor: &Reactor, d: Deferred<T>) -> Result<T, Failure> {
+    reactor.run_until(d).expect("the reactor ran")
+}
+
+fn resolve(reactor: &Reactor, r: &Recursive, name: &str, record_type: RecordType) -> Message {
+    let asked = request(name, record_type);
+    let response =
+        run(reactor, r.resolve(&asked)).unwrap_or_else(|f| panic!("{name} {record_type}: {f}"));
+    assert_eq!(response.metadata.id, 4242);
+    assert_eq!(response.queries, asked.queries);
+    assert!(response.metadata.recursion_available);
+    assert!(response.edns.is_none());
+    response
+}
+
+fn failure(reactor: &Reactor, r: &Recursive, name: &str, record_type: RecordType) -> Error {
+    let failure = run(reactor, r.resolve(&request(name, record_type)))
+        .err()
+        .unwrap_or_else(|| panic!("{name} {record_type} resolved"));
+    failure
+        .downcast_ref::<Error>()
+        .unwrap_or_else(|| panic!("not a DNS error: {failure}"))
+        .clone()
+}
+
+/// The answer section as `owner type data` lines.
+fn answers(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect()
+}
+
+#[test]
+fn answers_from_the_root_down() {
+    let Some(h) = Hierarchy::start() else { return };
+    let reactor = Reactor::new().unwrap();
+    let r = h.resolver(&reactor);
+
+    let m = resolve(&reactor, &r, "www.example.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(answers(&m), ["www.example.test. A 192.0.2.10"]);
+    // The root, test., example.test.
+    assert_eq!(r.queries_sent(), 3);
+
+    // The answer comes in the case asked.
+    let m = resolve(&reactor, &r, "WWW.Example.TEST", RecordType::AAAA);
+    assert_eq!(answers(&m), ["WWW.Example.TEST. AAAA 2001:db8::10"]);
+    let m = resolve(&reactor, &r, "example.test.", RecordType::MX);
+    assert_eq!(answers(&m), ["example.test. MX 10 mail.example.test."]);
+    // The delegation to example.test. was remembered: one query each.
+    assert_eq!(r.queries_sent(), 5);
+    assert!(r.delegations_len() >= 2);
+}
+
+#[test]
+fn name_servers_without_glue_are_resolved_and_cnames_followed_across_zones() {
+    let Some(h) = Hierarchy::start() else { return };
+    let reactor = Reactor::new().unwrap();
+    let r = h.resolver(&reactor);
+
+    // other.test. is served by ns.example.test., whose address test. may not vouch for.
+    let m = resolve(&reactor, &r, "www.other.test.", RecordType::A);
+    assert_eq!(answers(&m), ["www.other.test. A 192.0.2.20"]);
+    // root, test. (referral to other.test.), then ns.example.test. A (test., example.test.),
+    // then other.test.
+    assert_eq!(r.queries_sent(), 5);
+
+    let m = resolve(&reactor, &r, "chain.example.test.", RecordType::A);
+    assert_eq!(
+        answers(&m),
+        [
+            "chain.example.test. CNAME alias.example.test.",
+            "alias.example.test. CNAME www.other.test.",
+            "www.other.test. A 192.0.2.20",
+        ]
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+
+    // Asking for the CNAME itself does not follow it.
+    let m = resolve(&reactor, &r, "alias.example.test.", RecordType::CNAME);
+    assert_eq!(answers(&m), ["alias.example.test. CNAME www.other.test."]);
+
+    // A chain into a name that does not exist: NXDOMAIN, with the chain and the SOA of
+    // the zone that says so.
+    let m = resolve(&reactor, &r, "dangling.example.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(
+        answers(&m),
+        ["dangling.example.test. CNAME nowhere.other.test."]
+    );
+    assert_eq!(m.authorities.len(), 1);
+    assert_eq!(
+        m.authorities[0].name,
+        Name::from_ascii("other.test.").unwrap()
+    );
+
+    // A loop across two zones fails.
+    assert!(matches!(
+        failure(&reactor, &r, "loopa.example.test.", RecordType::A),
+        Error::Recursion { .. }
+    ));
+}
+
+#[test]
+fn nxdomain_and_nodata_come_with_the_soa() {
+    let Some(h) = Hierarchy::start() else { return };
+    let reactor = Reactor::new().unwrap();
+    let r = h.resolver(&reactor);
+
+    let m = resolve(&reactor, &r, "nowhere.example.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.answers.is_empty());
+    let [soa] = m.authorities.as_slice() else {
+        panic!("not one SOA: {:?}", m.authorities);
+    };
+    assert_eq!(soa.name, Name::from_ascii("example.test.").unwrap());
+    assert!(matches!(soa.data, RData::SOA(_)));
+
+    let m = resolve(&reactor, &r, "www.example.test.", RecordType::MX);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert_eq!(m.authorities.len(), 1);
+    assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+
+    // A name the root says does not exist.
+    let m = resolve(&reactor, &r, "nowhere.invalid.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(m.authorities[0].name, Name::root());
+}
+
+#[test]
+fn lame_servers_are_skipped() {
+    let Some(h) = Hierarchy::start() else { return };
+    let reactor = Reactor::new().unwrap();
+    let r = h.resolver(&reactor);
+
+    // lame.test.'s servers in order: nothing listening, REFUSED, a referral back to
+    // itself (the parent's server), and the real one.
+    let m = resolve(&reactor, &r, "www.lame.test.", RecordType::A);
+    assert_eq!(answers(&m), ["www.lame.test. A 192.0.2.30"]);
+    assert_eq!(r.queries_sent(), 6, "root, test., then the four servers");
+}
+
+#[test]
+fn answers_and_delegations_are_cached() {
+    let Some(h) = Hierarchy::start() else { return };
+    let reactor = Reactor::new().unwrap();
+    let r = h.resolver(&reactor).with_cache(100);
+
+    resolve(&reactor, &r, "chain.example.test.", RecordType::A);
+    let first = r.queries_sent();
+    assert!(first >= 5, "{first} queries");
+    // Again, in another case: no query at all.
+    let m = resolve(&reactor, &r, "CHAIN.example.test.", RecordType::A);
+    assert_eq!(answers(&m).len(), 3);
+    assert_eq!(r.queries_sent(), first);
+    // A negative answer is cached too.
+    resolve(&reactor, &r, "nowhere.other.test.", RecordType::A);
+    let after = r.queries_sent();
+    assert_eq!(after, first + 1, "other.test.'s servers were known");
+    let m = resolve(&reactor, &r, "nowhere.other.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(r.queries_sent(), after);
+    assert!(r.cache_len() > 0);
+
+    r.clear_cache();
+    resolve(&reactor, &r, "www.example.test.", RecordType::A);
+    assert_eq!(r.queries_sent(), after + 3);
+}
+
+#[test]
+fn delegation_loops_and_fan_outs_end_within_the_budget() {
+    let Some(h) = Hierarchy::start() else { return };
+    let reactor = Reactor::new().unwrap();
+    let r = h.resolver(&reactor);
+
+    // loop1. is served by ns.loop2., loop2. by ns.loop1.: no address can ever be found.
+    assert!(matches!(
+        failure(&reactor, &r, "www.loop1.", RecordType::A),
+        Error::Recursion { .. }
+    ));
+    let loop_queries = r.queries_sent();
+    assert!(loop_queries <= 30, "{loop_queries} queries");
+
+    // fan.test. has twenty name servers under sink., whose server never answers: the
+    // budget runs out before they are all tried.
+    let err = failure(&reactor, &r, "www.fan.test.", RecordType::A);
+    assert!(matches!(err, Error::Recursion { .. }), "{err}");
+    let fan_queries = r.queries_sent() - loop_queries;
+    assert_eq!(fan_queries, 30, "{err}");
+
+    // A smaller budget is honoured too.
+    let small = h.resolver(&reactor).with_limits({
+        let mut limits = Limits::default();
+        limits.max_queries = 4;
+        limits
+    });
+    assert!(matches!(
+        failure(&reactor, &small, "www.fan.test.", RecordType::A),
+        Error::Recursion { .. }
+    ));
+    assert_eq!(small.queries_sent(), 4);
+}
