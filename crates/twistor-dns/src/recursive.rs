@@ -40,10 +40,13 @@
 //!
 //! Not done: QNAME minimisation (the whole name goes to every server), DNSSEC validation,
 //! priming the root NS set (the hints are used as they are), sharing identical questions
-//! in flight, remembering lame or slow servers across resolutions (servers are tried in
-//! the order the referral lists them).
+//! in flight, measuring servers' round-trip times (servers are tried in the order the
+//! referral lists them, those that failed or were lame for the zone in the last
+//! [`FAILED_SERVER_MEMORY`] last), falling back to the parent zone when every server of a
+//! cached delegation fails.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -95,6 +98,12 @@ pub const ROOT_HINTS: [IpAddr; 26] = [
     IpAddr::V6(Ipv6Addr::new(0x2001, 0xdc3, 0, 0, 0, 0, 0, 0x35)),
 ];
 
+/// How long a server that failed or was lame for a zone is asked only after the others.
+pub const FAILED_SERVER_MEMORY: Duration = Duration::from_secs(15 * 60);
+
+/// How many (server, zone) failures are remembered.
+const MAX_FAILED_SERVERS: usize = 1024;
+
 /// How many delegations (and name-server addresses) are remembered by default.
 pub const DEFAULT_DELEGATIONS: usize = 1024;
 
@@ -142,6 +151,8 @@ struct Inner {
     answers: RefCell<Option<Cache>>,
     delegations: RefCell<DelegationCache>,
     queries_sent: Cell<u64>,
+    /// (server, zone) → until when it is tried last.
+    failed: RefCell<HashMap<(IpAddr, Name), Duration>>,
 }
 
 /// One resolution's allowance, shared by its sub-resolutions.
@@ -169,6 +180,7 @@ impl Recursive {
                 answers: RefCell::new(None),
                 delegations: RefCell::new(DelegationCache::new(DEFAULT_DELEGATIONS)),
                 queries_sent: Cell::new(0),
+                failed: RefCell::new(HashMap::new()),
             }),
         }
     }
@@ -221,12 +233,13 @@ impl Recursive {
         self.inner.delegations.borrow().len()
     }
 
-    /// Forgets every cached answer and delegation.
+    /// Forgets every cached answer and delegation, and which servers failed.
     pub fn clear_cache(&self) {
         if let Some(cache) = self.inner.answers.borrow_mut().as_mut() {
             cache.clear();
         }
         self.inner.delegations.borrow_mut().clear();
+        self.inner.failed.borrow_mut().clear();
     }
 
     /// Resolves `request`'s first question (class IN). The response has the request's id
@@ -407,15 +420,19 @@ impl Inner {
     ) -> Result<Step, Failure> {
         let zone = &delegation.zone;
         let mut asked: Vec<IpAddr> = Vec::new();
-        for server in &delegation.servers {
-            for ip in &server.addresses {
-                if asked.contains(ip) {
-                    continue;
-                }
-                asked.push(*ip);
-                if let Some(step) = self.ask(*ip, zone, qname, qtype, budget).await? {
-                    return Ok(step);
-                }
+        let mut known: Vec<IpAddr> = Vec::new();
+        for ip in delegation.servers.iter().flat_map(|s| &s.addresses) {
+            if !known.contains(ip) {
+                known.push(*ip);
+            }
+        }
+        // Servers that failed lately go last (a stable sort keeps the referral's order).
+        let now = self.now()?;
+        known.sort_by_key(|ip| self.failed_lately(*ip, zone, now));
+        for ip in known {
+            asked.push(ip);
+            if let Some(step) = self.ask(ip, zone, qname, qtype, budget).await? {
+                return Ok(step);
             }
         }
         let max_depth = self.limits.borrow().max_depth;
@@ -497,9 +514,13 @@ impl Inner {
             Ok(response) => match iterate::classify(response, qname, qtype, zone) {
                 Step::Lame(why) => {
                     tracing::debug!("{server} is lame for {qname} in {zone}: {why}");
+                    self.note_failure(ip, zone, now);
                     Ok(None)
                 }
-                step => Ok(Some(step)),
+                step => {
+                    self.failed.borrow_mut().remove(&(ip, zone.to_lowercase()));
+                    Ok(Some(step))
+                }
             },
             Err(failure) => {
                 if failure
@@ -509,6 +530,7 @@ impl Inner {
                     return Err(failure);
                 }
                 tracing::debug!("{server} ({zone}) failed for {qname}: {failure}");
+                self.note_failure(ip, zone, now);
                 Ok(None)
             }
         }
@@ -583,6 +605,34 @@ impl Inner {
                 addresses: self.hints.iter().map(SocketAddr::ip).collect(),
             }],
         })
+    }
+
+    /// Whether the server at `ip` failed or was lame for `zone` in the last
+    /// [`FAILED_SERVER_MEMORY`].
+    fn failed_lately(&self, ip: IpAddr, zone: &Name, now: Duration) -> bool {
+        self.failed
+            .borrow()
+            .get(&(ip, zone.to_lowercase()))
+            .is_some_and(|until| now < *until)
+    }
+
+    fn note_failure(&self, ip: IpAddr, zone: &Name, now: Duration) {
+        let mut failed = self.failed.borrow_mut();
+        if failed.len() >= MAX_FAILED_SERVERS {
+            failed.retain(|_, until| now < *until);
+            if failed.len() >= MAX_FAILED_SERVERS {
+                // Forget the oldest half rather than scan for one each time.
+                let mut untils: Vec<Duration> = failed.values().copied().collect();
+                untils.sort();
+                if let Some(median) = untils.get(untils.len() / 2).copied() {
+                    failed.retain(|_, until| *until > median);
+                }
+            }
+        }
+        failed.insert(
+            (ip, zone.to_lowercase()),
+            now.saturating_add(FAILED_SERVER_MEMORY),
+        );
     }
 
     /// Where to ask the server at `ip`.

@@ -5,8 +5,8 @@
 //!   `loop2.` delegated to each other's name servers without glue; `sink.` → 127.0.0.9.
 //! - 127.0.0.3 serves `test.`: `example.test.` → `ns.example.test.` 127.0.0.4 (glue),
 //!   `other.test.` → `ns.example.test.` (out of its bailiwick: resolved separately),
-//!   `lame.test.` → four servers of which only the last works, `fan.test.` → twenty name
-//!   servers under `sink.`, none reachable.
+//!   `lame.test.` → four servers of which only the last works, `dead.test.` → the three
+//!   others, `fan.test.` → twenty name servers under `sink.`, none reachable.
 //! - 127.0.0.4 serves `example.test.`, `other.test.` and `lame.test.`.
 //! - 127.0.0.5 serves only `elsewhere.`: it REFUSEs questions about `lame.test.`.
 //! - Nothing listens on 127.0.0.9 (ICMP port unreachable: a fast failure).
@@ -18,7 +18,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::Command;
 
 use twistor::Reactor;
-use twistor::defer::{Deferred, Failure};
+use twistor::defer::{Deferred, Failure, gather_results};
 use twistor_dns::Error;
 use twistor_dns::recursive::{Limits, Recursive};
 use twistor_dns::wire::op::{Message, Query, ResponseCode};
@@ -55,6 +55,9 @@ ns1.lame     A     127.0.0.9
 ns2.lame     A     127.0.0.5
 ns3.lame     A     127.0.0.3
 ns4.lame     A     127.0.0.4
+dead         NS    ns1.lame
+dead         NS    ns2.lame
+dead         NS    ns3.lame
 ";
 
 const EXAMPLE_ZONE: &str = "$ORIGIN example.test.
@@ -358,6 +361,17 @@ fn lame_servers_are_skipped() {
     let m = resolve(&reactor, &r, "www.lame.test.", RecordType::A);
     assert_eq!(answers(&m), ["www.lame.test. A 192.0.2.30"]);
     assert_eq!(r.queries_sent(), 6, "root, test., then the four servers");
+    // The failed servers are asked last from now on (there is no answer cache here).
+    let m = resolve(&reactor, &r, "www.lame.test.", RecordType::A);
+    assert_eq!(answers(&m), ["www.lame.test. A 192.0.2.30"]);
+    let m = resolve(&reactor, &r, "nowhere.lame.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(r.queries_sent(), 8);
+    // A zone whose every server is lame fails.
+    assert!(matches!(
+        failure(&reactor, &r, "www.dead.test.", RecordType::A),
+        Error::Recursion { .. }
+    ));
 }
 
 #[test]
@@ -419,4 +433,30 @@ fn delegation_loops_and_fan_outs_end_within_the_budget() {
         Error::Recursion { .. }
     ));
     assert_eq!(small.queries_sent(), 4);
+}
+
+#[test]
+fn resolutions_run_side_by_side() {
+    let Some(h) = Hierarchy::start() else { return };
+    let reactor = Reactor::new().unwrap();
+    let r = h.resolver(&reactor).with_cache(100);
+    let names = [
+        "www.example.test.",
+        "www.other.test.",
+        "chain.example.test.",
+        "www.lame.test.",
+    ];
+    // All asked at once, on one run of the reactor.
+    let all = gather_results(
+        names
+            .iter()
+            .map(|name| r.resolve(&request(name, RecordType::A))),
+        true,
+    );
+    let responses = run(&reactor, all).unwrap_or_else(|f| panic!("{f}"));
+    for (name, m) in names.iter().zip(responses) {
+        let last = m.answers.last().expect("an answer");
+        assert_eq!(last.record_type(), RecordType::A, "{name}");
+        assert_eq!(m.queries[0].name(), &Name::from_ascii(name).unwrap());
+    }
 }
