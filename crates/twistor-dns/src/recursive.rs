@@ -34,13 +34,13 @@
 //! 4. CNAMEs are followed across zones, at most [`Limits::max_cnames`] links, a loop being a
 //!    failure.
 //!
-//! A resolution (its sub-resolutions included) sends at most [`Limits::max_queries`]
+//! Identical questions asked while one is being resolved wait for its answer. A resolution
+//! (its sub-resolutions included) sends at most [`Limits::max_queries`]
 //! queries and ends by [`Limits::deadline`]: a zone that delegates in circles, or to
 //! hundreds of unreachable servers, costs a bounded amount and then fails.
 //!
 //! Not done: QNAME minimisation (the whole name goes to every server), DNSSEC validation,
-//! priming the root NS set (the hints are used as they are), sharing identical questions
-//! in flight, measuring servers' round-trip times (servers are tried in the order the
+//! priming the root NS set (the hints are used as they are), measuring servers' round-trip times (servers are tried in the order the
 //! referral lists them, those that failed or were lame for the zone in the last
 //! [`FAILED_SERVER_MEMORY`] last), falling back to the parent zone when every server of a
 //! cached delegation fails.
@@ -62,7 +62,7 @@ use twistor::reactor::WeakReactor;
 
 use crate::client::{now, run_exchange};
 use crate::error::Error;
-use crate::proto::cache::Cache;
+use crate::proto::cache::{Cache, CacheKey};
 use crate::proto::iterate::{self, Delegation, DelegationCache, NameServer, Step};
 use crate::proto::query::{DEFAULT_EDNS_PAYLOAD, Exchange, ExchangeConfig};
 
@@ -151,8 +151,16 @@ struct Inner {
     answers: RefCell<Option<Cache>>,
     delegations: RefCell<DelegationCache>,
     queries_sent: Cell<u64>,
+    /// Questions being resolved and who waits for their answers.
+    in_flight: RefCell<HashMap<CacheKey, Flight>>,
     /// (server, zone) → until when it is tried last.
     failed: RefCell<HashMap<(IpAddr, Name), Duration>>,
+}
+
+/// One resolution under way, shared by everyone asking the same question meanwhile.
+struct Flight {
+    task: Deferred<Message>,
+    waiters: Vec<Deferred<Message>>,
 }
 
 /// One resolution's allowance, shared by its sub-resolutions.
@@ -181,6 +189,7 @@ impl Recursive {
                 delegations: RefCell::new(DelegationCache::new(DEFAULT_DELEGATIONS)),
                 queries_sent: Cell::new(0),
                 failed: RefCell::new(HashMap::new()),
+                in_flight: RefCell::new(HashMap::new()),
             }),
         }
     }
@@ -246,7 +255,9 @@ impl Recursive {
     /// and question, RA set, RD and CD as the request's, no OPT (the server adds its own),
     /// and the answer (the CNAME chain included), or NXDOMAIN/NODATA with the zone's SOA.
     /// Fails when no answer could be found — every server of a zone lame or silent, a
-    /// limit reached, a CNAME loop: the server answers SERVFAIL then.
+    /// limit reached, a CNAME loop: the server answers SERVFAIL then. The same question
+    /// asked again while it is being resolved waits for that resolution; cancelling the
+    /// Deferred stops the resolution (its queries in flight too) once no one waits.
     pub fn resolve(&self, request: &Message) -> Deferred<Message> {
         let Some(question) = request.queries.first().cloned() else {
             return Deferred::failed(Error::Invalid("a request without a question".into()));
@@ -269,17 +280,29 @@ impl Recursive {
         let Some(reactor) = self.inner.reactor.upgrade() else {
             return Deferred::failed(twistor::Error::ShuttingDown);
         };
-        let limits = self.inner.limits.borrow().clone();
-        let budget = Rc::new(Budget {
-            queries_left: Cell::new(limits.max_queries),
-            deadline: now(&reactor).saturating_add(limits.deadline),
-            resolving: RefCell::new(Vec::new()),
-            spent: Cell::new(false),
-        });
         let meta = request.metadata;
-        let inner = self.inner.clone();
-        reactor.spawn(async move {
-            let resolved = inner.resolve_chain(question.clone(), budget, 0).await?;
+        let key = CacheKey::new(&question);
+        let waiter = {
+            let weak = Rc::downgrade(&self.inner);
+            let key = key.clone();
+            Deferred::with_canceller(move |d: &Deferred<Message>| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.leave(&key, d);
+                }
+            })
+        };
+        let joined = match self.inner.in_flight.borrow_mut().get_mut(&key) {
+            Some(flight) => {
+                flight.waiters.push(waiter.clone());
+                true
+            }
+            None => false,
+        };
+        if !joined {
+            self.inner
+                .start(&reactor, key, question.clone(), waiter.clone());
+        }
+        waiter.map(move |resolved| {
             let mut response = Message::response(meta.id, OpCode::Query);
             response.metadata.recursion_desired = meta.recursion_desired;
             response.metadata.recursion_available = true;
@@ -288,7 +311,7 @@ impl Recursive {
             response.queries = vec![question];
             response.answers = resolved.answers;
             response.authorities = resolved.authorities;
-            Ok(response)
+            response
         })
     }
 }
@@ -305,6 +328,61 @@ impl std::fmt::Debug for Recursive {
 }
 
 impl Inner {
+    /// Starts resolving `question` for `waiter` (and whoever asks the same meanwhile).
+    fn start(
+        self: &Rc<Self>,
+        reactor: &Reactor,
+        key: CacheKey,
+        question: Query,
+        waiter: Deferred<Message>,
+    ) {
+        let limits = self.limits.borrow().clone();
+        let budget = Rc::new(Budget {
+            queries_left: Cell::new(limits.max_queries),
+            deadline: now(reactor).saturating_add(limits.deadline),
+            resolving: RefCell::new(Vec::new()),
+            spent: Cell::new(false),
+        });
+        let inner = self.clone();
+        let task = reactor.spawn(async move { inner.resolve_chain(question, budget, 0).await });
+        self.in_flight.borrow_mut().insert(
+            key.clone(),
+            Flight {
+                task: task.clone(),
+                waiters: vec![waiter],
+            },
+        );
+        let weak = Rc::downgrade(self);
+        task.consume(move |result| {
+            let waiters = weak
+                .upgrade()
+                .and_then(|inner| inner.in_flight.borrow_mut().remove(&key))
+                .map(|flight| flight.waiters)
+                .unwrap_or_default();
+            for waiter in waiters {
+                let _ = waiter.resolve(result.clone());
+            }
+        });
+    }
+
+    /// A waiter was cancelled: it stops waiting, and the resolution stops if no one waits.
+    fn leave(&self, key: &CacheKey, waiter: &Deferred<Message>) {
+        let task = {
+            let mut in_flight = self.in_flight.borrow_mut();
+            let Some(flight) = in_flight.get_mut(key) else {
+                return;
+            };
+            flight.waiters.retain(|w| !w.ptr_eq(waiter));
+            if !flight.waiters.is_empty() {
+                return;
+            }
+            in_flight.remove(key).map(|flight| flight.task)
+        };
+        if let Some(task) = task {
+            task.cancel();
+        }
+    }
+
     /// `question`'s answer, following CNAMEs across zones: a message with the chain and
     /// the records (or the negative answer's code and SOA), its question `question`.
     fn resolve_chain(

@@ -460,3 +460,26 @@ fn resolutions_run_side_by_side() {
         assert_eq!(m.queries[0].name(), &Name::from_ascii(name).unwrap());
     }
 }
+
+#[test]
+fn identical_questions_share_one_resolution() {
+    let Some(h) = Hierarchy::start() else { return };
+    let reactor = Reactor::new().unwrap();
+    // No answer cache: only the sharing saves queries.
+    let r = h.resolver(&reactor);
+    let mut first = request("www.example.test.", RecordType::A);
+    first.metadata.id = 1;
+    let mut second = request("WWW.EXAMPLE.TEST.", RecordType::A);
+    second.metadata.id = 2;
+    let cancelled = r.resolve(&request("www.example.test.", RecordType::A));
+    let both = gather_results([r.resolve(&first), r.resolve(&second)], true);
+    // One of three leaving does not stop the others' resolution.
+    cancelled.cancel();
+    let responses = run(&reactor, both).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(r.queries_sent(), 3);
+    let ids: Vec<u16> = responses.iter().map(|m| m.metadata.id).collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(responses[1].queries, second.queries);
+    assert_eq!(answers(&responses[1]).len(), 1);
+    assert!(run(&reactor, cancelled).unwrap_err().is_cancelled());
+}
