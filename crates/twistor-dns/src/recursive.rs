@@ -516,8 +516,9 @@ impl Inner {
         let max_depth = self.limits.borrow().max_depth;
         for server in delegation.servers.iter().filter(|s| s.addresses.is_empty()) {
             // A name inside the zone itself needs this very zone's servers: without glue
-            // it cannot be reached.
-            if zone.zone_of(&server.name) && !zone.is_root() {
+            // it cannot be reached. (The hints' nameless root server has no name to
+            // resolve.)
+            if server.name.is_root() || (zone.zone_of(&server.name) && !zone.is_root()) {
                 tracing::debug!("{} has no glue for {}", zone, server.name);
                 continue;
             }
@@ -819,6 +820,15 @@ mod tests {
         let r = r.with_port(1053);
         assert_eq!(r.inner.socket(hint.ip()), SocketAddr::new(hint.ip(), 1053));
         assert_eq!(r.inner.socket(other), SocketAddr::new(other, 1053));
+        // Without hints, nothing to ask and nothing to resolve.
+        let none = Recursive::new(&reactor, Vec::new());
+        let d = none.resolve(&request("www.example.", RecordType::A));
+        let failure = reactor.run_until(d).unwrap().unwrap_err();
+        assert!(matches!(
+            failure.downcast_ref::<Error>(),
+            Some(Error::Recursion { .. })
+        ));
+        assert_eq!(none.queries_sent(), 0);
         // With nothing cached, resolutions start at the hints.
         let start = r
             .inner

@@ -75,6 +75,13 @@ dangling     CNAME nowhere.other.test.
 loopa        CNAME loopb.other.test.
 ";
 
+/// Twelve 200-byte strings: about 2.5 KB, beyond the 1232-byte EDNS buffer (so TCP).
+fn big_txt() -> String {
+    (0..12)
+        .map(|i| format!("big TXT \"{}{i:03}\"\n", "x".repeat(200)))
+        .collect()
+}
+
 const OTHER_ZONE: &str = "$ORIGIN other.test.
 $TTL 300
 @            SOA   ns.example.test. hostmaster.example.test. 1 3600 600 86400 30
@@ -120,13 +127,14 @@ impl Hierarchy {
             fan.push_str(&format!("fan NS ns{i}.sink.\n"));
         }
         let test_zone = format!("{TEST_ZONE}{fan}");
+        let example_zone = format!("{EXAMPLE_ZONE}{}", big_txt());
         let servers: [(u8, Vec<(&str, &str)>); 4] = [
             (2, vec![(".", ROOT_ZONE)]),
             (3, vec![("test", test_zone.as_str())]),
             (
                 4,
                 vec![
-                    ("example.test", EXAMPLE_ZONE),
+                    ("example.test", example_zone.as_str()),
                     ("other.test", OTHER_ZONE),
                     ("lame.test", LAME_ZONE),
                 ],
@@ -271,6 +279,10 @@ fn answers_from_the_root_down() {
     assert_eq!(answers(&m), ["example.test. MX 10 mail.example.test."]);
     // The delegation to example.test. was remembered: one query each.
     assert_eq!(r.queries_sent(), 5);
+    // Too big for UDP: the same server again over TCP (one exchange).
+    let m = resolve(&reactor, &r, "big.example.test.", RecordType::TXT);
+    assert_eq!(m.answers.len(), 12);
+    assert_eq!(r.queries_sent(), 6);
     assert!(r.delegations_len() >= 2);
 }
 
@@ -280,7 +292,9 @@ fn name_servers_without_glue_are_resolved_and_cnames_followed_across_zones() {
     let reactor = Reactor::new().unwrap();
     let r = h.resolver(&reactor);
 
-    // other.test. is served by ns.example.test., whose address test. may not vouch for.
+    // other.test. is served by ns.example.test., whose address test. may not vouch for
+    // (it is outside other.test.): taking test.'s address for it would take 3 queries,
+    // not 5.
     let m = resolve(&reactor, &r, "www.other.test.", RecordType::A);
     assert_eq!(answers(&m), ["www.other.test. A 192.0.2.20"]);
     // root, test. (referral to other.test.), then ns.example.test. A (test., example.test.),
