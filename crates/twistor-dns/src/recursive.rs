@@ -466,7 +466,13 @@ impl Inner {
         budget: &Rc<Budget>,
         depth: usize,
     ) -> Result<Message, Failure> {
-        let mut delegation = self.closest(qname)?;
+        // DS records live on the parent's side of the cut (RFC 4035 §3.1.4.1): start
+        // above the name's own zone.
+        let start = match qtype {
+            RecordType::DS if !qname.is_root() => qname.base_name(),
+            _ => qname.clone(),
+        };
+        let mut delegation = self.closest(&start)?;
         loop {
             match self
                 .clone()

@@ -358,6 +358,12 @@ fn nxdomain_and_nodata_come_with_the_soa() {
     assert_eq!(m.authorities.len(), 1);
     assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
 
+    // DS records are asked of the parent, even with the child's servers known.
+    let m = resolve(&reactor, &r, "example.test.", RecordType::DS);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert_eq!(m.authorities[0].name, Name::from_ascii("test.").unwrap());
+
     // A name the root says does not exist.
     let m = resolve(&reactor, &r, "nowhere.invalid.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);

@@ -129,6 +129,12 @@ pub fn classify(mut response: Message, qname: &Name, qtype: RecordType, zone: &N
         .max_by_key(|cut| cut.num_labels())
         .cloned()
     else {
+        // The zone's own NS set alongside an authoritative empty answer is NODATA (without
+        // an SOA, so not cached); anything else points up or sideways.
+        if authoritative && cuts.iter().all(|cut| *cut == zone) {
+            scrub_answer(&mut response, qname, zone);
+            return Step::Answer(Box::new(response));
+        }
         return Step::Lame(format!("a referral up or sideways from {zone}"));
     };
     referral(&response, cut)
@@ -507,6 +513,13 @@ mod tests {
             classify(m, &q, RecordType::A, &name("test.")),
             Step::Lame(_)
         ));
+        // Unless authoritative: an empty answer with the zone's NS set is NODATA.
+        let mut m = reply("test.", RecordType::MX, true, ResponseCode::NoError);
+        m.add_authority(ns("test.", "ns.test.", 3600));
+        let Step::Answer(m) = classify(m, &name("test."), RecordType::MX, &name("test.")) else {
+            panic!("not NODATA");
+        };
+        assert!(m.answers.is_empty() && m.authorities.is_empty());
         // Sideways: a zone that does not contain the name.
         let mut m = reply(
             "www.example.test.",
