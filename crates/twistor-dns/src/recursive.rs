@@ -39,7 +39,10 @@
 //! queries and ends by [`Limits::deadline`]: a zone that delegates in circles, or to
 //! hundreds of unreachable servers, costs a bounded amount and then fails.
 //!
-//! Not done: QNAME minimisation (the whole name goes to every server), DNSSEC validation,
+//! Each zone is asked only about the next label of the name (QNAME minimisation, RFC 9156,
+//! in its relaxed form; [`Recursive::with_qname_minimisation`] turns it off).
+//!
+//! Not done: DNSSEC validation,
 //! priming the root NS set (the hints are used as they are), measuring servers' round-trip times (servers are tried in the order the
 //! referral lists them, those that failed or were lame for the zone in the last
 //! [`FAILED_SERVER_MEMORY`] last), falling back to the parent zone when every server of a
@@ -101,6 +104,10 @@ pub const ROOT_HINTS: [IpAddr; 26] = [
 /// How long a server that failed or was lame for a zone is asked only after the others.
 pub const FAILED_SERVER_MEMORY: Duration = Duration::from_secs(15 * 60);
 
+/// How many shortened questions one lookup may ask before it asks the whole name (as
+/// Unbound's MAX_MINIMISE_COUNT).
+const MAX_MINIMISED_QUERIES: usize = 10;
+
 /// How many (server, zone) failures are remembered.
 const MAX_FAILED_SERVERS: usize = 1024;
 
@@ -147,6 +154,7 @@ struct Inner {
     hints: Vec<SocketAddr>,
     /// Every server is asked on this port instead of 53 (and the hints' own).
     port: Cell<Option<u16>>,
+    minimise: Cell<bool>,
     limits: RefCell<Limits>,
     answers: RefCell<Option<Cache>>,
     delegations: RefCell<DelegationCache>,
@@ -184,6 +192,7 @@ impl Recursive {
                 reactor: reactor.downgrade(),
                 hints,
                 port: Cell::new(None),
+                minimise: Cell::new(true),
                 limits: RefCell::new(Limits::default()),
                 answers: RefCell::new(None),
                 delegations: RefCell::new(DelegationCache::new(DEFAULT_DELEGATIONS)),
@@ -218,6 +227,13 @@ impl Recursive {
     pub fn with_cache(self, capacity: usize) -> Recursive {
         *self.inner.answers.borrow_mut() = Some(Cache::new(capacity));
         *self.inner.delegations.borrow_mut() = DelegationCache::new(capacity);
+        self
+    }
+
+    /// Turns QNAME minimisation (RFC 9156, relaxed; on by default) on or off: with it,
+    /// each server learns only the next label of the name, not the whole question.
+    pub fn with_qname_minimisation(self, on: bool) -> Recursive {
+        self.inner.minimise.set(on);
         self
     }
 
@@ -473,23 +489,71 @@ impl Inner {
             _ => qname.clone(),
         };
         let mut delegation = self.closest(&start)?;
+        // QNAME minimisation (RFC 9156): each zone is asked about the name one label
+        // below it (type A), and the whole question goes only to the zone that holds it.
+        // Relaxed, as Unbound's default: an NXDOMAIN or a failure for a shortened name
+        // sends the whole name instead, as servers that mishandle empty non-terminals
+        // need.
+        let mut minimise = self.minimise.get();
+        let mut extra = 1;
+        let mut minimised = 0;
         loop {
-            match self
-                .clone()
-                .ask_zone(&delegation, qname, qtype, budget, depth)
-                .await?
-            {
-                Step::Answer(response) => return Ok(*response),
-                Step::Referral(child, ttl) => {
-                    tracing::debug!("{} refers {qname} to {}", delegation.zone, child.zone);
-                    self.delegations
-                        .borrow_mut()
-                        .insert(child.clone(), ttl, self.now()?);
-                    delegation = child;
+            let shortened = if minimise && minimised < MAX_MINIMISED_QUERIES {
+                iterate::minimised(qname, &delegation.zone, extra)
+            } else {
+                None
+            };
+            let Some(shortened) = shortened else {
+                match self
+                    .clone()
+                    .ask_zone(&delegation, qname, qtype, budget, depth)
+                    .await?
+                {
+                    Step::Answer(response) => return Ok(*response),
+                    Step::Referral(child, ttl) => {
+                        delegation = self.descend(&delegation, child, ttl, qname)?;
+                        extra = 1;
+                    }
+                    Step::Lame(why) => return Err(give_up(qname, &why)),
                 }
-                Step::Lame(why) => return Err(give_up(qname, &why)),
+                continue;
+            };
+            minimised += 1;
+            let step = self
+                .clone()
+                .ask_zone(&delegation, &shortened, RecordType::A, budget, depth)
+                .await;
+            match step {
+                Ok(Step::Referral(child, ttl)) => {
+                    delegation = self.descend(&delegation, child, ttl, qname)?;
+                    extra = 1;
+                }
+                Ok(Step::Answer(response))
+                    if response.metadata.response_code != ResponseCode::NXDomain =>
+                {
+                    // No zone cut there: one label more.
+                    extra += 1;
+                }
+                Ok(_) => minimise = false,
+                Err(failure) if budget.spent.get() => return Err(failure),
+                Err(_) => minimise = false,
             }
         }
+    }
+
+    /// Follows a referral from `parent` to `child`: remembers it, returns it.
+    fn descend(
+        &self,
+        parent: &Delegation,
+        child: Delegation,
+        ttl: Duration,
+        qname: &Name,
+    ) -> Result<Delegation, Failure> {
+        tracing::debug!("{} refers {qname} to {}", parent.zone, child.zone);
+        self.delegations
+            .borrow_mut()
+            .insert(child.clone(), ttl, self.now()?);
+        Ok(child)
     }
 
     /// Asks `delegation`'s servers in turn until one gives an answer or a referral: first

@@ -73,6 +73,7 @@ alias        CNAME www.other.test.
 chain        CNAME alias
 dangling     CNAME nowhere.other.test.
 loopa        CNAME loopb.other.test.
+a.ent        A     192.0.2.40
 ";
 
 /// Twelve 200-byte strings: about 2.5 KB, beyond the 1232-byte EDNS buffer (so TCP).
@@ -502,4 +503,38 @@ fn identical_questions_share_one_resolution() {
     assert_eq!(responses[1].queries, second.queries);
     assert_eq!(answers(&responses[1]).len(), 1);
     assert!(run(&reactor, cancelled).unwrap_err().is_cancelled());
+}
+
+#[test]
+fn qname_minimisation_asks_one_label_at_a_time() {
+    let Some(h) = Hierarchy::start() else { return };
+    let reactor = Reactor::new().unwrap();
+    let on = h.resolver(&reactor);
+    let off = h.resolver(&reactor).with_qname_minimisation(false);
+    let cost = |r: &Recursive, name: &str| {
+        let before = r.queries_sent();
+        let m = resolve(&reactor, r, name, RecordType::A);
+        (
+            m.metadata.response_code,
+            answers(&m),
+            r.queries_sent() - before,
+        )
+    };
+    // The root hears "test.", test. hears "example.test.": as many queries either way.
+    let (code, records, queries) = cost(&on, "www.example.test.");
+    assert_eq!((code, queries), (ResponseCode::NoError, 3));
+    assert_eq!(records, ["www.example.test. A 192.0.2.10"]);
+    assert_eq!(cost(&off, "www.example.test.").2, 3);
+    // An empty non-terminal (ent.example.test.) costs one more question.
+    let (code, records, queries) = cost(&on, "a.ent.example.test.");
+    assert_eq!((code, queries), (ResponseCode::NoError, 2));
+    assert_eq!(records, ["a.ent.example.test. A 192.0.2.40"]);
+    assert_eq!(cost(&off, "a.ent.example.test.").2, 1);
+    // An NXDOMAIN for a shortened name is checked with the whole name (relaxed mode).
+    let (code, _, queries) = cost(&on, "x.y.nowhere.example.test.");
+    assert_eq!((code, queries), (ResponseCode::NXDomain, 2));
+    assert_eq!(cost(&off, "x.y.nowhere.example.test.").2, 1);
+    // Sub-resolutions and chains minimise too.
+    let (_, records, _) = cost(&on, "chain.example.test.");
+    assert_eq!(records.len(), 3);
 }

@@ -198,6 +198,23 @@ fn is_below(name: &Name, zone: &Name) -> bool {
     zone.zone_of(name) && name.num_labels() > zone.num_labels()
 }
 
+/// The name to ask `zone`'s servers about instead of `qname` under QNAME minimisation:
+/// `qname` cut to `extra` labels below `zone`; `None` when that is `qname` itself (or
+/// `qname` is not under `zone`), so the whole question is asked.
+pub fn minimised(qname: &Name, zone: &Name, extra: usize) -> Option<Name> {
+    if !zone.zone_of(qname) {
+        return None;
+    }
+    let labels = qname.iter().count();
+    let keep = zone.iter().count().saturating_add(extra);
+    if keep >= labels {
+        return None;
+    }
+    let mut name = qname.trim_to(keep);
+    name.set_fqdn(true);
+    Some(name)
+}
+
 /// What an answer section says about one name, following CNAMEs within it.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Walk {
@@ -625,6 +642,22 @@ mod tests {
                 Step::Lame(_)
             ));
         }
+    }
+
+    #[test]
+    fn minimised_names_go_one_label_at_a_time() {
+        let q = name("a.b.example.test.");
+        let got = |zone: &str, extra| minimised(&q, &name(zone), extra).map(|n| n.to_ascii());
+        assert_eq!(got(".", 1).as_deref(), Some("test."));
+        assert_eq!(got("test.", 1).as_deref(), Some("example.test."));
+        assert_eq!(got("test.", 2).as_deref(), Some("b.example.test."));
+        assert_eq!(got("test.", 3), None);
+        assert_eq!(got("example.test.", 2), None);
+        assert_eq!(got("other.test.", 1), None);
+        // Wildcard labels count like any other.
+        let star = name("*.example.test.");
+        assert_eq!(minimised(&star, &name("example.test."), 1), None);
+        assert!(minimised(&Name::root(), &Name::root(), 1).is_none());
     }
 
     #[test]
