@@ -42,11 +42,13 @@
 //! Each zone is asked only about the next label of the name (QNAME minimisation, RFC 9156,
 //! in its relaxed form; [`Recursive::with_qname_minimisation`] turns it off).
 //!
-//! Not done: DNSSEC validation,
-//! priming the root NS set (the hints are used as they are), measuring servers' round-trip times (servers are tried in the order the
-//! referral lists them, those that failed or were lame for the zone in the last
-//! [`FAILED_SERVER_MEMORY`] last), falling back to the parent zone when every server of a
-//! cached delegation fails.
+//! Servers that failed or were lame for a zone are asked after the others for
+//! [`FAILED_SERVER_MEMORY`]. When every server of a remembered delegation fails, it is
+//! forgotten and its parent asked again (once per lookup): the zone may have moved.
+//!
+//! Not done: DNSSEC validation, priming the root NS set (the hints are used as they are),
+//! measuring servers' round-trip times to choose among them (they are asked in the order
+//! the referral lists them).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -497,46 +499,62 @@ impl Inner {
         let mut minimise = self.minimise.get();
         let mut extra = 1;
         let mut minimised = 0;
+        // A delegation from the cache may be stale (the zone moved to other servers within
+        // the NS TTL): if all its servers fail, it is forgotten and the parent asked again,
+        // once.
+        let mut cached = !delegation.zone.is_root();
+        let mut fell_back = false;
         loop {
             let shortened = if minimise && minimised < MAX_MINIMISED_QUERIES {
                 iterate::minimised(qname, &delegation.zone, extra)
             } else {
                 None
             };
-            let Some(shortened) = shortened else {
-                match self
-                    .clone()
-                    .ask_zone(&delegation, qname, qtype, budget, depth)
-                    .await?
-                {
-                    Step::Answer(response) => return Ok(*response),
-                    Step::Referral(child, ttl) => {
-                        delegation = self.descend(&delegation, child, ttl, qname)?;
-                        extra = 1;
-                    }
-                    Step::Lame(why) => return Err(give_up(qname, &why)),
+            let (name, record_type) = match &shortened {
+                Some(name) => {
+                    minimised += 1;
+                    (name, RecordType::A)
                 }
-                continue;
+                None => (qname, qtype),
             };
-            minimised += 1;
-            let step = self
+            let step = match self
                 .clone()
-                .ask_zone(&delegation, &shortened, RecordType::A, budget, depth)
-                .await;
+                .ask_zone(&delegation, name, record_type, budget, depth)
+                .await
+            {
+                Ok(step) => step,
+                Err(failure) if budget.spent.get() => return Err(failure),
+                Err(failure) => {
+                    if cached && !fell_back {
+                        tracing::debug!("{}'s servers failed: asking its parent", delegation.zone);
+                        fell_back = true;
+                        self.delegations.borrow_mut().remove(&delegation.zone);
+                        delegation = self.closest(&delegation.zone.base_name())?;
+                        cached = !delegation.zone.is_root();
+                        extra = 1;
+                    } else if shortened.is_some() {
+                        minimise = false;
+                    } else {
+                        return Err(failure);
+                    }
+                    continue;
+                }
+            };
             match step {
-                Ok(Step::Referral(child, ttl)) => {
+                Step::Referral(child, ttl) => {
                     delegation = self.descend(&delegation, child, ttl, qname)?;
+                    cached = false;
                     extra = 1;
                 }
-                Ok(Step::Answer(response))
+                Step::Answer(response) if shortened.is_none() => return Ok(*response),
+                // No zone cut at the shortened name: one label more.
+                Step::Answer(response)
                     if response.metadata.response_code != ResponseCode::NXDomain =>
                 {
-                    // No zone cut there: one label more.
                     extra += 1;
                 }
-                Ok(_) => minimise = false,
-                Err(failure) if budget.spent.get() => return Err(failure),
-                Err(_) => minimise = false,
+                Step::Answer(_) => minimise = false,
+                Step::Lame(why) => return Err(give_up(qname, &why)),
             }
         }
     }

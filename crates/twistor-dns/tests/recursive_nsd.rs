@@ -7,8 +7,9 @@
 //!   `other.test.` → `ns.example.test.` (out of its bailiwick: resolved separately),
 //!   `lame.test.` → four servers of which only the last works, `dead.test.` → the three
 //!   others, `fan.test.` → twenty name servers under `sink.`, none reachable.
-//! - 127.0.0.4 serves `example.test.`, `other.test.` and `lame.test.`.
-//! - 127.0.0.5 serves only `elsewhere.`: it REFUSEs questions about `lame.test.`.
+//! - 127.0.0.4 serves `example.test.`, `other.test.`, `lame.test.` and `moving.test.`.
+//! - 127.0.0.5 serves `elsewhere.` (it REFUSEs questions about `lame.test.`) and
+//!   `moving.test.`, which test. delegates to it (until a test moves it).
 //! - Nothing listens on 127.0.0.9 (ICMP port unreachable: a fast failure).
 //!
 //! Each test starts its own hierarchy (NSD starts in about 50 ms) and stops it.
@@ -114,7 +115,8 @@ ns           A     127.0.0.5
 
 /// The four NSD servers, sharing a port.
 struct Hierarchy {
-    _servers: Vec<(ChildGuard, TempDir)>,
+    /// 127.0.0.2, .3, .4 and .5, in order; `None` once stopped.
+    servers: Vec<Option<(ChildGuard, TempDir)>>,
     port: u16,
 }
 
@@ -127,8 +129,9 @@ impl Hierarchy {
         for i in 0..20 {
             fan.push_str(&format!("fan NS ns{i}.sink.\n"));
         }
-        let test_zone = format!("{TEST_ZONE}{fan}");
+        let test_zone = format!("{TEST_ZONE}{fan}{}", moving_delegation(5));
         let example_zone = format!("{EXAMPLE_ZONE}{}", big_txt());
+        let (moving4, moving5) = (moving_zone(4), moving_zone(5));
         let servers: [(u8, Vec<(&str, &str)>); 4] = [
             (2, vec![(".", ROOT_ZONE)]),
             (3, vec![("test", test_zone.as_str())]),
@@ -138,9 +141,16 @@ impl Hierarchy {
                     ("example.test", example_zone.as_str()),
                     ("other.test", OTHER_ZONE),
                     ("lame.test", LAME_ZONE),
+                    ("moving.test", moving4.as_str()),
                 ],
             ),
-            (5, vec![("elsewhere", ELSEWHERE_ZONE)]),
+            (
+                5,
+                vec![
+                    ("elsewhere", ELSEWHERE_ZONE),
+                    ("moving.test", moving5.as_str()),
+                ],
+            ),
         ];
         // Another test (or program) may take the port between our probe and NSD's bind:
         // start again on another.
@@ -149,23 +159,93 @@ impl Hierarchy {
             let started = catch_unwind(AssertUnwindSafe(|| {
                 servers
                     .iter()
-                    .map(|(last, zones)| nsd(*last, port, zones))
+                    .map(|(last, zones)| Some(nsd(*last, port, zones)))
                     .collect::<Vec<_>>()
             }));
             if let Ok(servers) = started {
-                return Some(Hierarchy {
-                    _servers: servers,
-                    port,
-                });
+                return Some(Hierarchy { servers, port });
             }
         }
         panic!("NSD did not start on five ports");
+    }
+
+    /// Stops the server on 127.0.0.`last`.
+    fn stop(&mut self, last: u8) {
+        self.servers[usize::from(last - 2)] = None;
+    }
+
+    /// Rewrites test.'s zone so that `moving.test.` is served from 127.0.0.`last`, and has
+    /// its server reload it.
+    fn move_zone(&mut self, last: u8) {
+        let Some((guard, dir)) = self.servers[1].as_mut() else {
+            panic!("test.'s server is stopped");
+        };
+        let mut fan = String::new();
+        for i in 0..20 {
+            fan.push_str(&format!("fan NS ns{i}.sink.\n"));
+        }
+        let path = dir.write(
+            "0.zone",
+            format!("{TEST_ZONE}{fan}{}", moving_delegation(last)),
+        );
+        // NSD reloads files whose mtime changed: make sure it did, even within a second.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(later))
+            .expect("set the zone file's mtime");
+        guard.signal(1); // SIGHUP
+        guard.err_line_containing("zone test read with success");
+        // The old server processes may answer a little longer: wait until the new glue is
+        // served.
+        let ask = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ask.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
+        let want = IpAddr::from([127, 0, 0, last]);
+        for _ in 0..100 {
+            let query = request("www.moving.test.", RecordType::A).to_vec().unwrap();
+            ask.send_to(&query, (IpAddr::from([127, 0, 0, 3]), self.port))
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            let Ok(n) = ask.recv(&mut buf) else { continue };
+            let Ok(reply) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            if reply
+                .additionals
+                .iter()
+                .any(|r| matches!(&r.data, RData::A(a) if IpAddr::V4(a.0) == want))
+            {
+                return;
+            }
+        }
+        panic!("test.'s server still serves the old delegation");
     }
 
     fn resolver(&self, reactor: &Reactor) -> Recursive {
         Recursive::new(reactor, vec![SocketAddr::from(([127, 0, 0, 2], self.port))])
             .with_port(self.port)
     }
+}
+
+/// `moving.test.`'s zone as served from 127.0.0.`last`.
+fn moving_zone(last: u8) -> String {
+    format!(
+        "$ORIGIN moving.test.
+$TTL 300
+@            SOA   ns hostmaster 1 3600 600 86400 30
+@            NS    ns
+ns           A     127.0.0.{last}
+www          A     192.0.2.50
+www2         A     192.0.2.51
+"
+    )
+}
+
+/// test.'s delegation of `moving.test.` to 127.0.0.`last`.
+fn moving_delegation(last: u8) -> String {
+    format!("moving NS ns.moving\nns.moving A 127.0.0.{last}\n")
 }
 
 /// A port free for UDP and TCP on each server address (bound, then released).
@@ -537,4 +617,24 @@ fn qname_minimisation_asks_one_label_at_a_time() {
     // Sub-resolutions and chains minimise too.
     let (_, records, _) = cost(&on, "chain.example.test.");
     assert_eq!(records.len(), 3);
+}
+
+#[test]
+fn a_remembered_delegation_that_fails_is_asked_of_the_parent_again() {
+    let Some(mut h) = Hierarchy::start() else {
+        return;
+    };
+    let reactor = Reactor::new().unwrap();
+    let r = h.resolver(&reactor);
+    let m = resolve(&reactor, &r, "www.moving.test.", RecordType::A);
+    assert_eq!(answers(&m), ["www.moving.test. A 192.0.2.50"]);
+    // moving.test. moves from 127.0.0.5 to 127.0.0.4; the old server goes away, while
+    // the resolver still remembers it.
+    h.stop(5);
+    h.move_zone(4);
+    let before = r.queries_sent();
+    let m = resolve(&reactor, &r, "www2.moving.test.", RecordType::A);
+    assert_eq!(answers(&m), ["www2.moving.test. A 192.0.2.51"]);
+    // The old server, test. (the new referral), the new server.
+    assert_eq!(r.queries_sent() - before, 3);
 }

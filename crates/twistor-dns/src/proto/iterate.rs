@@ -315,6 +315,13 @@ impl DelegationCache {
             .insert(key, (delegation, now.saturating_add(ttl)));
     }
 
+    /// Forgets the delegation of `zone`.
+    pub fn remove(&mut self, zone: &Name) {
+        let mut key = zone.to_lowercase();
+        key.set_fqdn(true);
+        self.zones.remove(&key);
+    }
+
     /// Keeps the addresses of the name server `name` for `ttl` from `now`.
     pub fn insert_addresses(
         &mut self,
@@ -743,7 +750,13 @@ mod tests {
         let found = cache.closest(&name("www.example.test."), secs(6)).unwrap();
         assert_eq!(found.servers[0].addresses, [ip]);
         assert_eq!(cache.addresses(&name("ns.elsewhere."), secs(10)), None);
-        // Expired: the parent's.
+        // Forgotten or expired: the parent's.
+        cache.remove(&name("EXAMPLE.test."));
+        assert_eq!(
+            cache.closest(&name("www.example.test."), secs(6)),
+            Some(test.clone())
+        );
+        cache.insert(example.clone(), secs(10), secs(0));
         assert_eq!(
             cache.closest(&name("www.example.test."), secs(10)),
             Some(test)
