@@ -42,6 +42,9 @@
 //! Each zone is asked only about the next label of the name (QNAME minimisation, RFC 9156,
 //! in its relaxed form; [`Recursive::with_qname_minimisation`] turns it off).
 //!
+//! A question whose resolution failed fails at once for [`Limits::failure_ttl`] (RFC 9520),
+//! so that clients retrying it do not cost a full resolution each.
+//!
 //! Servers that failed or were lame for a zone are asked after the others for
 //! [`FAILED_SERVER_MEMORY`]. When every server of a remembered delegation fails, it is
 //! forgotten and its parent asked again (once per lookup): the zone may have moved.
@@ -110,6 +113,9 @@ pub const FAILED_SERVER_MEMORY: Duration = Duration::from_secs(15 * 60);
 /// Unbound's MAX_MINIMISE_COUNT).
 const MAX_MINIMISED_QUERIES: usize = 10;
 
+/// How many failed questions are remembered.
+const MAX_REMEMBERED_FAILURES: usize = 1024;
+
 /// How many (server, zone) failures are remembered.
 const MAX_FAILED_SERVERS: usize = 1024;
 
@@ -130,6 +136,9 @@ pub struct Limits {
     pub query_timeout: Duration,
     /// How long a whole resolution may take (default 10 s).
     pub deadline: Duration,
+    /// How long a question whose resolution failed fails at once, without asking anyone
+    /// (RFC 9520 asks for at least 1 s, at most 5 min; default 5 s; 0 turns it off).
+    pub failure_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -140,6 +149,7 @@ impl Default for Limits {
             max_cnames: 8,
             query_timeout: Duration::from_millis(1500),
             deadline: Duration::from_secs(10),
+            failure_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -161,6 +171,8 @@ struct Inner {
     answers: RefCell<Option<Cache>>,
     delegations: RefCell<DelegationCache>,
     queries_sent: Cell<u64>,
+    /// Questions whose resolution failed lately, until when they fail at once.
+    failures: RefCell<HashMap<CacheKey, (Failure, Duration)>>,
     /// Questions being resolved and who waits for their answers.
     in_flight: RefCell<HashMap<CacheKey, Flight>>,
     /// (server, zone) → until when it is tried last.
@@ -201,6 +213,7 @@ impl Recursive {
                 queries_sent: Cell::new(0),
                 failed: RefCell::new(HashMap::new()),
                 in_flight: RefCell::new(HashMap::new()),
+                failures: RefCell::new(HashMap::new()),
             }),
         }
     }
@@ -260,13 +273,15 @@ impl Recursive {
         self.inner.delegations.borrow().len()
     }
 
-    /// Forgets every cached answer and delegation, and which servers failed.
+    /// Forgets every cached answer and delegation, which servers failed and which
+    /// questions could not be resolved.
     pub fn clear_cache(&self) {
         if let Some(cache) = self.inner.answers.borrow_mut().as_mut() {
             cache.clear();
         }
         self.inner.delegations.borrow_mut().clear();
         self.inner.failed.borrow_mut().clear();
+        self.inner.failures.borrow_mut().clear();
     }
 
     /// Resolves `request`'s first question (class IN). The response has the request's id
@@ -309,6 +324,9 @@ impl Recursive {
                 }
             })
         };
+        if let Some(failure) = self.inner.failed_recently(&key, now(&reactor)) {
+            return Deferred::failed(failure);
+        }
         let joined = match self.inner.in_flight.borrow_mut().get_mut(&key) {
             Some(flight) => {
                 flight.waiters.push(waiter.clone());
@@ -372,15 +390,61 @@ impl Inner {
         );
         let weak = Rc::downgrade(self);
         task.consume(move |result| {
-            let waiters = weak
-                .upgrade()
-                .and_then(|inner| inner.in_flight.borrow_mut().remove(&key))
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            if let Err(failure) = &result {
+                inner.note_resolution_failure(&key, failure);
+            }
+            let waiters = inner
+                .in_flight
+                .borrow_mut()
+                .remove(&key)
                 .map(|flight| flight.waiters)
                 .unwrap_or_default();
             for waiter in waiters {
                 let _ = waiter.resolve(result.clone());
             }
         });
+    }
+
+    /// The failure of `key`'s last resolution, if it ended less than
+    /// [`Limits::failure_ttl`] ago (RFC 9520).
+    fn failed_recently(&self, key: &CacheKey, now: Duration) -> Option<Failure> {
+        let mut failures = self.failures.borrow_mut();
+        match failures.get(key) {
+            Some((failure, until)) if now < *until => Some(failure.clone()),
+            Some(_) => {
+                failures.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Remembers that resolving `key` failed (not when it was cancelled or the reactor
+    /// stopped).
+    fn note_resolution_failure(&self, key: &CacheKey, failure: &Failure) {
+        let ttl = self.limits.borrow().failure_ttl;
+        if ttl.is_zero() || failure.is_cancelled() || failure.find::<twistor::Error>().is_some() {
+            return;
+        }
+        let Ok(now) = self.now() else { return };
+        let mut failures = self.failures.borrow_mut();
+        if failures.len() >= MAX_REMEMBERED_FAILURES {
+            failures.retain(|_, (_, until)| now < *until);
+            if failures.len() >= MAX_REMEMBERED_FAILURES {
+                // All fresh: the oldest is as good as any to forget.
+                if let Some(oldest) = failures
+                    .iter()
+                    .min_by_key(|(_, (_, until))| *until)
+                    .map(|(key, _)| key.clone())
+                {
+                    failures.remove(&oldest);
+                }
+            }
+        }
+        failures.insert(key.clone(), (failure.clone(), now.saturating_add(ttl)));
     }
 
     /// A waiter was cancelled: it stops waiting, and the resolution stops if no one waits.
