@@ -1010,6 +1010,32 @@ mod tests {
     }
 
     #[test]
+    fn failure_memories_stay_bounded() {
+        let reactor = Reactor::new().unwrap();
+        let r = Recursive::new(&reactor, vec!["192.0.2.1:53".parse().unwrap()]);
+        let inner = &r.inner;
+        let zone = Name::from_ascii("example.").unwrap();
+        for i in 0..3000u32 {
+            let ip = IpAddr::from(i.to_be_bytes());
+            inner.note_failure(ip, &zone, Duration::from_secs(u64::from(i)));
+            assert!(inner.failed.borrow().len() <= MAX_FAILED_SERVERS);
+            let name = Name::from_ascii(format!("n{i}.example.")).unwrap();
+            let key = CacheKey::new(&Query::query(name, RecordType::A));
+            inner.note_resolution_failure(&key, &give_up(&zone, "test"));
+            assert!(inner.failures.borrow().len() <= MAX_REMEMBERED_FAILURES);
+        }
+        // The latest are remembered.
+        let now = Duration::from_secs(3000);
+        assert!(inner.failed_lately(IpAddr::from(2999u32.to_be_bytes()), &zone, now));
+        assert!(!inner.failed_lately(IpAddr::from(0u32.to_be_bytes()), &zone, now));
+        // Cancellations are not failures to remember.
+        let key = CacheKey::new(&Query::query(zone.clone(), RecordType::A));
+        let cancelled = Failure::new(twistor::defer::DeferredError::Cancelled);
+        inner.note_resolution_failure(&key, &cancelled);
+        assert!(inner.failed_recently(&key, Duration::ZERO).is_none());
+    }
+
+    #[test]
     fn a_spent_deadline_sends_nothing() {
         let reactor = Reactor::new().unwrap();
         let r =

@@ -197,13 +197,14 @@ impl Hierarchy {
             .expect("set the zone file's mtime");
         guard.signal(1); // SIGHUP
         guard.err_line_containing("zone test read with success");
-        // The old server processes may answer a little longer: wait until the new glue is
-        // served.
+        // The old server process may answer a little longer, sharing the socket with the
+        // new one: wait until twenty answers in a row carry the new glue.
         let ask = UdpSocket::bind("127.0.0.1:0").unwrap();
         ask.set_read_timeout(Some(std::time::Duration::from_millis(100)))
             .unwrap();
         let want = IpAddr::from([127, 0, 0, last]);
-        for _ in 0..100 {
+        let mut in_a_row = 0;
+        for _ in 0..500 {
             let query = request("www.moving.test.", RecordType::A).to_vec().unwrap();
             ask.send_to(&query, (IpAddr::from([127, 0, 0, 3]), self.port))
                 .unwrap();
@@ -212,11 +213,12 @@ impl Hierarchy {
             let Ok(reply) = Message::from_vec(&buf[..n]) else {
                 continue;
             };
-            if reply
+            let new = reply
                 .additionals
                 .iter()
-                .any(|r| matches!(&r.data, RData::A(a) if IpAddr::V4(a.0) == want))
-            {
+                .any(|r| matches!(&r.data, RData::A(a) if IpAddr::V4(a.0) == want));
+            in_a_row = if new { in_a_row + 1 } else { 0 };
+            if in_a_row == 20 {
                 return;
             }
         }
@@ -648,4 +650,20 @@ fn a_remembered_delegation_that_fails_is_asked_of_the_parent_again() {
     assert_eq!(answers(&m), ["www2.moving.test. A 192.0.2.51"]);
     // The old server, test. (the new referral), the new server.
     assert_eq!(r.queries_sent() - before, 3);
+}
+
+#[test]
+fn a_cancelled_resolution_stops_asking() {
+    let Some(h) = Hierarchy::start() else { return };
+    let reactor = Reactor::new().unwrap();
+    let r = h.resolver(&reactor);
+    let d = r.resolve(&request("www.example.test.", RecordType::A));
+    d.cancel();
+    assert!(run(&reactor, d).unwrap_err().is_cancelled());
+    // Let the reactor run a whole resolution of another resolver meanwhile.
+    let other = h.resolver(&reactor);
+    resolve(&reactor, &other, "www.other.test.", RecordType::A);
+    assert!(r.queries_sent() <= 1, "{} queries", r.queries_sent());
+    // The cancelled question is not remembered as failed.
+    resolve(&reactor, &r, "www.example.test.", RecordType::A);
 }
