@@ -315,6 +315,9 @@ impl Recursive {
         };
         let meta = request.metadata;
         let key = CacheKey::new(&question);
+        if let Some(failure) = self.inner.failed_recently(&key, now(&reactor)) {
+            return Deferred::failed(failure);
+        }
         let waiter = {
             let weak = Rc::downgrade(&self.inner);
             let key = key.clone();
@@ -324,9 +327,6 @@ impl Recursive {
                 }
             })
         };
-        if let Some(failure) = self.inner.failed_recently(&key, now(&reactor)) {
-            return Deferred::failed(failure);
-        }
         let joined = match self.inner.in_flight.borrow_mut().get_mut(&key) {
             Some(flight) => {
                 flight.waiters.push(waiter.clone());
