@@ -3,8 +3,10 @@
 //! ```text
 //! twist echo --listen tcp:8000 --listen tcp6:8000
 //! twist web --listen tcp:8080 --path .
+//! twist dns --port 10053 --zone example.com.zone
 //! ```
 
+mod dns;
 mod echo;
 mod portforward;
 mod serve;
@@ -55,6 +57,8 @@ impl LogLevel {
 
 #[derive(Subcommand)]
 enum Service {
+    /// A DNS server: authoritative for zone files, secondary, forwarding with a cache.
+    Dns(dns::Options),
     /// An echo server: every byte received is sent back (RFC 862).
     Echo(echo::Options),
     /// Forward every connection to HOST:PORT (a TCP proxy).
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
     twistor_protocols::haproxy::register();
     serve::set_grace(cli.shutdown_timeout);
     let result = match cli.service {
+        Service::Dns(options) => dns::run(options),
         Service::Echo(options) => echo::run(options),
         Service::Portforward(options) => portforward::run(options),
         Service::Web(options) => web::run(options),

@@ -31,8 +31,10 @@
 
 pub mod client;
 pub mod error;
+pub mod forward;
 pub mod proto;
 pub mod recursive;
+pub mod secondary;
 pub mod server;
 pub mod system;
 

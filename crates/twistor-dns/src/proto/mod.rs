@@ -1,5 +1,6 @@
 //! The sans-IO core: no sockets, no clock (time comes in as an argument), no reactor.
 
+pub mod answers;
 pub mod authority;
 pub mod cache;
 pub mod header;

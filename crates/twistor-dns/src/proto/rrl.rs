@@ -115,7 +115,7 @@ impl RateLimiter {
             return Verdict::Send;
         }
         slot.limited = slot.limited.wrapping_add(1);
-        if self.slip > 0 && slot.limited % self.slip == 0 {
+        if self.slip > 0 && slot.limited.is_multiple_of(self.slip) {
             Verdict::Slip
         } else {
             Verdict::Drop

@@ -1,0 +1,188 @@
+//! `twist dns`: an authoritative DNS server for zone files, a secondary for zones
+//! transferred from a primary, and a forwarder with a cache for every other name.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use twistor_dns::client::{Resolver, ResolverConfig};
+use twistor_dns::forward::{Forwarder, Upstream};
+use twistor_dns::proto::authority::Catalog;
+use twistor_dns::proto::zone::Zone;
+use twistor_dns::proto::zonefile::parse_zone_file;
+use twistor_dns::secondary::Secondary;
+use twistor_dns::server::{DnsServer, DnsService, ServerOptions};
+use twistor_dns::system::Hosts;
+use twistor_dns::wire::rr::Name;
+
+use crate::Failure;
+use crate::serve::{Server, sources};
+
+/// Options of `twist dns`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// The port to serve on, over UDP and TCP both (0: one the system picks).
+    #[arg(long, default_value_t = 10053)]
+    port: u16,
+
+    /// The address to serve on (`::` for IPv6).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    interface: IpAddr,
+
+    /// A BIND-format zone file to serve authoritatively (repeatable). The zone's name is
+    /// its `$ORIGIN`, or the owner of its SOA record.
+    #[arg(long = "zone", value_name = "FILE")]
+    zones: Vec<PathBuf>,
+
+    /// Serve a zone transferred (AXFR) from a primary, refreshed on its SOA timers and on
+    /// NOTIFY (repeatable), e.g. `example.com@192.0.2.1:53`.
+    #[arg(long = "secondary", value_name = "ZONE@HOST:PORT")]
+    secondaries: Vec<String>,
+
+    /// Answer names outside the zones by asking this server (repeatable, tried in turn).
+    #[arg(long = "forward", value_name = "HOST:PORT")]
+    forwards: Vec<SocketAddr>,
+
+    /// Answer names outside the zones by recursion from the root servers.
+    #[arg(long)]
+    recursive: bool,
+
+    /// Cache the answers of forwarding and recursion.
+    #[arg(long)]
+    cache: bool,
+
+    /// Answer the names in this hosts file (A, AAAA) before forwarding.
+    #[arg(long, value_name = "FILE")]
+    hosts: Option<PathBuf>,
+
+    /// Allow zone transfers (AXFR) to clients in this network (repeatable), e.g.
+    /// `192.0.2.0/24` or `127.0.0.1/32`. None by default, loopback included.
+    #[arg(long = "allow-axfr", value_name = "CIDR")]
+    allow_axfr: Vec<String>,
+
+    /// UDP responses allowed per second per client network and kind of answer (0: no
+    /// limit), as NSD's `rrl-ratelimit`.
+    #[arg(long, value_name = "N", default_value_t = twistor_dns::proto::rrl::DEFAULT_RATE)]
+    rate_limit: u32,
+}
+
+/// Loads the zones, then serves until SIGINT or SIGTERM.
+pub fn run(options: Options) -> Result<(), Failure> {
+    let secondaries = options
+        .secondaries
+        .iter()
+        .map(|text| parse_secondary(text))
+        .collect::<Result<Vec<_>, _>>()?;
+    if options.recursive {
+        return Err(Failure::Usage(
+            "--recursive is not implemented yet: use --forward HOST:PORT".into(),
+        ));
+    }
+    let hosts = match &options.hosts {
+        Some(path) => Hosts::load(path).map_err(|e| Failure::Usage(e.to_string()))?,
+        None => Hosts::new(),
+    };
+    let mut catalog = load_catalog(&options)?;
+    let recursing = !options.forwards.is_empty() || options.hosts.is_some();
+    catalog.set_recursion(recursing);
+    let reactor = crate::service_reactor()?;
+    let catalog = Rc::new(RefCell::new(catalog));
+    let server_options = ServerOptions {
+        rate_limit: options.rate_limit,
+        ..ServerOptions::default()
+    };
+    let dns = DnsServer::new(&reactor, catalog.clone(), server_options);
+    if recursing {
+        let upstream = (!options.forwards.is_empty()).then(|| {
+            let resolver = Resolver::new(&reactor, ResolverConfig::new(options.forwards.clone()));
+            let resolver = if options.cache {
+                resolver.with_cache(CACHE_SIZE)
+            } else {
+                resolver
+            };
+            Rc::new(resolver) as Rc<dyn Upstream>
+        });
+        dns.set_recursor(Rc::new(Forwarder::new(hosts, upstream)));
+    }
+    let server = Server::new(&reactor, sources(&reactor), || {});
+    let mut zones = Vec::new();
+    for (zone, primary) in secondaries {
+        let secondary = Secondary::new(&reactor, catalog.clone(), zone.clone(), primary);
+        zones.push(secondary.clone());
+        server.add(secondary);
+    }
+    dns.on_notify(move |name| {
+        for zone in &zones {
+            if zone.zone() == &name {
+                zone.refresh();
+            }
+        }
+    });
+    let service = Rc::new(DnsService::new(
+        dns,
+        SocketAddr::new(options.interface, options.port),
+    ));
+    server.add(service);
+    server.run()
+}
+
+/// Answers the cache keeps (`--cache`).
+const CACHE_SIZE: usize = 65_536;
+
+/// Reads every `--zone` file into a catalog, with the transfer ACL.
+fn load_catalog(options: &Options) -> Result<Catalog, Failure> {
+    let mut catalog = Catalog::new();
+    for path in &options.zones {
+        let data = parse_zone_file(path, None).map_err(|e| Failure::Usage(e.to_string()))?;
+        let zone =
+            Zone::new(data).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+        if catalog.zone(zone.origin()).is_some() {
+            return Err(Failure::Usage(format!(
+                "{}: the zone {} is given twice",
+                path.display(),
+                zone.origin()
+            )));
+        }
+        tracing::info!(
+            "zone {} from {}: {} records, serial {}",
+            zone.origin(),
+            path.display(),
+            zone.len(),
+            zone.serial()
+        );
+        catalog.insert(zone);
+    }
+    for text in &options.allow_axfr {
+        let net = text.parse().map_err(|e| {
+            Failure::Usage(format!(
+                "--allow-axfr {text}: expected a network such as 192.0.2.0/24 ({e})"
+            ))
+        })?;
+        catalog.allow_axfr(net);
+    }
+    Ok(catalog)
+}
+
+/// `ZONE@HOST[:PORT]` (port 53 by default).
+fn parse_secondary(text: &str) -> Result<(Name, SocketAddr), Failure> {
+    let bad = |why: &str| {
+        Failure::Usage(format!(
+            "--secondary {text}: expected ZONE@ADDRESS[:PORT], e.g. example.com@192.0.2.1:53 ({why})"
+        ))
+    };
+    let (zone, primary) = text.split_once('@').ok_or_else(|| bad("no @"))?;
+    let zone = Name::from_ascii(zone).map_err(|e| bad(&e.to_string()))?;
+    let primary = match primary.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => SocketAddr::new(
+            primary
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_err(|_| bad("the primary must be an IP address"))?,
+            53,
+        ),
+    };
+    Ok((zone, primary))
+}

@@ -1,0 +1,69 @@
+//! The authoritative answering logic on arbitrary request bytes: it must never panic, every
+//! reply must decode, and a UDP reply must fit the size the request allows.
+//!
+//! The first byte picks UDP or TCP and the source address (inside or outside the transfer
+//! ACL); the rest is the request.
+
+#![no_main]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use twistor_dns::proto::authority::{Catalog, Outcome, Request, Via};
+use twistor_dns::proto::zone::Zone;
+use twistor_dns::proto::zonefile::parse_zone_str;
+use twistor_dns::wire::op::Message;
+
+const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n\
+    @ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\n@ MX 10 mail\nns A 192.0.2.1\n\
+    mail A 192.0.2.2\nmail AAAA 2001:db8::2\nwww A 192.0.2.3\nalias CNAME www\n\
+    loop1 CNAME loop2\nloop2 CNAME loop1\n*.wild A 192.0.2.9\nsub NS ns.sub\n\
+    ns.sub A 192.0.2.10\nbig TXT \"0123456789012345678901234567890123456789\"\n\
+    big TXT \"abcdefghijabcdefghijabcdefghijabcdefghij\"\n";
+
+fn catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(|| {
+        let mut c = Catalog::new();
+        c.insert(Zone::new(parse_zone_str(ZONE, "fuzz", None).unwrap()).unwrap());
+        c.allow_axfr("127.0.0.0/8".parse().unwrap());
+        c.set_recursion(true);
+        c
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&first, message)) = data.split_first() else {
+        return;
+    };
+    let via = if first & 1 == 0 { Via::Udp } else { Via::Tcp };
+    let source = if first & 2 == 0 {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))
+    };
+    let outcome = catalog().respond(&Request { message, source, via });
+    let limit = match (via, Message::from_vec(message)) {
+        (Via::Tcp, _) => 65_535,
+        (Via::Udp, Ok(m)) => usize::from(m.edns.as_ref().map_or(512, |e| e.max_payload()).max(512)),
+        (Via::Udp, Err(_)) => 512,
+    };
+    match outcome {
+        Outcome::Reply(r) => {
+            assert!(r.len() <= limit, "{} bytes over a limit of {limit}", r.len());
+            Message::from_vec(&r).expect("our reply decodes");
+        }
+        Outcome::Notified { reply, .. } => {
+            Message::from_vec(&reply).expect("our reply decodes");
+        }
+        Outcome::Stream(msgs) => {
+            assert_eq!(via, Via::Tcp);
+            for m in msgs {
+                assert!(m.len() <= 65_535);
+                Message::from_vec(&m).expect("our transfer decodes");
+            }
+        }
+        Outcome::Recurse(_) | Outcome::Drop => {}
+    }
+});
