@@ -352,6 +352,14 @@ impl Recursive {
     }
 }
 
+/// The server's [`Forwarder`](crate::forward::Forwarder) sends the questions its hosts file
+/// does not answer here for `twist dns --recursive`.
+impl crate::forward::Upstream for Recursive {
+    fn forward(&self, request: &Message) -> Deferred<Message> {
+        self.resolve(request)
+    }
+}
+
 impl std::fmt::Debug for Recursive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recursive")

@@ -14,14 +14,20 @@
 //!
 //! Each test starts its own hierarchy (NSD starts in about 50 ms) and stops it.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::Command;
+use std::rc::Rc;
 
 use twistor::Reactor;
 use twistor::defer::{Deferred, Failure, gather_results};
 use twistor_dns::Error;
+use twistor_dns::forward::{Forwarder, Upstream};
+use twistor_dns::proto::authority::Catalog;
 use twistor_dns::recursive::{Limits, Recursive};
+use twistor_dns::server::{DnsServer, ServerOptions};
+use twistor_dns::system::Hosts;
 use twistor_dns::wire::op::{Message, Query, ResponseCode};
 use twistor_dns::wire::rr::{Name, RData, RecordType};
 use twistor_testing::TempDir;
@@ -666,4 +672,73 @@ fn a_cancelled_resolution_stops_asking() {
     assert!(r.queries_sent() <= 1, "{} queries", r.queries_sent());
     // The cancelled question is not remembered as failed.
     resolve(&reactor, &r, "www.example.test.", RecordType::A);
+}
+
+/// `twist dns --recursive` in small: a twistor server with no zones of its own, answering
+/// through the forwarder and this resolver, queried with dig.
+#[test]
+fn a_server_answers_dig_through_the_recursive_resolver() {
+    let Some(h) = Hierarchy::start() else { return };
+    if !have("dig", &["-v"]) {
+        return;
+    }
+    let hint = SocketAddr::from(([127, 0, 0, 2], h.port));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let reactor = Reactor::new().unwrap();
+        let mut catalog = Catalog::new();
+        catalog.set_recursion(true);
+        let server = DnsServer::new(
+            &reactor,
+            Rc::new(RefCell::new(catalog)),
+            ServerOptions::default(),
+        );
+        let resolver = Recursive::new(&reactor, vec![hint])
+            .with_port(hint.port())
+            .with_cache(100);
+        let upstream: Rc<dyn Upstream> = Rc::new(resolver);
+        server.set_recursor(Rc::new(Forwarder::new(Hosts::new(), Some(upstream))));
+        let listening = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        tx.send((listening.port(), reactor.handle())).unwrap();
+        reactor.run().unwrap();
+    });
+    let (port, handle) = rx.recv().unwrap();
+    let dig = |args: &[&str]| {
+        let port = port.to_string();
+        let mut all = vec!["@127.0.0.1", "-p", &port, "+time=5", "+tries=1"];
+        all.extend_from_slice(args);
+        let out = Command::new("dig").args(&all).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = |out: &str| {
+        out.split("status: ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    let out = dig(&["chain.example.test", "A"]);
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    assert!(out.contains("flags: qr rd ra;"), "{out}");
+    for line in [
+        "chain.example.test.\t300\tIN\tCNAME\talias.example.test.",
+        "alias.example.test.\t300\tIN\tCNAME\twww.other.test.",
+        "www.other.test.\t\t300\tIN\tA\t192.0.2.20",
+    ] {
+        assert!(out.contains(line), "{line:?} not in {out}");
+    }
+    let out = dig(&["nowhere.other.test", "AAAA"]);
+    assert_eq!(status(&out), "NXDOMAIN", "{out}");
+    assert!(out.contains("AUTHORITY: 1"), "{out}");
+    assert!(
+        out.contains("other.test.\t\t30\tIN\tSOA\tns.example.test."),
+        "{out}"
+    );
+    let out = dig(&["www.loop1", "A"]);
+    assert_eq!(status(&out), "SERVFAIL", "{out}");
+    // Over TCP too, with the answer from the cache.
+    let out = dig(&["+tcp", "chain.example.test", "A"]);
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    handle.call_from_thread(|r| r.stop()).unwrap();
+    thread.join().unwrap();
 }
