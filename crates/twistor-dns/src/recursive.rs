@@ -71,7 +71,7 @@ use twistor::reactor::WeakReactor;
 use crate::client::{now, run_exchange};
 use crate::error::Error;
 use crate::proto::cache::{Cache, CacheKey};
-use crate::proto::iterate::{self, Delegation, DelegationCache, NameServer, Step};
+use crate::proto::iterate::{self, Delegation, DelegationCache, Step};
 use crate::proto::query::{DEFAULT_EDNS_PAYLOAD, Exchange, ExchangeConfig};
 
 /// The root servers' addresses, IPv4 then IPv6, from IANA's root hints file
@@ -837,13 +837,8 @@ impl Inner {
         if let Some(delegation) = self.delegations.borrow_mut().closest(qname, now) {
             return Ok(delegation);
         }
-        Ok(Delegation {
-            zone: Name::root(),
-            servers: vec![NameServer {
-                name: Name::root(),
-                addresses: self.hints.iter().map(SocketAddr::ip).collect(),
-            }],
-        })
+        let addresses: Vec<IpAddr> = self.hints.iter().map(SocketAddr::ip).collect();
+        Ok(Delegation::hints(&addresses))
     }
 
     /// Whether the server at `ip` failed or was lame for `zone` in the last
