@@ -1,5 +1,6 @@
 //! `twist dns`: an authoritative DNS server for zone files, a secondary for zones
-//! transferred from a primary, and a forwarder with a cache for every other name.
+//! transferred from a primary, and a forwarder (or a recursive resolver, from the root
+//! servers down) with a cache for every other name.
 
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +12,7 @@ use twistor_dns::forward::{Forwarder, Upstream};
 use twistor_dns::proto::authority::Catalog;
 use twistor_dns::proto::zone::Zone;
 use twistor_dns::proto::zonefile::parse_zone_file;
+use twistor_dns::recursive::Recursive;
 use twistor_dns::secondary::Secondary;
 use twistor_dns::server::{DnsServer, DnsService, ServerOptions};
 use twistor_dns::system::Hosts;
@@ -74,9 +76,9 @@ pub fn run(options: Options) -> Result<(), Failure> {
         .iter()
         .map(|text| parse_secondary(text))
         .collect::<Result<Vec<_>, _>>()?;
-    if options.recursive {
+    if options.recursive && !options.forwards.is_empty() {
         return Err(Failure::Usage(
-            "--recursive is not implemented yet: use --forward HOST:PORT".into(),
+            "--recursive and --forward exclude each other".into(),
         ));
     }
     let hosts = match &options.hosts {
@@ -84,7 +86,7 @@ pub fn run(options: Options) -> Result<(), Failure> {
         None => Hosts::new(),
     };
     let mut catalog = load_catalog(&options)?;
-    let recursing = !options.forwards.is_empty() || options.hosts.is_some();
+    let recursing = options.recursive || !options.forwards.is_empty() || options.hosts.is_some();
     catalog.set_recursion(recursing);
     let reactor = crate::service_reactor()?;
     let catalog = Rc::new(RefCell::new(catalog));
@@ -94,7 +96,7 @@ pub fn run(options: Options) -> Result<(), Failure> {
     };
     let dns = DnsServer::new(&reactor, catalog.clone(), server_options);
     if recursing {
-        let upstream = (!options.forwards.is_empty()).then(|| {
+        let forwarding = (!options.forwards.is_empty()).then(|| {
             let resolver = Resolver::new(&reactor, ResolverConfig::new(options.forwards.clone()));
             let resolver = if options.cache {
                 resolver.with_cache(CACHE_SIZE)
@@ -103,6 +105,16 @@ pub fn run(options: Options) -> Result<(), Failure> {
             };
             Rc::new(resolver) as Rc<dyn Upstream>
         });
+        let recursion = options.recursive.then(|| {
+            let resolver = Recursive::from_root_hints(&reactor);
+            let resolver = if options.cache {
+                resolver.with_cache(CACHE_SIZE)
+            } else {
+                resolver
+            };
+            Rc::new(resolver) as Rc<dyn Upstream>
+        });
+        let upstream = forwarding.or(recursion);
         dns.set_recursor(Rc::new(Forwarder::new(hosts, upstream)));
     }
     let server = Server::new(&reactor, sources(&reactor), || {});

@@ -772,8 +772,32 @@ fn absolute(name: &str) -> Result<Name, Error> {
 }
 
 /// The reactor's time as the sans-IO core takes it.
-fn now(clock: &dyn ReactorTime) -> Duration {
+pub(crate) fn now(clock: &dyn ReactorTime) -> Duration {
     Duration::from_secs_f64(clock.seconds().max(0.0))
+}
+
+/// Drives one `exchange` on `reactor` (its sockets, connection and timer) and fires with
+/// its result; cancelling the Deferred stops it and closes its socket. For the recursive
+/// resolver, which asks one server at a time and judges each reply itself.
+pub(crate) fn run_exchange(reactor: &Reactor, exchange: Exchange) -> Deferred<Message> {
+    let running: Rc<RefCell<Weak<Driver>>> = Rc::default();
+    let stop = running.clone();
+    let d = Deferred::with_canceller(move |_| {
+        let driver = stop.borrow().upgrade();
+        if let Some(driver) = driver {
+            driver.abort();
+        }
+    });
+    let fire = d.clone();
+    let driver = Driver::start(
+        reactor,
+        exchange,
+        Box::new(move |result, _fallbacks| {
+            let _ = fire.resolve(result);
+        }),
+    );
+    *running.borrow_mut() = Rc::downgrade(&driver);
+    d
 }
 
 // ---- the exchange driver ---------------------------------------------------------------

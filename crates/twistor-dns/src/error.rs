@@ -46,6 +46,14 @@ pub enum Error {
         /// The response code, as text.
         code: String,
     },
+    /// A recursive resolution gave up: no server of a zone was usable, a CNAME chain
+    /// looped or was too long, or the query budget or deadline was spent.
+    Recursion {
+        /// The name being resolved.
+        name: String,
+        /// Why it gave up.
+        reason: String,
+    },
     /// A message could not be decoded or encoded.
     Message(String),
     /// A name or argument is not valid DNS.
@@ -63,6 +71,7 @@ impl fmt::Display for Error {
                 write!(f, "{name}: no {record_type} records")
             }
             Error::Server { name, code } => write!(f, "{name}: the server answered {code}"),
+            Error::Recursion { name, reason } => write!(f, "{name}: cannot resolve: {reason}"),
             Error::Message(why) => write!(f, "bad DNS message: {why}"),
             Error::Invalid(why) => write!(f, "{why}"),
         }

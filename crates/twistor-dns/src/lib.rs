@@ -21,9 +21,11 @@
 //! | [`proto::zone`] | one zone's records and the lookups an authoritative server makes |
 //! | [`proto::authority`] | the server's answering logic over a catalog of zones |
 //! | [`proto::query`] | the client's query state machine (ids, retries, TCP on truncation) |
+//! | [`proto::iterate`] | the recursive resolver's judgement of replies (referrals, glue, lameness) and its delegation cache |
 //! | [`proto::cache`] | the resolver's cache (TTLs, negative caching per RFC 2308) |
 //! | [`system`] | `/etc/resolv.conf` and `/etc/hosts` |
 //! | [`client`] | resolvers on the reactor |
+//! | [`recursive`] | the recursive resolver on the reactor, from the root hints down |
 //! | [`server`] | the server on the reactor |
 //! | [`error`] | errors |
 
@@ -31,6 +33,7 @@ pub mod client;
 pub mod error;
 pub mod forward;
 pub mod proto;
+pub mod recursive;
 pub mod secondary;
 pub mod server;
 pub mod system;

@@ -4,6 +4,7 @@ pub mod answers;
 pub mod authority;
 pub mod cache;
 pub mod header;
+pub mod iterate;
 pub mod query;
 pub mod rrl;
 pub mod zone;
