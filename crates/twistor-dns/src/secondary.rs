@@ -16,7 +16,7 @@ use twistor::application::Service;
 use twistor::defer::{Deferred, Failure};
 use twistor::endpoints::{HostnameEndpoint, connect_protocol};
 use twistor::protocol::Protocol;
-use twistor::{DelayedCall, Reactor, Transport};
+use twistor::{DelayedCall, Reactor, ReactorTime, Transport};
 
 use crate::error::Error;
 use crate::proto::authority::Catalog;
@@ -37,6 +37,8 @@ const MIN_TIMER: Duration = Duration::from_secs(5);
 /// once, then keeps it fresh), or drive it with [`refresh`](Secondary::refresh).
 pub struct Secondary {
     reactor: Reactor,
+    /// The clock of the SOA timers (the reactor's, or a test's).
+    clock: Rc<dyn ReactorTime>,
     catalog: Rc<RefCell<Catalog>>,
     zone: Name,
     primary: SocketAddr,
@@ -59,10 +61,23 @@ impl Secondary {
         zone: Name,
         primary: SocketAddr,
     ) -> Rc<Secondary> {
+        Secondary::with_clock(reactor, Rc::new(reactor.clone()), catalog, zone, primary)
+    }
+
+    /// [`new`](Self::new) with another clock for the SOA timers (tests pass the fake
+    /// `Clock`); transfers still run on `reactor`.
+    pub fn with_clock(
+        reactor: &Reactor,
+        clock: Rc<dyn ReactorTime>,
+        catalog: Rc<RefCell<Catalog>>,
+        zone: Name,
+        primary: SocketAddr,
+    ) -> Rc<Secondary> {
         let mut zone = zone;
         zone.set_fqdn(true);
         Rc::new_cyclic(|me| Secondary {
             reactor: reactor.clone(),
+            clock,
             catalog,
             zone,
             primary,
@@ -173,7 +188,7 @@ impl Secondary {
 
     /// After a refresh: note freshness and set the next timer from the SOA.
     fn settle(&self, result: &Result<bool, Failure>) {
-        let now = self.reactor.seconds();
+        let now = self.clock.seconds();
         let timers = self.catalog.borrow().zone(&self.zone).map(soa_timers);
         let next = match result {
             Ok(_) => {
@@ -200,7 +215,7 @@ impl Secondary {
             return;
         }
         let me = self.me.clone();
-        let call = self.reactor.call_later(after, move || {
+        let call = self.clock.call_later(after, move || {
             if let Some(me) = me.upgrade() {
                 // A failure is logged (and retried) by `settle`.
                 me.refresh().consume(|_| ());
@@ -305,11 +320,12 @@ fn exchange(
     let endpoint = HostnameEndpoint::new(reactor, &server.ip().to_string(), server.port())
         .timeout(Some(EXCHANGE_TIMEOUT));
     let d = done.clone();
-    connect_protocol(&endpoint, client).add_errback(move |failure| {
-        if !d.called() {
-            let _ = d.resolve(Err(failure.clone()));
+    connect_protocol(&endpoint, client).consume(move |connected| {
+        if let Err(failure) = connected
+            && !d.called()
+        {
+            let _ = d.resolve(Err(failure));
         }
-        Err(failure)
     });
     let timeout_done = done.clone();
     let call = reactor.call_later(EXCHANGE_TIMEOUT, move || {
