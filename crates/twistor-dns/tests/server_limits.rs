@@ -85,8 +85,7 @@ fn beyond_the_rate_answers_are_dropped_or_slip_truncated_and_the_next_second_is_
         async move {
             done.await.unwrap();
             port.stop_listening();
-            let replies = replies.borrow().clone();
-            replies
+            replies.take()
         }
     };
     let scenario = async move {
