@@ -56,13 +56,6 @@ fn sign(dir: &Path, origin: &str, file: &str, nsec3: bool) {
         .current_dir(dir));
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind")
-        .port()
-}
-
 fn start_nsd(dir: &Path, port: u16) -> ChildGuard {
     let d = dir.display();
     let conf = format!(
@@ -173,7 +166,7 @@ fn same_answers_as_nsd() {
         catalog.insert(Zone::new(data).unwrap());
     }
 
-    let port = free_udp_port();
+    let port = twistor_testing::dns::free_dns_port([127, 0, 0, 1].into());
     let _nsd = start_nsd(dir.path(), port);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
@@ -186,7 +179,11 @@ fn same_answers_as_nsd() {
         &query("example.com.", RecordType::SOA, false, 1),
         Instant::now() + Duration::from_secs(30),
     );
-    assert!(ready.is_some(), "NSD did not start");
+    assert!(
+        ready.is_some(),
+        "NSD did not start; its log:\n{}",
+        std::fs::read_to_string(dir.path().join("nsd.log")).unwrap_or_default()
+    );
 
     let signed_cases: &[(&str, RecordType)] = &[
         ("example.org.", RecordType::SOA),
