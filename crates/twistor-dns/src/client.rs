@@ -33,7 +33,6 @@
 //! [`forward`]: Resolver::forward
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -51,6 +50,7 @@ use twistor::{CloseReason, Connector, DatagramProtocol, DatagramTransport, Delay
 use twistor::{Reactor, ReactorTime, Transport};
 
 use crate::error::Error;
+use crate::flight::{Flights, Joined};
 use crate::proto::cache::{Cache, CacheKey};
 use crate::proto::query::{DEFAULT_EDNS_PAYLOAD, Exchange, ExchangeConfig, Output};
 use crate::system::{self, Hosts, ResolvConf};
@@ -170,13 +170,7 @@ struct Inner {
     /// Where `rotate` starts the next query.
     next_server: Cell<usize>,
     /// Questions in flight (plain queries, not forwarded ones) and who waits for them.
-    in_flight: RefCell<HashMap<CacheKey, Flight>>,
-}
-
-/// One shared exchange and the Deferreds waiting for it.
-struct Flight {
-    driver: Weak<Driver>,
-    waiters: Vec<Deferred<Message>>,
+    in_flight: Flights<CacheKey, Message>,
 }
 
 impl Resolver {
@@ -190,7 +184,7 @@ impl Resolver {
                 cache: RefCell::new(None),
                 no_0x20: RefCell::new(Vec::new()),
                 next_server: Cell::new(0),
-                in_flight: RefCell::new(HashMap::new()),
+                in_flight: Flights::new(),
             }),
         }
     }
@@ -564,31 +558,17 @@ impl Resolver {
             return Deferred::succeeded(hit);
         }
         let key = CacheKey::new(&question);
-        let waiter = {
-            let weak = Rc::downgrade(inner);
-            let key = key.clone();
-            Deferred::with_canceller(move |d: &Deferred<Message>| {
-                if let Some(inner) = weak.upgrade() {
-                    inner.leave(&key, d);
-                }
-            })
+        let waiter = match inner.in_flight.join(&key) {
+            Joined::First(waiter) => waiter,
+            Joined::Waiting(waiter) => {
+                // The question as this caller asked it (the case may differ).
+                return waiter.map(move |mut response| {
+                    response.queries = vec![question];
+                    response
+                });
+            }
         };
-        if let Some(flight) = inner.in_flight.borrow_mut().get_mut(&key) {
-            flight.waiters.push(waiter.clone());
-            // The question as this caller asked it (the case may differ).
-            return waiter.map(move |mut response| {
-                response.queries = vec![question];
-                response
-            });
-        }
         let exchange = Exchange::new(question, &inner.exchange_config(), now);
-        inner.in_flight.borrow_mut().insert(
-            key.clone(),
-            Flight {
-                driver: Weak::new(),
-                waiters: vec![waiter.clone()],
-            },
-        );
         let weak = Rc::downgrade(inner);
         let done_key = key.clone();
         let driver = Driver::start(
@@ -600,9 +580,12 @@ impl Resolver {
                 }
             }),
         );
-        if let Some(flight) = inner.in_flight.borrow_mut().get_mut(&key) {
-            flight.driver = Rc::downgrade(&driver);
-        }
+        let driver = Rc::downgrade(&driver);
+        inner.in_flight.started(&key, move || {
+            if let Some(driver) = driver.upgrade() {
+                driver.abort();
+            }
+        });
         waiter
     }
 }
@@ -642,33 +625,7 @@ impl Inner {
         {
             cache.insert(response, now(&reactor));
         }
-        let waiters = self
-            .in_flight
-            .borrow_mut()
-            .remove(key)
-            .map(|f| f.waiters)
-            .unwrap_or_default();
-        for waiter in waiters {
-            let _ = waiter.resolve(result.clone());
-        }
-    }
-
-    /// A waiter was cancelled: it stops waiting, and the exchange stops if no one waits.
-    fn leave(&self, key: &CacheKey, waiter: &Deferred<Message>) {
-        let driver = {
-            let mut in_flight = self.in_flight.borrow_mut();
-            let Some(flight) = in_flight.get_mut(key) else {
-                return;
-            };
-            flight.waiters.retain(|w| !w.ptr_eq(waiter));
-            if !flight.waiters.is_empty() {
-                return;
-            }
-            in_flight.remove(key).and_then(|f| f.driver.upgrade())
-        };
-        if let Some(driver) = driver {
-            driver.abort();
-        }
+        self.in_flight.land(key, result);
     }
 }
 

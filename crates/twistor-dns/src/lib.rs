@@ -31,6 +31,7 @@
 
 pub mod client;
 pub mod error;
+mod flight;
 pub mod forward;
 pub mod proto;
 pub mod recursive;

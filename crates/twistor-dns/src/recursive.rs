@@ -70,6 +70,7 @@ use twistor::reactor::WeakReactor;
 
 use crate::client::{now, run_exchange};
 use crate::error::Error;
+use crate::flight::{Flights, Joined};
 use crate::proto::cache::{Cache, CacheKey};
 use crate::proto::iterate::{self, Delegation, DelegationCache, Step};
 use crate::proto::query::{DEFAULT_EDNS_PAYLOAD, Exchange, ExchangeConfig};
@@ -174,15 +175,9 @@ struct Inner {
     /// Questions whose resolution failed lately, until when they fail at once.
     failures: RefCell<HashMap<CacheKey, (Failure, Duration)>>,
     /// Questions being resolved and who waits for their answers.
-    in_flight: RefCell<HashMap<CacheKey, Flight>>,
+    in_flight: Flights<CacheKey, Message>,
     /// (server, zone) → until when it is tried last.
     failed: RefCell<HashMap<(IpAddr, Name), Duration>>,
-}
-
-/// One resolution under way, shared by everyone asking the same question meanwhile.
-struct Flight {
-    task: Deferred<Message>,
-    waiters: Vec<Deferred<Message>>,
 }
 
 /// One resolution's allowance, shared by its sub-resolutions.
@@ -212,7 +207,7 @@ impl Recursive {
                 delegations: RefCell::new(DelegationCache::new(DEFAULT_DELEGATIONS)),
                 queries_sent: Cell::new(0),
                 failed: RefCell::new(HashMap::new()),
-                in_flight: RefCell::new(HashMap::new()),
+                in_flight: Flights::new(),
                 failures: RefCell::new(HashMap::new()),
             }),
         }
@@ -318,26 +313,13 @@ impl Recursive {
         if let Some(failure) = self.inner.failed_recently(&key, now(&reactor)) {
             return Deferred::failed(failure);
         }
-        let waiter = {
-            let weak = Rc::downgrade(&self.inner);
-            let key = key.clone();
-            Deferred::with_canceller(move |d: &Deferred<Message>| {
-                if let Some(inner) = weak.upgrade() {
-                    inner.leave(&key, d);
-                }
-            })
-        };
-        let joined = match self.inner.in_flight.borrow_mut().get_mut(&key) {
-            Some(flight) => {
-                flight.waiters.push(waiter.clone());
-                true
+        let waiter = match self.inner.in_flight.join(&key) {
+            Joined::Waiting(waiter) => waiter,
+            Joined::First(waiter) => {
+                self.inner.start(&reactor, key, question.clone());
+                waiter
             }
-            None => false,
         };
-        if !joined {
-            self.inner
-                .start(&reactor, key, question.clone(), waiter.clone());
-        }
         waiter.map(move |resolved| {
             let mut response = Message::response(meta.id, OpCode::Query);
             response.metadata.recursion_desired = meta.recursion_desired;
@@ -372,14 +354,8 @@ impl std::fmt::Debug for Recursive {
 }
 
 impl Inner {
-    /// Starts resolving `question` for `waiter` (and whoever asks the same meanwhile).
-    fn start(
-        self: &Rc<Self>,
-        reactor: &Reactor,
-        key: CacheKey,
-        question: Query,
-        waiter: Deferred<Message>,
-    ) {
+    /// Starts resolving `question` for its waiters in [`Inner::in_flight`].
+    fn start(self: &Rc<Self>, reactor: &Reactor, key: CacheKey, question: Query) {
         let limits = self.limits.borrow().clone();
         let budget = Rc::new(Budget {
             queries_left: Cell::new(limits.max_queries),
@@ -389,13 +365,8 @@ impl Inner {
         });
         let inner = self.clone();
         let task = reactor.spawn(async move { inner.resolve_chain(question, budget, 0).await });
-        self.in_flight.borrow_mut().insert(
-            key.clone(),
-            Flight {
-                task: task.clone(),
-                waiters: vec![waiter],
-            },
-        );
+        let stop = task.clone();
+        self.in_flight.started(&key, move || stop.cancel());
         let weak = Rc::downgrade(self);
         task.consume(move |result| {
             let Some(inner) = weak.upgrade() else {
@@ -404,15 +375,7 @@ impl Inner {
             if let Err(failure) = &result {
                 inner.note_resolution_failure(&key, failure);
             }
-            let waiters = inner
-                .in_flight
-                .borrow_mut()
-                .remove(&key)
-                .map(|flight| flight.waiters)
-                .unwrap_or_default();
-            for waiter in waiters {
-                let _ = waiter.resolve(result.clone());
-            }
+            inner.in_flight.land(&key, result);
         });
     }
 
@@ -453,24 +416,6 @@ impl Inner {
             }
         }
         failures.insert(key.clone(), (failure.clone(), now.saturating_add(ttl)));
-    }
-
-    /// A waiter was cancelled: it stops waiting, and the resolution stops if no one waits.
-    fn leave(&self, key: &CacheKey, waiter: &Deferred<Message>) {
-        let task = {
-            let mut in_flight = self.in_flight.borrow_mut();
-            let Some(flight) = in_flight.get_mut(key) else {
-                return;
-            };
-            flight.waiters.retain(|w| !w.ptr_eq(waiter));
-            if !flight.waiters.is_empty() {
-                return;
-            }
-            in_flight.remove(key).map(|flight| flight.task)
-        };
-        if let Some(task) = task {
-            task.cancel();
-        }
     }
 
     /// `question`'s answer, following CNAMEs across zones: a message with the chain and
