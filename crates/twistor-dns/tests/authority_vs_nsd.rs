@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,7 +18,8 @@ use twistor_dns::proto::zonefile::parse_zone_file;
 use twistor_dns::wire::op::{Edns, Message, Query};
 use twistor_dns::wire::rr::{Name, Record, RecordType};
 use twistor_testing::TempDir;
-use twistor_testing::process::{ChildGuard, have};
+use twistor_testing::dns::{Nsd, NsdZone};
+use twistor_testing::process::have;
 
 const PLAIN: &str = "$ORIGIN example.com.\n$TTL 300\n\
     @ SOA ns hostmaster 42 3600 600 86400 60\n@ NS ns\n@ MX 10 mail\nns A 192.0.2.1\n\
@@ -56,22 +57,15 @@ fn sign(dir: &Path, origin: &str, file: &str, nsec3: bool) {
         .current_dir(dir));
 }
 
-fn start_nsd(dir: &Path, port: u16) -> ChildGuard {
-    let d = dir.display();
-    let conf = format!(
-        "server:\n  ip-address: 127.0.0.1\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n\
-         zonesdir: \"{d}\"\n  database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n\
-         zonelistfile: \"{d}/zone.list\"\n  xfrdir: \"{d}\"\n  logfile: \"{d}/nsd.log\"\n\
-         server-count: 1\n  minimal-responses: yes\n  verbosity: 1\n\
-         remote-control:\n  control-enable: no\n\
-         zone:\n  name: example.com\n  zonefile: com.zone\n  provide-xfr: 127.0.0.1 NOKEY\n\
-         zone:\n  name: example.org\n  zonefile: org.zone.signed\n  provide-xfr: 127.0.0.1 NOKEY\n\
-         zone:\n  name: example.info\n  zonefile: info.zone.signed\n  provide-xfr: 127.0.0.1 NOKEY\n"
-    );
-    std::fs::write(dir.join("nsd.conf"), conf).unwrap();
-    let mut cmd = Command::new("nsd");
-    cmd.arg("-d").arg("-c").arg(dir.join("nsd.conf"));
-    ChildGuard::spawn(cmd)
+/// NSD answering minimally, as we do, from the zone files in `dir`, and allowing
+/// transfers to 127.0.0.1.
+fn start_nsd(dir: &Path, zones: &[(&str, &str)]) -> Option<Nsd> {
+    let mut nsd = Nsd::on(IpAddr::V4(Ipv4Addr::LOCALHOST)).option("minimal-responses: yes");
+    for (name, file) in zones {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        nsd = nsd.zone(NsdZone::primary(name, &text).with("provide-xfr: 127.0.0.1 NOKEY"));
+    }
+    nsd.start()
 }
 
 fn query(name: &str, rtype: RecordType, dnssec: bool, id: u16) -> Vec<u8> {
@@ -85,10 +79,10 @@ fn query(name: &str, rtype: RecordType, dnssec: bool, id: u16) -> Vec<u8> {
     m.to_vec().unwrap()
 }
 
-fn ask_nsd(socket: &UdpSocket, port: u16, q: &[u8], deadline: Instant) -> Option<Message> {
+fn ask_nsd(socket: &UdpSocket, nsd: SocketAddr, q: &[u8], deadline: Instant) -> Option<Message> {
     let mut buf = [0u8; 65_535];
     loop {
-        socket.send_to(q, ("127.0.0.1", port)).unwrap();
+        socket.send_to(q, nsd).unwrap();
         if let Ok(n) = socket.recv(&mut buf) {
             let m = Message::from_vec(&buf[..n]).unwrap();
             if m.id == u16::from_be_bytes([q[0], q[1]]) {
@@ -118,8 +112,8 @@ fn set(records: &[Record]) -> BTreeSet<String> {
 }
 
 /// The records of an AXFR from NSD over TCP, until the second SOA.
-fn axfr_from_nsd(port: u16, zone: &str) -> Vec<Record> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+fn axfr_from_nsd(nsd: SocketAddr, zone: &str) -> Vec<Record> {
+    let mut conn = TcpStream::connect(nsd).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let q = query(zone, RecordType::AXFR, false, 7);
@@ -155,35 +149,25 @@ fn same_answers_as_nsd() {
     std::fs::write(dir.path().join("info.zone"), info).unwrap();
     sign(dir.path(), "example.info", "info.zone", true);
 
-    let mut catalog = Catalog::new();
-    for (origin, file) in [
+    let zones = [
         ("example.com.", "com.zone"),
         ("example.org.", "org.zone.signed"),
         ("example.info.", "info.zone.signed"),
-    ] {
+    ];
+    let mut catalog = Catalog::new();
+    for (origin, file) in zones {
         let origin = Name::from_ascii(origin).unwrap();
         let data = parse_zone_file(&dir.path().join(file), Some(&origin)).unwrap();
         catalog.insert(Zone::new(data).unwrap());
     }
 
-    let port = twistor_testing::dns::free_dns_port([127, 0, 0, 1].into());
-    let _nsd = start_nsd(dir.path(), port);
+    let Some(nsd) = start_nsd(dir.path(), &zones) else {
+        return;
+    };
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    // Wait until NSD answers.
-    let ready = ask_nsd(
-        &socket,
-        port,
-        &query("example.com.", RecordType::SOA, false, 1),
-        Instant::now() + Duration::from_secs(30),
-    );
-    assert!(
-        ready.is_some(),
-        "NSD did not start; its log:\n{}",
-        std::fs::read_to_string(dir.path().join("nsd.log")).unwrap_or_default()
-    );
 
     let signed_cases: &[(&str, RecordType)] = &[
         ("example.org.", RecordType::SOA),
@@ -244,8 +228,13 @@ fn same_answers_as_nsd() {
         for dnssec in [false, true] {
             id += 1;
             let q = query(name, rtype, dnssec, id);
-            let theirs = ask_nsd(&socket, port, &q, Instant::now() + Duration::from_secs(10))
-                .unwrap_or_else(|| panic!("NSD did not answer {name} {rtype}"));
+            let theirs = ask_nsd(
+                &socket,
+                nsd.addr(),
+                &q,
+                Instant::now() + Duration::from_secs(10),
+            )
+            .unwrap_or_else(|| panic!("NSD did not answer {name} {rtype}"));
             let Outcome::Reply(ours) = catalog.respond(&Request {
                 message: &q,
                 source: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -324,7 +313,7 @@ fn same_answers_as_nsd() {
     // Zone transfers: the same records, SOA first and last.
     catalog.allow_axfr("127.0.0.1/32".parse().unwrap());
     for zone in ["example.com.", "example.org.", "example.info."] {
-        let theirs = axfr_from_nsd(port, zone);
+        let theirs = axfr_from_nsd(nsd.addr(), zone);
         let Outcome::Stream(msgs) = catalog.respond(&Request {
             message: &query(zone, RecordType::AXFR, false, 8),
             source: IpAddr::V4(Ipv4Addr::LOCALHOST),

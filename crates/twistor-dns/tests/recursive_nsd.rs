@@ -15,8 +15,7 @@
 //! Each test starts its own hierarchy (NSD starts in about 50 ms) and stops it.
 
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::rc::Rc;
 
@@ -30,8 +29,8 @@ use twistor_dns::server::{DnsServer, ServerOptions};
 use twistor_dns::system::Hosts;
 use twistor_dns::wire::op::{Message, Query, ResponseCode};
 use twistor_dns::wire::rr::{Name, RData, RecordType};
-use twistor_testing::TempDir;
-use twistor_testing::process::{ChildGuard, have};
+use twistor_testing::dns::{Nsd, NsdZone, free_dns_port_on};
+use twistor_testing::process::have;
 
 const ROOT_ZONE: &str = "$ORIGIN .
 $TTL 3600
@@ -122,57 +121,56 @@ ns           A     127.0.0.5
 /// The four NSD servers, sharing a port.
 struct Hierarchy {
     /// 127.0.0.2, .3, .4 and .5, in order; `None` once stopped.
-    servers: Vec<Option<(ChildGuard, TempDir)>>,
+    servers: Vec<Option<Nsd>>,
     port: u16,
 }
 
 impl Hierarchy {
     fn start() -> Option<Hierarchy> {
-        if !have("nsd", &["-v"]) {
+        if !Nsd::installed() {
             return None;
         }
-        let mut fan = String::new();
-        for i in 0..20 {
-            fan.push_str(&format!("fan NS ns{i}.sink.\n"));
-        }
-        let test_zone = format!("{TEST_ZONE}{fan}{}", moving_delegation(5));
         let example_zone = format!("{EXAMPLE_ZONE}{}", big_txt());
-        let (moving4, moving5) = (moving_zone(4), moving_zone(5));
-        let servers: [(u8, Vec<(&str, &str)>); 4] = [
-            (2, vec![(".", ROOT_ZONE)]),
-            (3, vec![("test", test_zone.as_str())]),
+        let servers: [(u8, Vec<NsdZone>); 4] = [
+            (2, vec![NsdZone::primary(".", ROOT_ZONE)]),
+            (3, vec![NsdZone::primary("test", &test_zone(5))]),
             (
                 4,
                 vec![
-                    ("example.test", example_zone.as_str()),
-                    ("other.test", OTHER_ZONE),
-                    ("lame.test", LAME_ZONE),
-                    ("moving.test", moving4.as_str()),
+                    NsdZone::primary("example.test", &example_zone),
+                    NsdZone::primary("other.test", OTHER_ZONE),
+                    NsdZone::primary("lame.test", LAME_ZONE),
+                    NsdZone::primary("moving.test", &moving_zone(4)),
                 ],
             ),
             (
                 5,
                 vec![
-                    ("elsewhere", ELSEWHERE_ZONE),
-                    ("moving.test", moving5.as_str()),
+                    NsdZone::primary("elsewhere", ELSEWHERE_ZONE),
+                    NsdZone::primary("moving.test", &moving_zone(5)),
                 ],
             ),
         ];
+        let ips: Vec<IpAddr> = servers
+            .iter()
+            .map(|(last, _)| IpAddr::from([127, 0, 0, *last]))
+            .collect();
         // Another test (or program) may take the port between our probe and NSD's bind:
         // start again on another.
+        let mut why = String::new();
         for _ in 0..5 {
-            let port = free_port();
-            let started = catch_unwind(AssertUnwindSafe(|| {
-                servers
-                    .iter()
-                    .map(|(last, zones)| Some(nsd(*last, port, zones)))
-                    .collect::<Vec<_>>()
-            }));
-            if let Ok(servers) = started {
-                return Some(Hierarchy { servers, port });
+            let port = free_dns_port_on(&ips);
+            let started: Result<Vec<Option<Nsd>>, String> = servers
+                .iter()
+                .zip(&ips)
+                .map(|((_, zones), ip)| Nsd::on(*ip).port(port).zones(zones).try_start().map(Some))
+                .collect();
+            match started {
+                Ok(servers) => return Some(Hierarchy { servers, port }),
+                Err(log) => why = log,
             }
         }
-        panic!("NSD did not start on five ports");
+        panic!("NSD did not start on five ports: {why}");
     }
 
     /// Stops the server on 127.0.0.`last`.
@@ -183,26 +181,10 @@ impl Hierarchy {
     /// Rewrites test.'s zone so that `moving.test.` is served from 127.0.0.`last`, and has
     /// its server reload it.
     fn move_zone(&mut self, last: u8) {
-        let Some((guard, dir)) = self.servers[1].as_mut() else {
+        let Some(nsd) = self.servers[1].as_mut() else {
             panic!("test.'s server is stopped");
         };
-        let mut fan = String::new();
-        for i in 0..20 {
-            fan.push_str(&format!("fan NS ns{i}.sink.\n"));
-        }
-        let path = dir.write(
-            "0.zone",
-            format!("{TEST_ZONE}{fan}{}", moving_delegation(last)),
-        );
-        // NSD reloads files whose mtime changed: make sure it did, even within a second.
-        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .and_then(|f| f.set_modified(later))
-            .expect("set the zone file's mtime");
-        guard.signal(1); // SIGHUP
-        guard.err_line_containing("zone test read with success");
+        nsd.reload_zone("test", &test_zone(last));
         // The old server process may answer a little longer, sharing the socket with the
         // new one: wait until twenty answers in a row carry the new glue.
         let ask = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -251,61 +233,17 @@ www2         A     192.0.2.51
     )
 }
 
-/// test.'s delegation of `moving.test.` to 127.0.0.`last`.
-fn moving_delegation(last: u8) -> String {
-    format!("moving NS ns.moving\nns.moving A 127.0.0.{last}\n")
-}
-
-/// A port free for UDP and TCP on each server address (bound, then released).
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.2:0").expect("bind");
-        let port = udp.local_addr().unwrap().port();
-        let free = (2..=5).all(|last| {
-            let ip = IpAddr::from([127, 0, 0, last]);
-            TcpListener::bind((ip, port)).is_ok()
-                && (last == 2 || UdpSocket::bind((ip, port)).is_ok())
-        });
-        if free {
-            return port;
-        }
+/// test.'s zone, delegating `fan.test.` to twenty servers under `sink.` and
+/// `moving.test.` to 127.0.0.`last`.
+fn test_zone(last: u8) -> String {
+    let mut zone = String::from(TEST_ZONE);
+    for i in 0..20 {
+        zone.push_str(&format!("fan NS ns{i}.sink.\n"));
     }
-}
-
-/// NSD on 127.0.0.`last`:`port` serving `zones` (name, text).
-fn nsd(last: u8, port: u16, zones: &[(&str, &str)]) -> (ChildGuard, TempDir) {
-    let dir = TempDir::new("dns-recursive-nsd");
-    let d = dir.path().display();
-    let mut conf = format!(
-        r#"server:
-  ip-address: 127.0.0.{last}@{port}
-  port: {port}
-  username: ""
-  chroot: ""
-  zonesdir: "{d}"
-  zonelistfile: "{d}/zone.list"
-  database: ""
-  pidfile: "{d}/nsd.pid"
-  xfrdfile: "{d}/xfrd.state"
-  xfrdir: "{d}"
-  server-count: 1
-  verbosity: 1
-remote-control:
-  control-enable: no
-"#
-    );
-    for (i, (name, text)) in zones.iter().enumerate() {
-        dir.write(format!("{i}.zone"), text);
-        conf.push_str(&format!(
-            "zone:\n  name: \"{name}\"\n  zonefile: {i}.zone\n"
-        ));
-    }
-    let path = dir.write("nsd.conf", conf);
-    let mut cmd = Command::new("nsd");
-    cmd.arg("-d").arg("-c").arg(&path);
-    let mut guard = ChildGuard::spawn(cmd);
-    guard.err_line_containing("nsd started");
-    (guard, dir)
+    zone.push_str(&format!(
+        "moving NS ns.moving\nns.moving A 127.0.0.{last}\n"
+    ));
+    zone
 }
 
 fn request(name: &str, record_type: RecordType) -> Message {

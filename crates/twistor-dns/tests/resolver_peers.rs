@@ -22,7 +22,10 @@ use twistor_dns::client::{Resolver, ResolverConfig};
 use twistor_dns::wire::op::{Message, ResponseCode};
 use twistor_dns::wire::rr::{Name, RData, RecordType};
 use twistor_testing::TempDir;
+use twistor_testing::dns::{Nsd, NsdZone, free_dns_port};
 use twistor_testing::process::{ChildGuard, have};
+
+const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 // ---- peers -----------------------------------------------------------------------------
 
@@ -62,78 +65,22 @@ $TTL 300
 10   PTR www.example.test.
 ";
 
-/// A port free for both UDP and TCP on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
+/// NSD serving example.test (with a TXT record too big for UDP), other.test and
+/// 2.0.192.in-addr.arpa on 127.0.0.1.
+fn start_nsd() -> Option<Nsd> {
+    let mut big = String::from("$ORIGIN example.test.\n");
+    // Twelve 200-byte strings: about 2.5 KB, beyond the 1232-byte EDNS buffer.
+    for i in 0..12 {
+        big.push_str(&format!("big TXT \"{}{i:03}\"\n", "x".repeat(200)));
     }
-}
-
-/// NSD serving example.test, other.test and 2.0.192.in-addr.arpa on 127.0.0.1.
-struct Nsd {
-    _guard: ChildGuard,
-    _dir: TempDir,
-    addr: SocketAddr,
-}
-
-impl Nsd {
-    fn start() -> Option<Nsd> {
-        if !have("nsd", &["-v"]) {
-            return None;
-        }
-        let dir = TempDir::new("dns-nsd");
-        let mut big = String::from("$ORIGIN example.test.\n");
-        // Twelve 200-byte strings: about 2.5 KB, beyond the 1232-byte EDNS buffer.
-        for i in 0..12 {
-            big.push_str(&format!("big TXT \"{}{i:03}\"\n", "x".repeat(200)));
-        }
-        dir.write("example.test.zone", format!("{EXAMPLE_ZONE}{big}"));
-        dir.write("other.test.zone", OTHER_ZONE);
-        dir.write("reverse.zone", REVERSE_ZONE);
-        let port = free_port();
-        let d = dir.path().display();
-        let conf = format!(
-            r#"server:
-  ip-address: 127.0.0.1@{port}
-  port: {port}
-  username: ""
-  chroot: ""
-  zonesdir: "{d}"
-  zonelistfile: "{d}/zone.list"
-  database: ""
-  pidfile: "{d}/nsd.pid"
-  xfrdfile: "{d}/xfrd.state"
-  xfrdir: "{d}"
-  server-count: 1
-  verbosity: 1
-remote-control:
-  control-enable: no
-zone:
-  name: example.test
-  zonefile: example.test.zone
-zone:
-  name: other.test
-  zonefile: other.test.zone
-zone:
-  name: 2.0.192.in-addr.arpa
-  zonefile: reverse.zone
-"#
-        );
-        let path = dir.write("nsd.conf", conf);
-        let mut cmd = Command::new("nsd");
-        cmd.arg("-d").arg("-c").arg(&path);
-        let mut guard = ChildGuard::spawn(cmd);
-        guard.err_line_containing("nsd started");
-        Some(Nsd {
-            _guard: guard,
-            _dir: dir,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        })
-    }
+    Nsd::start(
+        LOCALHOST,
+        &[
+            NsdZone::primary("example.test", &format!("{EXAMPLE_ZONE}{big}")),
+            NsdZone::primary("other.test", OTHER_ZONE),
+            NsdZone::primary("2.0.192.in-addr.arpa", REVERSE_ZONE),
+        ],
+    )
 }
 
 /// Unbound as a recursive server in front of NSD (stub zones for NSD's zones, nothing
@@ -150,7 +97,7 @@ impl Unbound {
             return None;
         }
         let dir = TempDir::new("dns-unbound");
-        let port = free_port();
+        let port = free_dns_port(LOCALHOST);
         let d = dir.path().display();
         let upstream = format!("{}@{}", nsd.ip(), nsd.port());
         let mut conf = format!(
@@ -305,9 +252,9 @@ fn ip(s: &str) -> IpAddr {
 
 #[test]
 fn every_record_kind_from_nsd() {
-    let Some(nsd) = Nsd::start() else { return };
+    let Some(nsd) = start_nsd() else { return };
     let reactor = Reactor::new().unwrap();
-    let resolver = Resolver::new(&reactor, config(&[nsd.addr]));
+    let resolver = Resolver::new(&reactor, config(&[nsd.addr()]));
 
     let addresses = run(&reactor, resolver.lookup_ip("www.example.test")).unwrap();
     assert_eq!(addresses, [ip("192.0.2.10"), ip("2001:db8::10")]);
@@ -379,9 +326,9 @@ fn every_record_kind_from_nsd() {
 
 #[test]
 fn nxdomain_and_nodata_are_errors() {
-    let Some(nsd) = Nsd::start() else { return };
+    let Some(nsd) = start_nsd() else { return };
     let reactor = Reactor::new().unwrap();
-    let resolver = Resolver::new(&reactor, config(&[nsd.addr]));
+    let resolver = Resolver::new(&reactor, config(&[nsd.addr()]));
 
     let failure = run(&reactor, resolver.lookup_ip("nope.example.test")).unwrap_err();
     assert_eq!(
@@ -417,9 +364,9 @@ fn nxdomain_and_nodata_are_errors() {
 
 #[test]
 fn truncated_answers_are_fetched_over_tcp() {
-    let Some(nsd) = Nsd::start() else { return };
+    let Some(nsd) = start_nsd() else { return };
     let reactor = Reactor::new().unwrap();
-    let resolver = Resolver::new(&reactor, config(&[nsd.addr]));
+    let resolver = Resolver::new(&reactor, config(&[nsd.addr()]));
     let txt = run(&reactor, resolver.lookup_txt("big.example.test")).unwrap();
     assert_eq!(txt.len(), 12);
     let total: usize = txt.iter().map(|t| t.txt_data[0].len()).sum();
@@ -428,9 +375,9 @@ fn truncated_answers_are_fetched_over_tcp() {
 
 #[test]
 fn search_list_and_ndots() {
-    let Some(nsd) = Nsd::start() else { return };
+    let Some(nsd) = start_nsd() else { return };
     let reactor = Reactor::new().unwrap();
-    let mut cfg = config(&[nsd.addr]);
+    let mut cfg = config(&[nsd.addr()]);
     cfg.search = vec!["nowhere.test".into(), "example.test".into()];
     let resolver = Resolver::new(&reactor, cfg.clone());
     // "www" has no dot: search domains first (nowhere.test is refused, then found).
@@ -451,9 +398,9 @@ fn search_list_and_ndots() {
 
 #[test]
 fn mixed_case_queries_with_a_case_preserving_server() {
-    let Some(nsd) = Nsd::start() else { return };
+    let Some(nsd) = start_nsd() else { return };
     let reactor = Reactor::new().unwrap();
-    let mut cfg = config(&[nsd.addr]);
+    let mut cfg = config(&[nsd.addr()]);
     cfg.use_0x20 = true;
     let resolver = Resolver::new(&reactor, cfg);
     let name = "www.example.test";
@@ -464,8 +411,8 @@ fn mixed_case_queries_with_a_case_preserving_server() {
 
 #[test]
 fn the_cache_answers_without_asking_again() {
-    let Some(nsd) = Nsd::start() else { return };
-    let relay = Relay::start(nsd.addr);
+    let Some(nsd) = start_nsd() else { return };
+    let relay = Relay::start(nsd.addr());
     let reactor = Reactor::new().unwrap();
     let resolver = Resolver::new(&reactor, config(&[relay.addr])).with_cache(100);
 
@@ -505,8 +452,8 @@ fn the_cache_answers_without_asking_again() {
 
 #[test]
 fn identical_questions_in_flight_share_one_exchange() {
-    let Some(nsd) = Nsd::start() else { return };
-    let relay = Relay::start(nsd.addr);
+    let Some(nsd) = start_nsd() else { return };
+    let relay = Relay::start(nsd.addr());
     let reactor = Reactor::new().unwrap();
     let resolver = Resolver::new(&reactor, config(&[relay.addr]));
     let one = resolver.query("www.example.test", RecordType::A);
@@ -519,9 +466,9 @@ fn identical_questions_in_flight_share_one_exchange() {
 
 #[test]
 fn hostname_endpoint_connects_through_the_resolver() {
-    let Some(nsd) = Nsd::start() else { return };
+    let Some(nsd) = start_nsd() else { return };
     let reactor = Reactor::new().unwrap();
-    let resolver = Resolver::new(&reactor, config(&[nsd.addr]));
+    let resolver = Resolver::new(&reactor, config(&[nsd.addr()]));
 
     struct Hello;
     impl Protocol for Hello {
@@ -565,8 +512,8 @@ fn hostname_endpoint_connects_through_the_resolver() {
 
 #[test]
 fn through_a_recursive_server() {
-    let Some(nsd) = Nsd::start() else { return };
-    let Some(unbound) = Unbound::start(nsd.addr) else {
+    let Some(nsd) = start_nsd() else { return };
+    let Some(unbound) = Unbound::start(nsd.addr()) else {
         return;
     };
     let reactor = Reactor::new().unwrap();
@@ -727,9 +674,9 @@ ENTRY_END
     ) else {
         return;
     };
-    let Some(nsd) = Nsd::start() else { return };
+    let Some(nsd) = start_nsd() else { return };
     let reactor = Reactor::new().unwrap();
-    let resolver = Resolver::new(&reactor, config(&[failing, nsd.addr]));
+    let resolver = Resolver::new(&reactor, config(&[failing, nsd.addr()]));
     let a = run(&reactor, resolver.lookup("www.example.test", RecordType::A)).unwrap();
     assert_eq!(a.len(), 1);
     // Only failing servers: the SERVFAIL is the error.
@@ -922,8 +869,8 @@ fn cancelling_a_query_closes_its_socket() {
 
 #[test]
 fn forwarding_a_clients_request() {
-    let Some(nsd) = Nsd::start() else { return };
-    let relay = Relay::start(nsd.addr);
+    let Some(nsd) = start_nsd() else { return };
+    let relay = Relay::start(nsd.addr());
     let reactor = Reactor::new().unwrap();
     let resolver = Resolver::new(&reactor, config(&[relay.addr])).with_cache(10);
     let mut request = Message::new(

@@ -63,6 +63,13 @@ impl ChildGuard {
         line_containing(self.stderr.as_ref(), "stderr", needle)
     }
 
+    /// Reads stderr lines until one contains `needle`; returns it, or, if the child closed
+    /// its stderr (it exited) or 30 s passed first, why and the last lines it read (for a
+    /// test that tries again, or shows a server's log when it does not start).
+    pub fn try_err_line_containing(&mut self, needle: &str) -> Result<String, String> {
+        seek_line(self.stderr.as_ref(), "stderr", needle)
+    }
+
     /// The number at the end of the next stdout line (the examples print their port so).
     pub fn port(&mut self) -> u16 {
         let line = self.line();
@@ -146,14 +153,38 @@ fn next_line(rx: Option<&mpsc::Receiver<String>>, which: &str) -> String {
 }
 
 fn line_containing(rx: Option<&mpsc::Receiver<String>>, which: &str, needle: &str) -> String {
+    seek_line(rx, which, needle).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// How many of the lines read before giving up [`seek_line`] reports.
+const LINES_SHOWN: usize = 40;
+
+fn seek_line(
+    rx: Option<&mpsc::Receiver<String>>,
+    which: &str,
+    needle: &str,
+) -> Result<String, String> {
     let rx = rx.expect("output still open");
     let deadline = std::time::Instant::now() + PATIENCE;
+    let mut seen = std::collections::VecDeque::new();
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(e) => panic!("child printed no {which} line containing {needle:?} in time: {e}"),
+            Ok(line) if line.contains(needle) => return Ok(line),
+            Ok(line) => {
+                if seen.len() == LINES_SHOWN {
+                    seen.pop_front();
+                }
+                seen.push_back(line);
+            }
+            Err(e) => {
+                let seen: Vec<String> = seen.into();
+                return Err(format!(
+                    "child printed no {which} line containing {needle:?} in time: {e}; \
+                     its last {which} lines:\n{}",
+                    seen.join("\n")
+                ));
+            }
         }
     }
 }
