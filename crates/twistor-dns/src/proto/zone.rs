@@ -666,11 +666,19 @@ impl Zone {
         wildcard: Option<&'z Name>,
     ) -> Lookup<'z> {
         match qtype {
-            RecordType::ANY => {
+            RecordType::ANY | RecordType::RRSIG => {
+                // ANY: every RRset of the node; RRSIG: the signatures of every RRset.
+                let signatures_only = qtype == RecordType::RRSIG;
                 let rrsets: Vec<&RrSet> = node
                     .rrsets
                     .iter()
-                    .filter(|s| !s.records.is_empty())
+                    .filter(|s| {
+                        if signatures_only {
+                            !s.rrsigs.is_empty()
+                        } else {
+                            !s.records.is_empty()
+                        }
+                    })
                     .collect();
                 if rrsets.is_empty() {
                     Lookup::NoData { wildcard }
@@ -678,23 +686,7 @@ impl Zone {
                     Lookup::Answer {
                         rrsets,
                         wildcard,
-                        signatures_only: false,
-                    }
-                }
-            }
-            RecordType::RRSIG => {
-                let rrsets: Vec<&RrSet> = node
-                    .rrsets
-                    .iter()
-                    .filter(|s| !s.rrsigs.is_empty())
-                    .collect();
-                if rrsets.is_empty() {
-                    Lookup::NoData { wildcard }
-                } else {
-                    Lookup::Answer {
-                        rrsets,
-                        wildcard,
-                        signatures_only: true,
+                        signatures_only,
                     }
                 }
             }

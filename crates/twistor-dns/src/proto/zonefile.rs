@@ -728,59 +728,36 @@ fn rdata_from_tokens(rtype: RecordType, toks: &[Token], origin: &Name) -> Result
     if toks.first().is_some_and(|t| t.is("\\#")) {
         return generic(rtype, &toks[1..]);
     }
-    let want = |n: usize| -> Result<(), String> {
-        if toks.len() == n {
-            Ok(())
-        } else {
-            Err(format!("{rtype} takes {n} fields, found {}", toks.len()))
-        }
-    };
-    let at_least = |n: usize| -> Result<(), String> {
-        if toks.len() >= n {
-            Ok(())
-        } else {
-            Err(format!(
-                "{rtype} needs at least {n} fields, found {}",
-                toks.len()
-            ))
-        }
-    };
+    let exactly = |n: usize| field_count(rtype, toks, n, n);
+    let at_least = |n: usize| field_count(rtype, toks, n, usize::MAX);
     let name = |i: usize| parse_name(&toks[i], Some(origin));
     Ok(match rtype {
         RecordType::A => {
-            want(1)?;
-            let a: Ipv4Addr = toks[0]
-                .as_str()
-                .parse()
-                .map_err(|_| format!("bad IPv4 address {:?}", toks[0].as_str()))?;
-            RData::A(a.into())
+            exactly(1)?;
+            RData::A(parsed::<Ipv4Addr>(&toks[0], "bad IPv4 address")?.into())
         }
         RecordType::AAAA => {
-            want(1)?;
-            let a: Ipv6Addr = toks[0]
-                .as_str()
-                .parse()
-                .map_err(|_| format!("bad IPv6 address {:?}", toks[0].as_str()))?;
-            RData::AAAA(a.into())
+            exactly(1)?;
+            RData::AAAA(parsed::<Ipv6Addr>(&toks[0], "bad IPv6 address")?.into())
         }
         RecordType::NS => {
-            want(1)?;
+            exactly(1)?;
             RData::NS(NS(name(0)?))
         }
         RecordType::CNAME => {
-            want(1)?;
+            exactly(1)?;
             RData::CNAME(CNAME(name(0)?))
         }
         RecordType::PTR => {
-            want(1)?;
+            exactly(1)?;
             RData::PTR(PTR(name(0)?))
         }
         RecordType::MX => {
-            want(2)?;
+            exactly(2)?;
             RData::MX(MX::new(u16_field(&toks[0])?, name(1)?))
         }
         RecordType::SRV => {
-            want(4)?;
+            exactly(4)?;
             RData::SRV(SRV::new(
                 u16_field(&toks[0])?,
                 u16_field(&toks[1])?,
@@ -789,7 +766,7 @@ fn rdata_from_tokens(rtype: RecordType, toks: &[Token], origin: &Name) -> Result
             ))
         }
         RecordType::SOA => {
-            want(7)?;
+            exactly(7)?;
             let serial = u32_field(&toks[2])?;
             let timer = |i: usize| ttl_value(&toks[i]).map(|v| v as i32);
             RData::SOA(SOA::new(
@@ -817,23 +794,8 @@ fn rdata_from_tokens(rtype: RecordType, toks: &[Token], origin: &Name) -> Result
 /// Types built as wire bytes and decoded by hickory.
 fn wire_form(rtype: RecordType, toks: &[Token], origin: &Name) -> Result<RData, String> {
     let mut w = Vec::new();
-    let need = |n: usize| -> Result<(), String> {
-        if toks.len() >= n {
-            Ok(())
-        } else {
-            Err(format!(
-                "{rtype} needs at least {n} fields, found {}",
-                toks.len()
-            ))
-        }
-    };
-    let exactly = |n: usize| -> Result<(), String> {
-        if toks.len() == n {
-            Ok(())
-        } else {
-            Err(format!("{rtype} takes {n} fields, found {}", toks.len()))
-        }
-    };
+    let exactly = |n: usize| field_count(rtype, toks, n, n);
+    let at_least = |n: usize| field_count(rtype, toks, n, usize::MAX);
     let name = |i: usize| parse_name(&toks[i], Some(origin));
     match rtype {
         RecordType::DNAME | RecordType::ANAME => {
@@ -842,7 +804,7 @@ fn wire_form(rtype: RecordType, toks: &[Token], origin: &Name) -> Result<RData, 
         }
         RecordType::Unknown(99) => {
             // SPF: TXT's form.
-            need(1)?;
+            at_least(1)?;
             for t in toks {
                 push_string(&mut w, &char_string(t)?);
             }
@@ -873,21 +835,21 @@ fn wire_form(rtype: RecordType, toks: &[Token], origin: &Name) -> Result<RData, 
             name_wire(&name(5)?, &mut w);
         }
         RecordType::DS | RecordType::CDS => {
-            need(4)?;
+            at_least(4)?;
             w.extend_from_slice(&u16_field(&toks[0])?.to_be_bytes());
             w.push(algorithm(&toks[1])?);
             w.push(u8_field(&toks[2])?);
             w.extend_from_slice(&hex(&toks[3..])?);
         }
         RecordType::DNSKEY | RecordType::CDNSKEY | RecordType::KEY => {
-            need(4)?;
+            at_least(4)?;
             w.extend_from_slice(&u16_field(&toks[0])?.to_be_bytes());
             w.push(u8_field(&toks[1])?);
             w.push(algorithm(&toks[2])?);
             w.extend_from_slice(&base64(&toks[3..])?);
         }
         RecordType::RRSIG => {
-            need(9)?;
+            at_least(9)?;
             let covered = type_value(&toks[0])?;
             w.extend_from_slice(&u16::from(covered).to_be_bytes());
             w.push(algorithm(&toks[1])?);
@@ -900,12 +862,12 @@ fn wire_form(rtype: RecordType, toks: &[Token], origin: &Name) -> Result<RData, 
             w.extend_from_slice(&base64(&toks[8..])?);
         }
         RecordType::NSEC => {
-            need(1)?;
+            at_least(1)?;
             name_wire(&name(0)?, &mut w);
             type_bitmap(&toks[1..], &mut w)?;
         }
         RecordType::NSEC3 => {
-            need(5)?;
+            at_least(5)?;
             w.push(u8_field(&toks[0])?);
             w.push(u8_field(&toks[1])?);
             w.extend_from_slice(&u16_field(&toks[2])?.to_be_bytes());
@@ -929,20 +891,20 @@ fn wire_form(rtype: RecordType, toks: &[Token], origin: &Name) -> Result<RData, 
             salt(&toks[3], &mut w)?;
         }
         RecordType::SSHFP => {
-            need(3)?;
+            at_least(3)?;
             w.push(u8_field(&toks[0])?);
             w.push(u8_field(&toks[1])?);
             w.extend_from_slice(&hex(&toks[2..])?);
         }
         RecordType::TLSA | RecordType::SMIMEA => {
-            need(4)?;
+            at_least(4)?;
             w.push(u8_field(&toks[0])?);
             w.push(u8_field(&toks[1])?);
             w.push(u8_field(&toks[2])?);
             w.extend_from_slice(&hex(&toks[3..])?);
         }
         RecordType::OPENPGPKEY => {
-            need(1)?;
+            at_least(1)?;
             w.extend_from_slice(&base64(toks)?);
         }
         RecordType::Unknown(_) => {
@@ -1034,22 +996,37 @@ fn name_wire(name: &Name, w: &mut Vec<u8>) {
     w.push(0);
 }
 
-fn u8_field(t: &Token) -> Result<u8, String> {
+/// Checks that `rtype` has from `min` to `max` fields.
+fn field_count(rtype: RecordType, toks: &[Token], min: usize, max: usize) -> Result<(), String> {
+    let found = toks.len();
+    if (min..=max).contains(&found) {
+        Ok(())
+    } else if min == max {
+        Err(format!("{rtype} takes {min} fields, found {found}"))
+    } else {
+        Err(format!(
+            "{rtype} needs at least {min} fields, found {found}"
+        ))
+    }
+}
+
+/// `t` parsed as a `T`; else `complaint` and `t`.
+fn parsed<T: std::str::FromStr>(t: &Token, complaint: &str) -> Result<T, String> {
     t.as_str()
         .parse()
-        .map_err(|_| format!("expected a number 0-255, found {:?}", t.as_str()))
+        .map_err(|_| format!("{complaint} {:?}", t.as_str()))
+}
+
+fn u8_field(t: &Token) -> Result<u8, String> {
+    parsed(t, "expected a number 0-255, found")
 }
 
 fn u16_field(t: &Token) -> Result<u16, String> {
-    t.as_str()
-        .parse()
-        .map_err(|_| format!("expected a number 0-65535, found {:?}", t.as_str()))
+    parsed(t, "expected a number 0-65535, found")
 }
 
 fn u32_field(t: &Token) -> Result<u32, String> {
-    t.as_str()
-        .parse()
-        .map_err(|_| format!("expected a 32-bit number, found {:?}", t.as_str()))
+    parsed(t, "expected a 32-bit number, found")
 }
 
 /// DNSSEC algorithm: a number or a mnemonic.
