@@ -356,53 +356,36 @@ impl Resolver {
 
     /// `name`'s mail exchangers, by preference (lowest first).
     pub fn lookup_mx(&self, name: &str) -> Deferred<Vec<MX>> {
-        self.lookup(name, RecordType::MX).map(|records| {
-            let mut mx: Vec<MX> = records.into_iter().filter_map(|r| rdata!(r, MX)).collect();
-            mx.sort_by_key(|m| m.preference);
-            mx
-        })
+        self.lookup_data(name, RecordType::MX, |r| rdata!(r, MX))
+            .map(|mut mx| {
+                mx.sort_by_key(|m| m.preference);
+                mx
+            })
     }
 
     /// `name`'s TXT records.
     pub fn lookup_txt(&self, name: &str) -> Deferred<Vec<TXT>> {
-        self.lookup(name, RecordType::TXT)
-            .map(|records| records.into_iter().filter_map(|r| rdata!(r, TXT)).collect())
+        self.lookup_data(name, RecordType::TXT, |r| rdata!(r, TXT))
     }
 
     /// `name`'s SRV records (`_service._proto.domain`), by priority (lowest first), then
     /// weight (highest first).
     pub fn lookup_srv(&self, name: &str) -> Deferred<Vec<SRV>> {
-        self.lookup(name, RecordType::SRV).map(|records| {
-            let mut srv: Vec<SRV> = records.into_iter().filter_map(|r| rdata!(r, SRV)).collect();
-            srv.sort_by_key(|s| (s.priority, std::cmp::Reverse(s.weight)));
-            srv
-        })
+        self.lookup_data(name, RecordType::SRV, |r| rdata!(r, SRV))
+            .map(|mut srv| {
+                srv.sort_by_key(|s| (s.priority, std::cmp::Reverse(s.weight)));
+                srv
+            })
     }
 
     /// `name`'s name servers.
     pub fn lookup_ns(&self, name: &str) -> Deferred<Vec<Name>> {
-        self.lookup(name, RecordType::NS).map(|records| {
-            records
-                .into_iter()
-                .filter_map(|r| rdata!(r, NS).map(|ns| ns.0))
-                .collect()
-        })
+        self.lookup_data(name, RecordType::NS, |r| rdata!(r, NS).map(|ns| ns.0))
     }
 
     /// `name`'s SOA record (the first, if a server sent several).
     pub fn lookup_soa(&self, name: &str) -> Deferred<SOA> {
-        let asked = name.to_string();
-        self.lookup(name, RecordType::SOA).and_then(move |records| {
-            records
-                .into_iter()
-                .find_map(|r| rdata!(r, SOA))
-                .ok_or_else(|| {
-                    Failure::new(Error::NoRecords {
-                        name: asked,
-                        record_type: "SOA".into(),
-                    })
-                })
-        })
+        self.lookup_first(name, RecordType::SOA, |r| rdata!(r, SOA))
     }
 
     /// The names of `address`: the host table's, else the PTR records of its
@@ -415,33 +398,48 @@ impl Resolver {
             }
         }
         let reverse = Name::from(address);
-        self.lookup(&reverse.to_ascii(), RecordType::PTR)
-            .map(|records| {
-                records
-                    .into_iter()
-                    .filter_map(|r| rdata!(r, PTR).map(|p| p.0))
-                    .collect()
-            })
+        self.lookup_data(&reverse.to_ascii(), RecordType::PTR, |r| {
+            rdata!(r, PTR).map(|p| p.0)
+        })
     }
 
     /// The canonical name `name` is an alias of (its CNAME record's target).
     pub fn lookup_cname(&self, name: &str) -> Deferred<Name> {
-        let asked = name.to_string();
-        self.lookup(name, RecordType::CNAME)
-            .and_then(move |records| {
-                records
-                    .into_iter()
-                    .find_map(|r| rdata!(r, CNAME).map(|c| c.0))
-                    .ok_or_else(|| {
-                        Failure::new(Error::NoRecords {
-                            name: asked,
-                            record_type: "CNAME".into(),
-                        })
-                    })
-            })
+        self.lookup_first(name, RecordType::CNAME, |r| rdata!(r, CNAME).map(|c| c.0))
     }
 
     // ---- internals ----------------------------------------------------------------------
+
+    /// [`lookup`](Resolver::lookup), keeping what `pick` takes from each record.
+    fn lookup_data<T: 'static>(
+        &self,
+        name: &str,
+        record_type: RecordType,
+        pick: impl Fn(Record) -> Option<T> + 'static,
+    ) -> Deferred<Vec<T>> {
+        self.lookup(name, record_type)
+            .map(move |records| records.into_iter().filter_map(&pick).collect())
+    }
+
+    /// The first of [`lookup_data`](Resolver::lookup_data); [`Error::NoRecords`] if
+    /// `pick` takes nothing.
+    fn lookup_first<T: 'static>(
+        &self,
+        name: &str,
+        record_type: RecordType,
+        pick: impl Fn(Record) -> Option<T> + 'static,
+    ) -> Deferred<T> {
+        let asked = name.to_string();
+        self.lookup_data(name, record_type, pick)
+            .and_then(move |data| {
+                data.into_iter().next().ok_or_else(|| {
+                    Failure::new(Error::NoRecords {
+                        name: asked,
+                        record_type: record_type.to_string(),
+                    })
+                })
+            })
+    }
 
     /// Runs `future` on the reactor (failing at once if the reactor is gone).
     fn spawn<T: 'static>(
