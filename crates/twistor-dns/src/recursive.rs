@@ -54,7 +54,6 @@
 //! the referral lists them).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -72,6 +71,7 @@ use crate::client::{now, run_exchange};
 use crate::error::Error;
 use crate::flight::{Flights, Joined};
 use crate::proto::cache::{Cache, CacheKey};
+use crate::proto::expiring::ExpiringMap;
 use crate::proto::iterate::{self, Delegation, DelegationCache, Step};
 use crate::proto::query::{DEFAULT_EDNS_PAYLOAD, Exchange, ExchangeConfig};
 
@@ -173,11 +173,11 @@ struct Inner {
     delegations: RefCell<DelegationCache>,
     queries_sent: Cell<u64>,
     /// Questions whose resolution failed lately, until when they fail at once.
-    failures: RefCell<HashMap<CacheKey, (Failure, Duration)>>,
+    failures: RefCell<ExpiringMap<CacheKey, Failure>>,
     /// Questions being resolved and who waits for their answers.
     in_flight: Flights<CacheKey, Message>,
     /// (server, zone) → until when it is tried last.
-    failed: RefCell<HashMap<(IpAddr, Name), Duration>>,
+    failed: RefCell<ExpiringMap<(IpAddr, Name), ()>>,
 }
 
 /// One resolution's allowance, shared by its sub-resolutions.
@@ -206,9 +206,9 @@ impl Recursive {
                 answers: RefCell::new(None),
                 delegations: RefCell::new(DelegationCache::new(DEFAULT_DELEGATIONS)),
                 queries_sent: Cell::new(0),
-                failed: RefCell::new(HashMap::new()),
+                failed: RefCell::new(ExpiringMap::new(MAX_FAILED_SERVERS)),
                 in_flight: Flights::new(),
-                failures: RefCell::new(HashMap::new()),
+                failures: RefCell::new(ExpiringMap::new(MAX_REMEMBERED_FAILURES)),
             }),
         }
     }
@@ -382,15 +382,7 @@ impl Inner {
     /// The failure of `key`'s last resolution, if it ended less than
     /// [`Limits::failure_ttl`] ago (RFC 9520).
     fn failed_recently(&self, key: &CacheKey, now: Duration) -> Option<Failure> {
-        let mut failures = self.failures.borrow_mut();
-        match failures.get(key) {
-            Some((failure, until)) if now < *until => Some(failure.clone()),
-            Some(_) => {
-                failures.remove(key);
-                None
-            }
-            None => None,
-        }
+        self.failures.borrow_mut().get(key, now).cloned()
     }
 
     /// Remembers that resolving `key` failed (not when it was cancelled or the reactor
@@ -401,21 +393,12 @@ impl Inner {
             return;
         }
         let Ok(now) = self.now() else { return };
-        let mut failures = self.failures.borrow_mut();
-        if failures.len() >= MAX_REMEMBERED_FAILURES {
-            failures.retain(|_, (_, until)| now < *until);
-            if failures.len() >= MAX_REMEMBERED_FAILURES {
-                // All fresh: the oldest is as good as any to forget.
-                if let Some(oldest) = failures
-                    .iter()
-                    .min_by_key(|(_, (_, until))| *until)
-                    .map(|(key, _)| key.clone())
-                {
-                    failures.remove(&oldest);
-                }
-            }
-        }
-        failures.insert(key.clone(), (failure.clone(), now.saturating_add(ttl)));
+        self.failures.borrow_mut().insert(
+            key.clone(),
+            failure.clone(),
+            now.saturating_add(ttl),
+            now,
+        );
     }
 
     /// `question`'s answer, following CNAMEs across zones: a message with the chain and
@@ -791,26 +774,16 @@ impl Inner {
     fn failed_lately(&self, ip: IpAddr, zone: &Name, now: Duration) -> bool {
         self.failed
             .borrow()
-            .get(&(ip, zone.to_lowercase()))
-            .is_some_and(|until| now < *until)
+            .peek(&(ip, zone.to_lowercase()), now)
+            .is_some()
     }
 
     fn note_failure(&self, ip: IpAddr, zone: &Name, now: Duration) {
-        let mut failed = self.failed.borrow_mut();
-        if failed.len() >= MAX_FAILED_SERVERS {
-            failed.retain(|_, until| now < *until);
-            if failed.len() >= MAX_FAILED_SERVERS {
-                // Forget the oldest half rather than scan for one each time.
-                let mut untils: Vec<Duration> = failed.values().copied().collect();
-                untils.sort();
-                if let Some(median) = untils.get(untils.len() / 2).copied() {
-                    failed.retain(|_, until| *until > median);
-                }
-            }
-        }
-        failed.insert(
+        self.failed.borrow_mut().insert(
             (ip, zone.to_lowercase()),
+            (),
             now.saturating_add(FAILED_SERVER_MEMORY),
+            now,
         );
     }
 

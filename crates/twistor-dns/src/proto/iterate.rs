@@ -18,12 +18,13 @@
 //!
 //! Time is a [`Duration`] since any fixed origin, passed to every call.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::proto::expiring::ExpiringMap;
 
 /// The most name servers kept from one referral (the root has 13).
 pub const MAX_NS_PER_ZONE: usize = 16;
@@ -266,22 +267,20 @@ pub fn walk(answers: &[Record], start: &Name, qtype: RecordType, visited: &mut V
 }
 
 /// Delegations and name-server addresses learned during resolutions, for their TTLs (at
-/// most [`MAX_DELEGATION_TTL`]), at most `capacity` of each; when full, the entry closest
-/// to expiry goes first.
+/// most [`MAX_DELEGATION_TTL`]), at most `capacity` of each; when full, the expired
+/// entries go first, then those closest to expiry ([`ExpiringMap`]).
 #[derive(Debug)]
 pub struct DelegationCache {
-    capacity: usize,
-    zones: HashMap<Name, (Delegation, Duration)>,
-    addresses: HashMap<Name, (Vec<IpAddr>, Duration)>,
+    zones: ExpiringMap<Name, Delegation>,
+    addresses: ExpiringMap<Name, Vec<IpAddr>>,
 }
 
 impl DelegationCache {
     /// An empty cache of at most `capacity` delegations and `capacity` server addresses.
     pub fn new(capacity: usize) -> DelegationCache {
         DelegationCache {
-            capacity,
-            zones: HashMap::new(),
-            addresses: HashMap::new(),
+            zones: ExpiringMap::new(capacity),
+            addresses: ExpiringMap::new(capacity),
         }
     }
 
@@ -303,16 +302,9 @@ impl DelegationCache {
 
     /// Keeps `delegation` for `ttl` from `now` (replacing what was known of its zone).
     pub fn insert(&mut self, delegation: Delegation, ttl: Duration, now: Duration) {
-        let ttl = ttl.min(MAX_DELEGATION_TTL);
-        if ttl.is_zero() || self.capacity == 0 {
-            return;
-        }
+        let expires = now.saturating_add(ttl.min(MAX_DELEGATION_TTL));
         let key = delegation.zone.to_lowercase();
-        if !self.zones.contains_key(&key) {
-            make_room(&mut self.zones, self.capacity, now);
-        }
-        self.zones
-            .insert(key, (delegation, now.saturating_add(ttl)));
+        self.zones.insert(key, delegation, expires, now);
     }
 
     /// Forgets the delegation of `zone`.
@@ -330,33 +322,22 @@ impl DelegationCache {
         ttl: Duration,
         now: Duration,
     ) {
-        let ttl = ttl.min(MAX_DELEGATION_TTL);
-        if ttl.is_zero() || self.capacity == 0 || addresses.is_empty() {
+        if addresses.is_empty() {
             return;
         }
-        let key = name.to_lowercase();
-        if !self.addresses.contains_key(&key) {
-            make_room(&mut self.addresses, self.capacity, now);
-        }
+        let expires = now.saturating_add(ttl.min(MAX_DELEGATION_TTL));
         let kept: Vec<IpAddr> = addresses
             .iter()
             .copied()
             .take(MAX_ADDRESSES_PER_NS)
             .collect();
-        self.addresses.insert(key, (kept, now.saturating_add(ttl)));
+        self.addresses
+            .insert(name.to_lowercase(), kept, expires, now);
     }
 
     /// The known addresses of the name server `name`, if still fresh.
     pub fn addresses(&mut self, name: &Name, now: Duration) -> Option<Vec<IpAddr>> {
-        let key = name.to_lowercase();
-        match self.addresses.get(&key) {
-            Some((addresses, expires)) if now < *expires => Some(addresses.clone()),
-            Some(_) => {
-                self.addresses.remove(&key);
-                None
-            }
-            None => None,
-        }
+        self.addresses.get(&name.to_lowercase(), now).cloned()
     }
 
     /// The fresh delegation closest to `name` (its own zone, else its parent's, up to the
@@ -365,47 +346,22 @@ impl DelegationCache {
         let mut zone = name.to_lowercase();
         zone.set_fqdn(true);
         loop {
-            match self.zones.get(&zone) {
-                Some((delegation, expires)) if now < *expires => {
-                    let mut delegation = delegation.clone();
-                    for server in &mut delegation.servers {
-                        if server.addresses.is_empty()
-                            && let Some(addresses) = self.addresses(&server.name, now)
-                        {
-                            server.addresses = addresses;
-                        }
+            if let Some(delegation) = self.zones.get(&zone, now) {
+                let mut delegation = delegation.clone();
+                for server in &mut delegation.servers {
+                    if server.addresses.is_empty()
+                        && let Some(addresses) = self.addresses(&server.name, now)
+                    {
+                        server.addresses = addresses;
                     }
-                    return Some(delegation);
                 }
-                Some(_) => {
-                    self.zones.remove(&zone);
-                }
-                None => {}
+                return Some(delegation);
             }
             if zone.is_root() {
                 return None;
             }
             zone = zone.base_name();
         }
-    }
-}
-
-/// Frees one place in `map` if it is full: the expired entries first, else the one that
-/// expires soonest.
-fn make_room<V>(map: &mut HashMap<Name, (V, Duration)>, capacity: usize, now: Duration) {
-    if map.len() < capacity {
-        return;
-    }
-    map.retain(|_, (_, expires)| now < *expires);
-    while map.len() >= capacity {
-        let Some(soonest) = map
-            .iter()
-            .min_by_key(|(_, (_, expires))| *expires)
-            .map(|(name, _)| name.clone())
-        else {
-            return;
-        };
-        map.remove(&soonest);
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod answers;
 pub mod authority;
 pub mod cache;
+pub mod expiring;
 pub mod header;
 pub mod iterate;
 pub mod query;
