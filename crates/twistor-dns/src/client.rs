@@ -260,29 +260,12 @@ impl Resolver {
             let config = inner.exchange_config();
             match Exchange::forward(request, &config, now(&reactor)) {
                 Ok(exchange) => {
-                    // Cancelling stops the exchange (the driver is known once started).
-                    let running: Rc<RefCell<Weak<Driver>>> = Rc::default();
-                    let stop = running.clone();
-                    let d = Deferred::with_canceller(move |_| {
-                        let driver = stop.borrow().upgrade();
-                        if let Some(driver) = driver {
-                            driver.abort();
-                        }
-                    });
-                    let fire = d.clone();
                     let weak = Rc::downgrade(&inner);
-                    let driver = Driver::start(
-                        &reactor,
-                        exchange,
-                        Box::new(move |result, fallbacks| {
-                            if let Some(inner) = weak.upgrade() {
-                                inner.note_fallbacks(fallbacks);
-                            }
-                            let _ = fire.resolve(result);
-                        }),
-                    );
-                    *running.borrow_mut() = Rc::downgrade(&driver);
-                    d
+                    drive(&reactor, exchange, move |fallbacks| {
+                        if let Some(inner) = weak.upgrade() {
+                            inner.note_fallbacks(fallbacks);
+                        }
+                    })
                 }
                 Err(e) => Deferred::failed(e),
             }
@@ -735,6 +718,17 @@ pub(crate) fn now(clock: &dyn ReactorTime) -> Duration {
 /// its result; cancelling the Deferred stops it and closes its socket. For the recursive
 /// resolver, which asks one server at a time and judges each reply itself.
 pub(crate) fn run_exchange(reactor: &Reactor, exchange: Exchange) -> Deferred<Message> {
+    drive(reactor, exchange, |_| {})
+}
+
+/// Drives one `exchange` on `reactor` and fires with its result, after handing
+/// `on_fallbacks` the servers found not to preserve case; cancelling the Deferred stops it
+/// (the driver is known once started).
+fn drive(
+    reactor: &Reactor,
+    exchange: Exchange,
+    on_fallbacks: impl FnOnce(Vec<SocketAddr>) + 'static,
+) -> Deferred<Message> {
     let running: Rc<RefCell<Weak<Driver>>> = Rc::default();
     let stop = running.clone();
     let d = Deferred::with_canceller(move |_| {
@@ -747,7 +741,8 @@ pub(crate) fn run_exchange(reactor: &Reactor, exchange: Exchange) -> Deferred<Me
     let driver = Driver::start(
         reactor,
         exchange,
-        Box::new(move |result, _fallbacks| {
+        Box::new(move |result, fallbacks| {
+            on_fallbacks(fallbacks);
             let _ = fire.resolve(result);
         }),
     );
