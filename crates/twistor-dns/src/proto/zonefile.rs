@@ -868,10 +868,7 @@ fn wire_form(rtype: RecordType, toks: &[Token], origin: &Name) -> Result<RData, 
         }
         RecordType::NSEC3 => {
             at_least(5)?;
-            w.push(u8_field(&toks[0])?);
-            w.push(u8_field(&toks[1])?);
-            w.extend_from_slice(&u16_field(&toks[2])?.to_be_bytes());
-            salt(&toks[3], &mut w)?;
+            nsec3_parameters(&toks[..4], &mut w)?;
             let next = toks[4].as_str().to_ascii_uppercase();
             let next = BASE32HEX_NOPAD
                 .decode(next.as_bytes())
@@ -885,10 +882,7 @@ fn wire_form(rtype: RecordType, toks: &[Token], origin: &Name) -> Result<RData, 
         }
         RecordType::NSEC3PARAM => {
             exactly(4)?;
-            w.push(u8_field(&toks[0])?);
-            w.push(u8_field(&toks[1])?);
-            w.extend_from_slice(&u16_field(&toks[2])?.to_be_bytes());
-            salt(&toks[3], &mut w)?;
+            nsec3_parameters(toks, &mut w)?;
         }
         RecordType::SSHFP => {
             at_least(3)?;
@@ -1079,6 +1073,18 @@ fn base64(toks: &[Token]) -> Result<Vec<u8>, String> {
     BASE64
         .decode(&all)
         .map_err(|_| format!("bad base64 {:?}", String::from_utf8_lossy(&all)))
+}
+
+/// The four fields NSEC3 and NSEC3PARAM start with (RFC 5155): hash algorithm, flags,
+/// iterations, salt.
+fn nsec3_parameters(toks: &[Token], w: &mut Vec<u8>) -> Result<(), String> {
+    let [algorithm, flags, iterations, salt_text] = toks else {
+        return Err("NSEC3 parameters take 4 fields".into());
+    };
+    w.push(u8_field(algorithm)?);
+    w.push(u8_field(flags)?);
+    w.extend_from_slice(&u16_field(iterations)?.to_be_bytes());
+    salt(salt_text, w)
 }
 
 fn salt(t: &Token, w: &mut Vec<u8>) -> Result<(), String> {
