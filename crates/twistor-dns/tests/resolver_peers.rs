@@ -152,16 +152,20 @@ fn testns(script: &str) -> Option<(ChildGuard, TempDir, SocketAddr)> {
     }
     let dir = TempDir::new("dns-testns");
     let path = dir.write("data", script);
-    let mut cmd = Command::new("ldns-testns");
-    cmd.arg("-r").arg(&path);
-    let mut guard = ChildGuard::spawn(cmd);
-    let line = guard.line_containing("Listening on port");
-    let port: u16 = line
-        .rsplit(' ')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Some((guard, dir, SocketAddr::from(([127, 0, 0, 1], port))))
+    // Its own `-r` (a random port) gives up when the port it drew is taken (a TIME_WAIT
+    // from another test will do): pick one free for UDP and TCP, and try again if need be.
+    let mut why = String::new();
+    for _ in 0..5 {
+        let port = free_dns_port([127, 0, 0, 1].into());
+        let mut cmd = Command::new("ldns-testns");
+        cmd.arg("-p").arg(port.to_string()).arg(&path);
+        let mut guard = ChildGuard::spawn(cmd);
+        match guard.try_line_containing("Listening on port") {
+            Ok(_) => return Some((guard, dir, SocketAddr::from(([127, 0, 0, 1], port)))),
+            Err(e) => why = e,
+        }
+    }
+    panic!("ldns-testns did not start: {why}");
 }
 
 /// A UDP relay in front of a server that counts the queries going through it.

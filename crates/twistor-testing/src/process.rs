@@ -63,6 +63,11 @@ impl ChildGuard {
         line_containing(self.stderr.as_ref(), "stderr", needle)
     }
 
+    /// [`try_err_line_containing`](Self::try_err_line_containing) for stdout.
+    pub fn try_line_containing(&mut self, needle: &str) -> Result<String, String> {
+        seek_line(self.stdout.as_ref(), "stdout", needle)
+    }
+
     /// Reads stderr lines until one contains `needle`; returns it, or, if the child closed
     /// its stderr (it exited) or 30 s passed first, why and the last lines it read (for a
     /// test that tries again, or shows a server's log when it does not start).
