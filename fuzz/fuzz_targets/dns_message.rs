@@ -83,7 +83,14 @@ fuzz_target!(|data: &[u8]| {
     } else {
         message
     };
-    let outcome = catalog().respond_at(&Request { message, source, via }, NOW);
+    let outcome = catalog().respond_at(
+        &Request {
+            message,
+            source,
+            via,
+        },
+        NOW,
+    );
     let limit = match (via, Message::from_vec(message)) {
         (Via::Tcp, _) => 65_535,
         (Via::Udp, Ok(m)) => usize::from(m.edns.as_ref().map_or(512, |e| e.max_payload()).max(512)),
@@ -91,7 +98,11 @@ fuzz_target!(|data: &[u8]| {
     };
     match outcome {
         Outcome::Reply(r) => {
-            assert!(r.len() <= limit, "{} bytes over a limit of {limit}", r.len());
+            assert!(
+                r.len() <= limit,
+                "{} bytes over a limit of {limit}",
+                r.len()
+            );
             Message::from_vec(&r).expect("our reply decodes");
         }
         Outcome::Notified { reply, .. } => {
