@@ -1,8 +1,11 @@
 //! The authoritative answering logic on arbitrary request bytes: it must never panic, every
 //! reply must decode, and a UDP reply must fit the size the request allows.
 //!
-//! The first byte picks UDP or TCP and the source address (inside or outside the transfer
-//! ACL); the rest is the request.
+//! The first byte picks UDP or TCP (bit 0), the source address inside or outside the
+//! transfer ACL (bit 1), and whether the request is first signed with the catalog's TSIG
+//! key (bit 2), so that the verified-TSIG paths are reached too; the rest is the request.
+//! Besides an unsigned zone, the catalog holds two pre-signed ones (fuzz/zones: NSEC, and
+//! NSEC3 with opt-out, signed by dnssec-signzone), for the DNSSEC answers and proofs.
 
 #![no_main]
 
@@ -14,6 +17,11 @@ use twistor_dns::proto::authority::{Catalog, Outcome, Request, Via};
 use twistor_dns::proto::zone::Zone;
 use twistor_dns::proto::zonefile::parse_zone_str;
 use twistor_dns::wire::op::Message;
+use twistor_dns::wire::rr::rdata::tsig::TsigAlgorithm;
+use twistor_dns::wire::rr::{Name, TSigner};
+
+/// The time TSIG is checked against (any fixed time: runs must be reproducible).
+const NOW: u64 = 1_700_000_000;
 
 const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n\
     @ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\n@ MX 10 mail\nns A 192.0.2.1\n\
@@ -22,11 +30,27 @@ const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n\
     ns.sub A 192.0.2.10\nbig TXT \"0123456789012345678901234567890123456789\"\n\
     big TXT \"abcdefghijabcdefghijabcdefghijabcdefghij\"\n";
 
+const NSEC_ZONE: &str = include_str!("../zones/nsec.example.signed");
+const NSEC3_ZONE: &str = include_str!("../zones/nsec3.example.signed");
+
+fn key() -> TSigner {
+    TSigner::new(
+        b"0123456789abcdef0123456789abcdef".to_vec(),
+        TsigAlgorithm::HmacSha256,
+        Name::from_ascii("xfr-key.").unwrap(),
+        300,
+    )
+    .unwrap()
+}
+
 fn catalog() -> &'static Catalog {
     static CATALOG: OnceLock<Catalog> = OnceLock::new();
     CATALOG.get_or_init(|| {
         let mut c = Catalog::new();
-        c.insert(Zone::new(parse_zone_str(ZONE, "fuzz", None).unwrap()).unwrap());
+        for text in [ZONE, NSEC_ZONE, NSEC3_ZONE] {
+            c.insert(Zone::new(parse_zone_str(text, "fuzz", None).unwrap()).unwrap());
+        }
+        c.add_tsig_key(key());
         c.allow_axfr("127.0.0.0/8".parse().unwrap());
         c.set_recursion(true);
         c
@@ -43,7 +67,30 @@ fuzz_target!(|data: &[u8]| {
     } else {
         IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))
     };
-    let outcome = catalog().respond(&Request { message, source, via });
+    let signed;
+    let message = if first & 4 != 0 {
+        let Ok(mut m) = Message::from_vec(message) else {
+            return;
+        };
+        if m.finalize(&key(), NOW).is_err() {
+            return;
+        }
+        let Ok(bytes) = m.to_vec() else {
+            return;
+        };
+        signed = bytes;
+        &signed[..]
+    } else {
+        message
+    };
+    let outcome = catalog().respond_at(
+        &Request {
+            message,
+            source,
+            via,
+        },
+        NOW,
+    );
     let limit = match (via, Message::from_vec(message)) {
         (Via::Tcp, _) => 65_535,
         (Via::Udp, Ok(m)) => usize::from(m.edns.as_ref().map_or(512, |e| e.max_payload()).max(512)),
@@ -51,7 +98,11 @@ fuzz_target!(|data: &[u8]| {
     };
     match outcome {
         Outcome::Reply(r) => {
-            assert!(r.len() <= limit, "{} bytes over a limit of {limit}", r.len());
+            assert!(
+                r.len() <= limit,
+                "{} bytes over a limit of {limit}",
+                r.len()
+            );
             Message::from_vec(&r).expect("our reply decodes");
         }
         Outcome::Notified { reply, .. } => {

@@ -21,7 +21,12 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         for name in &names {
-            for qtype in [RecordType::A, RecordType::ANY, RecordType::RRSIG, RecordType::DS] {
+            for qtype in [
+                RecordType::A,
+                RecordType::ANY,
+                RecordType::RRSIG,
+                RecordType::DS,
+            ] {
                 let lookup = zone.lookup(name, qtype);
                 let _ = zone.nsec_proof(name, &lookup);
             }
