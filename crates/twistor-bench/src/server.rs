@@ -321,6 +321,12 @@ impl Server {
             child,
         };
         server.wait_ready(ready_timeout, ready)?;
+        if let Some(core) = core {
+            // Some servers pin their own threads once started (knot puts its UDP workers on
+            // CPUs 0, 1, …): put every thread of the tree back on the server's core, or such a
+            // server would share the load generator's.
+            repin_tree(server.child.id(), core)?;
+        }
         Ok(server)
     }
 
@@ -407,14 +413,39 @@ fn pin_command(command: &mut Command, core: usize) {
     }
 }
 
+/// Pins every thread of `pid` and of its descendants to `core`.
+fn repin_tree(pid: u32, core: usize) -> io::Result<()> {
+    let mut pids = vec![pid];
+    pids.extend(crate::procfs::descendants(pid));
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue; // gone meanwhile
+        };
+        for task in tasks.flatten() {
+            if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok())
+                && let Err(err) = set_thread_affinity(tid, core)
+                && err.raw_os_error() != Some(libc::ESRCH)
+            {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn set_affinity(core: usize) -> io::Result<()> {
+    set_thread_affinity(0, core)
+}
+
+/// Pins thread `tid` (0: the calling one) to `core`.
+fn set_thread_affinity(tid: libc::pid_t, core: usize) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it, and
     // sched_setaffinity reads size_of::<cpu_set_t>() bytes from it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_ZERO(&mut set);
         libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+        if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             return Err(io::Error::last_os_error());
         }
     }
