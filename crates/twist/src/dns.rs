@@ -16,7 +16,8 @@ use twistor_dns::recursive::Recursive;
 use twistor_dns::secondary::Secondary;
 use twistor_dns::server::{DnsServer, DnsService, ServerOptions};
 use twistor_dns::system::Hosts;
-use twistor_dns::wire::rr::Name;
+use twistor_dns::wire::rr::rdata::tsig::TsigAlgorithm;
+use twistor_dns::wire::rr::{Name, TSigner};
 
 use crate::Failure;
 use crate::serve::{Server, sources};
@@ -62,6 +63,12 @@ pub struct Options {
     /// `192.0.2.0/24` or `127.0.0.1/32`. None by default, loopback included.
     #[arg(long = "allow-axfr", value_name = "CIDR")]
     allow_axfr: Vec<String>,
+
+    /// A TSIG key (repeatable), as dig's `-y`: `[ALGORITHM:]NAME:BASE64-SECRET`, the
+    /// algorithm hmac-sha256 (default), hmac-sha384 or hmac-sha512. Requests signed with
+    /// it are verified and answered signed, and may transfer zones from any address.
+    #[arg(long = "tsig-key", value_name = "[ALG:]NAME:SECRET")]
+    tsig_keys: Vec<String>,
 
     /// UDP responses allowed per second per client network and kind of answer (0: no
     /// limit), as NSD's `rrl-ratelimit`.
@@ -173,7 +180,40 @@ fn load_catalog(options: &Options) -> Result<Catalog, Failure> {
         })?;
         catalog.allow_axfr(net);
     }
+    for text in &options.tsig_keys {
+        catalog.add_tsig_key(parse_tsig_key(text)?);
+    }
     Ok(catalog)
+}
+
+/// `[ALGORITHM:]NAME:BASE64-SECRET`, as dig's `-y`.
+fn parse_tsig_key(text: &str) -> Result<TSigner, Failure> {
+    let bad = |why: &str| {
+        Failure::Usage(format!(
+            "--tsig-key: expected [ALGORITHM:]NAME:BASE64-SECRET, e.g. \
+             hmac-sha256:transfer:c2VjcmV0LXNlY3JldC1zZWNyZXQ= ({why})"
+        ))
+    };
+    let parts: Vec<&str> = text.split(':').collect();
+    let (algorithm, name, secret) = match parts.as_slice() {
+        [name, secret] => ("hmac-sha256", *name, *secret),
+        [algorithm, name, secret] => (*algorithm, *name, *secret),
+        _ => return Err(bad("two or three fields separated by colons")),
+    };
+    let algorithm = match algorithm.to_ascii_lowercase().as_str() {
+        "hmac-sha256" => TsigAlgorithm::HmacSha256,
+        "hmac-sha384" => TsigAlgorithm::HmacSha384,
+        "hmac-sha512" => TsigAlgorithm::HmacSha512,
+        other => return Err(bad(&format!("unsupported algorithm {other:?}"))),
+    };
+    let name = Name::from_ascii(name).map_err(|e| bad(&format!("key name: {e}")))?;
+    let secret = data_encoding::BASE64
+        .decode(secret.as_bytes())
+        .map_err(|e| bad(&format!("the secret is not base64: {e}")))?;
+    if secret.is_empty() {
+        return Err(bad("an empty secret"));
+    }
+    TSigner::new(secret, algorithm, name, 300).map_err(|e| bad(&e.to_string()))
 }
 
 /// `ZONE@HOST[:PORT]` (port 53 by default).

@@ -216,3 +216,39 @@ fn forwards_to_nsd_with_a_cache_and_answers_from_a_hosts_file() {
     drop(upstream);
     assert_eq!(dig_short(port, &["www.example.test", "A"]), ["192.0.2.10"]);
 }
+
+#[test]
+fn transfers_go_to_tsig_signed_requests_and_bad_keys_are_usage_errors() {
+    if !have("dig", &["-v"]) {
+        return;
+    }
+    let dir = TempDir::new("twist-dns-tsig");
+    let zone = dir.write("example.test.zone", ZONE);
+    let key = "hmac-sha256:transfer:c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==";
+    let (_child, port) = start(&["--zone", zone.to_str().unwrap(), "--tsig-key", key]);
+    let signed = dig(port, &["-y", key, "example.test", "AXFR"]);
+    assert!(
+        signed.contains("www.example.test.\t300\tIN\tA\t192.0.2.10"),
+        "{signed}"
+    );
+    assert!(
+        signed.contains("TSIG\thmac-sha256.") && !signed.contains("failed"),
+        "{signed}"
+    );
+    let wrong = "hmac-sha256:transfer:d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmch";
+    for args in [
+        vec!["example.test", "AXFR"],
+        vec!["-y", wrong, "example.test", "AXFR"],
+    ] {
+        let out = dig(port, &args);
+        assert!(!out.contains("192.0.2.10"), "{args:?}:\n{out}");
+    }
+    for bad in ["transfer", "md5:transfer:c2VjcmV0", "transfer:not base64!"] {
+        let out = twist()
+            .args(["dns", "--port", "0", "--tsig-key", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("expected [ALGORITHM:]NAME"));
+    }
+}
