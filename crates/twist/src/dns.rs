@@ -4,16 +4,17 @@
 
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use twistor_dns::client::{Resolver, ResolverConfig};
 use twistor_dns::forward::{Forwarder, Upstream};
+use twistor_dns::notify::notify;
 use twistor_dns::proto::authority::Catalog;
 use twistor_dns::proto::zone::Zone;
 use twistor_dns::proto::zonefile::parse_zone_file;
 use twistor_dns::recursive::Recursive;
-use twistor_dns::secondary::Secondary;
+use twistor_dns::secondary::{Secondary, serial_newer};
 use twistor_dns::server::{DnsServer, DnsService, ServerOptions};
 use twistor_dns::system::Hosts;
 use twistor_dns::wire::rr::rdata::tsig::TsigAlgorithm;
@@ -64,6 +65,11 @@ pub struct Options {
     #[arg(long = "allow-axfr", value_name = "CIDR")]
     allow_axfr: Vec<String>,
 
+    /// Send a NOTIFY to this secondary (repeatable, port 53 by default) for each zone when
+    /// it is loaded, reloaded (SIGHUP re-reads the zone files) or transferred.
+    #[arg(long = "notify", value_name = "ADDRESS[:PORT]", value_parser = parse_address)]
+    notify: Vec<SocketAddr>,
+
     /// A TSIG key (repeatable), as dig's `-y`: `[ALGORITHM:]NAME:BASE64-SECRET`, the
     /// algorithm hmac-sha256 (default), hmac-sha384 or hmac-sha512. Requests signed with
     /// it are verified and answered signed, and may transfer zones from any address.
@@ -92,7 +98,7 @@ pub fn run(options: Options) -> Result<(), Failure> {
         Some(path) => Hosts::load(path).map_err(|e| Failure::Usage(e.to_string()))?,
         None => Hosts::new(),
     };
-    let mut catalog = load_catalog(&options)?;
+    let (mut catalog, files) = load_catalog(&options)?;
     let recursing = options.recursive || !options.forwards.is_empty() || options.hosts.is_some();
     catalog.set_recursion(recursing);
     let reactor = crate::service_reactor()?;
@@ -125,11 +131,42 @@ pub fn run(options: Options) -> Result<(), Failure> {
         dns.set_recursor(Rc::new(Forwarder::new(hosts, upstream)));
     }
     let server = Server::new(&reactor, sources(&reactor), || {});
+    let notify_all = {
+        let reactor = reactor.downgrade();
+        let targets = options.notify.clone();
+        Rc::new(move |zone: &Name| {
+            if let Some(reactor) = reactor.upgrade()
+                && !targets.is_empty()
+            {
+                notify(&reactor, zone, &targets).consume(|_| ());
+            }
+        })
+    };
     let mut zones = Vec::new();
     for (zone, primary) in secondaries {
         let secondary = Secondary::new(&reactor, catalog.clone(), zone.clone(), primary);
+        let notify_all = notify_all.clone();
+        secondary.on_transfer(move |zone| notify_all(zone));
         zones.push(secondary.clone());
         server.add(secondary);
+    }
+    // The zone files' zones: NOTIFY once serving, and again when SIGHUP reloads a newer
+    // serial.
+    {
+        let notify_all = notify_all.clone();
+        let names: Vec<Name> = files.iter().map(|(_, name)| name.clone()).collect();
+        reactor.call_when_running(move || names.iter().for_each(|name| notify_all(name)));
+    }
+    {
+        let catalog = catalog.clone();
+        let notify_all = notify_all.clone();
+        reactor
+            .add_signal_handler(libc::SIGHUP, move || {
+                for (path, name) in &files {
+                    reload(&catalog, path, name, &*notify_all);
+                }
+            })
+            .map_err(|e| Failure::Runtime(format!("cannot handle SIGHUP: {e}")))?;
     }
     dns.on_notify(move |name| {
         for zone in &zones {
@@ -146,12 +183,67 @@ pub fn run(options: Options) -> Result<(), Failure> {
     server.run()
 }
 
+/// Re-reads a zone file (on SIGHUP): a newer serial replaces the zone and is notified; a
+/// broken file or an unchanged serial keeps the zone served as it was, with a warning.
+fn reload(catalog: &RefCell<Catalog>, path: &Path, name: &Name, notify_all: &dyn Fn(&Name)) {
+    let zone = match parse_zone_file(path, None).and_then(Zone::new) {
+        Ok(zone) => zone,
+        Err(err) => {
+            tracing::warn!("not reloaded: {err}");
+            return;
+        }
+    };
+    if !zone.origin().eq_ignore_root(name) {
+        tracing::warn!(
+            "not reloaded: {} is now the zone {}",
+            path.display(),
+            zone.origin()
+        );
+        return;
+    }
+    let old = catalog.borrow().zone(name).map(Zone::serial);
+    match old {
+        Some(old) if !serial_newer(zone.serial(), old) => {
+            tracing::warn!(
+                "{} not reloaded: serial {} is not newer than {old}",
+                path.display(),
+                zone.serial()
+            );
+        }
+        _ => {
+            tracing::info!(
+                "zone {name} reloaded from {}: serial {}",
+                path.display(),
+                zone.serial()
+            );
+            catalog.borrow_mut().insert(zone);
+            notify_all(name);
+        }
+    }
+}
+
+/// `ADDRESS[:PORT]`, port 53 by default.
+fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| {
+            text.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| {
+            format!("expected an IP address with an optional port, e.g. 192.0.2.2:53, got {text:?}")
+        })
+}
+
 /// Answers the cache keeps (`--cache`).
 const CACHE_SIZE: usize = 65_536;
 
-/// Reads every `--zone` file into a catalog, with the transfer ACL.
-fn load_catalog(options: &Options) -> Result<Catalog, Failure> {
+/// Reads every `--zone` file into a catalog, with the transfer ACL and keys; also gives
+/// each file's zone name, for reloads.
+fn load_catalog(options: &Options) -> Result<(Catalog, Vec<(PathBuf, Name)>), Failure> {
     let mut catalog = Catalog::new();
+    let mut files = Vec::new();
     for path in &options.zones {
         let data = parse_zone_file(path, None).map_err(|e| Failure::Usage(e.to_string()))?;
         let zone =
@@ -170,6 +262,7 @@ fn load_catalog(options: &Options) -> Result<Catalog, Failure> {
             zone.len(),
             zone.serial()
         );
+        files.push((path.clone(), zone.origin().clone()));
         catalog.insert(zone);
     }
     for text in &options.allow_axfr {
@@ -183,7 +276,7 @@ fn load_catalog(options: &Options) -> Result<Catalog, Failure> {
     for text in &options.tsig_keys {
         catalog.add_tsig_key(parse_tsig_key(text)?);
     }
-    Ok(catalog)
+    Ok((catalog, files))
 }
 
 /// `[ALGORITHM:]NAME:BASE64-SECRET`, as dig's `-y`.

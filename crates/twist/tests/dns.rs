@@ -252,3 +252,76 @@ fn transfers_go_to_tsig_signed_requests_and_bad_keys_are_usage_errors() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("expected [ALGORITHM:]NAME"));
     }
 }
+
+#[test]
+fn sighup_reloads_a_newer_serial_and_notifies_nsd_which_transfers_it() {
+    if !have("dig", &["-v"]) || !have("nsd", &["-v"]) {
+        return;
+    }
+    let dir = TempDir::new("twist-dns-notify");
+    let zone = dir.write("example.test.zone", ZONE);
+    let port = twistor_testing::dns::free_dns_port(LOCALHOST);
+    // NSD is started second (it needs our port); it listens on a port picked now.
+    let nsd_port = twistor_testing::dns::free_dns_port(LOCALHOST);
+    let mut cmd = twist();
+    cmd.args([
+        "dns",
+        "--interface",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+    ]);
+    cmd.args([
+        "--zone",
+        zone.to_str().unwrap(),
+        "--allow-axfr",
+        "127.0.0.1/32",
+    ]);
+    cmd.args(["--notify", &format!("127.0.0.1:{nsd_port}")]);
+    let mut ours = ChildGuard::spawn(cmd);
+    ours.err_line_containing("DNS over UDP and TCP");
+    let Some(mut nsd) = Nsd::on(LOCALHOST)
+        .port(nsd_port)
+        .zone(NsdZone {
+            name: "example.test".into(),
+            text: String::new(),
+            options: vec![
+                format!("request-xfr: AXFR 127.0.0.1@{port} NOKEY"),
+                "allow-notify: 127.0.0.1 NOKEY".into(),
+            ],
+        })
+        .start()
+    else {
+        return;
+    };
+    nsd.log_line_containing("serial 7");
+    // A new serial in the file; SIGHUP: reloaded, NOTIFY sent, NSD transfers it.
+    std::fs::write(
+        &zone,
+        ZONE.replace("( 7 ", "( 8 ")
+            .replace("192.0.2.10", "192.0.2.11"),
+    )
+    .unwrap();
+    ours.signal(libc::SIGHUP);
+    ours.err_line_containing("reloaded");
+    ours.err_line_containing("acknowledged by");
+    nsd.log_line_containing("updated to 8");
+    // NSD's transfer daemon logs the new serial before its server processes have loaded
+    // it: ask until they answer with it (each dig waits for its own answer).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let answer = dig_short(nsd.addr().port(), &["www.example.test", "A"]);
+        if answer == ["192.0.2.11"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "NSD still answers {answer:?}"
+        );
+    }
+    // An unchanged serial is not reloaded.
+    std::fs::write(&zone, ZONE.replace("( 7 ", "( 8 ")).unwrap();
+    ours.signal(libc::SIGHUP);
+    ours.err_line_containing("is not newer than 8");
+    assert_eq!(dig_short(port, &["www.example.test", "A"]), ["192.0.2.11"]);
+}

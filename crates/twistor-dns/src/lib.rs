@@ -33,6 +33,7 @@ pub mod client;
 pub mod error;
 mod flight;
 pub mod forward;
+pub mod notify;
 pub mod proto;
 pub mod recursive;
 pub mod secondary;

@@ -33,6 +33,9 @@ pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 const FIRST_RETRY: Duration = Duration::from_secs(10);
 const MIN_TIMER: Duration = Duration::from_secs(5);
 
+/// Called with the zone's name after a transfer.
+type TransferHook = Rc<dyn Fn(&Name)>;
+
 /// One zone served as a secondary. Start it as a [`Service`] (it transfers the zone at
 /// once, then keeps it fresh), or drive it with [`refresh`](Secondary::refresh).
 pub struct Secondary {
@@ -50,6 +53,8 @@ pub struct Secondary {
     running: Cell<bool>,
     /// A refresh under way (a second request joins it).
     busy: RefCell<Option<Vec<Deferred<bool>>>>,
+    /// Called after each transfer (to notify our own secondaries).
+    on_transfer: RefCell<Option<TransferHook>>,
     me: Weak<Secondary>,
 }
 
@@ -86,6 +91,7 @@ impl Secondary {
             timer: RefCell::new(None),
             running: Cell::new(false),
             busy: RefCell::new(None),
+            on_transfer: RefCell::new(None),
             me: me.clone(),
         })
     }
@@ -93,6 +99,12 @@ impl Secondary {
     /// The zone's name.
     pub fn zone(&self) -> &Name {
         &self.zone
+    }
+
+    /// Calls `f` with the zone's name after each transfer has put a new serial in the
+    /// catalog (`twist dns --notify` tells its own secondaries then).
+    pub fn on_transfer(&self, f: impl Fn(&Name) + 'static) {
+        *self.on_transfer.borrow_mut() = Some(Rc::new(f));
     }
 
     /// The serial held (`None` before the first transfer).
@@ -183,6 +195,10 @@ impl Secondary {
         );
         self.catalog.borrow_mut().insert(zone);
         self.serial.set(serial);
+        let hook = self.on_transfer.borrow().clone();
+        if let Some(hook) = hook {
+            hook(&self.zone);
+        }
         Ok(())
     }
 

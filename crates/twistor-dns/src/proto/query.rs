@@ -49,7 +49,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData};
+use hickory_proto::rr::{Name, RData, RecordType};
 
 use crate::error::Error;
 
@@ -151,6 +151,8 @@ pub struct Exchange {
 struct Template {
     checking_disabled: bool,
     dnssec_ok: bool,
+    /// Sends a NOTIFY (RFC 1996: opcode NOTIFY, AA set) instead of a query.
+    notify: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,8 +206,20 @@ impl Exchange {
         let template = Template {
             checking_disabled: request.metadata.checking_disabled,
             dnssec_ok: request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+            notify: false,
         };
         Ok(Exchange::with_template(question, template, config, now))
+    }
+
+    /// Starts telling `config.servers` (secondaries) that `zone` changed (RFC 1996): a
+    /// NOTIFY for its SOA, retried like a query until each answers. Done with the first
+    /// acknowledgement; ask each secondary with its own exchange.
+    pub fn notify(zone: Name, config: &ExchangeConfig, now: Duration) -> Exchange {
+        let template = Template {
+            notify: true,
+            ..Template::default()
+        };
+        Exchange::with_template(Query::query(zone, RecordType::SOA), template, config, now)
     }
 
     fn with_template(
@@ -401,8 +415,14 @@ impl Exchange {
             name.randomize_label_case();
             sent.set_name(name);
         }
-        let mut message = Message::new(id, MessageType::Query, OpCode::Query);
-        message.metadata.recursion_desired = self.config.recursion_desired;
+        let op_code = if self.template.notify {
+            OpCode::Notify
+        } else {
+            OpCode::Query
+        };
+        let mut message = Message::new(id, MessageType::Query, op_code);
+        message.metadata.authoritative = self.template.notify;
+        message.metadata.recursion_desired = self.config.recursion_desired && !self.template.notify;
         message.metadata.checking_disabled = self.template.checking_disabled;
         message.add_query(sent.clone());
         if edns {
@@ -659,6 +679,31 @@ mod tests {
         let response = d.done.unwrap().unwrap();
         assert_eq!(response.answers.len(), 1);
         assert!(ex.is_finished());
+    }
+
+    #[test]
+    fn a_notify_is_an_authoritative_notify_for_the_soa_retried_until_acknowledged() {
+        let zone = Name::from_str("example.test.").unwrap();
+        let mut cfg = config(&[S1]);
+        cfg.timeout = secs(2);
+        cfg.attempts = 3;
+        let mut ex = Exchange::notify(zone.clone(), &cfg, secs(0));
+        let first = drain(&mut ex);
+        let (_, _, request) = &first.sends[0];
+        assert_eq!(request.metadata.op_code, OpCode::Notify);
+        assert!(request.metadata.authoritative && !request.metadata.recursion_desired);
+        assert_eq!(request.queries[0].query_type(), RecordType::SOA);
+        assert_eq!(request.queries[0].name(), &zone);
+        // Unacknowledged: sent again.
+        ex.handle_timeout(secs(2));
+        let second = drain(&mut ex);
+        let (_, _, request) = &second.sends[0];
+        assert_eq!(request.metadata.op_code, OpCode::Notify);
+        let mut ack = Message::response(request.metadata.id, OpCode::Notify);
+        ack.metadata.authoritative = true;
+        ack.add_queries(request.queries.iter().cloned());
+        ex.handle_udp(addr(S1), &bytes(&ack), secs(3));
+        assert!(drain(&mut ex).done.unwrap().is_ok());
     }
 
     #[test]
