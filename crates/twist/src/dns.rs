@@ -168,10 +168,10 @@ pub fn run(options: Options) -> Result<(), Failure> {
             })
             .map_err(|e| Failure::Runtime(format!("cannot handle SIGHUP: {e}")))?;
     }
-    dns.on_notify(move |name| {
+    dns.on_notify(move |name, source| {
         for zone in &zones {
             if zone.zone().eq_ignore_root(&name) {
-                zone.refresh().consume(|_| ());
+                zone.notified(source);
             }
         }
     });

@@ -6,7 +6,7 @@
 //! REFUSED for it instead of stale data). A NOTIFY from the primary starts a refresh at once.
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -25,6 +25,10 @@ use crate::proto::zone::Zone;
 /// The most a transfer may bring, in bytes of messages: memory stays bounded whatever a
 /// primary sends.
 pub const MAX_TRANSFER_BYTES: usize = 256 << 20;
+
+/// The most records a transfer may bring (decoded records cost far more than their
+/// compressed wire form).
+pub const MAX_TRANSFER_RECORDS: usize = 1_000_000;
 
 /// How long a transfer or SOA query may take before it is given up.
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,6 +57,8 @@ pub struct Secondary {
     running: Cell<bool>,
     /// A refresh under way (a second request joins it).
     busy: RefCell<Option<Vec<Deferred<bool>>>>,
+    /// A NOTIFY came during a refresh: refresh once more after it.
+    again: Cell<bool>,
     /// Called after each transfer (to notify our own secondaries).
     on_transfer: RefCell<Option<TransferHook>>,
     me: Weak<Secondary>,
@@ -91,6 +97,7 @@ impl Secondary {
             timer: RefCell::new(None),
             running: Cell::new(false),
             busy: RefCell::new(None),
+            again: Cell::new(false),
             on_transfer: RefCell::new(None),
             me: me.clone(),
         })
@@ -105,6 +112,31 @@ impl Secondary {
     /// catalog (`twist dns --notify` tells its own secondaries then).
     pub fn on_transfer(&self, f: impl Fn(&Name) + 'static) {
         *self.on_transfer.borrow_mut() = Some(Rc::new(f));
+    }
+
+    /// The primary transferred from.
+    pub fn primary(&self) -> SocketAddr {
+        self.primary
+    }
+
+    /// A NOTIFY for the zone came from `source`: refreshes now, or once more after the
+    /// refresh under way (however many NOTIFYs come meanwhile), if `source` is the
+    /// primary; ignores it otherwise (RFC 1996 §3.10). Says whether it was heeded.
+    pub fn notified(&self, source: IpAddr) -> bool {
+        if source.to_canonical() != self.primary.ip().to_canonical() {
+            tracing::warn!(
+                "NOTIFY for {} from {source}, not its primary: ignored",
+                self.zone
+            );
+            return false;
+        }
+        if self.busy.borrow().is_some() {
+            self.again.set(true);
+        } else {
+            // A failure is logged (and retried) by `settle`.
+            self.refresh().consume(|_| ());
+        }
+        true
     }
 
     /// The serial held (`None` before the first transfer).
@@ -170,6 +202,9 @@ impl Secondary {
             me.settle(&result);
             for d in waiting {
                 let _ = d.resolve(result.clone());
+            }
+            if me.again.replace(false) {
+                me.refresh().consume(|_| ());
             }
         });
         out
@@ -328,6 +363,7 @@ fn exchange(
         until,
         buffer: Vec::new(),
         received: 0,
+        records: 0,
         soas: 0,
         messages: Vec::new(),
         done: done.clone(),
@@ -336,15 +372,22 @@ fn exchange(
     let endpoint = HostnameEndpoint::new(reactor, &server.ip().to_string(), server.port())
         .timeout(Some(EXCHANGE_TIMEOUT));
     let d = done.clone();
-    connect_protocol(&endpoint, client).consume(move |connected| {
-        if let Err(failure) = connected
-            && !d.called()
-        {
+    // The connection, once made: a timeout closes it (a silent primary would keep it).
+    let connection: Rc<RefCell<Option<Transport>>> = Rc::default();
+    let c = connection.clone();
+    connect_protocol(&endpoint, client).consume(move |connected| match connected {
+        Ok(transport) if d.called() => transport.abort_connection(),
+        Ok(transport) => *c.borrow_mut() = Some(transport),
+        Err(failure) if !d.called() => {
             let _ = d.resolve(Err(failure));
         }
+        Err(_) => {}
     });
     let timeout_done = done.clone();
     let call = reactor.call_later(EXCHANGE_TIMEOUT, move || {
+        if let Some(transport) = connection.borrow_mut().take() {
+            transport.abort_connection();
+        }
         if !timeout_done.called() {
             let _ = timeout_done.resolve(Err(Failure::new(Error::Timeout {
                 name: format!("the transfer from {server}"),
@@ -364,6 +407,7 @@ struct Exchange {
     until: Until,
     buffer: Vec<u8>,
     received: usize,
+    records: usize,
     soas: usize,
     messages: Vec<Message>,
     done: Deferred<Vec<Message>>,
@@ -421,6 +465,13 @@ impl Exchange {
                 "a transfer that does not start with the SOA".into(),
             );
         }
+        self.records += message.answers.len();
+        if self.records > MAX_TRANSFER_RECORDS {
+            return self.fail(
+                transport,
+                format!("more than {MAX_TRANSFER_RECORDS} records"),
+            );
+        }
         self.messages.push(message);
         let complete = match self.until {
             Until::One => true,
@@ -444,6 +495,7 @@ impl Protocol for Exchange {
 
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
         if self.done.called() {
+            transport.abort_connection();
             return;
         }
         self.received += data.len();

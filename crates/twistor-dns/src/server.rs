@@ -35,23 +35,27 @@ use std::time::Duration;
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::Name;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use twistor::application::Service;
 use twistor::defer::{Deferred, Failure};
 use twistor::port::ListeningPort;
 use twistor::protocol::{DatagramProtocol, Factory, Protocol};
 use twistor::tcp::ListenOptions;
 use twistor::udp::UdpOptions;
-use twistor::{Address, DatagramTransport, Reactor, ReactorTime, Transport};
+use twistor::{Address, DatagramTransport, Producer, Reactor, ReactorTime, Transport};
 use twistor_protocols::policies::TimeoutMixin;
 
 use crate::proto::answers::{self, AnswerCache};
 use crate::proto::authority::{Catalog, Outcome, Request, Via};
-use crate::proto::header;
+use crate::proto::header::{self, HEADER_LEN};
 use crate::proto::rrl::{self, RateLimiter, ResponseKind, Verdict};
 
 /// How long a TCP connection may sit idle between queries (RFC 7766 recommends seconds,
 /// not minutes; NSD's `tcp-timeout` default is 120 s, Knot's `tcp-idle-timeout` 10 s).
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TCP connections open at once by default.
+pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 1000;
 
 /// The largest query read over UDP: queries are small (a name, an OPT, perhaps a TSIG);
 /// a bigger datagram arrives cut short and is answered FORMERR. Small buffers let the
@@ -80,6 +84,9 @@ pub struct ServerOptions {
     /// Encoded answers kept for repeated questions (0: none); see
     /// [`answers`].
     pub answer_cache: usize,
+    /// TCP connections open at once, at most; more are refused (Knot's
+    /// `tcp-max-clients`). Each costs one socket and at most one transport buffer.
+    pub max_tcp_connections: usize,
 }
 
 impl Default for ServerOptions {
@@ -89,12 +96,13 @@ impl Default for ServerOptions {
             rate_limit: rrl::DEFAULT_RATE,
             slip: rrl::DEFAULT_SLIP,
             answer_cache: answers::DEFAULT_CAPACITY,
+            max_tcp_connections: DEFAULT_MAX_TCP_CONNECTIONS,
         }
     }
 }
 
 /// Called with a zone's name when a NOTIFY for it arrives.
-type NotifyHook = Rc<dyn Fn(Name)>;
+type NotifyHook = Rc<dyn Fn(Name, IpAddr)>;
 
 /// What the UDP protocol and the TCP connections share.
 struct Shared {
@@ -121,6 +129,8 @@ const MAX_RECURSING: usize = 10_000;
 pub struct DnsServer {
     shared: Rc<Shared>,
     reactor: Reactor,
+    /// Open TCP connections, across all of this server's listeners.
+    tcp_open: Rc<Cell<usize>>,
 }
 
 impl DnsServer {
@@ -157,6 +167,7 @@ impl DnsServer {
                 recursing: Rc::new(Cell::new(0)),
             }),
             reactor: reactor.clone(),
+            tcp_open: Rc::new(Cell::new(0)),
         }
     }
 
@@ -173,7 +184,7 @@ impl DnsServer {
 
     /// Calls `f` with the zone's name when a NOTIFY for a zone in the catalog arrives (a
     /// secondary refreshes that zone).
-    pub fn on_notify(&self, f: impl Fn(Name) + 'static) {
+    pub fn on_notify(&self, f: impl Fn(Name, IpAddr) + 'static) {
         *self.shared.on_notify.borrow_mut() = Some(Rc::new(f));
     }
 
@@ -216,6 +227,7 @@ impl DnsServer {
     pub fn tcp_factory(&self) -> Rc<dyn Factory> {
         Rc::new(TcpFactory {
             shared: self.shared.clone(),
+            open: self.tcp_open.clone(),
         })
     }
 }
@@ -328,11 +340,11 @@ impl Shared {
         outcome
     }
 
-    fn notified(&self, zone: Name) {
-        tracing::info!("NOTIFY for {zone}");
+    fn notified(&self, zone: Name, source: IpAddr) {
+        tracing::info!("NOTIFY for {zone} from {source}");
         let hook = self.on_notify.borrow().clone();
         if let Some(hook) = hook {
-            hook(zone);
+            hook(zone, source);
         }
     }
 
@@ -358,13 +370,33 @@ impl Shared {
         });
     }
 
+    /// The wire form of the closest zone of ours enclosing the wire-form `name` (`None`
+    /// if none does).
+    fn zone_of(&self, name: &[u8]) -> Option<Vec<u8>> {
+        let catalog = self.catalog.borrow();
+        let mut at = 0;
+        while let Some(&len) = name.get(at) {
+            let suffix = name.get(at..)?;
+            let mut decoder = BinDecoder::new(suffix);
+            if let Ok(candidate) = Name::read(&mut decoder)
+                && catalog.zone(&candidate).is_some()
+            {
+                return Some(suffix.to_vec());
+            }
+            if len == 0 {
+                return None;
+            }
+            at += 1 + usize::from(len);
+        }
+        None
+    }
+
     /// Rate limiting for one UDP reply: what to send, if anything.
     fn limit(&self, client: IpAddr, query: &[u8], reply: Vec<u8>) -> Option<Vec<u8>> {
         let mut rrl = self.rrl.borrow_mut();
         if !rrl.enabled() {
             return Some(reply);
         }
-        let name = header::question_name(query).unwrap_or(b"");
         let kind = match header::rcode(&reply) {
             Some(0) if header::count(&reply, 1).unwrap_or(0) > 0 => ResponseKind::Answer,
             Some(0) if reply.get(2).is_some_and(|b| b & 0x04 != 0) => ResponseKind::Answer,
@@ -372,14 +404,21 @@ impl Shared {
             Some(3) => ResponseKind::NxDomain,
             _ => ResponseKind::Error,
         };
-        // NXDOMAINs and referrals count per parent name: a flood of random first labels
-        // is one key.
-        let name = match kind {
-            ResponseKind::NxDomain | ResponseKind::Referral => parent(name),
-            _ => name,
+        let question = header::question_end(query).and_then(|end| query.get(HEADER_LEN..end - 2));
+        let name = header::question_name(query).unwrap_or(b"");
+        // Answers count per name and type; NXDOMAINs and referrals per zone (a flood of
+        // random names in one zone is one key), as NSD and BIND count them.
+        let zone;
+        let key: &[u8] = match kind {
+            ResponseKind::Answer => question.unwrap_or(b""),
+            ResponseKind::NxDomain | ResponseKind::Referral => {
+                zone = self.zone_of(name);
+                zone.as_deref().unwrap_or(name)
+            }
+            ResponseKind::Error => b"",
         };
         let now = self.clock.seconds().max(0.0) as u64;
-        match rrl.check(client, kind, name, now) {
+        match rrl.check(client, kind, key, now) {
             Verdict::Send => Some(reply),
             Verdict::Slip => header::truncated_empty(&reply),
             Verdict::Drop => None,
@@ -400,14 +439,6 @@ impl Recursing {
 impl Drop for Recursing {
     fn drop(&mut self) {
         self.0.set(self.0.get().saturating_sub(1));
-    }
-}
-
-/// A wire-format name without its first label (the root stays the root).
-fn parent(name: &[u8]) -> &[u8] {
-    match name.first() {
-        Some(&len) if len > 0 => name.get(1 + len as usize..).unwrap_or(b""),
-        _ => name,
     }
 }
 
@@ -434,16 +465,28 @@ impl DatagramProtocol for UdpServer {
         let Some(peer) = addr.socket_addr() else {
             return;
         };
-        let reply = match self.shared.respond(data, peer.ip(), Via::Udp) {
+        // An IPv4 client of a dual-stack socket is itself, not an IPv6 address (for the
+        // rate limiter's networks and the transfer ACL).
+        let client = peer.ip().to_canonical();
+        let reply = match self.shared.respond(data, client, Via::Udp) {
             Outcome::Reply(reply) => reply,
             Outcome::Notified { zone, reply } => {
-                self.shared.notified(zone);
+                self.shared.notified(zone, client);
                 reply
             }
             Outcome::Recurse(query) => {
                 let transport = transport.clone();
                 let addr = addr.clone();
+                let shared = Rc::downgrade(&self.shared);
+                let query_bytes = data.to_vec();
                 self.shared.recurse(query, Via::Udp, move |reply| {
+                    // Recursion's answers are rate-limited too (open-resolver reflection).
+                    let Some(reply) = shared
+                        .upgrade()
+                        .and_then(|shared| shared.limit(client, &query_bytes, reply))
+                    else {
+                        return;
+                    };
                     if let Err(err) = transport.write_to(&reply, &addr) {
                         tracing::debug!("reply to {addr} not sent: {err}");
                     }
@@ -453,7 +496,7 @@ impl DatagramProtocol for UdpServer {
             // A transfer never goes over UDP; the catalog refuses it there.
             Outcome::Stream(_) | Outcome::Drop => return,
         };
-        if let Some(reply) = self.shared.limit(peer.ip(), data, reply)
+        if let Some(reply) = self.shared.limit(client, data, reply)
             && let Err(err) = transport.write_to(&reply, addr)
         {
             tracing::debug!("reply to {addr} not sent: {err}");
@@ -461,19 +504,32 @@ impl DatagramProtocol for UdpServer {
     }
 }
 
-/// Builds a [`TcpSession`] per connection.
+/// Builds a [`TcpSession`] per connection, up to
+/// [`ServerOptions::max_tcp_connections`] at once.
 struct TcpFactory {
     shared: Rc<Shared>,
+    open: Rc<Cell<usize>>,
 }
 
 impl Factory for TcpFactory {
     fn build_protocol(&self, addr: &Address) -> Option<Box<dyn Protocol>> {
-        let peer = addr.socket_addr()?.ip();
+        let peer = addr.socket_addr()?.ip().to_canonical();
+        if self.open.get() >= self.shared.options.max_tcp_connections {
+            tracing::warn!(
+                "TCP connection from {peer} refused: {} open already",
+                self.open.get()
+            );
+            return None;
+        }
+        self.open.set(self.open.get() + 1);
         Some(Box::new(TcpSession {
             shared: self.shared.clone(),
             peer,
             buffer: Vec::new(),
+            backlog: Vec::new(),
+            paused: Rc::new(Cell::new(false)),
             timeout: None,
+            open: self.open.clone(),
         }))
     }
 
@@ -482,13 +538,34 @@ impl Factory for TcpFactory {
     }
 }
 
+/// Input kept while answers wait unsent, at most (reading is paused meanwhile; a client
+/// that sends this much regardless is cut off).
+const MAX_BACKLOG: usize = 256 << 10;
+
+/// After the idle timeout has asked a connection to close, how long its unsent answers get
+/// before it is aborted (a client that stopped reading would hold it open for ever).
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
 /// One TCP connection: length-prefixed queries in, answers out in the same framing.
 struct TcpSession {
     shared: Rc<Shared>,
     peer: IpAddr,
     /// Bytes of a message not yet whole (at most one message's worth).
     buffer: Vec<u8>,
+    /// Input not yet looked at, because answers are waiting unsent.
+    backlog: Vec<u8>,
+    /// The transport's output is above its high-water mark: answer nothing more until it
+    /// drains.
+    paused: Rc<Cell<bool>>,
     timeout: Option<TimeoutMixin>,
+    /// The factory's count of open connections.
+    open: Rc<Cell<usize>>,
+}
+
+impl Drop for TcpSession {
+    fn drop(&mut self) {
+        self.open.set(self.open.get().saturating_sub(1));
+    }
 }
 
 impl TcpSession {
@@ -496,7 +573,7 @@ impl TcpSession {
         match self.shared.respond(query, self.peer, Via::Tcp) {
             Outcome::Reply(reply) => send_framed(transport, &reply),
             Outcome::Notified { zone, reply } => {
-                self.shared.notified(zone);
+                self.shared.notified(zone, self.peer);
                 send_framed(transport, &reply);
             }
             Outcome::Stream(messages) => {
@@ -519,54 +596,45 @@ impl TcpSession {
             Outcome::Drop => {}
         }
     }
-}
 
-fn send_framed(transport: &Transport, message: &[u8]) {
-    let Ok(len) = u16::try_from(message.len()) else {
-        tracing::warn!(
-            "a {}-byte answer is too long for TCP: not sent",
-            message.len()
-        );
-        return;
-    };
-    transport.write_sequence(&[&len.to_be_bytes(), message]);
-}
-
-impl Protocol for TcpSession {
-    fn connection_made(&mut self, transport: &Transport) {
-        tracing::debug!("TCP connection from {}", self.peer);
-        // Read no faster than the client reads its answers.
-        let _ = transport.register_producer(transport.clone(), true);
-        let timeout = TimeoutMixin::closing(self.shared.clock.clone(), transport);
-        timeout.set_timeout(Some(self.shared.options.tcp_idle_timeout));
-        self.timeout = Some(timeout);
-    }
-
-    fn data_received(&mut self, transport: &Transport, mut data: &[u8]) {
-        if let Some(timeout) = &self.timeout {
-            timeout.reset_timeout();
-        }
-        // Whole messages straight from `data` when nothing is buffered (the common case).
+    /// Answers every whole message in `data` (after the partial one buffered), until the
+    /// output backs up: the rest is kept in the backlog for when it drains.
+    fn consume(&mut self, transport: &Transport, mut data: &[u8]) {
         loop {
+            if self.paused.get() {
+                self.backlog.extend_from_slice(data);
+                if self.backlog.len() > MAX_BACKLOG {
+                    tracing::info!(
+                        "{} sends queries without reading answers: cut off",
+                        self.peer
+                    );
+                    transport.abort_connection();
+                }
+                return;
+            }
             if !self.buffer.is_empty() {
-                let need = match self.buffer.len() {
-                    0 | 1 => 2 - self.buffer.len(),
-                    n => 2 + u16::from_be_bytes([self.buffer[0], self.buffer[1]]) as usize - n,
-                };
-                let take = need.min(data.len());
+                // The length prefix first (it may have come one byte at a time)…
+                if self.buffer.len() < 2 {
+                    let take = (2 - self.buffer.len()).min(data.len());
+                    self.buffer.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if self.buffer.len() < 2 {
+                        return;
+                    }
+                }
+                // …then the message.
+                let len = u16::from_be_bytes([self.buffer[0], self.buffer[1]]) as usize;
+                let take = (2 + len - self.buffer.len()).min(data.len());
                 self.buffer.extend_from_slice(&data[..take]);
                 data = &data[take..];
-                if self.buffer.len() < 2 {
-                    return;
-                }
-                let len = u16::from_be_bytes([self.buffer[0], self.buffer[1]]) as usize;
                 if self.buffer.len() < 2 + len {
-                    return;
+                    return; // all of `data` is taken
                 }
                 let message = std::mem::take(&mut self.buffer);
                 self.answer(transport, &message[2..]);
                 continue;
             }
+            // Whole messages straight from `data` when nothing is buffered (the usual case).
             match data {
                 [] => return,
                 [hi, lo, rest @ ..] => {
@@ -589,9 +657,92 @@ impl Protocol for TcpSession {
         }
     }
 
+    /// The output drained: answer what came meanwhile.
+    fn drain_backlog(&mut self, transport: &Transport) {
+        let backlog = std::mem::take(&mut self.backlog);
+        self.consume(transport, &backlog);
+    }
+}
+
+fn send_framed(transport: &Transport, message: &[u8]) {
+    let Ok(len) = u16::try_from(message.len()) else {
+        tracing::warn!(
+            "a {}-byte answer is too long for TCP: not sent",
+            message.len()
+        );
+        return;
+    };
+    transport.write_sequence(&[&len.to_be_bytes(), message]);
+}
+
+/// Stops reading while a connection's answers back up, and has the waiting queries
+/// answered once they drain.
+struct Backpressure {
+    transport: Transport,
+    paused: Rc<Cell<bool>>,
+}
+
+impl Producer for Backpressure {
+    fn pause_producing(&self) {
+        self.paused.set(true);
+        self.transport.pause_producing();
+    }
+
+    fn resume_producing(&self) {
+        self.paused.set(false);
+        self.transport.resume_producing();
+        let _ = self
+            .transport
+            .call_later(Duration::ZERO, |session: &mut TcpSession, t| {
+                session.drain_backlog(t)
+            });
+    }
+
+    fn stop_producing(&self) {}
+}
+
+impl Protocol for TcpSession {
+    fn connection_made(&mut self, transport: &Transport) {
+        tracing::debug!("TCP connection from {}", self.peer);
+        let _ = transport.register_producer(
+            Backpressure {
+                transport: transport.clone(),
+                paused: self.paused.clone(),
+            },
+            true,
+        );
+        // Idle: close; still not gone after the grace (a client that reads nothing): abort.
+        let t = transport.clone();
+        let clock = self.shared.clock.clone();
+        let peer = self.peer;
+        let timeout = TimeoutMixin::new(self.shared.clock.clone(), move || {
+            tracing::debug!("TCP connection from {peer} idle: closed");
+            t.lose_connection();
+            let t = t.clone();
+            clock.call_later(CLOSE_GRACE, move || t.abort_connection());
+        });
+        timeout.set_timeout(Some(self.shared.options.tcp_idle_timeout));
+        self.timeout = Some(timeout);
+    }
+
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        if let Some(timeout) = &self.timeout {
+            timeout.reset_timeout();
+        }
+        if !self.backlog.is_empty() {
+            // Keep the order: what came first is answered first.
+            let mut backlog = std::mem::take(&mut self.backlog);
+            backlog.extend_from_slice(data);
+            self.consume(transport, &backlog);
+        } else {
+            self.consume(transport, data);
+        }
+    }
+
     fn connection_lost(&mut self, _reason: &twistor::CloseReason) {
         if let Some(timeout) = self.timeout.take() {
             timeout.cancel_timeout();
         }
+        self.backlog = Vec::new();
     }
 }

@@ -74,7 +74,10 @@ fn transfers_refreshes_retries_expires_and_heeds_notify() {
     {
         let secondary = secondary.clone();
         let notified = notified.clone();
-        server.on_notify(move |_zone| {
+        server.on_notify(move |_zone, source| {
+            // Only the primary is heeded.
+            assert!(!secondary.notified("192.0.2.9".parse().unwrap()));
+            assert_eq!(source, secondary.primary().ip());
             let notified = notified.clone();
             secondary.refresh().consume(move |r| {
                 let _ = notified.resolve(r);

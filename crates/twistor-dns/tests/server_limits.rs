@@ -162,3 +162,137 @@ fn idle_and_half_sent_tcp_connections_are_closed_after_the_idle_timeout() {
     };
     reactor.run_until(scenario).unwrap();
 }
+
+/// `count` framed queries for `name` (type TXT), ids 0, 1, 2…
+fn framed_queries(name_text: &str, count: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    for id in 0..count {
+        let mut m = Message::query();
+        m.metadata.id = id;
+        m.add_query(Query::query(name(name_text), RecordType::TXT));
+        let bytes = m.to_vec().unwrap();
+        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// The ids of the whole framed messages in `stream`.
+fn framed_ids(stream: &[u8]) -> Vec<u16> {
+    let mut ids = Vec::new();
+    let mut at = 0;
+    while at + 2 <= stream.len() {
+        let len = u16::from_be_bytes([stream[at], stream[at + 1]]) as usize;
+        let Some(bytes) = stream.get(at + 2..at + 2 + len) else {
+            break;
+        };
+        let message = Message::from_vec(bytes).unwrap();
+        ids.push(message.metadata.id);
+        at += 2 + len;
+    }
+    ids
+}
+
+#[test]
+fn tcp_messages_split_anywhere_are_answered_in_order() {
+    let reactor = twistor_testing::reactor();
+    let server = DnsServer::new(&reactor, catalog(), ServerOptions::default());
+    let factory = server.tcp_factory();
+    let peer = Address::Tcp(([127, 0, 0, 1], 5353).into());
+    let stream = framed_queries("text.example.test.", 3);
+    let feeds: Vec<Vec<&[u8]>> = (0..=stream.len())
+        .map(|split| vec![&stream[..split], &stream[split..]])
+        .chain(std::iter::once(stream.chunks(1).collect()))
+        .collect();
+    for feed in feeds {
+        let st = twistor_testing::StringTransport::with_addresses(peer.clone(), peer.clone());
+        let transport = st.transport();
+        let mut session = factory.build_protocol(&peer).unwrap();
+        session.make_connection(&transport);
+        for piece in &feed {
+            session.data_received(&transport, piece);
+        }
+        assert_eq!(
+            framed_ids(&st.value()),
+            [0, 1, 2],
+            "fed as {} pieces",
+            feed.len()
+        );
+    }
+}
+
+/// Sends `count` queries for big answers without reading, then reads them all.
+struct Flood {
+    queries: Vec<u8>,
+    expect: usize,
+    received: Vec<u8>,
+    /// Where the next frame starts in `received`, and how many came whole.
+    at: usize,
+    frames: usize,
+    done: Deferred<Vec<u8>>,
+}
+
+impl Protocol for Flood {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.pause_producing();
+        transport.write(&self.queries);
+        let t = transport.clone();
+        // Read again once the server has had time to fill every buffer on the way.
+        if let Some(reactor) = transport.reactor() {
+            reactor.call_later(Duration::from_millis(300), move || t.resume_producing());
+        }
+    }
+
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        self.received.extend_from_slice(data);
+        // Count whole frames by their prefixes alone (decoding is for the end).
+        while let Some(prefix) = self.received.get(self.at..self.at + 2) {
+            let next = self.at + 2 + usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
+            if next > self.received.len() {
+                break;
+            }
+            self.at = next;
+            self.frames += 1;
+        }
+        if self.frames == self.expect {
+            let _ = self.done.resolve(Ok(std::mem::take(&mut self.received)));
+            transport.lose_connection();
+        }
+    }
+}
+
+#[test]
+fn a_client_that_does_not_read_pauses_the_server_and_gets_every_answer_in_order_later() {
+    let reactor = twistor_testing::reactor();
+    let mut big = Catalog::new();
+    let mut text = EXAMPLE_ZONE.to_string();
+    for i in 0..40 {
+        text.push_str(&format!("big IN TXT \"{i:03}{}\"\n", "x".repeat(97)));
+    }
+    big.insert(zone(&text));
+    let server = DnsServer::new(
+        &reactor,
+        Rc::new(RefCell::new(big)),
+        ServerOptions::default(),
+    );
+    let port = reactor
+        .listen_tcp_local(0, server.tcp_factory())
+        .unwrap()
+        .port();
+    // 1,500 answers of about 4.4 KB: 6.6 MB, far beyond the socket buffers.
+    let count = 1500;
+    let done = Deferred::new();
+    let flood = Flood {
+        queries: framed_queries("big.example.test.", count),
+        expect: usize::from(count),
+        received: Vec::new(),
+        at: 0,
+        frames: 0,
+        done: done.clone(),
+    };
+    let endpoint = twistor::endpoints::HostnameEndpoint::new(&reactor, "127.0.0.1", port);
+    twistor::endpoints::connect_protocol(&endpoint, flood);
+    let received = reactor.run_until(done).unwrap().unwrap();
+    let ids = framed_ids(&received);
+    assert_eq!(ids, (0..count).collect::<Vec<u16>>());
+}

@@ -19,11 +19,16 @@ use super::header::{self, HEADER_LEN};
 /// Answers kept by default.
 pub const DEFAULT_CAPACITY: usize = 16_384;
 
+/// Bytes of answers kept at most, whatever their number (TCP answers can be 64 KiB each).
+pub const MAX_BYTES: usize = 32 << 20;
+
 /// Encoded replies by query key; see the [module docs](self).
 #[derive(Debug)]
 pub struct AnswerCache {
     map: HashMap<Box<[u8]>, Box<[u8]>>,
     capacity: usize,
+    /// Bytes of keys and answers held.
+    bytes: usize,
     /// The key of the last query looked up (reused between calls).
     scratch: Vec<u8>,
 }
@@ -34,6 +39,7 @@ impl AnswerCache {
         AnswerCache {
             map: HashMap::new(),
             capacity,
+            bytes: 0,
             scratch: Vec::with_capacity(64),
         }
     }
@@ -68,22 +74,28 @@ impl AnswerCache {
             return;
         };
         let same_question = reply
-            .get(HEADER_LEN..end)
-            .is_some_and(|q| q.eq_ignore_ascii_case(&query[HEADER_LEN..end]))
+            .get(HEADER_LEN..end - 4)
+            .is_some_and(|q| q.eq_ignore_ascii_case(&query[HEADER_LEN..end - 4]))
+            && reply.get(end - 4..end) == Some(&query[end - 4..end])
             && header::count(reply, 0) == Some(1);
         if !same_question {
             return;
         }
-        if self.map.len() >= self.capacity {
-            self.map.clear();
+        let size = self.scratch.len() + reply.len();
+        if self.map.len() >= self.capacity || self.bytes + size > MAX_BYTES {
+            self.clear();
         }
         let key = std::mem::take(&mut self.scratch).into_boxed_slice();
-        self.map.insert(key, reply.into());
+        if let Some(old) = self.map.insert(key, reply.into()) {
+            self.bytes = self.bytes.saturating_sub(old.len());
+        }
+        self.bytes += size;
     }
 
     /// Forgets every answer (the zones changed).
     pub fn clear(&mut self) {
         self.map.clear();
+        self.bytes = 0;
     }
 
     /// How many answers are kept.
@@ -126,14 +138,21 @@ fn key(query: &[u8], udp: bool, out: &mut Vec<u8>) -> bool {
             out.push(1);
             out.push(*version);
             out.push(*do_z & 0x80);
-            let size = u16::from_be_bytes([*size_hi, *size_lo]).max(512);
+            // The buffer size matters over UDP only.
+            let size = if udp {
+                u16::from_be_bytes([*size_hi, *size_lo]).max(512)
+            } else {
+                0
+            };
             out.extend_from_slice(&size.to_be_bytes());
         }
         _ => return false,
     }
-    for b in &query[HEADER_LEN..end] {
+    // The name in any case; its type and class exactly (0x41, HTTPS, is not 0x61).
+    for b in &query[HEADER_LEN..end - 4] {
         out.push(b.to_ascii_lowercase());
     }
+    out.extend_from_slice(&query[end - 4..end]);
     true
 }
 
@@ -202,6 +221,29 @@ mod tests {
         no_do[at] = 0;
         assert_eq!(cache.lookup(&no_do, true), None);
         assert!(cache.lookup(&edns, true).unwrap().ends_with(b"E"));
+    }
+
+    #[test]
+    fn types_and_classes_are_compared_exactly_not_as_letters() {
+        // 0x41 (HTTPS, 65) and 0x61 (97) are 'A' and 'a' as letters.
+        let with_type = |t: u8| {
+            let mut q = query(1, WWW, None);
+            let n = q.len();
+            q[n - 3] = t;
+            q
+        };
+        let mut cache = AnswerCache::new(10);
+        let q97 = with_type(97);
+        cache.lookup(&q97, true);
+        cache.insert(&q97, &reply(&q97, b"NODATA"));
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.lookup(&with_type(65), true), None);
+        // A reply whose question has another type is not kept for this query.
+        let q65 = with_type(65);
+        cache.lookup(&q65, true);
+        cache.insert(&q65, &reply(&q97, b"X"));
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.lookup(&q65, true), None);
     }
 
     #[test]
