@@ -29,6 +29,7 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
@@ -56,6 +57,10 @@ pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// TCP connections open at once by default.
 pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 1000;
+
+/// TCP connections open at once from one address by default (a resolver behind NAT may
+/// need several; one client cannot take them all).
+pub const DEFAULT_MAX_TCP_PER_CLIENT: usize = 100;
 
 /// The largest query read over UDP: queries are small (a name, an OPT, perhaps a TSIG);
 /// a bigger datagram arrives cut short and is answered FORMERR. Small buffers let the
@@ -87,6 +92,8 @@ pub struct ServerOptions {
     /// TCP connections open at once, at most; more are refused (Knot's
     /// `tcp-max-clients`). Each costs one socket and at most one transport buffer.
     pub max_tcp_connections: usize,
+    /// TCP connections open at once from one address, at most.
+    pub max_tcp_per_client: usize,
 }
 
 impl Default for ServerOptions {
@@ -97,6 +104,7 @@ impl Default for ServerOptions {
             slip: rrl::DEFAULT_SLIP,
             answer_cache: answers::DEFAULT_CAPACITY,
             max_tcp_connections: DEFAULT_MAX_TCP_CONNECTIONS,
+            max_tcp_per_client: DEFAULT_MAX_TCP_PER_CLIENT,
         }
     }
 }
@@ -130,7 +138,7 @@ pub struct DnsServer {
     shared: Rc<Shared>,
     reactor: Reactor,
     /// Open TCP connections, across all of this server's listeners.
-    tcp_open: Rc<Cell<usize>>,
+    tcp_open: Rc<OpenConnections>,
 }
 
 impl DnsServer {
@@ -167,7 +175,7 @@ impl DnsServer {
                 recursing: Rc::new(Cell::new(0)),
             }),
             reactor: reactor.clone(),
-            tcp_open: Rc::new(Cell::new(0)),
+            tcp_open: Rc::default(),
         }
     }
 
@@ -508,20 +516,31 @@ impl DatagramProtocol for UdpServer {
 /// [`ServerOptions::max_tcp_connections`] at once.
 struct TcpFactory {
     shared: Rc<Shared>,
-    open: Rc<Cell<usize>>,
+    open: Rc<OpenConnections>,
+}
+
+/// The open TCP connections: in all and per address.
+#[derive(Default)]
+struct OpenConnections {
+    total: Cell<usize>,
+    by_client: RefCell<HashMap<IpAddr, usize>>,
 }
 
 impl Factory for TcpFactory {
     fn build_protocol(&self, addr: &Address) -> Option<Box<dyn Protocol>> {
         let peer = addr.socket_addr()?.ip().to_canonical();
-        if self.open.get() >= self.shared.options.max_tcp_connections {
+        let options = &self.shared.options;
+        let total = self.open.total.get();
+        let mut by_client = self.open.by_client.borrow_mut();
+        let theirs = by_client.get(&peer).copied().unwrap_or(0);
+        if total >= options.max_tcp_connections || theirs >= options.max_tcp_per_client {
             tracing::warn!(
-                "TCP connection from {peer} refused: {} open already",
-                self.open.get()
+                "TCP connection from {peer} refused: {total} open already, {theirs} of them its"
             );
             return None;
         }
-        self.open.set(self.open.get() + 1);
+        self.open.total.set(total + 1);
+        by_client.insert(peer, theirs + 1);
         Some(Box::new(TcpSession {
             shared: self.shared.clone(),
             peer,
@@ -559,12 +578,19 @@ struct TcpSession {
     paused: Rc<Cell<bool>>,
     timeout: Option<TimeoutMixin>,
     /// The factory's count of open connections.
-    open: Rc<Cell<usize>>,
+    open: Rc<OpenConnections>,
 }
 
 impl Drop for TcpSession {
     fn drop(&mut self) {
-        self.open.set(self.open.get().saturating_sub(1));
+        self.open.total.set(self.open.total.get().saturating_sub(1));
+        let mut by_client = self.open.by_client.borrow_mut();
+        if let Some(n) = by_client.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                by_client.remove(&self.peer);
+            }
+        }
     }
 }
 

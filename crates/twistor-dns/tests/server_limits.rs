@@ -296,3 +296,34 @@ fn a_client_that_does_not_read_pauses_the_server_and_gets_every_answer_in_order_
     let ids = framed_ids(&received);
     assert_eq!(ids, (0..count).collect::<Vec<u16>>());
 }
+
+#[test]
+fn tcp_connections_are_limited_in_all_and_per_client() {
+    let reactor = twistor_testing::reactor();
+    let options = ServerOptions {
+        max_tcp_connections: 3,
+        max_tcp_per_client: 2,
+        ..ServerOptions::default()
+    };
+    let server = DnsServer::new(&reactor, catalog(), options);
+    let factory = server.tcp_factory();
+    let from = |ip: [u8; 4]| Address::Tcp((ip, 40000).into());
+    let a1 = factory.build_protocol(&from([192, 0, 2, 1]));
+    let a2 = factory.build_protocol(&from([192, 0, 2, 1]));
+    assert!(a1.is_some() && a2.is_some());
+    assert!(
+        factory.build_protocol(&from([192, 0, 2, 1])).is_none(),
+        "per client"
+    );
+    let b = factory.build_protocol(&from([192, 0, 2, 2]));
+    assert!(b.is_some());
+    assert!(
+        factory.build_protocol(&from([192, 0, 2, 3])).is_none(),
+        "in all"
+    );
+    drop(a1);
+    assert!(
+        factory.build_protocol(&from([192, 0, 2, 1])).is_some(),
+        "room again"
+    );
+}
