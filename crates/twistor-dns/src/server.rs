@@ -34,7 +34,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use hickory_proto::op::Message;
+use hickory_proto::op::{Message, Metadata, Query};
 use hickory_proto::rr::Name;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use twistor::application::Service;
@@ -360,10 +360,11 @@ impl Shared {
     fn recurse(&self, query: Message, via: Via, send: impl FnOnce(Vec<u8>) + 'static) {
         let recursor = self.recursor.borrow().clone();
         let Some(recursor) = recursor.filter(|_| self.recursing.get() < MAX_RECURSING) else {
-            send(servfail_for(&query));
+            send(servfail_for(query.metadata, &query.queries));
             return;
         };
-        let servfail = servfail_for(&query);
+        // What a SERVFAIL needs, kept in case (it is built only if recursion fails).
+        let (metadata, queries) = (query.metadata, query.queries.clone());
         let guard = Recursing::new(&self.recursing);
         recursor.answer(query, via).add_both(move |result| {
             drop(guard);
@@ -371,7 +372,7 @@ impl Shared {
                 Ok(reply) => send(reply),
                 Err(failure) => {
                     tracing::debug!("recursion failed: {failure}");
-                    send(servfail);
+                    send(servfail_for(metadata, &queries));
                 }
             }
             Ok(Vec::new())
@@ -450,15 +451,15 @@ impl Drop for Recursing {
     }
 }
 
-/// A SERVFAIL response to `query`.
-fn servfail_for(query: &Message) -> Vec<u8> {
+/// A SERVFAIL response to a query with this header and these questions.
+fn servfail_for(query: Metadata, questions: &[Query]) -> Vec<u8> {
     let mut reply = Message::error_msg(
-        query.metadata.id,
-        query.metadata.op_code,
+        query.id,
+        query.op_code,
         hickory_proto::op::ResponseCode::ServFail,
     );
-    reply.add_queries(query.queries.iter().cloned());
-    reply.metadata.recursion_desired = query.metadata.recursion_desired;
+    reply.add_queries(questions.iter().cloned());
+    reply.metadata.recursion_desired = query.recursion_desired;
     reply.metadata.recursion_available = true;
     reply.to_vec().unwrap_or_default()
 }
